@@ -1,0 +1,111 @@
+"""The ``roborl`` command line.
+
+Each subcommand lives in its own module exposing::
+
+    HELP: str                                   # one line for `roborl --help`
+    def add_arguments(p: argparse.ArgumentParser) -> None
+    def run(args: argparse.Namespace) -> int    # exit code
+
+and is listed in :data:`COMMANDS` (an explicit registry, imported lazily so that
+``roborl --help`` stays fast and a broken optional dependency only breaks its own
+command). Usage errors raise :class:`UsageError` (or ``ConfigError``); ``main``
+prints them as one line on stderr and exits with code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from typing import Sequence
+
+from roborl.errors import ConfigError, UsageError
+
+
+# name -> module path. Order is the order shown in --help.
+COMMANDS: dict[str, str] = {
+    "train": "roborl.runners.cli_train",
+    "eval": "roborl.eval.cli_eval",
+    "collect": "roborl.store.cli_collect",
+    "store": "roborl.store.cli_store",
+    "config": "roborl.cli_config",
+    "envs": "roborl.envs.cli_envs",
+    "plot": "roborl.eval.cli_plot",
+    "report": "roborl.eval.cli_report",
+    "teleop": "roborl.teleop.cli_teleop",
+    "robot": "roborl.robots.cli_robot",
+}
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises UsageError instead of printing usage and exiting."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _load(name: str):
+    try:
+        return importlib.import_module(COMMANDS[name])
+    except ModuleNotFoundError as e:
+        if e.name and e.name.startswith("roborl"):
+            return None
+        raise
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="roborl",
+        description="roborl: RL on real robots and in MuJoCo.\n\n"
+                    "Example:\n  roborl train configs/default.yaml sac.lr=1e-4\n"
+                    "Config precedence: defaults < YAML file < command-line overrides (key=value).",
+        formatter_class=_Formatter,
+    )
+    parser.add_argument("--quiet", action="store_true", help="No progress bars.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in COMMANDS:
+        if only is not None and name != only:
+            # Cheap placeholder so `roborl --help` lists every command without importing it.
+            sub.add_parser(name, help="")
+            continue
+        mod = _load(name)
+        if mod is None:
+            continue
+        p = sub.add_parser(name, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP),
+                           formatter_class=_Formatter)
+        p.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="No progress bars.")
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Only import the module of the command being run (fast startup, isolated failures).
+    only = next((a for a in argv if not a.startswith("-")), None)
+    if only not in COMMANDS:
+        only = None
+    try:
+        parser = build_parser(only if only else None)
+        args = parser.parse_args(argv)
+        if getattr(args, "quiet", False):
+            os.environ["ROBORL_QUIET"] = "1"
+        if not getattr(args, "_run", None):
+            parser.print_help()
+            return 0 if not argv else 2
+        return int(args._run(args) or 0)
+    except (UsageError, ConfigError) as e:
+        print(f"roborl: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("roborl: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""`roborl train CONFIG [key=value ...]`: train, resuming from the latest checkpoint in run.dir."""
+from __future__ import annotations
+
+import argparse
+import importlib
+from pathlib import Path
+
+HELP = "Train SAC or PPO from a YAML run config (resumes from run.dir's latest checkpoint)."
+DESCRIPTION = (HELP + "\n\nConfig precedence: defaults < CONFIG file < key=value overrides.\n\n"
+               "Examples:\n  roborl train configs/default.yaml\n"
+               "  roborl train configs/default.yaml sac.lr=1e-4 env.id=roborl/Push-v0 run.dir=runs/push\n"
+               "  roborl train configs/default.yaml run.dir=runs/push   # again: resumes from its latest checkpoint")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="YAML run config.")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. sac.lr=1e-4 train.total_steps=20000")
+    p.add_argument("--role", choices=["local", "learner", "actor"], default="local",
+                   help="local: act and learn here; learner/actor: the split across machines.")
+    p.add_argument("--learner", default=None, metavar="HOST:PORT", help="Learner address (with --role actor).")
+
+
+def run(args: argparse.Namespace) -> int:
+    from roborl import config as C
+    from roborl.errors import UsageError
+    from roborl.runners import RUNNERS
+    from roborl.runners.config import RunConfig
+    from roborl.runs import default_run_dir
+
+    cfg = C.load(RunConfig, args.config, args.overrides)
+    if args.role == "actor" and not args.learner:
+        raise UsageError("--role actor needs --learner HOST:PORT")
+    run_dir = Path(cfg.run.dir) if cfg.run.dir else default_run_dir(cfg.run.name)
+    mod_name, fn_name = RUNNERS[cfg.train.algo].split(":")
+    try:
+        mod = importlib.import_module(mod_name)
+    except ModuleNotFoundError as e:
+        if e.name == mod_name:
+            raise UsageError(f"train.algo: {cfg.train.algo!r} has no runner installed yet") from None
+        raise
+    return int(getattr(mod, fn_name)(cfg, run_dir, args.role, args.learner) or 0)

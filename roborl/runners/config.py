@@ -1,0 +1,50 @@
+"""The top-level run config: the sections every run has, composed from the components' own configs.
+
+Common keys scripts can rely on: ``run.dir``, ``run.seed``, ``env.id``,
+``train.total_steps``, ``device``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from roborl.config import field, non_negative, positive
+from roborl.envs.config import EnvConfig
+from roborl.learners.ppo import PPOConfig
+from roborl.learners.sac import SACConfig
+from roborl.store.config import StoreConfig
+
+
+@dataclass(frozen=True)
+class RunSection:
+    """Identity and location of a run."""
+
+    name: str = field("run", doc="Run name; the default directory is runs/<name>-<timestamp>.")
+    dir: str | None = field(None, doc="Run directory. Null means runs/<name>-<timestamp>. Re-using a directory resumes.")
+    seed: int = field(0, doc="Seed for envs, networks, sampling.", check=non_negative)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The training loop (owned by the runner)."""
+
+    algo: Literal["sac", "ppo"] = field("sac", doc="Which learner runs.")
+    total_steps: int = field(100_000, doc="Env-step budget.", check=positive)
+    eval_every: int = field(5_000, doc="Env steps between eval rounds (0 = only at the end).", check=non_negative)
+    eval_episodes: int = field(10, doc="Episodes per eval round.", check=positive)
+    checkpoint_every: int = field(5_000, doc="Env steps between checkpoints.", check=positive)
+    log_every: int = field(1_000, doc="Env steps between metric rows.", check=positive)
+    max_minutes: float | None = field(None, doc="Wall-clock limit; training stops cleanly (with a checkpoint) when reached.", check=positive)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one `roborl train` run needs."""
+
+    run: RunSection = field(default_factory=RunSection, doc="Run identity.")
+    device: Literal["auto", "cpu", "cuda"] = field("auto", doc="auto uses CUDA when present.")
+    env: EnvConfig = field(default_factory=EnvConfig, doc="Environment.")
+    train: TrainConfig = field(default_factory=TrainConfig, doc="Training loop.")
+    store: StoreConfig = field(default_factory=StoreConfig, doc="Replay store (SAC).")
+    sac: SACConfig = field(default_factory=SACConfig, doc="SAC learner.")
+    ppo: PPOConfig = field(default_factory=PPOConfig, doc="PPO learner.")

@@ -1,0 +1,131 @@
+"""Run directories, metrics logging (JSONL + CSV + optional TensorBoard) and progress bars.
+
+A run directory holds::
+
+    config.yaml          the resolved config (written at start)
+    metrics.jsonl        one JSON object per logged row ({"step": ..., "time": ..., ...})
+    metrics.csv          the same rows as CSV (columns fixed by the first row; new keys are
+                         added to the JSONL only)
+    events.out.tfevents.*  TensorBoard, when tensorboard is installed
+    checkpoints/         see roborl.checkpoint
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+from roborl.config import dump_yaml
+
+
+def default_run_dir(name: str) -> Path:
+    return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when available, else ``cpu``. Errors name the device."""
+    import torch
+
+    from roborl.errors import UsageError
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("device: 'cuda' requested but no CUDA device is available (use device=auto or cpu)")
+    return device
+
+
+def progress_enabled() -> bool:
+    return sys.stderr.isatty() and os.environ.get("ROBORL_QUIET") != "1"
+
+
+def progress(iterable: Iterable | None = None, total: int | None = None, desc: str = "", initial: int = 0):
+    """A tqdm bar on a TTY, a silent stand-in otherwise (or with --quiet)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, initial=initial, disable=not progress_enabled(),
+                dynamic_ncols=True, leave=False)
+
+
+class MetricsLogger:
+    """Appends metric rows to JSONL/CSV (and TensorBoard when installed). Safe to reopen on resume."""
+
+    def __init__(self, run_dir: str | Path, tensorboard: bool = True) -> None:
+        self.dir = Path(run_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._jsonl = open(self.dir / "metrics.jsonl", "a", buffering=1)
+        csv_path = self.dir / "metrics.csv"
+        self._csv_fields: list[str] | None = None
+        if csv_path.exists() and csv_path.stat().st_size > 0:
+            with open(csv_path) as f:
+                self._csv_fields = next(csv.reader(f), None)
+        self._csv = open(csv_path, "a", newline="", buffering=1)
+        self._writer: csv.DictWriter | None = None
+        if self._csv_fields:
+            self._writer = csv.DictWriter(self._csv, fieldnames=self._csv_fields, extrasaction="ignore")
+        self._tb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package
+
+                self._tb = SummaryWriter(str(self.dir))
+            except Exception:
+                self._tb = None
+        self._t0 = time.time()
+
+    def log(self, step: int, row: dict[str, Any], prefix: str = "") -> None:
+        clean: dict[str, Any] = {"step": int(step), "time": round(time.time() - self._t0, 3)}
+        for k, v in row.items():
+            key = f"{prefix}{k}"
+            if hasattr(v, "item"):
+                v = v.item()
+            if isinstance(v, float) and not math.isfinite(v):
+                v = None
+            clean[key] = v
+        self._jsonl.write(json.dumps(clean) + "\n")
+        if self._writer is None:
+            self._csv_fields = list(clean)
+            self._writer = csv.DictWriter(self._csv, fieldnames=self._csv_fields, extrasaction="ignore")
+            self._writer.writeheader()
+        self._writer.writerow(clean)
+        if self._tb is not None:
+            for k, v in clean.items():
+                if k not in ("step", "time") and isinstance(v, (int, float)) and not isinstance(v, bool):
+                    self._tb.add_scalar(k, v, step)
+
+    def set_time_offset(self, seconds: float) -> None:
+        """On resume, continue the wall-time axis where the previous process stopped."""
+        self._t0 = time.time() - seconds
+
+    def close(self) -> None:
+        self._jsonl.close()
+        self._csv.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """All rows of a run's metrics.jsonl (a torn last line from a crash is skipped)."""
+    rows = []
+    p = Path(run_dir) / "metrics.jsonl"
+    if not p.exists():
+        return rows
+    for line in p.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def write_config(run_dir: str | Path, cfg: Any) -> None:
+    from roborl.checkpoint import atomic_write_text
+
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    atomic_write_text(Path(run_dir) / "config.yaml", dump_yaml(cfg))
