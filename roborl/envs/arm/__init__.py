@@ -1,0 +1,1 @@
+"""Our MuJoCo arm and its tasks."""
