@@ -1,13 +1,491 @@
-"""PPO (owned by the PPO work, issue 5). Stub: config only."""
+"""Proximal Policy Optimization (issue 5): PPO-clip and PPO-KL with GAE, read top to bottom.
+
+This module holds losses and updates only (no files, zarr or envs; the loop lives in
+``roborl/runners/ppo.py``). References: Schulman et al. 2017 (PPO), Schulman et al. 2016
+(GAE), the seeds 003 §3.4.7 (PPO-KL / PPO-clip, KL early stop) and 002 (worked GAE
+example), CleanRL ``ppo_continuous_action.py`` and SB3 (defaults, initialisation), rsl_rl
+(target-KL adaptive learning rate), Pinto et al. 2018 (asymmetric actor-critic).
+
+Design decisions (why):
+
+* **Policy**: a diagonal Gaussian with a *state-independent* log-std parameter (standard for
+  PPO: SB3, CleanRL, rsl_rl). ``action_squash="clip"`` samples ``u ~ N(mu, std)`` and sends
+  ``clip(u, -1, 1)`` to the env (log-probs are of ``u``, as in SB3/CleanRL);
+  ``action_squash="tanh"`` sends ``tanh(u)``. In both cases the buffer stores ``u``, and the
+  importance ratio ``pi'(u)/pi(u)`` is exact: the tanh Jacobian is the same for old and new
+  policy and cancels. The entropy bonus uses the entropy of ``N(mu, std)`` (the squashed
+  distribution has no closed form).
+* **Observation normalization** lives *inside* the model (running mean/var buffers,
+  :class:`RunningMeanStd`), so it is saved with every checkpoint and eval needs nothing else.
+  The statistics are frozen during a rollout and its update and refreshed afterwards with
+  that rollout's observations: the log-probs stored at collection time and the ones
+  recomputed in the update then see identically normalized inputs, so the ratio is exactly
+  1 at the first minibatch (updating per step, as rsl_rl does, breaks that).
+* **Asymmetric actor-critic** (Pinto et al. 2018; OpenAI 2019): with ``asymmetric=True`` the
+  critic's input is ``[norm(obs), norm(priv)]`` where ``priv`` is privileged simulator state
+  (DR parameters, true object poses) that the actor never sees. Only the actor is needed to
+  deploy, so the real robot never has to provide ``priv``.
+* **GAE** distinguishes *terminated* (no bootstrap) from *truncated* (bootstrap from
+  ``V(s_T)`` of the real final observation): :func:`compute_gae` takes ``next_values``,
+  the value of the state that actually followed each step.
+
+Shapes: ``T`` rollout steps per env, ``N`` envs, ``B = T*N``, ``O`` obs dim, ``P`` privileged
+dim (0 when off), ``A`` action dim.
+"""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any, Literal
 
-from roborl.config import field, positive
+import numpy as np
+import torch
+from torch import nn
 
+from roborl.config import field, non_negative, open_unit_interval, positive, unit_interval
+
+__all__ = [
+    "PPOConfig", "RunningMeanStd", "ActorCritic", "PPO", "PPOPolicy", "Rollout",
+    "compute_gae", "gaussian_log_prob", "gaussian_entropy", "gaussian_kl", "approx_kl",
+    "clipped_surrogate", "policy_from_checkpoint",
+]
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+# ============================================================================= config
 
 @dataclass(frozen=True)
 class PPOConfig:
-    """PPO hyperparameters."""
+    """PPO hyperparameters and rollout settings. Defaults follow SB3/CleanRL MuJoCo PPO."""
 
-    lr: float = field(3e-4, doc="Adam learning rate.", check=positive)
+    # --- rollouts (read by the runner)
+    n_envs: int = field(8, doc="Parallel envs in the gymnasium vector env.", check=positive)
+    vector: Literal["sync", "async"] = field(
+        "sync", doc="sync: envs stepped in this process; async: one subprocess per env (pays off for slow envs / many cores).")
+    rollout_steps: int = field(256, doc="Steps per env per iteration (SB3's n_steps); batch = n_envs * rollout_steps.",
+                               check=positive)
+    # --- network
+    hidden: tuple[int, ...] = field((64, 64), doc="Hidden layer sizes of actor and critic (separate networks).")
+    activation: Literal["tanh", "relu", "elu"] = field("tanh", doc="Hidden activation (tanh is the SB3/CleanRL default).")
+    init_log_std: float = field(0.0, doc="Initial log-std of the state-independent Gaussian.")
+    action_squash: Literal["clip", "tanh"] = field(
+        "clip", doc="How a Gaussian sample u becomes an action in [-1, 1]: clip(u) (SB3/CleanRL) or tanh(u).")
+    asymmetric: bool = field(False, doc="Critic also sees privileged state (info keys in privileged_keys); actor does not.")
+    privileged_keys: tuple[str, ...] = field(
+        ("dr_params",), doc="info keys concatenated into the critic's privileged input when asymmetric (dict or array values).")
+    norm_obs: bool = field(True, doc="Running mean/std observation normalization inside the model (saved in checkpoints).")
+    obs_clip: float = field(10.0, doc="Clip normalized observations to [-obs_clip, obs_clip].", check=positive)
+    norm_reward: bool = field(False, doc="Scale rewards by the running std of the discounted return (SB3 VecNormalize).")
+    # --- optimisation
+    lr: float = field(3e-4, doc="Adam learning rate (initial value when kl_control=adaptive_lr or anneal_lr).", check=positive)
+    anneal_lr: bool = field(False, doc="Linearly anneal the learning rate to 0 over train.total_steps.")
+    epochs: int = field(10, doc="Passes over each rollout batch.", check=positive)
+    minibatch_size: int = field(64, doc="Samples per gradient step.", check=positive)
+    gamma: float = field(0.99, doc="Discount.", check=open_unit_interval)
+    gae_lambda: float = field(0.95, doc="GAE lambda (0 = one-step TD, 1 = Monte Carlo).", check=unit_interval)
+    norm_adv: bool = field(True, doc="Standardize advantages over the batch (seed 002: makes eps=0.2 task-independent).")
+    vf_coef: float = field(0.5, doc="Value-loss coefficient (loss is the plain MSE, as SB3).", check=non_negative)
+    ent_coef: float = field(0.0, doc="Entropy-bonus coefficient.", check=non_negative)
+    max_grad_norm: float | None = field(0.5, doc="Global gradient-norm clip (null = off).", check=positive)
+    # --- surrogate
+    loss: Literal["clip", "kl"] = field("clip", doc="clip: PPO-clip (min of clipped/unclipped); kl: PPO-KL with adaptive beta.")
+    clip_eps: float = field(0.2, doc="PPO-clip ratio range [1-eps, 1+eps].", check=open_unit_interval)
+    clip_value: float | None = field(None, doc="Clip the value prediction to old_value +- this (null = no value clipping).",
+                                     check=positive)
+    kl_beta: float = field(1.0, doc="PPO-KL: initial penalty coefficient beta.", check=positive)
+    kl_target: float = field(0.01, doc="PPO-KL: target KL d_targ; beta doubles above 1.5 d_targ, halves below d_targ/1.5.",
+                             check=positive)
+    # --- trust-region control on top of either surrogate
+    target_kl: float | None = field(None, doc="Target KL per update for kl_control (null = off).", check=positive)
+    kl_control: Literal["early_stop", "adaptive_lr"] = field(
+        "early_stop", doc="early_stop: stop the epochs when a minibatch KL > 1.5 target_kl (SB3); "
+                          "adaptive_lr: lr /1.5 above 2 target_kl, x1.5 below target_kl/2 (rsl_rl).")
+    lr_min: float = field(1e-5, doc="Lower bound of the adaptive learning rate.", check=positive)
+    lr_max: float = field(1e-2, doc="Upper bound of the adaptive learning rate.", check=positive)
+    torch_threads: int | None = field(
+        None, doc="torch.set_num_threads for the runner (null = leave torch's default). 1 is fastest for small MLPs on CPU.",
+        check=positive)
+
+    def __post_init__(self) -> None:
+        if self.lr_min > self.lr_max:
+            raise ValueError("lr_min must be <= lr_max")
+        if not self.hidden or any(h <= 0 for h in self.hidden):
+            raise ValueError("hidden must be a non-empty list of positive sizes")
+
+
+# ============================================================================= normalisation
+
+class RunningMeanStd(nn.Module):
+    """Running mean/variance (Chan et al. parallel algorithm) as module buffers. x: [..., D].
+
+    ``dim == 0`` is allowed (no privileged input) and is then a no-op.
+    """
+
+    def __init__(self, dim: int, clip: float = 10.0, epsilon: float = 1e-4) -> None:
+        super().__init__()
+        self.clip = clip
+        self.register_buffer("mean", torch.zeros(dim, dtype=torch.float64))
+        self.register_buffer("var", torch.ones(dim, dtype=torch.float64))
+        self.register_buffer("count", torch.tensor(epsilon, dtype=torch.float64))
+
+    @torch.no_grad()
+    def update(self, x: torch.Tensor) -> None:
+        """Fold a batch ``x: [B, D]`` into the statistics."""
+        x = x.reshape(-1, self.mean.shape[0]).to(torch.float64)
+        if x.shape[0] == 0 or x.shape[1] == 0:
+            return
+        b_mean, b_var, b = x.mean(0), x.var(0, unbiased=False), x.shape[0]
+        delta, tot = b_mean - self.mean, self.count + b
+        self.mean += delta * b / tot
+        m2 = self.var * self.count + b_var * b + delta.pow(2) * self.count * b / tot
+        self.var.copy_(m2 / tot)
+        self.count.copy_(tot)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        std = (self.var + 1e-8).sqrt().to(x.dtype)
+        return ((x - self.mean.to(x.dtype)) / std).clamp(-self.clip, self.clip)
+
+
+# ============================================================================= distributions
+
+def gaussian_log_prob(u: torch.Tensor, mu: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """log N(u; mu, diag(exp(log_std)^2)) summed over the action dim. u, mu: [B, A]; log_std: [A] -> [B]."""
+    z = (u - mu) * torch.exp(-log_std)
+    return (-0.5 * z.pow(2) - log_std).sum(-1) - 0.5 * _LOG_2PI * u.shape[-1]
+
+
+def gaussian_entropy(log_std: torch.Tensor) -> torch.Tensor:
+    """Entropy of a diagonal Gaussian, summed over the action dim. log_std: [..., A] -> [...]."""
+    return (log_std + 0.5 * (1.0 + _LOG_2PI)).sum(-1)
+
+
+def gaussian_kl(mu_p: torch.Tensor, log_std_p: torch.Tensor, mu_q: torch.Tensor, log_std_q: torch.Tensor) -> torch.Tensor:
+    """Closed-form KL(p || q) of diagonal Gaussians, summed over the action dim. [B, A] (or [A]) -> [B].
+
+    KL = sum_i log(s_q/s_p) + (s_p^2 + (mu_p - mu_q)^2) / (2 s_q^2) - 1/2.
+    """
+    var_p, var_q = torch.exp(2 * log_std_p), torch.exp(2 * log_std_q)
+    return (log_std_q - log_std_p + (var_p + (mu_p - mu_q).pow(2)) / (2 * var_q) - 0.5).sum(-1)
+
+
+def approx_kl(logp_old: torch.Tensor, logp_new: torch.Tensor) -> torch.Tensor:
+    """Sample estimate of KL(old || new) from log-probs of actions drawn from *old*. [B] -> scalar.
+
+    The unbiased, always non-negative "k3" estimator E[(r - 1) - log r], r = new/old
+    (Schulman, "Approximating KL divergence", 2020; used by CleanRL and SB3).
+    """
+    log_ratio = logp_new - logp_old
+    return ((torch.exp(log_ratio) - 1) - log_ratio).mean()
+
+
+def clipped_surrogate(ratio: torch.Tensor, adv: torch.Tensor, eps: float) -> torch.Tensor:
+    """PPO-clip loss to *minimise*: -mean(min(r A, clip(r, 1-eps, 1+eps) A)). ratio, adv: [B] -> scalar.
+
+    The min makes the bound pessimistic (seed 002): outside [1-eps, 1+eps] in the direction
+    that would improve the objective the clipped term is selected and its gradient is zero.
+    """
+    return -torch.min(ratio * adv, ratio.clamp(1.0 - eps, 1.0 + eps) * adv).mean()
+
+
+# ============================================================================= GAE
+
+def compute_gae(rewards: torch.Tensor, values: torch.Tensor, next_values: torch.Tensor, terminated: torch.Tensor,
+                dones: torch.Tensor, gamma: float, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalized advantage estimation, vectorised over envs (one loop over time).
+
+    Args (all ``[T, N]``):
+        rewards: r_t.
+        values: V(s_t).
+        next_values: V of the state that *actually followed* step t: V(s_{t+1}) inside an
+            episode, V(final_obs) when step t ended the episode (only used if truncated).
+        terminated: 1 where s_{t+1} is terminal: no bootstrap, (1 - term) zeroes the target.
+        dones: 1 where the episode ended at step t (terminated or truncated): the GAE
+            recursion must not carry advantages across into the next episode.
+    Returns:
+        advantages ``[T, N]`` and returns ``advantages + values`` (the value targets).
+
+    delta_t = r_t + gamma (1 - term_t) V_next_t - V(s_t);  A_t = delta_t + gamma lam (1 - done_t) A_{t+1}.
+    """
+    not_term = 1.0 - terminated.to(rewards.dtype)
+    not_done = 1.0 - dones.to(rewards.dtype)
+    deltas = rewards + gamma * not_term * next_values - values
+    adv = torch.zeros_like(rewards)
+    last = torch.zeros_like(rewards[0])
+    for t in range(rewards.shape[0] - 1, -1, -1):
+        last = deltas[t] + gamma * lam * not_done[t] * last
+        adv[t] = last
+    return adv, adv + values
+
+
+# ============================================================================= networks
+
+_ACTS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}
+
+
+def _mlp(inp: int, hidden: tuple[int, ...], out: int, act: str, out_gain: float) -> nn.Sequential:
+    """Orthogonal init, gain sqrt(2) for hidden layers (SB3/CleanRL; Andrychowicz et al. 2021)."""
+    layers: list[nn.Module] = []
+    last = inp
+    for h in hidden:
+        lin = nn.Linear(last, h)
+        nn.init.orthogonal_(lin.weight, math.sqrt(2.0))
+        nn.init.zeros_(lin.bias)
+        layers += [lin, _ACTS[act]()]
+        last = h
+    head = nn.Linear(last, out)
+    nn.init.orthogonal_(head.weight, out_gain)
+    nn.init.zeros_(head.bias)
+    layers.append(head)
+    return nn.Sequential(*layers)
+
+
+class ActorCritic(nn.Module):
+    """Separate actor and critic MLPs, a state-independent log-std, and the normalizers.
+
+    actor: norm(obs) [B, O] -> mu [B, A]; critic: [norm(obs), norm(priv)] [B, O+P] -> V [B].
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, cfg: PPOConfig, priv_dim: int = 0) -> None:
+        super().__init__()
+        self.obs_dim, self.act_dim, self.priv_dim = obs_dim, act_dim, priv_dim
+        self.squash = cfg.action_squash
+        self.norm_obs = cfg.norm_obs
+        # The actor head starts near zero (gain 0.01) so the initial policy is ~N(0, std).
+        self.actor = _mlp(obs_dim, cfg.hidden, act_dim, cfg.activation, 0.01)
+        self.critic = _mlp(obs_dim + priv_dim, cfg.hidden, 1, cfg.activation, 1.0)
+        self.log_std = nn.Parameter(torch.full((act_dim,), float(cfg.init_log_std)))
+        self.obs_rms = RunningMeanStd(obs_dim, cfg.obs_clip)
+        self.priv_rms = RunningMeanStd(priv_dim, cfg.obs_clip)
+
+    def normalize(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.obs_rms(obs) if self.norm_obs else obs
+
+    def critic_input(self, obs_n: torch.Tensor, priv: torch.Tensor | None) -> torch.Tensor:
+        """[B, O] normalized obs (+ [B, P] raw priv) -> [B, O+P]."""
+        if self.priv_dim == 0:
+            return obs_n
+        assert priv is not None, "asymmetric critic needs the privileged input"
+        return torch.cat([obs_n, self.priv_rms(priv) if self.norm_obs else priv], -1)
+
+    def squash_action(self, u: torch.Tensor) -> torch.Tensor:
+        """Gaussian sample u [B, A] -> env action in [-1, 1]."""
+        return torch.tanh(u) if self.squash == "tanh" else u.clamp(-1.0, 1.0)
+
+    def deterministic(self, obs: torch.Tensor) -> torch.Tensor:
+        """Raw obs [B, O] -> mean action in [-1, 1], [B, A]."""
+        return self.squash_action(self.actor(self.normalize(obs)))
+
+
+# ============================================================================= rollout batch
+
+@dataclass
+class Rollout:
+    """One iteration's on-policy data, as collected by the runner (tensors on the learner's device).
+
+    obs ``[T, N, O]`` raw observations; priv ``[T, N, P]`` raw privileged state (P may be 0);
+    actions ``[T, N, A]`` the Gaussian samples u (pre-squash); logp ``[T, N]``; mu ``[T, N, A]``
+    the old policy means; values ``[T, N]``; rewards ``[T, N]`` (already scaled if
+    norm_reward); next_values / terminated / dones ``[T, N]`` as in :func:`compute_gae`.
+    """
+
+    obs: torch.Tensor
+    priv: torch.Tensor
+    actions: torch.Tensor
+    logp: torch.Tensor
+    mu: torch.Tensor
+    values: torch.Tensor
+    rewards: torch.Tensor
+    next_values: torch.Tensor
+    terminated: torch.Tensor
+    dones: torch.Tensor
+
+
+# ============================================================================= learner
+
+class PPO:
+    """PPO learner: act on batches of observations, update on a :class:`Rollout`."""
+
+    def __init__(self, obs_dim: int, act_dim: int, cfg: PPOConfig, priv_dim: int = 0, device: str = "cpu") -> None:
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.model = ActorCritic(obs_dim, act_dim, cfg, priv_dim if cfg.asymmetric else 0).to(self.device)
+        # One Adam over actor, critic and log-std (as SB3); eps=1e-5 as CleanRL/SB3.
+        self.optim = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, eps=1e-5, foreach=True)
+        self.params = [p for p in self.model.parameters()]
+        self.lr = cfg.lr
+        self.beta = cfg.kl_beta
+
+    # ------------------------------------------------------------------ acting
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, priv: torch.Tensor | None = None
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Sample for a batch of envs. obs [N, O] raw, priv [N, P] -> (action [N, A] in [-1,1], u [N, A], logp [N], mu [N, A], V [N])."""
+        m = self.model
+        obs_n = m.normalize(obs)
+        mu = m.actor(obs_n)
+        u = mu + torch.randn_like(mu) * m.log_std.exp()
+        logp = gaussian_log_prob(u, mu, m.log_std)
+        v = m.critic(m.critic_input(obs_n, priv)).squeeze(-1)
+        return m.squash_action(u), u, logp, mu, v
+
+    @torch.no_grad()
+    def value(self, obs: torch.Tensor, priv: torch.Tensor | None = None) -> torch.Tensor:
+        """V(obs) for raw obs [N, O] (+ priv [N, P]) -> [N]."""
+        m = self.model
+        return m.critic(m.critic_input(m.normalize(obs), priv)).squeeze(-1)
+
+    def observe(self, obs: torch.Tensor, priv: torch.Tensor | None = None) -> None:
+        """Refresh the normalizers with a rollout's raw obs [*, O] (and priv [*, P]); call after :meth:`update`."""
+        self.model.obs_rms.update(obs.reshape(-1, self.model.obs_dim))
+        if self.model.priv_dim and priv is not None:
+            self.model.priv_rms.update(priv.reshape(-1, self.model.priv_dim))
+
+    def set_lr(self, lr: float) -> None:
+        self.lr = lr
+        for g in self.optim.param_groups:
+            g["lr"] = lr
+
+    # ------------------------------------------------------------------ update
+    def update(self, batch: Rollout) -> dict[str, float]:
+        """``epochs`` passes of minibatch SGD on the PPO loss; returns scalar metrics."""
+        cfg, m = self.cfg, self.model
+        adv, returns = compute_gae(batch.rewards, batch.values, batch.next_values, batch.terminated, batch.dones,
+                                   cfg.gamma, cfg.gae_lambda)
+        B = adv.numel()
+        # Flatten [T, N, ...] -> [B, ...] and normalize inputs once (stats are frozen during the update).
+        obs_n = m.normalize(batch.obs.reshape(B, -1))
+        crit_in = m.critic_input(obs_n, batch.priv.reshape(B, -1) if m.priv_dim else None)
+        u, logp_old, mu_old = batch.actions.reshape(B, -1), batch.logp.reshape(B), batch.mu.reshape(B, -1)
+        v_old, ret, adv = batch.values.reshape(B), returns.reshape(B), adv.reshape(B)
+        if cfg.norm_adv:
+            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        log_std_old = m.log_std.detach().clone()
+
+        mb = min(cfg.minibatch_size, B)
+        n_mb = B // mb  # a ragged tail (B % mb) is dropped each epoch; it is a different tail every epoch
+        stats = torch.zeros(6, device=self.device)  # pg, v, ent, kl, clip_frac, n
+        stopped_early = False
+        for _epoch in range(cfg.epochs):
+            # One gather per epoch; minibatches are then contiguous slices (cheaper than B/mb gathers).
+            perm = torch.randperm(B, device=self.device)
+            e_obs, e_crit, e_u, e_logp, e_mu = obs_n[perm], crit_in[perm], u[perm], logp_old[perm], mu_old[perm]
+            e_adv, e_ret, e_vold = adv[perm], ret[perm], v_old[perm]
+            for i in range(n_mb):
+                s = slice(i * mb, (i + 1) * mb)
+                mu = m.actor(e_obs[s])
+                logp = gaussian_log_prob(e_u[s], mu, m.log_std)
+                log_ratio = logp - e_logp[s]
+                ratio = log_ratio.exp()
+                if cfg.loss == "clip":
+                    pg_loss = clipped_surrogate(ratio, e_adv[s], cfg.clip_eps)
+                else:  # PPO-KL (seed 003 eq. 3.56): surrogate minus beta * KL(old || new), closed form
+                    kl_pen = gaussian_kl(e_mu[s], log_std_old, mu, m.log_std).mean()
+                    pg_loss = -(ratio * e_adv[s]).mean() + self.beta * kl_pen
+                v = m.critic(e_crit[s]).squeeze(-1)
+                if cfg.clip_value is not None:
+                    v_clip = e_vold[s] + (v - e_vold[s]).clamp(-cfg.clip_value, cfg.clip_value)
+                    v_loss = torch.max((v - e_ret[s]).pow(2), (v_clip - e_ret[s]).pow(2)).mean()
+                else:
+                    v_loss = (v - e_ret[s]).pow(2).mean()
+                entropy = gaussian_entropy(m.log_std)
+                loss = pg_loss + cfg.vf_coef * v_loss - cfg.ent_coef * entropy
+
+                self.optim.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.max_grad_norm is not None:
+                    nn.utils.clip_grad_norm_(self.params, cfg.max_grad_norm, foreach=True)
+                self.optim.step()
+
+                with torch.no_grad():
+                    kl = ((ratio - 1) - log_ratio).mean()
+                    stats += torch.stack([pg_loss.detach(), v_loss.detach(), entropy.detach(), kl,
+                                          ((ratio - 1).abs() > cfg.clip_eps).float().mean(), torch.ones((), device=self.device)])
+                if cfg.target_kl is not None:
+                    kl_f = float(kl)
+                    if cfg.kl_control == "early_stop" and kl_f > 1.5 * cfg.target_kl:
+                        stopped_early = True
+                        break
+                    if cfg.kl_control == "adaptive_lr":
+                        if kl_f > 2.0 * cfg.target_kl:
+                            self.set_lr(max(cfg.lr_min, self.lr / 1.5))
+                        elif kl_f < cfg.target_kl / 2.0:
+                            self.set_lr(min(cfg.lr_max, self.lr * 1.5))
+            if stopped_early:
+                break
+
+        # Whole-batch KL of the final policy against the behaviour policy (closed form).
+        with torch.no_grad():
+            kl_batch = float(gaussian_kl(mu_old, log_std_old, m.actor(obs_n), m.log_std).mean())
+            v_all = m.critic(crit_in).squeeze(-1)
+            explained_var = float(1.0 - (ret - v_all).var() / (ret.var() + 1e-8))
+        beta_used = self.beta
+        if cfg.loss == "kl":  # adaptive penalty (Schulman et al. 2017, sec. 4)
+            if kl_batch > 1.5 * cfg.kl_target:
+                self.beta *= 2.0
+            elif kl_batch < cfg.kl_target / 1.5:
+                self.beta /= 2.0
+            self.beta = float(min(max(self.beta, 1e-4), 1e4))
+        pg, vl, ent, kl_mean, cf, n = (stats / stats[5].clamp_min(1)).tolist()
+        return {
+            "loss/policy": pg, "loss/value": vl, "entropy": ent, "approx_kl": kl_mean, "kl": kl_batch,
+            "clip_frac": cf, "explained_variance": explained_var, "grad_steps": int(stats[5].item()),
+            "early_stop": float(stopped_early), "lr": self.lr, "beta": beta_used,
+            "std": float(m.log_std.exp().mean()),
+        }
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "optim": self.optim.state_dict(), "lr": self.lr, "beta": self.beta}
+
+    def load_state_dict(self, st: dict[str, Any]) -> None:
+        self.model.load_state_dict(st["model"])
+        self.optim.load_state_dict(st["optim"])
+        self.set_lr(float(st["lr"]))
+        self.beta = float(st["beta"])
+
+    def policy(self) -> "PPOPolicy":
+        return PPOPolicy(self.model, str(self.device))
+
+
+# ============================================================================= deployable policy
+
+class PPOPolicy:
+    """The :class:`roborl.learners.Policy` of a PPO model: raw obs [N, O] -> actions [N, A] in [-1, 1].
+
+    Normalization is inside the model; the critic (and any privileged input) is not needed.
+    """
+
+    def __init__(self, model: ActorCritic, device: str = "cpu") -> None:
+        self.model = model
+        self.device = torch.device(device)
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
+        o = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=self.device)
+        squeeze = o.ndim == 1
+        if squeeze:
+            o = o[None]
+        m = self.model
+        mu = m.actor(m.normalize(o))
+        u = mu if deterministic else mu + torch.randn_like(mu) * m.log_std.exp()
+        a = m.squash_action(u).cpu().numpy()
+        return a[0] if squeeze else a
+
+
+def policy_from_checkpoint(state: dict[str, Any], meta: dict[str, Any], device: str = "cpu") -> PPOPolicy:
+    """Rebuild the deployable policy from a checkpoint's ``(state, meta)`` alone (see POLICY_LOADERS)."""
+    from roborl import config as C
+    from roborl.errors import UsageError
+
+    try:
+        cfg = C.build(PPOConfig, meta["config"]["ppo"], "checkpoint meta")
+        dims = meta["dims"]
+        model = ActorCritic(int(dims["obs"]), int(dims["act"]), cfg, int(dims.get("priv", 0)))
+        model.load_state_dict(state["learner"]["model"])
+    except (KeyError, TypeError) as e:
+        raise UsageError(f"checkpoint is not a PPO checkpoint: missing {e}") from None
+    except RuntimeError as e:
+        raise UsageError(f"checkpoint model does not match its config: {str(e).splitlines()[0]}") from None
+    model.to(device).eval()
+    return PPOPolicy(model, device)

@@ -1,0 +1,175 @@
+"""`roborl eval PATH`: evaluate a checkpoint, rebuilt from the checkpoint alone (issue 8)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+HELP = "Evaluate a checkpoint (or a run's latest one): success rate with 95% CI, return, cycle time, clips."
+DESCRIPTION = (HELP + "\n\nThe policy, its normalizer and residual base are rebuilt from the checkpoint alone; the env is\n"
+               "the one it was trained on unless --env says otherwise. Episode i resets with seed S+i.\n\n"
+               "Examples:\n  roborl eval runs/push                      # latest checkpoint of a run\n"
+               "  roborl eval runs/push/checkpoints/step_000050000 --episodes 50 --json\n"
+               "  roborl eval runs/push --video push.mp4 --episodes 3\n"
+               "  roborl eval runs/push --perturb configs/perturb_grid.yaml --json\n"
+               "  roborl eval runs/push --env robot://192.168.1.20:5555 --episodes 10")
+
+DEFAULT_GRID = "configs/perturb_grid.yaml"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", help="A checkpoint directory, or a run directory (its latest checkpoint is used).")
+    p.add_argument("--env", default=None, metavar="ID",
+                   help="Env id to evaluate on (default: the checkpoint's env). Any id: gymnasium, dmc:, robot://.")
+    p.add_argument("--episodes", type=int, default=None, metavar="N",
+                   help="Episodes (default: the run's train.eval_episodes).")
+    p.add_argument("--seed", type=int, default=None, metavar="S",
+                   help="Base seed; episode i resets with S+i (default: the run's training-time eval seed).")
+    p.add_argument("--stochastic", action="store_true", help="Sample actions instead of the deterministic mean.")
+    p.add_argument("--json", action="store_true", help="Print one JSON object instead of a table.")
+    p.add_argument("--video", default=None, metavar="OUT.mp4", help="Record the sim episodes to an mp4 (headless).")
+    p.add_argument("--perturb", nargs="?", const=DEFAULT_GRID, default=None, metavar="GRID",
+                   help=f"Also evaluate over a held-out dynamics grid (YAML; bare --perturb uses {DEFAULT_GRID}).")
+    p.add_argument("--device", default=None, metavar="D", help="cpu, cuda or auto (default: the run's device).")
+
+
+def load_for_eval(path: str, device: str | None = None, env_id: str | None = None):
+    """Load a checkpoint and rebuild ``(policy, env_cfg, meta, step, ckpt_dir)`` from it alone.
+
+    ``env_id`` replaces the env id (and drops the training env's constructor kwargs, which
+    belong to the old env). Errors are one-line UsageErrors.
+    """
+    import dataclasses
+
+    from roborl import config as C
+    from roborl.checkpoint import find_checkpoint, load_checkpoint
+    from roborl.envs.config import EnvConfig
+    from roborl.errors import ConfigError, UsageError
+    from roborl.learners import load_policy
+    from roborl.runs import resolve_device
+
+    state, meta, step = load_checkpoint(path)
+    ckpt = find_checkpoint(path)
+    cfg = meta.get("config") if isinstance(meta, dict) else None
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("env"), dict):
+        raise UsageError(f"corrupt checkpoint {ckpt}: meta has no 'config.env' (the run config it was trained with)")
+    try:
+        env_cfg = C.build(EnvConfig, cfg["env"], f"{ckpt}/state.json meta.config.env")
+    except ConfigError as e:
+        raise UsageError(f"checkpoint {ckpt}: its env config no longer builds: {e}") from None
+    if env_id is not None and env_id != env_cfg.id:
+        env_cfg = dataclasses.replace(env_cfg, id=env_id, kwargs={})
+    dev = resolve_device(device or str(cfg.get("device", "auto")))
+    try:
+        policy = load_policy(state, meta, dev)
+    except (UsageError, ConfigError):
+        raise
+    except Exception as e:  # missing/mis-shaped tensors in a hand-edited or truncated checkpoint
+        msg = str(e).splitlines()[0] if str(e) else ""
+        raise UsageError(f"corrupt checkpoint {ckpt}: cannot rebuild the policy ({type(e).__name__}: {msg[:200]})") from None
+    return policy, env_cfg, meta, step, ckpt
+
+
+def check_spaces(env: Any, meta: dict[str, Any], env_id: str) -> None:
+    """UsageError when the env's observation/action shapes differ from the checkpoint's."""
+    from roborl.errors import UsageError
+
+    for key, space, what in (("obs_shape", env.observation_space, "observation"),
+                             ("act_shape", env.action_space, "action")):
+        want = meta.get(key)
+        have = getattr(space, "shape", None)
+        if want is None or have is None:
+            continue
+        if tuple(int(x) for x in want) != tuple(int(x) for x in have):
+            raise UsageError(f"--env {env_id}: {what} space shape {tuple(have)} does not match the checkpoint's "
+                             f"{tuple(int(x) for x in want)}")
+
+
+def build_eval_env(env_cfg: Any, seed: int, video: bool = False):
+    """``build_env(env_cfg, seed=seed, eval=True)`` (with rgb_array rendering for --video); one-line errors."""
+    from roborl.envs.config import build_env
+    from roborl.errors import ConfigError, UsageError
+    from roborl.eval.episodes import _render_env_cfg
+
+    try:
+        return build_env(_render_env_cfg(env_cfg) if video else env_cfg, seed=seed, eval=True)
+    except (UsageError, ConfigError):
+        raise
+    except Exception as e:
+        msg = str(e).splitlines()[0] if str(e) else ""
+        raise UsageError(f"env {env_cfg.id!r}: cannot be built ({type(e).__name__}: {msg[:200]})") from None
+
+
+def _fmt(x: Any, nd: int = 3) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.{nd}f}"
+    return str(x)
+
+
+def format_table(res: dict[str, Any]) -> str:
+    """A readable two-column table of an EvalResult.to_json() dict."""
+    lo, hi = res["success_ci95"]
+    rows = [
+        ("episodes", str(res["episodes"])),
+        ("success rate", f"{res['success_rate']:.3f}  (95% CI {lo:.3f}-{hi:.3f})"),
+        ("return", f"{_fmt(res['return_mean'])} +- {_fmt(res['return_std'])}"),
+        ("episode length", _fmt(res["length_mean"], 1)),
+        ("time to success [s]", _fmt(res["time_to_success_mean"])),
+        ("safety clips / episode", _fmt(res["safety_clips_mean"], 2)),
+    ]
+    w = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{w}}  {v}" for k, v in rows)
+
+
+def run(args: argparse.Namespace) -> int:
+    from roborl.errors import UsageError
+    from roborl.eval.episodes import eval_seed, run_episodes
+
+    if args.episodes is not None and args.episodes <= 0:
+        raise UsageError(f"--episodes must be positive, got {args.episodes}")
+    policy, env_cfg, meta, step, ckpt = load_for_eval(args.path, args.device, args.env)
+    cfg = meta.get("config", {})
+    seed = args.seed if args.seed is not None else eval_seed(int(cfg.get("run", {}).get("seed", 0) or 0))
+    episodes = args.episodes if args.episodes is not None else int(cfg.get("train", {}).get("eval_episodes", 10) or 10)
+    grid = None
+    if args.perturb is not None:
+        from roborl.eval.perturb import load_grid
+
+        grid = load_grid(args.perturb)  # fail fast on a bad grid file, before the nominal eval
+    if args.video and str(env_cfg.id).startswith("robot://"):
+        raise UsageError(f"--video records sim episodes only; env {env_cfg.id!r} is a real robot")
+
+    env = build_eval_env(env_cfg, seed, video=bool(args.video))
+    try:
+        check_spaces(env, meta, env_cfg.id)
+        res = run_episodes(policy, env_cfg, episodes, seed, deterministic=not args.stochastic, env=env,
+                           video_path=args.video, progress=not args.json)
+    finally:
+        env.close()
+    out = res.to_json()
+    if grid is not None:
+        from roborl.eval.perturb import evaluate_grid, grid_summary
+
+        entries = evaluate_grid(policy, env_cfg, grid, episodes, seed, deterministic=not args.stochastic,
+                                progress=not args.json)
+        out["perturb"] = entries
+        out["perturb_summary"] = grid_summary(entries, nominal=out)
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    print(f"checkpoint {ckpt} (step {step}, {meta.get('algo', '?')})  env {env_cfg.id}  seeds {seed}..{seed + episodes - 1}"
+          f"  {'stochastic' if args.stochastic else 'deterministic'}")
+    print(format_table(out))
+    if args.video:
+        print(f"video: {args.video}")
+    if grid is not None:
+        from roborl.eval.perturb import format_grid
+
+        print()
+        print(format_grid(out["perturb"], out["perturb_summary"]))
+    sys.stdout.flush()
+    return 0
