@@ -37,6 +37,20 @@ COMMANDS: dict[str, str] = {
     "robot": "roborl.robots.cli_robot",
 }
 
+# One-line summaries for `roborl --help`, kept here so the top-level help imports nothing.
+SUMMARIES: dict[str, str] = {
+    "train": "Train SAC or PPO from a YAML run config (resumes from run.dir).",
+    "eval": "Evaluate a checkpoint or run dir on a sim or robot env.",
+    "collect": "Run a scripted or checkpoint policy into a replay store.",
+    "store": "Inspect, verify or merge replay stores.",
+    "config": "Show the resolved run config, or every config key.",
+    "envs": "List and check environments.",
+    "plot": "Plot learning curves of one or more runs.",
+    "report": "Write a one-page Markdown report of a run.",
+    "teleop": "Collect demos with a teleop device.",
+    "robot": "Serve a robot (or its sim twin) over the network.",
+}
+
 
 class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     pass
@@ -69,15 +83,16 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--quiet", action="store_true", help="No progress bars.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in COMMANDS:
-        if only is not None and name != only:
+        if name != only:
             # Cheap placeholder so `roborl --help` lists every command without importing it.
-            sub.add_parser(name, help="")
+            sub.add_parser(name, help=SUMMARIES.get(name, ""))
             continue
         mod = _load(name)
         if mod is None:
             continue
-        p = sub.add_parser(name, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP),
-                           formatter_class=_Formatter)
+        # argparse %-formats help text; escape stray percent signs in module docs.
+        desc = getattr(mod, "DESCRIPTION", mod.HELP).replace("%", "%%")
+        p = sub.add_parser(name, help=mod.HELP.replace("%", "%%"), description=desc, formatter_class=_Formatter)
         p.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="No progress bars.")
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run)
@@ -91,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if only not in COMMANDS:
         only = None
     try:
-        parser = build_parser(only if only else None)
+        parser = build_parser(only)
         args = parser.parse_args(argv)
         if getattr(args, "quiet", False):
             os.environ["ROBORL_QUIET"] = "1"

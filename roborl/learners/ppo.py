@@ -431,7 +431,7 @@ class PPO:
             "loss/policy": pg, "loss/value": vl, "entropy": ent, "approx_kl": kl_mean, "kl": kl_batch,
             "clip_frac": cf, "explained_variance": explained_var, "grad_steps": int(stats[5].item()),
             "early_stop": float(stopped_early), "lr": self.lr, "beta": beta_used,
-            "std": float(m.log_std.exp().mean()),
+            "std": float(m.log_std.detach().exp().mean()),
         }
 
     # ------------------------------------------------------------------ state

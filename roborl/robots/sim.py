@@ -1,0 +1,168 @@
+"""``sim:ENV_ID``: a :class:`~roborl.robots.Robot` over one of our MuJoCo tasks (the digital twin).
+
+The server treats it exactly like hardware: :meth:`SimRobot.send_action` sets the command,
+:meth:`SimRobot.tick` executes one control period of physics (one ``env.step``) and reads
+the state, :meth:`SimRobot.hold` replaces the command by "stay" (zero end-effector delta,
+gripper unchanged; zeros for joint/torque envs).
+
+Two clocks:
+
+* ``realtime`` (default, a digital twin): every server tick advances physics, with the
+  latest command (a velocity-like end-effector delta keeps acting, as on hardware) or
+  the hold command after the watchdog fires. A client that misses a tick sees the world
+  move on without it, as on a real arm.
+* ``lockstep``: physics only advances on ticks that carry a fresh command, so a policy
+  run through ``robot://`` reproduces ``env.step`` exactly regardless of client speed
+  (reproducible evaluation on a busy machine). The watchdog still reports.
+
+After ``terminated``/``truncated`` the twin stops advancing until the next reset, and an
+e-stop freezes it until reset.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from roborl.errors import UsageError
+from roborl.robots import ActionMode, RobotBase, RobotState
+from roborl.robots.transport import jsonable
+
+SIM_CLOCKS = ("realtime", "lockstep")
+
+
+def _make_env(env_id: str, env_kwargs: dict[str, Any]) -> gym.Env:
+    import roborl  # noqa: F401 - registers roborl/<Task>-v0
+
+    if env_id.startswith("robot://"):
+        raise UsageError(f"--backend sim:{env_id}: a sim backend needs a simulated env id, not a robot:// URL")
+    try:
+        from roborl.envs.make import make_env
+    except ModuleNotFoundError:  # env glue not installed: plain gymnasium
+        make_env = None  # type: ignore[assignment]
+    if make_env is not None:
+        return make_env(env_id, **env_kwargs)
+    try:
+        return gym.make(env_id, **env_kwargs)
+    except gym.error.Error as e:
+        raise UsageError(f"--backend sim:{env_id}: {e}") from None
+
+
+class SimRobot(RobotBase):
+    """A simulated arm behind the robot server. See the module docstring for the clocks."""
+
+    def __init__(self, env_id: str, *, clock: str = "realtime", control_hz: float | None = None,
+                 env_kwargs: dict[str, Any] | None = None, hold_action: np.ndarray | None = None) -> None:
+        if clock not in SIM_CLOCKS:
+            raise UsageError(f"--sim-clock {clock!r} is not one of {SIM_CLOCKS}")
+        self.env_id = env_id
+        self.clock = clock
+        self._hz_override = control_hz
+        self._env_kwargs = dict(env_kwargs or {})
+        self._hold_override = None if hold_action is None else np.asarray(hold_action, np.float32)
+        self.env: gym.Env | None = None
+        self._cmd: np.ndarray | None = None
+        self._fresh = False
+        self._estopped = False
+        self._over = True
+        self._state: RobotState | None = None
+        self.steps = 0  # env.step calls since connect (for tests and stats)
+
+    # -- lifecycle
+    def connect(self) -> None:
+        if self.env is not None:
+            return
+        env = _make_env(self.env_id, self._env_kwargs)
+        if not isinstance(env.observation_space, spaces.Box) or not isinstance(env.action_space, spaces.Box):
+            env.close()
+            raise UsageError(f"--backend sim:{self.env_id}: the robot server needs flat Box observation and "
+                             f"action spaces, got {env.observation_space} / {env.action_space}")
+        self.env = env
+        self.observation_space: spaces.Box = env.observation_space
+        self.action_space: spaces.Box = env.action_space
+        u = env.unwrapped
+        dt = getattr(u, "control_dt", None) or getattr(u, "dt", None)
+        self.control_hz = float(self._hz_override or (1.0 / float(dt) if dt else 20.0))
+        self.action_mode: ActionMode = "ee_delta" if hasattr(u, "ee_pos") else "joint"
+        self.max_episode_steps = getattr(env.spec, "max_episode_steps", None) if env.spec else None
+        self._hold = self._hold_vector(None)
+        self._cmd = self._hold.copy()
+
+    def disconnect(self) -> None:
+        if self.env is not None:
+            self.hold()
+            self.env.close()
+            self.env = None
+
+    # -- helpers
+    def _hold_vector(self, last: np.ndarray | None) -> np.ndarray:
+        if self._hold_override is not None:
+            return self._hold_override.copy()
+        low, high = self.action_space.low, self.action_space.high
+        hold = np.clip(np.zeros(self.action_space.shape, np.float32), low, high).astype(np.float32)
+        if self.action_mode == "ee_delta" and last is not None and hold.shape == (4,):
+            hold[3] = last[3]  # keep the gripper as it is: opening it would drop the object
+        return hold
+
+    def _info(self, info: dict[str, Any], advanced: bool) -> dict[str, Any]:
+        out = jsonable(info) or {}
+        out["advanced"] = advanced
+        ee = getattr(self.env.unwrapped, "ee_pos", None) if self.env is not None else None
+        if ee is not None:
+            out["ee_pos"] = [float(x) for x in np.asarray(ee).ravel()[:3]]
+        return out
+
+    def _need_env(self) -> gym.Env:
+        if self.env is None:
+            raise UsageError(f"sim:{self.env_id}: robot is not connected")
+        return self.env
+
+    # -- Robot protocol
+    def reset(self, seed: int | None = None) -> RobotState:
+        env = self._need_env()
+        obs, info = env.reset(seed=seed)
+        self._estopped = False
+        self._over = False
+        self._fresh = False
+        self._cmd = self._hold.copy()
+        self._state = RobotState(np.asarray(obs, np.float32), 0.0, False, False, self._info(info, True))
+        return self._state
+
+    def send_action(self, action: np.ndarray) -> None:
+        self._cmd = np.asarray(action, np.float32).copy()
+        self._fresh = True
+
+    def hold(self) -> None:
+        if self.env is not None:
+            self._cmd = self._hold_vector(self._cmd)
+
+    def estop(self) -> None:
+        self._estopped = True
+        self.hold()
+
+    def observe(self) -> RobotState:
+        if self._state is None:
+            raise UsageError(f"sim:{self.env_id}: no state yet; reset first")
+        return self._state
+
+    def tick(self) -> RobotState:
+        env = self._need_env()
+        if self._state is None:
+            raise UsageError(f"sim:{self.env_id}: tick before reset")
+        if self._estopped or self._over or (self.clock == "lockstep" and not self._fresh):
+            prev = self._state
+            return RobotState(prev.obs, 0.0, prev.terminated, prev.truncated, dict(prev.info, advanced=False))
+        self._fresh = False
+        obs, reward, terminated, truncated, info = env.step(self._cmd)
+        self.steps += 1
+        self._over = bool(terminated or truncated)
+        self._state = RobotState(np.asarray(obs, np.float32), float(reward), bool(terminated), bool(truncated),
+                                 self._info(info, True))
+        return self._state
+
+
+def make_sim_robot(arg: str, **options: Any) -> SimRobot:
+    """Backend factory for ``sim:ENV_ID`` (see :data:`roborl.robots.BACKENDS`)."""
+    return SimRobot(arg, **options)

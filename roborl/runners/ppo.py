@@ -1,0 +1,422 @@
+"""The PPO loop (issue 5): vector-env rollouts -> GAE/PPO update -> eval, checkpoints, metrics.
+
+``run(cfg, run_dir, role, learner_addr)`` is registered as ``RUNNERS["ppo"]``; ``roborl train
+configs/ppo_*.yaml`` dispatches here. The learner (``roborl.learners.ppo``) never sees envs or
+files; this module owns both.
+
+Autoreset: the vector env uses ``AutoresetMode.SAME_STEP``. When env i's episode ends at
+step t, ``step`` already returns the *reset* observation of the next episode, and the real
+final observation is in ``info["final_obs"][i]`` (its info in ``info["final_info"]``). A
+truncated step then bootstraps from ``V(final_obs)``; a terminated one does not bootstrap
+(see :func:`roborl.learners.ppo.compute_gae`). NEXT_STEP mode would instead insert a dummy
+transition after every episode end that has to be masked out of the batch.
+
+Each env of the vector env is ``build_env(cfg.env, seed=run.seed + i)`` (make_env -> safety
+-> rescale to [-1, 1] -> domain randomization); PPO keeps observation normalization in its
+own model (saved with every checkpoint), so the policy evaluates on raw observations.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import pathlib
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from roborl import config as C
+from roborl.checkpoint import find_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from roborl.errors import UsageError
+from roborl.learners.ppo import PPO, PPOConfig, RunningMeanStd, Rollout
+from roborl.runners.config import RunConfig
+from roborl.runs import MetricsLogger, progress, resolve_device, write_config
+
+__all__ = ["run", "make_env", "make_vec_env", "privileged_from_info", "PPOTrainer"]
+
+_SUCCESS_KEYS = ("is_success", "success")
+
+
+# ============================================================================= env construction
+
+def make_env(env_cfg: Any, seed: int, eval: bool = False) -> gym.Env:  # noqa: A002 - mirrors build_env
+    """One env, built by the env-glue stack ``roborl.envs.config.build_env``.
+
+    Fallback while that function is not installed: ``make_env``/``gym.make`` + rescale of a
+    Box action space to [-1, 1] (no safety layer, no DR; DR enabled then raises).
+    """
+    try:
+        from roborl.envs.config import build_env  # type: ignore[attr-defined]
+    except ImportError:
+        build_env = None
+    if build_env is not None:
+        return build_env(env_cfg, seed=seed, eval=eval)
+    if getattr(env_cfg.dr, "enabled", False) and not eval:
+        raise UsageError("env.dr.enabled: domain randomization needs roborl.envs.config.build_env, not installed")
+    try:
+        from roborl.envs.make import make_env as _mk
+
+        env = _mk(env_cfg.id, imports=env_cfg.imports, **dict(env_cfg.kwargs))
+    except ImportError:
+        try:
+            env = gym.make(env_cfg.id, **dict(env_cfg.kwargs))
+        except gym.error.Error as e:
+            raise UsageError(f"env.id: cannot make {env_cfg.id!r} ({e})") from None
+    if isinstance(env.action_space, gym.spaces.Box) and not (
+            np.all(env.action_space.low == -1) and np.all(env.action_space.high == 1)):
+        env = gym.wrappers.RescaleAction(env, np.float32(-1.0), np.float32(1.0))
+    env.action_space.seed(seed)
+    return env
+
+
+def _env_fn(env_cfg: Any, seed: int) -> gym.Env:
+    return make_env(env_cfg, seed)
+
+
+def make_vec_env(env_cfg: Any, n_envs: int, seed: int, vector: str = "sync") -> gym.vector.VectorEnv:
+    """``n_envs`` envs (env i built with ``seed + i``), autoreset in the SAME step (see module doc)."""
+    fns = [functools.partial(_env_fn, env_cfg, seed + i) for i in range(n_envs)]
+    mode = gym.vector.AutoresetMode.SAME_STEP
+    if vector == "async":
+        return gym.vector.AsyncVectorEnv(fns, autoreset_mode=mode)
+    return gym.vector.SyncVectorEnv(fns, autoreset_mode=mode)
+
+
+def _flat(v: Any, n: int) -> np.ndarray | None:
+    """A vector-env info value (array [N, ...], or dict of such, nested) -> float32 [N, k]."""
+    if isinstance(v, dict):
+        parts = [_flat(v[k], n) for k in sorted(v) if not str(k).startswith("_")]
+        parts = [p for p in parts if p is not None]
+        return np.concatenate(parts, 1) if parts else None
+    try:
+        a = np.asarray(v, dtype=np.float32)
+    except (TypeError, ValueError):
+        return None
+    if a.ndim == 0 or a.shape[0] != n:
+        return None
+    return a.reshape(n, -1)
+
+
+def privileged_from_info(info: dict[str, Any], keys: tuple[str, ...], n: int) -> tuple[np.ndarray | None, np.ndarray]:
+    """Privileged state from a vector env's info: ``([N, P] float32 or None, present mask [N] bool)``.
+
+    Values of ``keys`` (e.g. the DR wrapper's ``dr_params`` dict, object poses) are flattened
+    (dict entries in sorted key order) and concatenated. ``present[i]`` says env i reported them.
+    """
+    parts, present = [], np.zeros(n, dtype=bool)
+    for k in keys:
+        if k not in info:
+            continue
+        a = _flat(info[k], n)
+        if a is None:
+            continue
+        parts.append(a)
+        mask = info.get("_" + k)
+        present |= np.asarray(mask, dtype=bool).reshape(n) if mask is not None else True
+    if not parts:
+        return None, present
+    return np.concatenate(parts, 1), present
+
+
+def _success(info: dict[str, Any], n: int) -> np.ndarray | None:
+    for k in _SUCCESS_KEYS:
+        if k in info:
+            v = np.asarray(info[k]).reshape(-1)
+            if v.shape[0] == n:
+                mask = info.get("_" + k)
+                return v.astype(bool) & (np.asarray(mask, dtype=bool) if mask is not None else True)
+    return None
+
+
+# ============================================================================= trainer
+
+@dataclass
+class _Timers:
+    sim: float = 0.0
+    inference: float = 0.0
+    update: float = 0.0
+    other: float = 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return {"sim": self.sim, "inference": self.inference, "update": self.update, "other": self.other}
+
+
+@dataclass
+class _EpisodeStats:
+    returns: list[float] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
+    successes: list[bool] = field(default_factory=list)
+
+
+class PPOTrainer:
+    """Rollout collection + update for one vector env; the pieces ``run`` and ``tools/bench_ppo.py`` share.
+
+    ``iterate()`` collects ``n_envs * rollout_steps`` env steps with batched inference, runs
+    one PPO update, refreshes the normalizers and returns the update metrics.
+    """
+
+    def __init__(self, cfg: RunConfig, device: str = "cpu", envs: gym.vector.VectorEnv | None = None,
+                 reset_seed: int | None = None) -> None:
+        self.cfg, self.pcfg = cfg, cfg.ppo
+        pc = self.pcfg
+        self.device = torch.device(device)
+        self.n = pc.n_envs
+        self.envs = envs if envs is not None else make_vec_env(cfg.env, pc.n_envs, cfg.run.seed, pc.vector)
+        obs_space, act_space = self.envs.single_observation_space, self.envs.single_action_space
+        if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
+            raise UsageError(f"env.id: PPO needs a flat Box observation space, {cfg.env.id!r} has {obs_space}")
+        if not isinstance(act_space, gym.spaces.Box) or len(act_space.shape) != 1:
+            raise UsageError(f"env.id: PPO needs a flat Box action space, {cfg.env.id!r} has {act_space}")
+        if not (np.allclose(act_space.low, -1) and np.allclose(act_space.high, 1)):
+            raise UsageError(f"env.id: PPO expects actions rescaled to [-1, 1]; {cfg.env.id!r} has "
+                             f"[{act_space.low.min()}, {act_space.high.max()}]")
+        self.obs_dim, self.act_dim = int(obs_space.shape[0]), int(act_space.shape[0])
+        seed = cfg.run.seed if reset_seed is None else reset_seed
+        obs, info = self.envs.reset(seed=[seed + i for i in range(self.n)])
+        self.obs = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
+        priv, _ = privileged_from_info(info, pc.privileged_keys, self.n) if pc.asymmetric else (None, None)
+        if pc.asymmetric and priv is None:
+            raise UsageError(f"ppo.asymmetric: env {cfg.env.id!r} reports none of ppo.privileged_keys "
+                             f"{list(pc.privileged_keys)} in its reset info (enable env.dr or set ppo.asymmetric=false)")
+        self.priv_dim = 0 if priv is None else int(priv.shape[1])
+        self.priv = torch.as_tensor(priv if priv is not None else np.zeros((self.n, 0), np.float32), device=self.device)
+        self.learner = PPO(self.obs_dim, self.act_dim, pc, self.priv_dim, str(self.device))
+        self.reward_rms = RunningMeanStd(1)
+        self._disc_ret = np.zeros(self.n, dtype=np.float64)
+        self._ep_ret = np.zeros(self.n, dtype=np.float64)
+        self._ep_len = np.zeros(self.n, dtype=np.int64)
+        self._ep_succ = np.zeros(self.n, dtype=bool)
+        self.episodes = _EpisodeStats()
+        self.timers = _Timers()
+        self.global_step = 0
+        self.iteration = 0
+        T, N, d = pc.rollout_steps, self.n, self.device
+        z = functools.partial(torch.zeros, device=d)
+        self.buf = Rollout(obs=z(T, N, self.obs_dim), priv=z(T, N, self.priv_dim), actions=z(T, N, self.act_dim),
+                           logp=z(T, N), mu=z(T, N, self.act_dim), values=z(T, N), rewards=z(T, N),
+                           next_values=z(T, N), terminated=z(T, N), dones=z(T, N))
+
+    # ------------------------------------------------------------------ rollout
+    def _scale_rewards(self, r: np.ndarray, done: np.ndarray) -> np.ndarray:
+        """SB3 VecNormalize-style reward scaling: divide by the running std of the discounted return."""
+        if not self.pcfg.norm_reward:
+            return r
+        self._disc_ret = self._disc_ret * self.pcfg.gamma + r
+        self.reward_rms.update(torch.as_tensor(self._disc_ret[:, None]))
+        self._disc_ret[done] = 0.0
+        return np.clip(r / math.sqrt(float(self.reward_rms.var[0]) + 1e-8), -10.0, 10.0)
+
+    def collect(self) -> None:
+        """Fill ``self.buf`` with ``rollout_steps`` steps of all envs."""
+        pc, buf, learner, n = self.pcfg, self.buf, self.learner, self.n
+        asym = self.priv_dim > 0
+        tm = self.timers
+        for t in range(pc.rollout_steps):
+            t0 = time.perf_counter()
+            action, u, logp, mu, v = learner.act(self.obs, self.priv if asym else None)
+            buf.obs[t] = self.obs
+            buf.priv[t] = self.priv
+            buf.actions[t], buf.logp[t], buf.mu[t], buf.values[t] = u, logp, mu, v
+            a_np = action.cpu().numpy()
+            t1 = time.perf_counter()
+            obs, r, term, trunc, info = self.envs.step(a_np)
+            t2 = time.perf_counter()
+            done = term | trunc
+            r = np.asarray(r, dtype=np.float64)
+            self._ep_ret += r
+            self._ep_len += 1
+            final_info = info.get("final_info", {}) if done.any() else {}
+            s = _success(info, n)
+            if s is not None:
+                self._ep_succ |= s & ~done  # for done envs, info is the *reset* info of the next episode
+            if done.any():
+                s_final = _success(final_info, n)
+                if s_final is not None:
+                    self._ep_succ |= s_final & done
+            buf.rewards[t] = torch.as_tensor(self._scale_rewards(r, done), dtype=torch.float32)
+            buf.terminated[t] = torch.as_tensor(term, dtype=torch.float32)
+            buf.dones[t] = torch.as_tensor(done, dtype=torch.float32)
+            new_obs = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
+            new_priv = self.priv
+            if asym:
+                p, present = privileged_from_info(info, pc.privileged_keys, n)
+                if p is not None and present.any():
+                    new_priv = self.priv.clone()
+                    new_priv[torch.as_tensor(present)] = torch.as_tensor(p[present], device=self.device)
+            # Truncated envs bootstrap from V(real final obs); the default next value (V of the
+            # next step's obs) is filled in below for everything else.
+            trunc_only = trunc & ~term
+            if trunc_only.any():
+                idx = np.nonzero(trunc_only)[0]
+                f_obs = torch.as_tensor(np.stack([info["final_obs"][i] for i in idx]), dtype=torch.float32,
+                                        device=self.device)
+                f_priv = None
+                if asym:
+                    f_priv = self.priv[torch.as_tensor(idx)]  # DR params are per episode: the ending episode's
+                    fp, fpresent = privileged_from_info(final_info, pc.privileged_keys, n)
+                    if fp is not None:
+                        sel = fpresent[idx]
+                        if sel.any():
+                            f_priv[torch.as_tensor(sel)] = torch.as_tensor(fp[idx[sel]], device=self.device)
+                self._final_values[t, torch.as_tensor(idx)] = learner.value(f_obs, f_priv)
+                self._has_final[t, torch.as_tensor(idx)] = True
+            for i in np.nonzero(done)[0]:
+                self.episodes.returns.append(float(self._ep_ret[i]))
+                self.episodes.lengths.append(int(self._ep_len[i]))
+                self.episodes.successes.append(bool(self._ep_succ[i]))
+            self._ep_ret[done], self._ep_len[done], self._ep_succ[done] = 0.0, 0, False
+            self.obs, self.priv = new_obs, new_priv
+            t3 = time.perf_counter()
+            tm.inference += (t1 - t0) + (t3 - t2)
+            tm.sim += t2 - t1
+        self.global_step += pc.rollout_steps * n
+
+    def iterate(self) -> dict[str, float]:
+        """One PPO iteration: collect, bootstrap, update, refresh normalizers. Returns update metrics."""
+        T, N = self.pcfg.rollout_steps, self.n
+        self._final_values = torch.zeros(T, N, device=self.device)
+        self._has_final = torch.zeros(T, N, dtype=torch.bool, device=self.device)
+        self.collect()
+        t0 = time.perf_counter()
+        buf = self.buf
+        last_v = self.learner.value(self.obs, self.priv if self.priv_dim else None)
+        buf.next_values[:-1] = buf.values[1:]
+        buf.next_values[-1] = last_v
+        buf.next_values[self._has_final] = self._final_values[self._has_final]
+        metrics = self.learner.update(buf)
+        self.learner.observe(buf.obs, buf.priv)
+        self.timers.update += time.perf_counter() - t0
+        self.iteration += 1
+        return metrics
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        return {"learner": self.learner.state_dict(), "reward_rms": self.reward_rms.state_dict(), "rng": rng_state(),
+                "counters": {"global_step": self.global_step, "iteration": self.iteration,
+                             "timers": self.timers.as_dict()}}
+
+    def load_state_dict(self, st: dict[str, Any]) -> None:
+        self.learner.load_state_dict(st["learner"])
+        self.reward_rms.load_state_dict(st["reward_rms"])
+        set_rng_state(st["rng"])
+        c = st["counters"]
+        self.global_step, self.iteration = int(c["global_step"]), int(c["iteration"])
+        self.timers = _Timers(**{k: float(v) for k, v in c["timers"].items()})
+
+    def close(self) -> None:
+        self.envs.close()
+
+
+# ============================================================================= eval
+
+def _evaluate(trainer: PPOTrainer, cfg: RunConfig, eval_env: gym.Env) -> dict[str, float]:
+    """Deterministic eval episodes with the shared ``roborl.eval.episodes.run_episodes`` (DR off)."""
+    from roborl.eval.episodes import run_episodes
+
+    res = run_episodes(trainer.learner.policy(), cfg.env, cfg.train.eval_episodes, seed=cfg.run.seed + 10_000,
+                       deterministic=True, env=eval_env)
+    return {"eval/return": res.return_mean, "eval/success": res.success_rate, "eval/length": res.length_mean}
+
+
+# ============================================================================= run
+
+def _meta(cfg: RunConfig, tr: PPOTrainer, wall: float) -> dict[str, Any]:
+    return {"algo": "ppo", "config": C.to_dict(cfg), "env_id": cfg.env.id,
+            "dims": {"obs": tr.obs_dim, "act": tr.act_dim, "priv": tr.priv_dim},
+            "global_step": tr.global_step, "iteration": tr.iteration, "wall_time": wall}
+
+
+def run(cfg: RunConfig, run_dir: pathlib.Path, role: str, learner_addr: str | None) -> int:
+    """Train PPO for ``train.total_steps`` env steps in ``run_dir`` (resuming from its latest checkpoint)."""
+    if role != "local":
+        raise UsageError(f"--role {role}: PPO is on-policy and runs locally only (use --role local)")
+    pc: PPOConfig = cfg.ppo
+    run_dir = pathlib.Path(run_dir)
+    device = resolve_device(cfg.device)
+    if pc.torch_threads is not None:
+        torch.set_num_threads(pc.torch_threads)
+    np.random.seed(cfg.run.seed)
+    torch.manual_seed(cfg.run.seed)
+
+    ck = find_checkpoint(run_dir) if run_dir.exists() else None
+    state = meta = None
+    if ck is not None:
+        state, meta, _ = load_checkpoint(ck)
+        if meta.get("algo") != "ppo":
+            raise UsageError(f"run.dir: {run_dir} holds a {meta.get('algo')!r} checkpoint, not ppo")
+    # A resumed run must not replay the episodes of the first run: offset the reset seeds.
+    resume_iter = int(meta["iteration"]) if meta else 0
+    tr = PPOTrainer(cfg, device, reset_seed=cfg.run.seed + 7919 * resume_iter)
+    wall0 = 0.0
+    if state is not None:
+        if meta["dims"] != {"obs": tr.obs_dim, "act": tr.act_dim, "priv": tr.priv_dim}:
+            raise UsageError(f"run.dir: checkpoint dims {meta['dims']} do not match env {cfg.env.id!r} "
+                             f"(obs {tr.obs_dim}, act {tr.act_dim}, priv {tr.priv_dim})")
+        tr.load_state_dict(state)
+        wall0 = float(meta.get("wall_time", 0.0))
+        print(f"resumed from step {tr.global_step}", flush=True)
+    write_config(run_dir, cfg)
+    logger = MetricsLogger(run_dir)
+    logger.set_time_offset(wall0)
+    eval_env = make_env(cfg.env, cfg.run.seed + 10_000, eval=True)
+    total, tc = cfg.train.total_steps, cfg.train
+    batch = pc.rollout_steps * pc.n_envs
+    next_log = (tr.global_step // tc.log_every + 1) * tc.log_every
+    next_ckpt = (tr.global_step // tc.checkpoint_every + 1) * tc.checkpoint_every
+    next_eval = (tr.global_step // tc.eval_every + 1) * tc.eval_every if tc.eval_every else None
+    t_start, steps_start = time.time(), tr.global_step
+    bar = progress(total=total, desc="ppo", initial=min(tr.global_step, total))
+    eval_row: dict[str, float] = {}
+    last_eval_step = -1
+    try:
+        while tr.global_step < total:
+            if pc.anneal_lr:
+                tr.learner.set_lr(pc.lr * max(1.0 - tr.global_step / total, 0.0))
+            m = tr.iterate()
+            bar.update(batch)
+            if tr.global_step >= next_log or tr.global_step >= total:
+                next_log = (tr.global_step // tc.log_every + 1) * tc.log_every
+                ep = tr.episodes
+                row: dict[str, Any] = dict(m)
+                if ep.returns:
+                    row["train/return"] = float(np.mean(ep.returns))
+                    row["train/length"] = float(np.mean(ep.lengths))
+                    row["train/success"] = float(np.mean(ep.successes))
+                    row["train/episodes"] = len(ep.returns)
+                tr.episodes = _EpisodeStats()
+                el = time.time() - t_start
+                row["fps"] = (tr.global_step - steps_start) / max(el, 1e-9)
+                tot_t = sum(tr.timers.as_dict().values()) or 1.0
+                for k, v in tr.timers.as_dict().items():
+                    row[f"time/{k}_frac"] = v / tot_t
+                logger.log(tr.global_step, row)
+            wall = wall0 + time.time() - t_start
+            out_of_time = tc.max_minutes is not None and (time.time() - t_start) / 60.0 >= tc.max_minutes
+            if next_eval is not None and tr.global_step >= next_eval:
+                next_eval = (tr.global_step // tc.eval_every + 1) * tc.eval_every
+                eval_row = _evaluate(tr, cfg, eval_env)
+                last_eval_step = tr.global_step
+                logger.log(tr.global_step, eval_row)
+            if tr.global_step >= next_ckpt or out_of_time:
+                next_ckpt = (tr.global_step // tc.checkpoint_every + 1) * tc.checkpoint_every
+                save_checkpoint(run_dir, tr.global_step, tr.state_dict(), _meta(cfg, tr, wall))
+            if out_of_time:
+                print(f"train.max_minutes reached at step {tr.global_step}; checkpoint saved", flush=True)
+                break
+        else:
+            if last_eval_step != tr.global_step:  # always end with an eval of the final policy
+                eval_row = _evaluate(tr, cfg, eval_env)
+                logger.log(tr.global_step, eval_row)
+            save_checkpoint(run_dir, tr.global_step, tr.state_dict(), _meta(cfg, tr, wall0 + time.time() - t_start))
+    finally:
+        bar.close()
+        logger.close()
+        eval_env.close()
+        tr.close()
+    if eval_row:
+        print(f"step {tr.global_step}: eval return {eval_row['eval/return']:.2f} "
+              f"success {eval_row['eval/success']:.2f}", flush=True)
+    return 0

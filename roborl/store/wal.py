@@ -1,0 +1,111 @@
+"""Write-ahead log: length- and CRC-framed step records, appended with ``os.write``.
+
+File layout: an 8-byte file header ``b"RLWAL\\x01\\n\\n"`` then records::
+
+    magic u32 | payload_len u32 | crc32 u32 | partition u8 | row u64 | payload (row bytes)
+
+``crc32`` covers ``partition | row | payload``. A record is durable against ``kill -9``
+once ``os.write`` returns (the bytes sit in the kernel page cache); power-loss
+durability depends on the fsync policy (see :class:`roborl.store.config.StoreConfig`).
+
+A reader stops at the first record that is short, has a bad magic or a bad CRC: that
+is a torn tail from a crash (the step being written), and the writer truncates it.
+The WAL in use is named in the commit file; each commit starts a fresh one, so a stale
+log is never replayed twice.
+"""
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from pathlib import Path
+
+FILE_HEADER = b"RLWAL\x01\n\n"
+MAGIC = 0x52574C31  # "1LWR"
+_HDR = struct.Struct("<III")  # magic, payload_len, crc
+_KEY = struct.Struct("<BQ")  # partition, row
+HEADER_SIZE = _HDR.size + _KEY.size
+
+
+def encode(partition: int, row: int, payload: bytes) -> bytes:
+    """One framed record."""
+    key = _KEY.pack(partition, row)
+    crc = zlib.crc32(payload, zlib.crc32(key))
+    return _HDR.pack(MAGIC, len(payload), crc) + key + payload
+
+
+def read(path: str | Path) -> tuple[list[tuple[int, int, bytes]], int, int]:
+    """Parse a WAL file -> (records [(partition, row, payload)], valid_bytes, file_bytes).
+
+    ``valid_bytes < file_bytes`` means a torn or corrupt tail starts at ``valid_bytes``.
+    A missing file reads as empty.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return [], 0, 0
+    n = len(data)
+    if n < len(FILE_HEADER) or data[: len(FILE_HEADER)] != FILE_HEADER:
+        # A crash between creating the file and writing its header leaves it shorter.
+        return [], 0, n
+    out: list[tuple[int, int, bytes]] = []
+    off = len(FILE_HEADER)
+    mv = memoryview(data)
+    while off + HEADER_SIZE <= n:
+        magic, plen, crc = _HDR.unpack_from(data, off)
+        if magic != MAGIC:
+            break
+        end = off + HEADER_SIZE + plen
+        if end > n:
+            break
+        key = mv[off + _HDR.size: off + HEADER_SIZE]
+        payload = mv[off + HEADER_SIZE: end]
+        if zlib.crc32(payload, zlib.crc32(key)) != crc:
+            break
+        part, row = _KEY.unpack(key)
+        out.append((part, row, bytes(payload)))
+        off = end
+    return out, off, n
+
+
+class WalWriter:
+    """Appends records to one log file (O_APPEND, unbuffered)."""
+
+    def __init__(self, path: str | Path, *, create: bool) -> None:
+        self.path = Path(path)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+        self.fd = os.open(self.path, flags, 0o644)
+        if create or os.fstat(self.fd).st_size == 0:
+            os.ftruncate(self.fd, 0)
+            self._write(FILE_HEADER)
+        self.dirty = False
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            n = os.write(self.fd, view)
+            view = view[n:]
+
+    def append(self, data: bytes) -> None:
+        """Write already-framed record bytes (one or many records)."""
+        self._write(data)
+        self.dirty = True
+
+    def fsync(self) -> None:
+        if self.dirty:
+            os.fsync(self.fd)
+            self.dirty = False
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def truncate(path: str | Path, size: int) -> None:
+    """Cut a torn tail (keeps the file header)."""
+    size = max(size, len(FILE_HEADER))
+    with open(path, "r+b") as f:
+        f.truncate(size)
+        f.flush()
+        os.fsync(f.fileno())

@@ -1,0 +1,106 @@
+"""Config machinery: precedence, typed building, one-line errors with suggestions, CLI exit codes."""
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from roborl import config as C
+from roborl.runners.config import RunConfig
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_precedence_defaults_file_overrides(tmp_path: Path) -> None:
+    p = write(tmp_path, "sac: {lr: 0.001, batch_size: 64}\nenv: {id: Pendulum-v1}\n")
+    cfg = C.load(RunConfig, p, ["sac.lr=1e-4"])
+    assert cfg.sac.lr == pytest.approx(1e-4)  # command line wins
+    assert cfg.sac.batch_size == 64  # file beats default
+    assert cfg.sac.gamma == RunConfig().sac.gamma  # default
+    assert cfg.env.id == "Pendulum-v1"
+
+
+def test_configs_are_frozen() -> None:
+    cfg = C.load(RunConfig)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.sac.lr = 1.0  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("text,overrides,needle", [
+    ("sac: {lrr: 0.1}\n", [], "unknown key 'sac.lrr' (did you mean 'sac.lr'?)"),
+    ("sac: {batch_size: -3}\n", [], "sac.batch_size: must be > 0"),
+    ("sac: {batch_size: many}\n", [], "sac.batch_size: expected int"),
+    ("", ["device=cdua"], "did you mean 'cuda'"),
+    ("", ["trian.total_steps=5"], "did you mean 'train'"),
+    ("sac: [1, 2]\n", [], "sac: expected a mapping"),
+])
+def test_errors_name_key_and_source(tmp_path: Path, text: str, overrides: list[str], needle: str) -> None:
+    p = write(tmp_path, text)
+    with pytest.raises(C.ConfigError) as e:
+        C.load(RunConfig, p, overrides)
+    msg = str(e.value)
+    assert needle in msg
+    assert "\n" not in msg
+    assert (str(p) in msg) or ("command-line" in msg)
+
+
+def test_missing_and_malformed_file(tmp_path: Path) -> None:
+    with pytest.raises(C.ConfigError, match="file not found"):
+        C.load(RunConfig, tmp_path / "nope.yaml")
+    p = write(tmp_path, "sac: {lr: [\n")
+    with pytest.raises(C.ConfigError, match="invalid YAML"):
+        C.load(RunConfig, p)
+
+
+def test_yaml_scientific_notation_is_float(tmp_path: Path) -> None:
+    p = write(tmp_path, "sac: {lr: 1e-4}\n")
+    assert C.load(RunConfig, p).sac.lr == pytest.approx(1e-4)
+
+
+def test_describe_documents_every_field() -> None:
+    rows = C.describe(RunConfig)
+    keys = {r[0] for r in rows}
+    for k in ("run.dir", "run.seed", "env.id", "train.total_steps", "device"):
+        assert k in keys
+    undocumented = [r[0] for r in rows if not r[3]]
+    assert not undocumented, undocumented
+
+
+def test_every_shipped_config_resolves() -> None:
+    root = Path(__file__).resolve().parents[1] / "configs"
+    for p in sorted(root.glob("*.yaml")):
+        if p.name == "perturb_grid.yaml":
+            continue
+        C.load(RunConfig, p)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "roborl.cli", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_cli_config_show_and_errors(tmp_path: Path) -> None:
+    p = write(tmp_path, "sac: {lr: 0.001}\n")
+    r = run_cli("config", "show", str(p), "sac.batch_size=32", "--json")
+    assert r.returncode == 0, r.stderr
+    assert '"batch_size": 32' in r.stdout
+    r = run_cli("config", "show", str(p), "sac.batchsize=32")
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and "sac.batch_size" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli("train", str(tmp_path / "missing.yaml"))
+    assert r.returncode == 2 and "missing.yaml" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_cli_help_lists_commands_with_examples() -> None:
+    r = run_cli("--help")
+    assert r.returncode == 0
+    for name in ("train", "eval", "config"):
+        assert name in r.stdout
+    r = run_cli("train", "--help")
+    assert r.returncode == 0 and "Example" in r.stdout and "precedence" in r.stdout

@@ -1,0 +1,239 @@
+"""SAC benchmarks (issue 4). Prints one JSON object. Not a CI test.
+
+Parts (``--part``):
+
+* ``throughput``: learner updates/s at batch 256 with 256x256 networks on HalfCheetah-v5
+  data, side by side in ONE run with stable-baselines3 SAC (same networks, batch, UTD).
+  Both sides are measured the same way: fill a replay buffer with random HalfCheetah
+  transitions, then time K gradient updates (sampling included). Also the full loop
+  (env step + store append + sample + update) env-steps/s at UTD 1, and UTD 20.
+* ``ablation``: env steps to reach 90% eval success on the default task, for several
+  seeds, with rows: SAC from scratch, BC only, RLPD demo mix, demo mix + residual,
+  demo mix + PER/LAP. Each row is one config override set on configs/default.yaml.
+* ``halfcheetah``: return after a fixed budget for ours vs SB3, several seeds.
+
+Example:
+    python tools/bench_sac.py --part throughput --updates 300
+    python tools/bench_sac.py --part ablation --seeds 0 1 2 3 4 --steps 20000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _machine() -> str:
+    return f"{platform.machine()} {os.cpu_count()} cpu, torch {torch.__version__}, cuda={torch.cuda.is_available()}"
+
+
+def _fill_random(env_id: str, n: int, seed: int = 0):
+    import gymnasium as gym
+
+    env = gym.make(env_id)
+    obs, _ = env.reset(seed=seed)
+    rows = []
+    for _ in range(n):
+        a = env.action_space.sample()
+        nobs, r, term, trunc, _ = env.step(a)
+        rows.append((obs, a, r, nobs, term, trunc))
+        obs = nobs if not (term or trunc) else env.reset()[0]
+    env.close()
+    return env, rows
+
+
+def bench_sb3_updates(rows, env_id: str, updates: int, utd: int) -> float:
+    from stable_baselines3 import SAC as SB3SAC
+
+    import gymnasium as gym
+
+    env = gym.make(env_id)
+    model = SB3SAC("MlpPolicy", env, batch_size=256, policy_kwargs={"net_arch": [256, 256]}, learning_starts=0,
+                   gradient_steps=utd, train_freq=1, device="cpu", seed=0, verbose=0)
+    for o, a, r, no, te, tr in rows:
+        model.replay_buffer.add(o[None], no[None], a[None], np.array([r]), np.array([te]), [{"TimeLimit.truncated": tr}])
+    model._setup_learn(total_timesteps=1, callback=None)
+    model.train(gradient_steps=20, batch_size=256)  # warm up
+    t = time.perf_counter()
+    model.train(gradient_steps=updates, batch_size=256)
+    return updates / (time.perf_counter() - t)
+
+
+def bench_ours_updates(rows, env_id: str, updates: int, device: str = "cpu") -> float:
+    import gymnasium as gym
+
+    from roborl.config import build
+    from roborl.learners.sac import SAC, SACConfig
+    from roborl.store import ReplayStore, Sampler
+    from roborl.store.config import SamplerConfig
+
+    env = gym.make(env_id)
+    with tempfile.TemporaryDirectory() as d:
+        store = ReplayStore.create(Path(d) / "s", env_id=env_id, observation_space=env.observation_space,
+                                   action_space=env.action_space, online_capacity=10**6)
+        prev_done = True
+        for o, a, r, no, te, tr in rows:
+            if prev_done:
+                store.start_episode(o, partition="online")
+            store.add_step(action=a, executed_action=a, reward=float(r), next_obs=no, terminated=bool(te),
+                           truncated=bool(tr))
+            prev_done = te or tr
+        sampler = Sampler(store, build(SamplerConfig, {}), device=device, seed=0)
+        learner = SAC(env.observation_space.shape[0], env.action_space.shape[0],
+                      build(SACConfig, {"normalize_obs": False}), device)
+        for _ in range(20):
+            learner.update(sampler.sample(256, gamma=0.99))
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        for _ in range(updates):
+            learner.update(sampler.sample(256, gamma=0.99))
+        if device == "cuda":
+            torch.cuda.synchronize()
+        rate = updates / (time.perf_counter() - t)
+        store.close()
+    return rate
+
+
+def bench_loop(env_id: str, steps: int, utd: int, device: str = "cpu") -> dict:
+    """Full loop through our runner (env stack + store + sampler + learner): env-steps/s and updates/s."""
+    from roborl import config as C
+    from roborl.runners.config import RunConfig
+    from roborl.runners.sac import SACRunner
+
+    with tempfile.TemporaryDirectory() as d:
+        warm = 500
+        cfg = C.load(RunConfig, None, [f"env.id={env_id}", f"run.dir={d}/run", f"train.total_steps={warm + steps}",
+                                       "train.eval_every=0", "train.eval_episodes=1", f"train.log_every={steps}",
+                                       f"train.checkpoint_every={10 * (warm + steps)}", f"sac.utd={utd}",
+                                       f"sac.warmup_steps={warm}", "sac.normalize_obs=false", f"device={device}"])
+        runner = SACRunner(cfg, Path(d) / "run")
+        t = time.perf_counter()
+        runner.train()
+        wall = time.perf_counter() - t
+        runner.close()
+        from roborl.runs import read_metrics
+
+        rows = [r for r in read_metrics(Path(d) / "run") if "env_steps_per_s" in r]
+    last = rows[-1] if rows else {}
+    return {"env_steps_per_s": last.get("env_steps_per_s"), "updates_per_s": last.get("updates_per_s"),
+            "wall_s_incl_warmup_and_final_eval": round(wall, 1)}
+
+
+def part_throughput(args) -> dict:
+    env_id = "HalfCheetah-v5"
+    _, rows = _fill_random(env_id, 5_000)
+    out: dict = {"env": env_id, "batch": 256, "hidden": [256, 256], "torch_threads": torch.get_num_threads()}
+    # Interleave the two sides so machine load hits both alike.
+    ours, sb3 = [], []
+    for _ in range(args.repeats):
+        ours.append(bench_ours_updates(rows, env_id, args.updates))
+        sb3.append(bench_sb3_updates(rows, env_id, args.updates, 1))
+    out["updates_per_s"] = {"roborl": round(float(np.median(ours)), 1), "sb3": round(float(np.median(sb3)), 1)}
+    out["speedup_vs_sb3"] = round(float(np.median(ours)) / float(np.median(sb3)), 2)
+    if torch.cuda.is_available():
+        out["updates_per_s"]["roborl_cuda"] = round(bench_ours_updates(rows, env_id, args.updates, "cuda"), 1)
+    if not args.skip_loop:
+        out["full_loop_utd1"] = bench_loop(env_id, args.loop_steps, 1)
+        out["full_loop_utd20"] = bench_loop(env_id, max(50, args.loop_steps // 20), 20)
+    return out
+
+
+def _run_train(overrides: list[str]) -> dict:
+    from roborl import config as C
+    from roborl.runners.config import RunConfig
+    from roborl.runners.sac import SACRunner
+
+    cfg = C.load(RunConfig, REPO / "configs" / "default.yaml", overrides)
+    runner = SACRunner(cfg, Path(cfg.run.dir))
+    try:
+        runner.train()
+    finally:
+        runner.close()
+    from roborl.runs import read_metrics
+
+    return {"evals": [(r["step"], r["eval/success"]) for r in read_metrics(cfg.run.dir) if "eval/success" in r]}
+
+
+ABLATION_ROWS: dict[str, list[str]] = {
+    "sac_scratch": ["store.demos=[]", "sac.bc_pretrain_steps=0", "sac.residual=false", "sac.bc_weight=0",
+                    "store.sampler.demo_fraction=0"],
+    "rlpd_demo_mix": ["sac.residual=false", "sac.bc_weight=0"],
+    "demo_mix_residual": [],  # the default config
+    "demo_mix_residual_per": ["store.sampler.kind=per"],
+    "demo_mix_residual_lap": ["store.sampler.kind=lap"],
+}
+
+
+def part_ablation(args) -> dict:
+    from roborl import config as C
+    from roborl.eval.episodes import run_episodes
+    from roborl.learners.sac import SAC, SACPolicy
+    from roborl.runners.config import RunConfig
+    from roborl.runners.sac import SACRunner, eval_seed
+
+    out: dict = {"config": "configs/default.yaml", "steps": args.steps, "seeds": args.seeds, "rows": {}}
+    tmp = Path(tempfile.mkdtemp(prefix="roborl-ablation-"))
+    # BC only: the residual base policy after BC pretraining, evaluated with no RL.
+    bc = []
+    for s in args.seeds:
+        cfg = C.load(RunConfig, REPO / "configs" / "default.yaml", [f"run.seed={s}", f"run.dir={tmp}/bc{s}"])
+        runner = SACRunner(cfg, tmp / f"bc{s}", make_env=True)
+        runner.start_learning()
+        runner.learner.beta.fill_(0.0)  # base policy alone
+        res = run_episodes(SACPolicy(runner.learner), cfg.env, args.eval_episodes, seed=eval_seed(cfg))
+        bc.append(res.success_rate)
+        runner.close()
+    out["rows"]["bc_only"] = {"success": bc, "mean_success": float(np.mean(bc))}
+    for name in args.rows or ABLATION_ROWS:
+        per_seed = []
+        for s in args.seeds:
+            t = time.time()
+            r = _run_train(ABLATION_ROWS[name] + [f"run.seed={s}", f"run.dir={tmp}/{name}-{s}",
+                                                  f"train.total_steps={args.steps}", f"train.eval_every={args.eval_every}",
+                                                  f"train.eval_episodes={args.eval_episodes}"])
+            hit = next((st for st, sr in r["evals"] if sr >= 0.9), None)
+            per_seed.append({"seed": s, "steps_to_90": hit, "final_success": r["evals"][-1][1] if r["evals"] else None,
+                             "wall_s": round(time.time() - t, 1)})
+            print(json.dumps({name: per_seed[-1]}), file=sys.stderr, flush=True)
+        hits = [p["steps_to_90"] for p in per_seed if p["steps_to_90"] is not None]
+        out["rows"][name] = {"per_seed": per_seed, "reached_90": f"{len(hits)}/{len(per_seed)}",
+                             "median_steps_to_90": float(np.median(hits)) if hits else None,
+                             "mean_final_success": float(np.mean([p["final_success"] or 0 for p in per_seed]))}
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--part", choices=["throughput", "ablation"], default="throughput")
+    p.add_argument("--updates", type=int, default=300)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--loop-steps", type=int, default=1000)
+    p.add_argument("--skip-loop", action="store_true")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument("--steps", type=int, default=20_000)
+    p.add_argument("--eval-every", type=int, default=2_000)
+    p.add_argument("--eval-episodes", type=int, default=20)
+    p.add_argument("--rows", nargs="*", default=None, help=f"subset of {list(ABLATION_ROWS)}")
+    args = p.parse_args()
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    t = time.time()
+    out = {"bench": "sac", "part": args.part, "date": time.strftime("%Y-%m-%d"), "machine": _machine()}
+    out.update(part_throughput(args) if args.part == "throughput" else part_ablation(args))
+    out["bench_wall_s"] = round(time.time() - t, 1)
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
