@@ -1,12 +1,39 @@
-"""Environment section of a run config (owned by the env-glue work)."""
+"""Environment section of a run config, and :func:`build_env`, which composes the wrapper stack.
+
+The stack, innermost first (each layer sees what the one outside it sends)::
+
+    make_env(id)            gymnasium id | dmc:<domain>-<task> | robot://HOST:PORT
+    -> SafetyLayer          only if the env has none yet (our tasks apply their own)
+    -> RescaleAction        agent acts in [-1, 1]
+    -> DomainRandomization  if env.dr.enabled (and not eval, unless env.dr.at_eval)
+    -> NormalizeObservation if env.normalize_obs (frozen when eval=True)
+
+Why this order:
+
+* safety is innermost so that *every* action reaching the plant has been checked,
+  including the noisy and delayed actions DR produces; nothing outside it can bypass it;
+* rescaling sits outside safety so learners act in [-1, 1] and ``info["executed_action"]``
+  (written by the safety layer in env units) is mapped back into the agent's space;
+* DR sits outside rescaling so action noise is in normalized units (comparable across
+  dimensions) and inside normalization so observation noise is in physical units and the
+  normalizer's statistics include the randomized dynamics;
+* normalization is outermost: the learner sees exactly what it will see at eval, where
+  the statistics are frozen (load them with
+  :func:`roborl.envs.wrappers.load_obs_normalizer_state`).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-from roborl.config import field
-from roborl.envs.dr import DRConfig
+import gymnasium as gym
+from gymnasium import spaces
+
+from roborl.config import field, positive
+from roborl.envs.dr import DomainRandomization, DRConfig
 from roborl.envs.safety import SafetyConfig
+
+__all__ = ["EnvConfig", "build_env", "apply_safety"]
 
 
 @dataclass(frozen=True)
@@ -16,5 +43,81 @@ class EnvConfig:
     id: str = field("roborl/Push-v0", doc="Env id: a gymnasium id, 'dmc:<domain>-<task>', or 'robot://HOST:PORT'.")
     kwargs: dict[str, Any] = field(default_factory=dict, doc="Keyword arguments passed to the env constructor.")
     imports: tuple[str, ...] = field((), doc="Modules imported before making the env, so third-party ids resolve.")
+    max_episode_steps: int | None = field(None, doc="Override the episode length (a truncating time limit); null keeps the env's own.", check=positive)
+    scale_actions: bool = field(True, doc="Rescale a bounded Box action space to [-1, 1].")
+    normalize_obs: bool = field(False, doc="Normalize observations with running mean/var in the env stack (frozen at eval). "
+                                           "Off by default: SAC and PPO keep their own normalizers, and replayed observations "
+                                           "would otherwise go stale as the statistics move.")
+    obs_clip: float | None = field(10.0, doc="Clip normalized observations to [-obs_clip, obs_clip]; null = no clip.", check=positive)
     safety: SafetyConfig = field(default_factory=SafetyConfig, doc="Safety layer.")
     dr: DRConfig = field(default_factory=DRConfig, doc="Domain randomization.")
+
+
+def apply_safety(env: gym.Env, cfg: SafetyConfig) -> gym.Env:
+    """Wrap ``env`` in the safety layer unless it already has one (our tasks do).
+
+    Returns ``env`` unchanged when :mod:`roborl.envs.safety` has no ``SafetyLayer`` or the env
+    cannot take one (a non-Box action space).
+    """
+    try:
+        from roborl.envs.safety import SafetyLayer  # type: ignore[attr-defined]
+    except ImportError:
+        return env
+    from roborl.envs.wrappers import find_wrapper
+
+    if find_wrapper(env, SafetyLayer) is not None or getattr(env.unwrapped, "safety_layer", None) is not None:
+        return env
+    if not isinstance(env.action_space, spaces.Box):
+        return env
+    return SafetyLayer(env, cfg)
+
+
+def _applies_own_safety(env_id: str) -> bool:
+    """True for our registered tasks, whose constructors take ``safety=SafetyConfig | False``."""
+    try:
+        from roborl.envs.registry import TASKS
+    except ImportError:
+        return False
+    return env_id in TASKS
+
+
+def build_env(cfg: EnvConfig, seed: int | None = None, *, eval: bool = False,  # noqa: A002 - reads naturally
+              render_mode: str | None = None) -> gym.Env:
+    """Make the env of ``cfg`` and wrap it (order and reasons in the module docstring).
+
+    Args:
+        cfg: the ``env`` section of a run config.
+        seed: seeds the DR generators and the action/observation spaces; the caller still
+            calls ``env.reset(seed=seed)`` for the first episode.
+        eval: an eval env: DR off (unless ``cfg.dr.at_eval``) and normalizer statistics frozen.
+        render_mode: passed to the env constructor (e.g. ``"rgb_array"`` for videos);
+            overrides ``cfg.kwargs["render_mode"]``.
+    """
+    from roborl.envs.make import make_env
+    from roborl.envs.wrappers import NormalizeObservation, RescaleAction
+
+    kwargs = dict(cfg.kwargs)
+    if render_mode is not None:
+        kwargs["render_mode"] = render_mode
+    if "safety" not in kwargs and _applies_own_safety(cfg.id):
+        # Our tasks build their safety layer themselves (with their workspace box); hand them
+        # this config so env.safety.* (enabled=false included) reaches it.
+        kwargs["safety"] = cfg.safety
+    env = make_env(cfg.id, imports=cfg.imports, max_episode_steps=cfg.max_episode_steps, **kwargs)
+    try:
+        if cfg.safety.enabled:
+            env = apply_safety(env, cfg.safety)
+        if cfg.scale_actions and isinstance(env.action_space, spaces.Box):
+            env = RescaleAction(env)
+        if cfg.dr.enabled and (not eval or cfg.dr.at_eval):
+            env = DomainRandomization(env, cfg.dr, seed=seed)
+        if cfg.normalize_obs:
+            env = NormalizeObservation(env, clip=cfg.obs_clip, frozen=eval)
+    except BaseException:
+        env.close()
+        raise
+    if seed is not None:
+        env.action_space.seed(seed)
+        env.observation_space.seed(seed)
+    return env
+

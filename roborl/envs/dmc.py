@@ -122,7 +122,7 @@ class DMCEnv(gym.Env[np.ndarray, np.ndarray]):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
         super().reset(seed=seed)
         if seed is not None:
-            self._env.task.random.seed(seed)
+            self._env.task.random.seed(int(seed) % 2**32)  # RandomState takes 32-bit seeds
         ts = self._env.reset()
         return self._flatten(ts.observation), {}
 
@@ -146,6 +146,9 @@ class DMCEnv(gym.Env[np.ndarray, np.ndarray]):
             gym.logger.warn(f"{self.spec_id}: render() called without render_mode='rgb_array'")
             return None
         return self._env.physics.render(height=self.render_height, width=self.render_width, camera_id=self.camera_id)
+
+    def __str__(self) -> str:
+        return f"<DMCEnv<{self.spec_id}>>"
 
     def close(self) -> None:
         try:

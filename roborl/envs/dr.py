@@ -85,7 +85,26 @@ NOMINAL_FIELDS = ("body_mass", "body_inertia", "body_subtreemass", "geom_frictio
 _BIAS_AFFINE = 1  # mujoco.mjtBias.mjBIAS_AFFINE
 
 
-class DomainRandomization(gym.Wrapper):
+class _NormalStream:
+    """Standard normals drawn from ``rng`` in blocks: one Generator call per ~4096 numbers
+    instead of one per step (the call overhead, not the sampling, dominates per-step noise).
+    Deterministic for a given seed and sequence of ``take`` sizes."""
+
+    def __init__(self, rng: np.random.Generator, block: int = 4096) -> None:
+        self.rng, self.block = rng, block
+        self.buf = np.empty(0)
+        self.i = 0
+
+    def take(self, n: int) -> np.ndarray:
+        if self.i + n > self.buf.size:
+            self.buf = self.rng.standard_normal(max(self.block, n))
+            self.i = 0
+        out = self.buf[self.i:self.i + n]
+        self.i += n
+        return out
+
+
+class DomainRandomization(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Randomize a MuJoCo env's physics per episode (see the module docstring).
 
     Args:
@@ -102,7 +121,8 @@ class DomainRandomization(gym.Wrapper):
     _SALT = 0x0D0A1D  # decorrelates DR's streams from the env's own seeded rng
 
     def __init__(self, env: gym.Env, cfg: DRConfig | None = None, seed: int | None = None) -> None:
-        super().__init__(env)
+        gym.utils.RecordConstructorArgs.__init__(self, cfg=cfg, seed=seed)
+        gym.Wrapper.__init__(self, env)
         import mujoco
 
         self.cfg = cfg if cfg is not None else DRConfig(enabled=True)
@@ -113,7 +133,12 @@ class DomainRandomization(gym.Wrapper):
             raise UsageError(f"env.dr: {name} does not expose unwrapped.model/data (mujoco.MjModel/MjData); "
                              f"domain randomization needs a MuJoCo-backed env")
         self._nominal = {f: getattr(model, f).copy() for f in NOMINAL_FIELDS}
-        self._parent = np.asarray(model.body_parentid).copy()
+        # ancestors[a, b] = 1 when body b is in the subtree of body a, so subtree masses are one
+        # matrix-vector product (reset path; MuJoCo lists parents before children).
+        parent = np.asarray(model.body_parentid)
+        self._ancestors = np.eye(model.nbody)
+        for b in range(model.nbody - 1, 0, -1):
+            self._ancestors[parent[b]] += self._ancestors[b]
         self._enabled = bool(self.cfg.enabled)
 
         def name_of(obj: int, i: int, prefix: str) -> str:
@@ -133,7 +158,7 @@ class DomainRandomization(gym.Wrapper):
         self._bias_kp = np.flatnonzero(affine & (gain0 != 0) & (bias[:, 1] == -gain0))  # position servos
         self._bias_kv = np.flatnonzero(affine & (gain0 != 0) & (bias[:, 2] == -gain0) & (bias[:, 1] == 0))  # velocity servos
 
-        # Terms: (name, range, element ids, element names, mujoco obj type prefix)
+        # Scale terms: (name, (lo, hi), element ids); param names follow the same order.
         obj = mujoco.mjtObj
         self._scale_terms: list[tuple[str, tuple[float, float], np.ndarray]] = []
         names: list[str] = []
@@ -179,6 +204,7 @@ class DomainRandomization(gym.Wrapper):
             # What the plant "receives" before the first command arrives: zero projected into
             # the action space (hold position for our delta-EE arm tasks).
             self._act_hold = np.clip(np.zeros(space.shape), self._act_low, self._act_high)
+            self._act_dtype = space.dtype
 
         self._seed(seed)
         # Episode state (nominal until the first reset).
@@ -190,6 +216,7 @@ class DomainRandomization(gym.Wrapper):
         self._push_body = -1
         self._push_left = 0
         self._push_vec = np.zeros(3)
+        self._push_wait = 0  # steps until the next push starts (geometric; 0 = not drawn yet)
         self._set_nominal_values()
 
     # ----------------------------------------------------------------------- seeding/state
@@ -198,6 +225,7 @@ class DomainRandomization(gym.Wrapper):
         ep, st = ss.spawn(2)
         self._episode_rng = np.random.default_rng(ep)
         self._step_rng = np.random.default_rng(st)
+        self._normals = _NormalStream(self._step_rng)
 
     @property
     def enabled(self) -> bool:
@@ -212,10 +240,15 @@ class DomainRandomization(gym.Wrapper):
 
     @property
     def params(self) -> np.ndarray:
-        """float32 ``(n_params,)``: this episode's values, in ``param_names`` order."""
-        parts: list[np.ndarray] = []
-        for term, _, _ in self._scale_terms:
-            parts.append(np.atleast_1d(self._values[term]))
+        """float32 ``(n_params,)``: this episode's values, in ``param_names`` order (a copy)."""
+        p = self._params.copy()
+        if self._has_push and self._push_left > 0:
+            p[-3:] = self._push_vec
+        return p
+
+    def _pack_params(self) -> None:
+        """Cache the per-episode part of ``params`` (push force slots stay 0 here)."""
+        parts: list[np.ndarray] = [np.atleast_1d(self._values[term]) for term, _, _ in self._scale_terms]
         if self._has_latency:
             parts.append(np.array([self._latency]))
         if self._has_obs_noise:
@@ -223,10 +256,8 @@ class DomainRandomization(gym.Wrapper):
         if self._has_act_noise:
             parts.append(np.array([self._act_std]))
         if self._has_push:
-            parts.append(self._push_vec if self._push_left > 0 else np.zeros(3))
-        if not parts:
-            return np.zeros(0, dtype=np.float32)
-        return np.concatenate(parts).astype(np.float32)
+            parts.append(np.zeros(3))
+        self._params = np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, dtype=np.float32)
 
     def nominal(self) -> dict[str, np.ndarray]:
         """Copies of the nominal model arrays (``NOMINAL_FIELDS``)."""
@@ -236,6 +267,7 @@ class DomainRandomization(gym.Wrapper):
         for term, _, ids in self._scale_terms:
             self._values[term] = np.ones(len(ids) if self.cfg.per_element else 1)
         self._latency, self._obs_std, self._act_std = 0, 0.0, 0.0
+        self._pack_params()
 
     # ----------------------------------------------------------------------- model edits
     def _restore_nominal(self) -> None:
@@ -256,6 +288,7 @@ class DomainRandomization(gym.Wrapper):
         self._latency = int(rng.integers(c.latency_steps[0], c.latency_steps[1] + 1)) if self._has_latency else 0
         self._obs_std = float(rng.uniform(*c.obs_noise_std)) if self._has_obs_noise else 0.0
         self._act_std = float(rng.uniform(*c.action_noise_std)) if self._has_act_noise else 0.0
+        self._pack_params()
 
     def _apply(self) -> None:
         """Write nominal * sampled scales into the model (always from the nominal copies)."""
@@ -266,10 +299,7 @@ class DomainRandomization(gym.Wrapper):
             if term == "mass_scale":
                 m.body_mass[ids] = nom["body_mass"][ids] * s
                 m.body_inertia[ids] = nom["body_inertia"][ids] * s[:, None]
-                sub = np.array(m.body_mass, dtype=np.float64)
-                for b in range(len(sub) - 1, 0, -1):  # parents precede children in MuJoCo
-                    sub[self._parent[b]] += sub[b]
-                m.body_subtreemass[:] = sub
+                m.body_subtreemass[:] = self._ancestors @ m.body_mass
             elif term == "friction_scale":
                 m.geom_friction[ids, 0] = nom["geom_friction"][ids, 0] * s
             elif term == "damping_scale":
@@ -292,6 +322,7 @@ class DomainRandomization(gym.Wrapper):
             self._restore_nominal()
             self._set_nominal_values()
         self._clear_push()
+        self._push_wait = 0
         self._queue.clear()
         if self._latency > 0:
             self._queue.extend(self._act_hold.copy() for _ in range(self._latency))
@@ -302,12 +333,13 @@ class DomainRandomization(gym.Wrapper):
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
         commanded = action
-        if self._enabled and self._act_box and (self._act_std > 0 or self._latency > 0):
+        if self._act_std > 0 or self._latency > 0:  # both are 0 while disabled
             commanded = np.asarray(action, dtype=np.float64)
             if self._act_std > 0:
-                noise = self._step_rng.normal(0.0, self._act_std, size=commanded.shape)
-                commanded = np.clip(commanded + noise, self._act_low, self._act_high)
-            commanded = commanded.astype(self.env.action_space.dtype)
+                commanded = commanded + self._act_std * self._normals.take(commanded.size).reshape(commanded.shape)
+                np.maximum(commanded, self._act_low, out=commanded)
+                np.minimum(commanded, self._act_high, out=commanded)
+            commanded = commanded.astype(self._act_dtype, copy=False)
         applied = commanded
         if self._latency > 0:
             self._queue.append(commanded)
@@ -322,17 +354,24 @@ class DomainRandomization(gym.Wrapper):
             info["executed_action"] = np.clip(np.asarray(commanded, dtype=np.float64),
                                               self._act_low, self._act_high).astype(np.float32)
         info["dr_params"] = self.params
-        return self._noisy_obs(obs), reward, terminated, truncated, info
+        if self._obs_std > 0:
+            obs = self._noisy_obs(obs)
+        return obs, reward, terminated, truncated, info
 
     def _push_step(self) -> None:
-        data = self.env.unwrapped.data
+        """Advance the push process by one step: a push starts with probability ``push_prob`` per
+        step while none is active, i.e. after a geometric number of steps (drawn once per push
+        instead of one Bernoulli draw per step)."""
         if self._push_left > 0:
             self._push_left -= 1
             if self._push_left == 0:
                 self._clear_push()
             return
         rng, c = self._step_rng, self.cfg
-        if rng.random() >= c.push_prob:
+        if self._push_wait <= 0:
+            self._push_wait = int(rng.geometric(c.push_prob))
+        self._push_wait -= 1
+        if self._push_wait > 0:
             return
         body = int(self._push_ids[rng.integers(len(self._push_ids))])
         d = rng.normal(size=3)
@@ -340,17 +379,18 @@ class DomainRandomization(gym.Wrapper):
         self._push_vec = d * rng.uniform(*c.push_force)
         self._push_body = body
         self._push_left = int(rng.integers(c.push_duration[0], c.push_duration[1] + 1))
+        data = self.env.unwrapped.data
         data.xfrc_applied[body, :3] = self._push_vec
         data.xfrc_applied[body, 3:] = 0.0
 
     def _noisy_obs(self, obs: Any) -> Any:
         if not (self._enabled and self._obs_std > 0):
             return obs
-        rng, std = self._step_rng, self._obs_std
+        normals, std = self._normals, self._obs_std
 
         def add(x: np.ndarray) -> np.ndarray:
             x = np.asarray(x)
-            return (x + rng.normal(0.0, std, size=x.shape)).astype(x.dtype)
+            return (x + std * normals.take(x.size).reshape(x.shape)).astype(x.dtype, copy=False)
 
         if isinstance(obs, dict):
             return {k: add(v) if np.issubdtype(np.asarray(v).dtype, np.floating) else v for k, v in obs.items()}

@@ -20,9 +20,18 @@ from gymnasium import spaces
 
 from roborl.errors import UsageError
 
-__all__ = ["RescaleAction", "RunningMeanStd", "NormalizeObservation", "find_wrapper"]
+__all__ = ["RescaleAction", "RunningMeanStd", "NormalizeObservation", "find_wrapper",
+           "obs_normalizer_state", "load_obs_normalizer_state"]
 
 W = TypeVar("W", bound=gym.Wrapper)
+
+
+def _clip(x: np.ndarray, lo: Any, hi: Any) -> np.ndarray:
+    """In-place clip of a float array; ``np.minimum``/``np.maximum`` skip np.clip's Python
+    dispatch, which costs more than the arithmetic on these small per-step vectors."""
+    np.maximum(x, lo, out=x)
+    np.minimum(x, hi, out=x)
+    return x
 
 
 def find_wrapper(env: gym.Env, cls: type[W]) -> W | None:
@@ -38,7 +47,7 @@ def find_wrapper(env: gym.Env, cls: type[W]) -> W | None:
 
 # ----------------------------------------------------------------------------- actions
 
-class RescaleAction(gym.Wrapper):
+class RescaleAction(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Expose ``Box(-1, 1, shape)`` and map actions affinely onto the env's ``Box(low, high)``.
 
     Agent actions outside ``[-1, 1]`` are clipped first (the env would otherwise see
@@ -48,7 +57,9 @@ class RescaleAction(gym.Wrapper):
     """
 
     def __init__(self, env: gym.Env) -> None:
-        super().__init__(env)
+        # RecordConstructorArgs lets env.spec re-make the whole stack (gymnasium's checker does).
+        gym.utils.RecordConstructorArgs.__init__(self)
+        gym.Wrapper.__init__(self, env)
         space = env.action_space
         if not isinstance(space, spaces.Box):
             raise UsageError(f"env.scale_actions: action space {space} is not a Box")
@@ -68,27 +79,30 @@ class RescaleAction(gym.Wrapper):
         """``[-1, 1]^d`` -> env space (clipped into its bounds)."""
         a = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
         if self._identity:
-            return a.astype(self._dtype)
-        return np.clip(self._mid + self._half * a, self._low, self._high).astype(self._dtype)
+            return a.astype(self._dtype, copy=False)
+        return np.clip(self._mid + self._half * a, self._low, self._high).astype(self._dtype, copy=False)
 
     def reverse_action(self, action: np.ndarray) -> np.ndarray:
         """Env space -> ``[-1, 1]^d`` (float32)."""
-        a = np.asarray(action, dtype=np.float64)
         if self._identity:
-            return a.astype(np.float32)
+            return np.asarray(action, dtype=np.float32)
+        a = np.asarray(action, dtype=np.float64)
         # A zero-width dimension (low == high) maps to 0.
         with np.errstate(divide="ignore", invalid="ignore"):
             out = np.where(self._half > 0, (a - self._mid) / np.where(self._half > 0, self._half, 1.0), 0.0)
         return out.astype(np.float32)
 
     def step(self, action: np.ndarray) -> tuple[Any, float, bool, bool, dict]:
-        a = np.asarray(action, dtype=np.float64)
-        inner = self.action(a)
-        obs, reward, terminated, truncated, info = self.env.step(inner)
-        if "executed_action" in info:
-            info["executed_action"] = self.reverse_action(info["executed_action"])
+        if self._identity:  # hot path for [-1, 1] envs: one copy, two ufuncs
+            a = _clip(np.array(action, dtype=self._dtype), -1.0, 1.0)  # a copy: never edit the caller's array
+            inner = a
         else:
-            info["executed_action"] = np.clip(a, -1.0, 1.0).astype(np.float32)
+            a = _clip(np.array(action, dtype=np.float64), -1.0, 1.0)
+            inner = _clip(self._mid + self._half * a, self._low, self._high).astype(self._dtype, copy=False)
+        obs, reward, terminated, truncated, info = self.env.step(inner)
+        executed = info.get("executed_action")
+        info["executed_action"] = (np.array(a, dtype=np.float32) if executed is None or executed is inner
+                                   else self.reverse_action(executed))
         return obs, reward, terminated, truncated, info
 
 
@@ -111,9 +125,20 @@ class RunningMeanStd:
     def update(self, x: np.ndarray) -> None:
         """Fold in a batch ``x`` of shape ``(B, *shape)``."""
         x = np.asarray(x, dtype=np.float64)
-        batch_mean = x.mean(axis=0)
-        batch_var = x.var(axis=0)
-        self.update_from_moments(batch_mean, batch_var, x.shape[0])
+        if x.shape[0] == 1:
+            self.update_one(x[0])
+            return
+        self.update_from_moments(x.mean(axis=0), x.var(axis=0), x.shape[0])
+
+    def update_one(self, x: np.ndarray) -> None:
+        """Fold in one sample ``x`` of shape ``shape`` (Welford's update; the per-step hot path)."""
+        n = self.count + 1.0
+        step = (x - self.mean) / n
+        self.mean += step
+        # population variance: var_n = (var_{n-1} * (n - 1) + delta * (x - mean_n)) / n
+        self.var *= self.count / n
+        self.var += step * (x - self.mean)
+        self.count = n
 
     def update_from_moments(self, batch_mean: np.ndarray, batch_var: np.ndarray, batch_count: float) -> None:
         delta = batch_mean - self.mean
@@ -124,13 +149,14 @@ class RunningMeanStd:
         self.count = float(total)
 
     def normalize(self, x: np.ndarray, clip: float | None = None, eps: float = 1e-8) -> np.ndarray:
-        y = (np.asarray(x, dtype=np.float64) - self.mean) / np.sqrt(self.var + eps)
+        y = np.subtract(x, self.mean, dtype=np.float64)
+        y /= np.sqrt(self.var + eps)
         if clip is not None:
-            y = np.clip(y, -clip, clip)
+            _clip(y, -clip, clip)
         return y
 
     def state_dict(self) -> dict[str, Any]:
-        return {"mean": self.mean.copy(), "var": self.var.copy(), "count": np.array(self.count, dtype=np.float64)}
+        return {"mean": self.mean.copy(), "var": self.var.copy(), "count": np.array([self.count], dtype=np.float64)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         mean = np.asarray(state["mean"], dtype=np.float64)
@@ -138,14 +164,14 @@ class RunningMeanStd:
         if mean.shape != self.mean.shape or var.shape != self.var.shape:
             raise UsageError(f"obs normalizer: checkpoint statistics have shape {mean.shape}, "
                              f"the env's observation has {self.mean.shape}")
-        self.mean, self.var, self.count = mean.copy(), var.copy(), float(np.asarray(state["count"]))
+        self.mean, self.var, self.count = mean.copy(), var.copy(), float(np.asarray(state["count"]).reshape(-1)[0])
 
 
 def _is_float_box(space: gym.Space) -> bool:
     return isinstance(space, spaces.Box) and np.issubdtype(space.dtype, np.floating)
 
 
-class NormalizeObservation(gym.Wrapper):
+class NormalizeObservation(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Normalize float observations with running statistics (see the module docstring).
 
     Box observations: one :class:`RunningMeanStd` under the key ``""``. Dict observations:
@@ -156,7 +182,8 @@ class NormalizeObservation(gym.Wrapper):
     """
 
     def __init__(self, env: gym.Env, clip: float | None = 10.0, epsilon: float = 1e-8, frozen: bool = False) -> None:
-        super().__init__(env)
+        gym.utils.RecordConstructorArgs.__init__(self, clip=clip, epsilon=epsilon, frozen=frozen)
+        gym.Wrapper.__init__(self, env)
         space = env.observation_space
         self.clip = None if clip is None else float(clip)
         self.epsilon = float(epsilon)
@@ -195,13 +222,31 @@ class NormalizeObservation(gym.Wrapper):
         return out
 
     def _observe(self, obs: Any) -> Any:
-        if not self.frozen:
-            if "" in self.rms:
-                self.rms[""].update(np.asarray(obs)[None])
-            else:
-                for k, rms in self.rms.items():
-                    rms.update(np.asarray(obs[k])[None])
-        return self.normalize(obs)
+        if self.frozen:
+            return self.normalize(obs)
+        if "" in self.rms:
+            return self._update_normalize(self.rms[""], obs)
+        out = dict(obs)
+        for k, rms in self.rms.items():
+            out[k] = self._update_normalize(rms, obs[k])
+        return out
+
+    def _update_normalize(self, rms: RunningMeanStd, x: Any) -> np.ndarray:
+        """Welford update with ``x``, then ``x`` normalized by the new statistics, fused so the
+        per-step hot path reuses ``x - mean_new`` (same result as update_one + normalize)."""
+        x = np.asarray(x, dtype=np.float64)
+        n = rms.count + 1.0
+        step = x - rms.mean
+        step /= n
+        rms.mean += step
+        centered = x - rms.mean
+        rms.var *= rms.count / n
+        rms.var += step * centered
+        rms.count = n
+        centered /= np.sqrt(rms.var + self.epsilon)
+        if self.clip is not None:
+            _clip(centered, -self.clip, self.clip)
+        return centered.astype(np.float32)
 
     def reset(self, **kwargs: Any) -> tuple[Any, dict]:
         obs, info = self.env.reset(**kwargs)
@@ -221,3 +266,25 @@ class NormalizeObservation(gym.Wrapper):
             raise UsageError(f"obs normalizer: checkpoint has no statistics for field(s) {sorted(missing)}")
         for k, rms in self.rms.items():
             rms.load_state_dict(state[k])
+
+
+def obs_normalizer_state(env: gym.Env) -> dict[str, Any] | None:
+    """The :class:`NormalizeObservation` statistics of ``env`` (for a checkpoint), or None if it has none."""
+    w = find_wrapper(env, NormalizeObservation)
+    return None if w is None else w.state_dict()
+
+
+def load_obs_normalizer_state(env: gym.Env, state: dict[str, Any] | None) -> None:
+    """Load checkpointed statistics into ``env``'s normalizer (no-op when both have none).
+
+    Raises UsageError when exactly one side has a normalizer, so a checkpoint trained with
+    ``env.normalize_obs`` is never evaluated on raw observations (or vice versa).
+    """
+    w = find_wrapper(env, NormalizeObservation)
+    if w is None and state is None:
+        return
+    if w is None:
+        raise UsageError("env.normalize_obs: the checkpoint has observation statistics but the env does not normalize")
+    if state is None:
+        raise UsageError("env.normalize_obs: the env normalizes observations but the checkpoint has no statistics")
+    w.load_state_dict(state)

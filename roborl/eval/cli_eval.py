@@ -17,6 +17,7 @@ DESCRIPTION = (HELP + "\n\nThe policy, its normalizer and residual base are rebu
                "  roborl eval runs/push --env robot://192.168.1.20:5555 --episodes 10")
 
 DEFAULT_GRID = "configs/perturb_grid.yaml"
+_DEFAULT = "<default>"  # bare --perturb: the repo's configs/perturb_grid.yaml wherever we run from
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -30,13 +31,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stochastic", action="store_true", help="Sample actions instead of the deterministic mean.")
     p.add_argument("--json", action="store_true", help="Print one JSON object instead of a table.")
     p.add_argument("--video", default=None, metavar="OUT.mp4", help="Record the sim episodes to an mp4 (headless).")
-    p.add_argument("--perturb", nargs="?", const=DEFAULT_GRID, default=None, metavar="GRID",
+    p.add_argument("--perturb", nargs="?", const=_DEFAULT, default=None, metavar="GRID",
                    help=f"Also evaluate over a held-out dynamics grid (YAML; bare --perturb uses {DEFAULT_GRID}).")
     p.add_argument("--device", default=None, metavar="D", help="cpu, cuda or auto (default: the run's device).")
 
 
 def load_for_eval(path: str, device: str | None = None, env_id: str | None = None):
-    """Load a checkpoint and rebuild ``(policy, env_cfg, meta, step, ckpt_dir)`` from it alone.
+    """Load a checkpoint and rebuild ``(policy, env_cfg, meta, step, ckpt_dir, obs_normalizer)`` from it alone.
 
     ``env_id`` replaces the env id (and drops the training env's constructor kwargs, which
     belong to the old env). Errors are one-line UsageErrors.
@@ -64,42 +65,96 @@ def load_for_eval(path: str, device: str | None = None, env_id: str | None = Non
     dev = resolve_device(device or str(cfg.get("device", "auto")))
     try:
         policy = load_policy(state, meta, dev)
-    except (UsageError, ConfigError):
-        raise
+    except (UsageError, ConfigError) as e:
+        msg = str(e)
+        raise UsageError(msg if str(ckpt) in msg else f"checkpoint {ckpt}: {msg}") from None
     except Exception as e:  # missing/mis-shaped tensors in a hand-edited or truncated checkpoint
         msg = str(e).splitlines()[0] if str(e) else ""
         raise UsageError(f"corrupt checkpoint {ckpt}: cannot rebuild the policy ({type(e).__name__}: {msg[:200]})") from None
-    return policy, env_cfg, meta, step, ckpt
+    return policy, env_cfg, meta, step, ckpt, checkpoint_obs_normalizer(state)
 
 
-def check_spaces(env: Any, meta: dict[str, Any], env_id: str) -> None:
-    """UsageError when the env's observation/action shapes differ from the checkpoint's."""
+def checkpoint_shapes(meta: dict[str, Any]) -> tuple[tuple[int, ...] | None, tuple[int, ...] | None]:
+    """``(obs_shape, act_shape)`` saved in a checkpoint's meta: ``obs_shape``/``act_shape`` (SAC),
+    else ``dims.obs``/``dims.act`` (PPO); None where the checkpoint does not say."""
+    dims = meta.get("dims") if isinstance(meta.get("dims"), dict) else {}
+    out: list[tuple[int, ...] | None] = []
+    for key, dkey in (("obs_shape", "obs"), ("act_shape", "act")):
+        v = meta.get(key)
+        if v is None and dims.get(dkey) is not None:
+            v = [dims[dkey]]
+        try:
+            out.append(None if v is None else tuple(int(x) for x in (v if isinstance(v, (list, tuple)) else [v])))
+        except (TypeError, ValueError):
+            out.append(None)
+    return out[0], out[1]
+
+
+def check_spaces(env: Any, meta: dict[str, Any], env_id: str, policy: Any = None) -> None:
+    """UsageError when the env's observation/action shapes differ from the checkpoint's.
+
+    With ``policy``, also probe it once on a zero observation of the env's shape, so a
+    checkpoint that records no shapes still fails with one line instead of a traceback.
+    """
+    import numpy as np
+
     from roborl.errors import UsageError
 
-    for key, space, what in (("obs_shape", env.observation_space, "observation"),
-                             ("act_shape", env.action_space, "action")):
-        want = meta.get(key)
+    want_obs, want_act = checkpoint_shapes(meta)
+    for want, space, what in ((want_obs, env.observation_space, "observation"),
+                              (want_act, env.action_space, "action")):
         have = getattr(space, "shape", None)
         if want is None or have is None:
             continue
-        if tuple(int(x) for x in want) != tuple(int(x) for x in have):
-            raise UsageError(f"--env {env_id}: {what} space shape {tuple(have)} does not match the checkpoint's "
-                             f"{tuple(int(x) for x in want)}")
+        if tuple(want) != tuple(int(x) for x in have):
+            raise UsageError(f"env {env_id!r}: {what} space shape {tuple(have)} does not match the checkpoint's "
+                             f"{tuple(want)}")
+    if policy is not None and getattr(env.observation_space, "shape", None) is not None:
+        obs = np.zeros((1, *env.observation_space.shape), dtype=np.float32)
+        try:
+            act = np.asarray(policy.act(obs, deterministic=True))
+        except (RuntimeError, ValueError, IndexError) as e:
+            raise UsageError(f"env {env_id!r}: observation shape {tuple(env.observation_space.shape)} does not fit the "
+                             f"checkpoint's policy ({str(e).splitlines()[0][:120]})") from None
+        want = getattr(env.action_space, "shape", None)
+        if want is not None and tuple(act.shape[1:]) != tuple(want):
+            raise UsageError(f"env {env_id!r}: action space shape {tuple(want)} does not match the checkpoint's "
+                             f"policy output {tuple(act.shape[1:])}")
 
 
-def build_eval_env(env_cfg: Any, seed: int, video: bool = False):
-    """``build_env(env_cfg, seed=seed, eval=True)`` (with rgb_array rendering for --video); one-line errors."""
+def checkpoint_obs_normalizer(state: dict[str, Any]) -> dict[str, Any] | None:
+    """The env-stack observation statistics a checkpoint carries (runs with ``env.normalize_obs``):
+    ``state["obs_normalizer"]`` or ``state["env"]["obs_normalizer"]``; None when absent."""
+    if not isinstance(state, dict):
+        return None
+    if state.get("obs_normalizer") is not None:
+        return state["obs_normalizer"]
+    env_state = state.get("env")
+    return env_state.get("obs_normalizer") if isinstance(env_state, dict) else None
+
+
+def build_eval_env(env_cfg: Any, seed: int, video: bool = False, obs_normalizer: dict[str, Any] | None = None):
+    """``build_env(env_cfg, seed=seed, eval=True)`` (rgb_array rendering for --video), with the
+    checkpoint's frozen observation statistics loaded when the stack normalizes; one-line errors."""
     from roborl.envs.config import build_env
     from roborl.errors import ConfigError, UsageError
-    from roborl.eval.episodes import _render_env_cfg
 
     try:
-        return build_env(_render_env_cfg(env_cfg) if video else env_cfg, seed=seed, eval=True)
+        env = build_env(env_cfg, seed=seed, eval=True, render_mode="rgb_array" if video else None)
     except (UsageError, ConfigError):
         raise
     except Exception as e:
         msg = str(e).splitlines()[0] if str(e) else ""
         raise UsageError(f"env {env_cfg.id!r}: cannot be built ({type(e).__name__}: {msg[:200]})") from None
+    if obs_normalizer is not None or getattr(env_cfg, "normalize_obs", False):
+        from roborl.envs.wrappers import load_obs_normalizer_state
+
+        try:
+            load_obs_normalizer_state(env, obs_normalizer)
+        except BaseException:
+            env.close()
+            raise
+    return env
 
 
 def _fmt(x: Any, nd: int = 3) -> str:
@@ -131,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.episodes is not None and args.episodes <= 0:
         raise UsageError(f"--episodes must be positive, got {args.episodes}")
-    policy, env_cfg, meta, step, ckpt = load_for_eval(args.path, args.device, args.env)
+    policy, env_cfg, meta, step, ckpt, obs_norm = load_for_eval(args.path, args.device, args.env)
     cfg = meta.get("config", {})
     seed = args.seed if args.seed is not None else eval_seed(int(cfg.get("run", {}).get("seed", 0) or 0))
     episodes = args.episodes if args.episodes is not None else int(cfg.get("train", {}).get("eval_episodes", 10) or 10)
@@ -139,13 +194,13 @@ def run(args: argparse.Namespace) -> int:
     if args.perturb is not None:
         from roborl.eval.perturb import load_grid
 
-        grid = load_grid(args.perturb)  # fail fast on a bad grid file, before the nominal eval
+        grid = load_grid(None if args.perturb == _DEFAULT else args.perturb)  # fail fast on a bad grid file, before the nominal eval
     if args.video and str(env_cfg.id).startswith("robot://"):
         raise UsageError(f"--video records sim episodes only; env {env_cfg.id!r} is a real robot")
 
-    env = build_eval_env(env_cfg, seed, video=bool(args.video))
+    env = build_eval_env(env_cfg, seed, video=bool(args.video), obs_normalizer=obs_norm)
     try:
-        check_spaces(env, meta, env_cfg.id)
+        check_spaces(env, meta, env_cfg.id, policy)
         res = run_episodes(policy, env_cfg, episodes, seed, deterministic=not args.stochastic, env=env,
                            video_path=args.video, progress=not args.json)
     finally:
@@ -155,7 +210,7 @@ def run(args: argparse.Namespace) -> int:
         from roborl.eval.perturb import evaluate_grid, grid_summary
 
         entries = evaluate_grid(policy, env_cfg, grid, episodes, seed, deterministic=not args.stochastic,
-                                progress=not args.json)
+                                progress=not args.json, obs_normalizer=obs_norm)
         out["perturb"] = entries
         out["perturb_summary"] = grid_summary(entries, nominal=out)
     if args.json:

@@ -138,7 +138,9 @@ def wilson_interval(successes: int, n: int, z: float = _Z95) -> tuple[float, flo
     denom = 1.0 + z2 / n
     centre = (p + z2 / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    lo = 0.0 if successes == 0 else max(0.0, centre - half)  # exact at the ends (rounding gives 0.9999...)
+    hi = 1.0 if successes == n else min(1.0, centre + half)
+    return (lo, hi)
 
 
 # ----------------------------------------------------------------------------- info readers
@@ -159,7 +161,10 @@ def _count(v: Any) -> float | None:
     if v is None:
         return None
     if isinstance(v, dict):
-        for key in ("clips", "clip_count", "n_clips", "clipped", "count", "total"):
+        # An explicit total wins; else a dict of per-event counts (the SafetyLayer's
+        # {"nonfinite", "clipped", "workspace", "motion", "joint_vel", "outside"}) is summed,
+        # as the SAC runner's train/safety_clips does.
+        for key in ("clips", "clip_count", "n_clips", "total"):
             if key in v:
                 return _count(v[key])
         # A dict of per-reason counts: sum the numeric ones.
@@ -244,12 +249,6 @@ class _VideoWriter:
         self._w.close()
 
 
-def _render_env_cfg(env_cfg: "EnvConfig") -> "EnvConfig":
-    kwargs = dict(env_cfg.kwargs)
-    kwargs["render_mode"] = "rgb_array"
-    return dataclasses.replace(env_cfg, kwargs=kwargs)
-
-
 class _RngGuard:
     """Seed torch/numpy global RNGs for the eval and restore them afterwards.
 
@@ -278,7 +277,7 @@ class _RngGuard:
 
 def run_episodes(policy: "Policy", env_cfg: "EnvConfig", episodes: int, seed: int, *, deterministic: bool = True,
                  env: "gym.Env | None" = None, video_path: str | None = None,
-                 progress: bool = False) -> EvalResult:
+                 progress: bool = False, obs_normalizer: dict[str, Any] | None = None) -> EvalResult:
     """Run ``episodes`` evaluation episodes of ``policy``; episode ``i`` resets with ``seed + i``.
 
     Args:
@@ -290,6 +289,8 @@ def run_episodes(policy: "Policy", env_cfg: "EnvConfig", episodes: int, seed: in
             env is built with ``render_mode="rgb_array"`` (needs an env built here, or an
             ``env`` created with that render mode).
         progress: show a progress bar (off when stderr is not a TTY).
+        obs_normalizer: statistics for the env stack's ``NormalizeObservation`` (runs with
+            ``env.normalize_obs``), loaded into an env built here; ignored when ``env`` is given.
     """
     from roborl.errors import UsageError
 
@@ -299,7 +300,15 @@ def run_episodes(policy: "Policy", env_cfg: "EnvConfig", episodes: int, seed: in
     if own_env:
         from roborl.envs.config import build_env
 
-        env = build_env(_render_env_cfg(env_cfg) if video_path else env_cfg, seed=seed, eval=True)
+        env = build_env(env_cfg, seed=seed, eval=True, render_mode="rgb_array" if video_path else None)
+        if obs_normalizer is not None or getattr(env_cfg, "normalize_obs", False):
+            from roborl.envs.wrappers import load_obs_normalizer_state
+
+            try:
+                load_obs_normalizer_state(env, obs_normalizer)
+            except BaseException:
+                env.close()
+                raise
     assert env is not None
     writer: _VideoWriter | None = None
     returns: list[float] = []

@@ -4,7 +4,7 @@ A grid point fixes four perturbations (fixed values, not random ranges, so every
 reproducible and the grid is *held out* from the training DR ranges):
 
 * ``mass_scale``: multiplies every body's mass and inertia;
-* ``friction_scale``: multiplies every geom's friction coefficients;
+* ``friction_scale``: multiplies the sliding friction of every colliding geom;
 * ``latency_ms``: action latency, converted to whole control steps ``round(latency / dt)``
   with the env's control period (Tan et al. 2018 model actuator latency the same way);
 * ``obs_noise``: std of Gaussian noise added to every observation component.
@@ -12,12 +12,17 @@ reproducible and the grid is *held out* from the training DR ranges):
 Each point is evaluated with :func:`roborl.eval.episodes.run_episodes` on the *same*
 episode seeds as the nominal eval (common random numbers), so differences between points
 come from the dynamics, not from the initial states.
+
+The point is applied by the env-glue's own DR wrapper (:mod:`roborl.envs.dr`), pinned with
+degenerate ranges ``[x, x]`` and ``at_eval=True`` (see :func:`point_dr_config`), so the grid
+perturbs exactly the quantities training-time DR randomizes: mass (inertia alike, subtree
+masses recomputed), sliding friction of colliding geoms, latency queued with a "hold"
+action, per-step Gaussian observation noise re-seeded by ``reset(seed)``.
 """
 from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,10 +34,11 @@ from roborl.errors import UsageError
 
 if TYPE_CHECKING:  # pragma: no cover
     from roborl.envs.config import EnvConfig
+    from roborl.envs.dr import DRConfig
     from roborl.learners import Policy
 
-__all__ = ["PerturbPoint", "DEFAULT_GRID", "load_grid", "grid_points", "make_perturbed_env", "evaluate_grid",
-           "grid_summary", "format_grid", "ActionLatency", "ObservationNoise"]
+__all__ = ["PerturbPoint", "DEFAULT_GRID", "load_grid", "grid_points", "point_dr_config", "latency_steps",
+           "make_perturbed_env", "evaluate_grid", "grid_summary", "format_grid"]
 
 #: The default grid (same as configs/perturb_grid.yaml; used when that file is not at hand).
 DEFAULT_GRID: dict[str, Any] = {"axes": {"mass_scale": [0.7, 1.0, 1.5], "friction_scale": [0.5, 1.0, 1.5],
@@ -131,119 +137,61 @@ def load_grid(grid: str | Path | dict | list | None) -> list[PerturbPoint]:
     raise UsageError(f"--perturb: cannot read a grid from {type(grid).__name__}")
 
 
-# ----------------------------------------------------------------------------- wrappers
+# ----------------------------------------------------------------------------- env
 
-class ActionLatency(gym.Wrapper):
-    """Apply each action ``steps`` control steps late; the first ``steps`` steps of an episode
-    apply a zero action ("hold"), as a robot whose first command has not arrived yet."""
+def point_dr_config(point: PerturbPoint, latency_steps: int) -> "DRConfig":
+    """The DR config that pins ``point``: degenerate ranges ``[x, x]``, one shared scale per term,
+    no damping/gain/action-noise/push changes, and ``at_eval`` so ``build_env(eval=True)`` applies it."""
+    from roborl.envs.dr import DRConfig
 
-    def __init__(self, env: gym.Env, steps: int) -> None:
-        super().__init__(env)
-        self.steps = int(steps)
-        self._queue: deque[np.ndarray] = deque()
-
-    def reset(self, **kwargs: Any) -> tuple[Any, dict]:
-        shape = self.action_space.shape or ()
-        self._queue = deque(np.zeros(shape, dtype=np.float32) for _ in range(self.steps))
-        return self.env.reset(**kwargs)
-
-    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
-        self._queue.append(np.asarray(action, dtype=np.float32))
-        return self.env.step(self._queue.popleft())
+    return DRConfig(enabled=True, at_eval=True, per_element=False,
+                    mass_scale=(point.mass_scale, point.mass_scale),
+                    friction_scale=(point.friction_scale, point.friction_scale),
+                    damping_scale=(1.0, 1.0), gain_scale=(1.0, 1.0),
+                    latency_steps=(int(latency_steps), int(latency_steps)),
+                    obs_noise_std=(point.obs_noise, point.obs_noise),
+                    action_noise_std=(0.0, 0.0), push_prob=0.0)
 
 
-class ObservationNoise(gym.ObservationWrapper):
-    """Add N(0, std^2) noise to every observation component; the noise stream is re-seeded
-    from each ``reset(seed=...)`` so noisy episodes are reproducible per seed."""
-
-    def __init__(self, env: gym.Env, std: float) -> None:
-        super().__init__(env)
-        self.std = float(std)
-        self._rng = np.random.default_rng(0)
-
-    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[Any, dict]:
-        if seed is not None:
-            self._rng = np.random.default_rng([int(seed), 0x0B5])
-        return super().reset(seed=seed, options=options)
-
-    def observation(self, observation: Any) -> Any:
-        o = np.asarray(observation)
-        return (o + self._rng.normal(0.0, self.std, size=o.shape)).astype(o.dtype, copy=False)
+def latency_steps(latency_ms: float, dt: float | None, env_id: str = "env") -> int:
+    """Whole control steps of an action latency: ``round(latency / dt)``."""
+    if latency_ms <= 0:
+        return 0
+    if not dt:
+        raise UsageError(f"--perturb: env {env_id!r} has no control dt, so latency_ms cannot be converted to steps")
+    return int(round(latency_ms / 1000.0 / dt))
 
 
-def _mj_model(env: gym.Env) -> Any | None:
-    """The MuJoCo ``MjModel`` behind an env (gymnasium MujocoEnv, our arm tasks, dm_control)."""
-    u = env.unwrapped
-    m = getattr(u, "model", None)
-    if m is not None and hasattr(m, "body_mass"):
-        return m
-    phys = getattr(u, "physics", None) or getattr(getattr(u, "_env", None), "physics", None)
-    if phys is not None and hasattr(phys, "model") and hasattr(phys.model, "body_mass"):
-        return phys.model
-    return None
+def make_perturbed_env(env_cfg: "EnvConfig", point: PerturbPoint, seed: int, dt: float | None = None, *,
+                       obs_normalizer: dict[str, Any] | None = None) -> tuple[gym.Env, int]:
+    """The eval env of ``env_cfg`` with ``point`` pinned through the DR wrapper (:func:`point_dr_config`).
 
-
-class FixedDynamics(gym.Wrapper):
-    """Scale masses/inertias and frictions to fixed factors of their nominal values at every reset.
-
-    Nominal values are copied once at construction, so repeated resets never compound.
-    """
-
-    def __init__(self, env: gym.Env, mass_scale: float, friction_scale: float) -> None:
-        super().__init__(env)
-        model = _mj_model(env)
-        if model is None:
-            raise UsageError(f"--perturb: env {env.spec.id if env.spec else type(env.unwrapped).__name__!r} has no "
-                             f"MuJoCo model, so mass/friction cannot be perturbed (use a grid with only latency_ms/obs_noise)")
-        self._model = model
-        self._nominal = {k: np.array(getattr(model, k), copy=True)
-                         for k in ("body_mass", "body_inertia", "geom_friction")}
-        self.mass_scale = float(mass_scale)
-        self.friction_scale = float(friction_scale)
-
-    def _apply(self) -> None:
-        m = self._model
-        m.body_mass[:] = self._nominal["body_mass"] * self.mass_scale
-        m.body_inertia[:] = self._nominal["body_inertia"] * self.mass_scale
-        m.geom_friction[:] = self._nominal["geom_friction"] * self.friction_scale
-
-    def reset(self, **kwargs: Any) -> tuple[Any, dict]:
-        self._apply()
-        return self.env.reset(**kwargs)
-
-
-def make_perturbed_env(env_cfg: "EnvConfig", point: PerturbPoint, seed: int, *, video: bool = False) -> tuple[gym.Env, int]:
-    """The eval env of ``env_cfg`` (``build_env(..., eval=True)``, DR off) with ``point`` applied.
-
+    ``dt`` is the env's control period (read from a nominal eval env when None).
     Returns ``(env, latency_steps)``.
     """
     from roborl.eval.cli_eval import build_eval_env
     from roborl.eval.episodes import env_control_dt
 
-    env = build_eval_env(env_cfg, seed, video=video)
+    if dt is None and point.latency_ms > 0:
+        probe = build_eval_env(env_cfg, seed)
+        try:
+            dt = env_control_dt(probe)
+        finally:
+            probe.close()
+    steps = latency_steps(point.latency_ms, dt, env_cfg.id)
+    cfg = dataclasses.replace(env_cfg, dr=point_dr_config(point, steps))
     try:
-        if not point.physics_nominal:
-            env = FixedDynamics(env, point.mass_scale, point.friction_scale)
-        steps = 0
-        if point.latency_ms > 0:
-            dt = env_control_dt(env)
-            if dt is None:
-                raise UsageError(f"--perturb: env {env_cfg.id!r} has no control dt, so latency_ms cannot be converted to steps")
-            steps = int(round(point.latency_ms / 1000.0 / dt))
-            if steps > 0:
-                env = ActionLatency(env, steps)
-        if point.obs_noise > 0:
-            env = ObservationNoise(env, point.obs_noise)
-    except BaseException:
-        env.close()
-        raise
+        env = build_eval_env(cfg, seed, obs_normalizer=obs_normalizer)
+    except UsageError as e:
+        raise UsageError(f"--perturb: {e}") from None
     return env, steps
 
 
 # ----------------------------------------------------------------------------- evaluation
 
 def evaluate_grid(policy: "Policy", env_cfg: "EnvConfig", grid: Any, episodes: int, seed: int, *,
-                  deterministic: bool = True, progress: bool = False) -> list[dict[str, Any]]:
+                  deterministic: bool = True, progress: bool = False,
+                  obs_normalizer: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Evaluate ``policy`` at every point of ``grid`` (see :func:`load_grid`), ``episodes`` episodes each
     on seeds ``seed .. seed+episodes-1``.
 
@@ -252,7 +200,15 @@ def evaluate_grid(policy: "Policy", env_cfg: "EnvConfig", grid: Any, episodes: i
     """
     from roborl.eval.episodes import run_episodes
 
+    from roborl.eval.cli_eval import build_eval_env
+    from roborl.eval.episodes import env_control_dt
+
     points = grid if isinstance(grid, list) and all(isinstance(p, PerturbPoint) for p in grid) else load_grid(grid)
+    probe = build_eval_env(env_cfg, seed, obs_normalizer=obs_normalizer)
+    try:
+        dt = env_control_dt(probe)
+    finally:
+        probe.close()
     out: list[dict[str, Any]] = []
     it: Any = points
     if progress:
@@ -260,7 +216,7 @@ def evaluate_grid(policy: "Policy", env_cfg: "EnvConfig", grid: Any, episodes: i
 
         it = bar(points, total=len(points), desc="perturb")
     for p in it:
-        env, steps = make_perturbed_env(env_cfg, p, seed)
+        env, steps = make_perturbed_env(env_cfg, p, seed, dt, obs_normalizer=obs_normalizer)
         try:
             res = run_episodes(policy, env_cfg, episodes, seed, deterministic=deterministic, env=env)
         finally:

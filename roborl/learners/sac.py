@@ -24,6 +24,8 @@ class SACConfig:
     learn_alpha: bool = field(True, doc="Tune the temperature toward target_entropy.")
     target_entropy: float | None = field(None, doc="Target entropy; null = -|A|.")
     utd: int = field(1, doc="Gradient updates per env step (update-to-data ratio).", check=positive)
+    actor_delay: int = field(0, doc="Critic-only updates before the actor starts learning (lets the critic fit the "
+                             "demo-seeded data before it steers a BC-initialised policy).", check=non_negative)
     actor_every: int = field(1, doc="Critic updates per actor/temperature update.", check=positive)
     grad_clip: float | None = field(None, doc="Max global grad norm (null = off).", check=positive)
     warmup_steps: int = field(1_000, doc="Random-action env steps before learning starts.", check=non_negative)
@@ -177,7 +179,7 @@ class SAC(nn.Module):
                    "td_abs": td.detach().abs().mean()}
         # A Python counter (not a tensor) so the actor_every test never syncs with the device.
         self._updates += 1
-        if self._updates % c.actor_every == 0:
+        if self._updates > c.actor_delay and self._updates % c.actor_every == 0:
             metrics.update(self._actor_step(obs, batch))
         self._polyak()
         metrics["alpha"] = alpha

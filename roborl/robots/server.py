@@ -287,15 +287,11 @@ class RobotServer:
 
     def _on_hello(self, msg, session, envelope) -> None:
         r = self.robot
-        box = lambda s: {"shape": list(s.shape), "low": np.asarray(s.low, np.float64).tolist(),  # noqa: E731
-                         "high": np.asarray(s.high, np.float64).tolist(), "dtype": str(np.dtype(s.dtype))}
 
-        def finite(x):  # JSON has no inf: send null and rebuild it on the client
-            return [[v if np.isfinite(v) else None for v in row] if isinstance(row, list) else
-                    (row if np.isfinite(row) else None) for row in x] if isinstance(x, list) else x
+        def box(s) -> dict[str, Any]:  # JSON has no inf: unbounded entries travel as null
+            flat = lambda x: [float(v) if np.isfinite(v) else None for v in np.ravel(x).astype(np.float64)]  # noqa: E731
+            return {"shape": list(s.shape), "low": flat(s.low), "high": flat(s.high), "dtype": str(np.dtype(s.dtype))}
         obs, act = box(r.observation_space), box(r.action_space)
-        for b in (obs, act):
-            b["low"], b["high"] = finite(b["low"]), finite(b["high"])
         self._reply(envelope, encode({
             "type": "hello", "seq": msg.seq, "backend": self.backend, "control_hz": self.hz,
             "action_mode": r.action_mode, "max_episode_steps": r.max_episode_steps,

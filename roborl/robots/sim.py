@@ -43,11 +43,20 @@ def _make_env(env_id: str, env_kwargs: dict[str, Any]) -> gym.Env:
     except ModuleNotFoundError:  # env glue not installed: plain gymnasium
         make_env = None  # type: ignore[assignment]
     if make_env is not None:
-        return make_env(env_id, **env_kwargs)
+        env = make_env(env_id, **env_kwargs)
+    else:
+        try:
+            env = gym.make(env_id, **env_kwargs)
+        except gym.error.Error as e:
+            raise UsageError(f"--backend sim:{env_id}: {e}") from None
+    # The robot side always has the arm's safety layer (defense in depth: the client may
+    # have its own too). apply_safety is a no-op when the task already carries one.
     try:
-        return gym.make(env_id, **env_kwargs)
-    except gym.error.Error as e:
-        raise UsageError(f"--backend sim:{env_id}: {e}") from None
+        from roborl.envs.config import apply_safety
+        from roborl.envs.safety import SafetyConfig
+    except ImportError:  # pragma: no cover - env glue not installed
+        return env
+    return apply_safety(env, SafetyConfig())
 
 
 class SimRobot(RobotBase):

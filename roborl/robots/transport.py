@@ -337,6 +337,9 @@ class Channel:
             now = time.monotonic()
             if now >= deadline:
                 self._reset()
+                if attempts == 0:
+                    raise PeerUnavailable(f"cannot connect to {self.name} at {self.host}:{self.port} within "
+                                          f"{timeout:g} s ({type_!r}); is it running and reachable?")
                 raise PeerUnavailable(
                     f"{self.name} at {self.host}:{self.port} did not answer {type_!r} within {timeout:g} s "
                     f"({attempts} attempts); is it running and reachable?")

@@ -12,6 +12,7 @@ from roborl.config import field, non_negative, positive
 from roborl.envs.config import EnvConfig
 from roborl.learners.ppo import PPOConfig
 from roborl.learners.sac import SACConfig
+from roborl.runners.distributed import DistributedConfig
 from roborl.store.config import StoreConfig
 
 
@@ -35,6 +36,9 @@ class TrainConfig:
     checkpoint_every: int = field(5_000, doc="Env steps between checkpoints.", check=positive)
     log_every: int = field(1_000, doc="Env steps between metric rows.", check=positive)
     max_minutes: float | None = field(None, doc="Wall-clock limit; training stops cleanly (with a checkpoint) when reached.", check=positive)
+    threads: int | None = field(1, doc="torch intra-op CPU threads (null = torch default). 1 by default: a 256x256 MLP "
+                                "update does not scale across 2 cores, and oversubscribed OpenMP threads slow it down "
+                                "by 10-100x when the machine is busy (measured; see BENCHMARKS.md).", check=positive)
 
 
 @dataclass(frozen=True)
@@ -48,3 +52,4 @@ class RunConfig:
     store: StoreConfig = field(default_factory=StoreConfig, doc="Replay store (SAC).")
     sac: SACConfig = field(default_factory=SACConfig, doc="SAC learner.")
     ppo: PPOConfig = field(default_factory=PPOConfig, doc="PPO learner.")
+    distributed: DistributedConfig = field(default_factory=DistributedConfig, doc="Actor/learner split (--role).")

@@ -78,6 +78,8 @@ class SACRunner:
         self.run_dir = Path(run_dir)
         self.device = resolve_device(cfg.device)
         self.seed = cfg.run.seed
+        if cfg.train.threads and self.device == "cpu":
+            torch.set_num_threads(cfg.train.threads)
         np.random.seed(self.seed)
         torch.manual_seed(self.seed)
         self.env = build_env(cfg.env, seed=self.seed) if make_env else None

@@ -4,7 +4,7 @@ Conventions every device follows (see :mod:`roborl.teleop.device`):
 
 - motion is an end-effector *delta* ``[dx, dy, dz, droll, dpitch, dyaw]`` in ``[-1, 1]``
   (1.0 = the env's documented max displacement per control step);
-- ``grip`` is in ``[-1, 1]``: -1 = open, +1 = close;
+- ``grip`` is in ``[-1, 1]``: +1 = fully open, -1 = fully closed (the arm envs' convention);
 - key/button names map to *commands* (see :data:`COMMANDS`), never to code.
 """
 from __future__ import annotations
@@ -74,7 +74,7 @@ class GamepadConfig:
     invert: tuple[str, ...] = field(("x", "y", "z", "yaw"),
                                     doc="Components whose axis is negated (SDL sticks report up/left as negative).")
     grip_axis: int | None = field(5, doc="Analog axis driving the gripper (right trigger: -1 released .. +1 pressed -> "
-                                         "grip -1 open .. +1 close); null = buttons only.")
+                                         "grip +1 open .. -1 closed); null = buttons only.")
     buttons: dict[str, str] = field(
         default_factory=lambda: {"0": "success", "1": "discard", "2": "failure", "3": "intervene",
                                  "4": "grip_open", "5": "grip_close", "6": "stop", "7": "start", "8": "quit"},

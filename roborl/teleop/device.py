@@ -42,14 +42,14 @@ class Command:
     """One device report.
 
     motion: float32 [6] = [dx, dy, dz, droll, dpitch, dyaw] in [-1, 1] (after deadzone and sensitivity).
-    grip:   float in [-1, 1]; -1 = open, +1 = close.
+    grip:   float in [-1, 1]; +1 = fully open, -1 = fully closed (the arm envs' convention).
     events: the events since the previous report, in order.
     active: whether the raw report had any non-zero input (axes or buttons); the zero
             watchdog uses it to spot devices that silently send zeros.
     """
 
     motion: np.ndarray
-    grip: float = -1.0
+    grip: float = 1.0
     events: tuple[Event, ...] = ()
     active: bool = False
 
@@ -89,7 +89,7 @@ class DeviceBase:
         self.deadzone = float(deadzone)
         self.sensitivity = float(sensitivity)
         self.rot_sensitivity = float(rot_sensitivity)
-        self.grip = -1.0           # gripper latch: starts open
+        self.grip = 1.0            # gripper latch: starts open (+1 = open, -1 = closed)
         self.intervening = False   # intervention latch (toggled by "intervene")
 
     # --- lifecycle defaults
@@ -120,11 +120,11 @@ class DeviceBase:
     def command_events(self, command: str) -> list[Event]:
         """Apply a non-axis command name (see roborl.teleop.config.COMMANDS); return the events it makes."""
         if command == "grip_toggle":
-            self.grip = 1.0 if self.grip <= 0 else -1.0
+            self.grip = -1.0 if self.grip > 0 else 1.0
         elif command == "grip_open":
-            self.grip = -1.0
-        elif command == "grip_close":
             self.grip = 1.0
+        elif command == "grip_close":
+            self.grip = -1.0
         elif command == "intervene":
             self.intervening = not self.intervening
             return [Event.INTERVENE_ON if self.intervening else Event.INTERVENE_OFF]
@@ -186,7 +186,7 @@ def from_env_action(action: np.ndarray, layout: Sequence[str], events: tuple[Eve
     """Env action -> Command (inverse of :func:`to_env_action`; used by the scripted device)."""
     a = np.clip(np.asarray(action, dtype=np.float32).reshape(-1), -1.0, 1.0)
     motion = np.zeros(6, dtype=np.float32)
-    grip = -1.0
+    grip = 1.0
     for i, name in enumerate(layout):
         if name == "grip":
             grip = float(a[i])

@@ -100,7 +100,7 @@ class GamepadDevice(DeviceBase):
             if ev.type == pg.JOYAXISMOTION:
                 self._axes[int(ev.axis)] = float(ev.value)
                 if self.cfg.grip_axis is not None and int(ev.axis) == self.cfg.grip_axis:
-                    self.grip = float(np.clip(ev.value, -1.0, 1.0))
+                    self.grip = float(np.clip(-ev.value, -1.0, 1.0))  # pressed trigger closes
                     self._fresh = True
             elif ev.type == pg.JOYBUTTONDOWN:
                 self._fresh = True

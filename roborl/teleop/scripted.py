@@ -21,6 +21,8 @@ def make_expert(env: Any, noise: float = 0.0, seed: int = 0) -> Any:
         from roborl.envs import expert
     except ImportError:
         raise UsageError("device 'scripted': roborl.envs.expert is not available in this install") from None
+    if not callable(expert):  # the submodule roborl.envs.expert rather than its re-exported function
+        expert = expert.expert
     try:
         return expert(env, noise=noise, seed=seed)
     except TypeError:  # an expert factory without a seed argument

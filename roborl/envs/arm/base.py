@@ -1,0 +1,294 @@
+"""The arm env shared by all our tasks: robot, controller, action and observation plumbing.
+
+Action (float32, ``Box(-1, 1)``): ``[dx, dy, dz, grip]``, or ``[dx, dy, dz, dyaw, grip]`` with
+``yaw=True``. ``1.0`` on a position axis means ``max_delta`` metres (default 0.03 m) of
+end-effector motion in that control step, ``1.0`` on yaw means ``max_dyaw`` radians
+(default 0.2 rad, accumulated and held within +-``yaw_limit``). ``grip`` maps linearly onto
+the gripper actuator's control range: -1 = fully closed, +1 = fully open.
+
+Control: ``control_hz`` (10-20 Hz, default 10) target updates; between them MuJoCo runs
+``1 / (control_hz * timestep)`` physics steps (20 at 10 Hz with the 5 ms step) of the
+Cartesian impedance controller built by :mod:`roborl.envs.arm.robot`. The commanded target
+is ``ee_pos + delta`` (so a blocked arm never winds up), clipped to the reach box (the
+workspace grown by ``reach_margin``); the :class:`~roborl.envs.safety.SafetyLayer` that
+``gym.make`` applies projects it into the workspace itself.
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar, Sequence
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+from gymnasium import spaces
+
+from roborl.envs.arm.robot import RobotDescription, asset_path, build_model, default_robot
+from roborl.errors import UsageError
+
+OBS_MODES = ("state", "pixels", "state+pixels")
+
+
+def _robot_from_kwargs(robot_xml: str | None, ee_site: str | None, arm_joints: Sequence[str] | None,
+                       gripper_actuator: str | None, finger_joints: Sequence[str] | None,
+                       home_qpos: Sequence[float] | None, robot_base_pos: Sequence[float] | None,
+                       joint_vel_limit: float | None) -> RobotDescription:
+    base = default_robot()
+    if robot_xml is None:
+        if any(v is not None for v in (ee_site, arm_joints, gripper_actuator, finger_joints)):
+            raise UsageError("ee_site/arm_joints/gripper_actuator/finger_joints need robot_xml (bring-your-own robot)")
+        desc = base
+    else:
+        missing = [k for k, v in (("ee_site", ee_site), ("arm_joints", arm_joints),
+                                  ("gripper_actuator", gripper_actuator)) if v is None]
+        if missing:
+            raise UsageError(f"robot_xml={robot_xml!r} also needs {', '.join(missing)}")
+        desc = RobotDescription(xml=str(robot_xml), ee_site=str(ee_site), arm_joints=tuple(arm_joints or ()),
+                                gripper_actuator=str(gripper_actuator), finger_joints=tuple(finger_joints or ()),
+                                home_qpos=None if home_qpos is None else tuple(float(q) for q in home_qpos))
+    if robot_base_pos is not None:
+        desc = RobotDescription(**{**desc.__dict__, "base_pos": tuple(float(v) for v in robot_base_pos)})
+    if joint_vel_limit is not None:
+        desc = RobotDescription(**{**desc.__dict__, "joint_vel_limit": float(joint_vel_limit)})
+    return desc
+
+
+class ArmEnv(gym.Env):
+    """Base class of Reach/Push/PickPlace/PegInsert. Subclasses set the class attributes and hooks.
+
+    Public attributes used by other components (safety layer, domain randomization, experts):
+    ``model`` (mujoco.MjModel), ``data`` (mujoco.MjData), ``ee_pos`` [3], ``workspace_bounds``
+    (low [3], high [3]), ``max_delta`` (m per unit action), ``control_dt`` (s), ``grip_command``
+    (last executed grip in [-1, 1]), ``yaw`` (bool), ``arm_jacobian()`` [3, n_arm],
+    ``joint_vel_limits`` [n_arm] (rad/s).
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 10}
+
+    scene_xml: ClassVar[str] = ""
+    task_name: ClassVar[str] = ""
+    default_max_steps: ClassVar[int] = 50
+    workspace_low: ClassVar[np.ndarray] = np.array([0.25, -0.25, 0.015])
+    workspace_high: ClassVar[np.ndarray] = np.array([0.65, 0.25, 0.40])
+    home_tcp: ClassVar[np.ndarray] = np.array([0.45, 0.0, 0.20])
+    obs_names: ClassVar[tuple[tuple[str, int], ...]] = ()
+
+    def __init__(self, *, reward_type: str = "dense", obs_mode: str = "state", render_mode: str | None = None,
+                 yaw: bool = False, control_hz: float = 10.0, max_delta: float = 0.03, max_dyaw: float = 0.2,
+                 yaw_limit: float = np.pi / 2, image_size: int = 84, camera: str = "front",
+                 reach_margin: float = 0.05, robot_xml: str | None = None, ee_site: str | None = None,
+                 arm_joints: Sequence[str] | None = None, gripper_actuator: str | None = None,
+                 finger_joints: Sequence[str] | None = None, home_qpos: Sequence[float] | None = None,
+                 robot_base_pos: Sequence[float] | None = None, joint_vel_limit: float | None = None) -> None:
+        if reward_type not in ("dense", "sparse"):
+            raise UsageError(f"reward_type: expected 'dense' or 'sparse', got {reward_type!r}")
+        if obs_mode not in OBS_MODES:
+            raise UsageError(f"obs_mode: expected one of {OBS_MODES}, got {obs_mode!r}")
+        if render_mode not in (None, "rgb_array"):
+            raise UsageError(f"render_mode: expected None or 'rgb_array', got {render_mode!r}")
+        if not 10.0 <= float(control_hz) <= 20.0:
+            raise UsageError(f"control_hz: expected 10-20 Hz, got {control_hz!r}")
+        if not 0.0 < float(max_delta) <= 0.05:
+            raise UsageError(f"max_delta: expected (0, 0.05] m per step, got {max_delta!r}")
+        self.reward_type = reward_type
+        self.obs_mode = obs_mode
+        self.render_mode = render_mode
+        self.yaw = bool(yaw)
+        self.max_delta = float(max_delta)
+        self.max_dyaw = float(max_dyaw)
+        self.yaw_limit = float(yaw_limit)
+        self.image_size = int(image_size)
+        self.camera = camera
+        self.robot = _robot_from_kwargs(robot_xml, ee_site, arm_joints, gripper_actuator, finger_joints,
+                                        home_qpos, robot_base_pos, joint_vel_limit)
+        self.model, self._r = build_model(asset_path(self.scene_xml), self.robot, self.home_tcp)
+        self.data = mujoco.MjData(self.model)
+        self.n_substeps = max(1, int(round(1.0 / (float(control_hz) * self.model.opt.timestep))))
+        self.control_dt = self.n_substeps * self.model.opt.timestep
+        self.metadata = {**self.metadata, "render_fps": int(round(1.0 / self.control_dt))}
+        self._ws_low = np.array(self.workspace_low, dtype=np.float64)
+        self._ws_high = np.array(self.workspace_high, dtype=np.float64)
+        self._reach_low = self._ws_low - reach_margin
+        self._reach_high = self._ws_high + reach_margin
+        self._reach_low[2] = max(self._reach_low[2], 0.0)
+        self.joint_vel_limits = self._r.joint_vel_limit.copy()
+        self._jacp = np.zeros((3, self.model.nv))
+        self._grip_lo, self._grip_hi = (float(v) for v in self._r.gripper_range)
+        n_act = 5 if self.yaw else 4
+        self.action_space = spaces.Box(-1.0, 1.0, (n_act,), dtype=np.float32)
+        self._obs_dim = sum(n for _, n in self.obs_names) + (1 if self.yaw else 0)
+        state_space = spaces.Box(-np.inf, np.inf, (self._obs_dim,), dtype=np.float32)
+        image_space = spaces.Box(0, 255, (self.image_size, self.image_size, 3), dtype=np.uint8)
+        if obs_mode == "state":
+            self.observation_space = state_space
+        elif obs_mode == "pixels":
+            self.observation_space = image_space
+        else:
+            self.observation_space = spaces.Dict({"state": state_space, "image": image_space})
+        self._obj_body = self._maybe_id(mujoco.mjtObj.mjOBJ_BODY, "object")
+        self._obj_qpos = self._maybe_qadr("object")
+        self._renderer: mujoco.Renderer | None = None
+        self._obs_renderer: mujoco.Renderer | None = None
+        self.grip_command = 1.0
+        self._yaw_target = 0.0
+        self._prev_ee = np.zeros(3)
+        self._ee_vel = np.zeros(3)
+        self._reset_physics()
+
+    # ------------------------------------------------------------------ helpers
+    def _maybe_id(self, kind: mujoco.mjtObj, name: str) -> int:
+        return int(mujoco.mj_name2id(self.model, kind, name))
+
+    def _maybe_qadr(self, joint: str) -> int:
+        j = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_JOINT, joint)
+        return int(self.model.jnt_qposadr[j]) if j >= 0 else -1
+
+    @property
+    def ee_pos(self) -> np.ndarray:
+        """Tool centre point position [3] (world frame, m)."""
+        return self.data.site_xpos[self._r.ee_site].copy()
+
+    @property
+    def workspace_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """(low [3], high [3]) box the end effector should stay in (m, world frame)."""
+        return self._ws_low.copy(), self._ws_high.copy()
+
+    @property
+    def gripper_opening(self) -> float:
+        """Distance between the finger pads (m); the gripper actuator's length if no finger joints are known."""
+        if len(self._r.finger_qpos):
+            return float(self.data.qpos[self._r.finger_qpos].sum())
+        return float(self.data.actuator_length[self._r.gripper_act])
+
+    @property
+    def ee_yaw(self) -> float:
+        """Rotation of the tool about the world vertical relative to the home pose (rad)."""
+        return -float(self.data.actuator_length[self._r.osc_act[5]])
+
+    def arm_jacobian(self) -> np.ndarray:
+        """Position Jacobian of the tool centre point w.r.t. the arm joints, [3, n_arm]."""
+        mujoco.mj_jacSite(self.model, self.data, self._jacp, None, self._r.ee_site)
+        return self._jacp[:, self._r.arm_dof].copy()
+
+    def _grip_ctrl(self, g: float) -> float:
+        return self._grip_lo + 0.5 * (g + 1.0) * (self._grip_hi - self._grip_lo)
+
+    def _set_targets(self, target: np.ndarray, grip: float) -> None:
+        ctrl = self.data.ctrl
+        ctrl[self._r.osc_act[:3]] = target
+        ctrl[self._r.osc_act[3:]] = (0.0, 0.0, -self._yaw_target)  # rotation reference z points down
+        ctrl[self._r.gripper_act] = self._grip_ctrl(grip)
+
+    def _simulate(self, n_control_steps: int = 1) -> None:
+        mujoco.mj_step(self.model, self.data, nstep=self.n_substeps * n_control_steps)
+        # mj_step leaves positions-dependent quantities one substep stale; refresh them so
+        # that observations, rewards and ee_pos describe the state after the step.
+        mujoco.mj_kinematics(self.model, self.data)
+
+    def _reset_physics(self) -> None:
+        mujoco.mj_resetData(self.model, self.data)
+        self.data.qpos[self._r.arm_qpos] = self._r.home_qpos
+        if len(self._r.finger_qpos):
+            self.data.qpos[self._r.finger_qpos] = 0.5 * (self._grip_hi - self._grip_lo) + self._grip_lo
+        self._yaw_target = 0.0
+        self.grip_command = 1.0
+        mujoco.mj_forward(self.model, self.data)
+        self._set_targets(self.ee_pos, self.grip_command)
+
+    def _set_object_pose(self, pos: np.ndarray, yaw: float = 0.0) -> None:
+        a = self._obj_qpos
+        self.data.qpos[a:a + 3] = pos
+        self.data.qpos[a + 3:a + 7] = (np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2))
+
+    # ------------------------------------------------------------------ task hooks
+    def _task_reset(self, rng: np.random.Generator) -> None:
+        raise NotImplementedError
+
+    def _task_obs(self) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def _task_eval(self) -> tuple[float, float, bool]:
+        """(dense reward, sparse reward, success) for the current state."""
+        raise NotImplementedError
+
+    def task_state(self) -> dict[str, Any]:
+        """Ground-truth positions for scripted experts (independent of observation wrappers)."""
+        return {"ee": self.ee_pos, "grip_open": self.gripper_opening}
+
+    # ------------------------------------------------------------------ gym API
+    def _state_obs(self) -> np.ndarray:
+        ee = self.ee_pos
+        parts = [ee, self._ee_vel, np.array([self.gripper_opening]), *self._task_obs()]
+        if self.yaw:
+            parts.append(np.array([self.ee_yaw]))
+        return np.concatenate(parts).astype(np.float32)
+
+    def _obs(self) -> Any:
+        if self.obs_mode == "state":
+            return self._state_obs()
+        image = self._render_image(obs=True)
+        if self.obs_mode == "pixels":
+            return image
+        return {"state": self._state_obs(), "image": image}
+
+    def _info(self, success: bool) -> dict[str, Any]:
+        return {"is_success": bool(success), "ee_pos": self.ee_pos}
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+        super().reset(seed=seed)
+        self._reset_physics()
+        self._task_reset(self.np_random)
+        mujoco.mj_forward(self.model, self.data)
+        self._prev_ee = self.ee_pos
+        self._ee_vel = np.zeros(3)
+        _, _, success = self._task_eval()
+        return self._obs(), self._info(success)
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        a = np.asarray(action, dtype=np.float64).reshape(-1)
+        if a.shape != self.action_space.shape:
+            raise UsageError(f"action: expected shape {self.action_space.shape}, got {a.shape}")
+        # The raw env is robust on its own: non-finite entries hold (0 delta, keep the
+        # gripper); counting and reporting them is the SafetyLayer's job.
+        if not np.all(np.isfinite(a)):
+            finite = np.isfinite(a)
+            a = np.where(finite, a, 0.0)
+            if not finite[-1]:
+                a[-1] = self.grip_command
+        a = np.clip(a, -1.0, 1.0)
+        ee = self.ee_pos
+        target = np.clip(ee + a[:3] * self.max_delta, self._reach_low, self._reach_high)
+        if self.yaw:
+            self._yaw_target = float(np.clip(self._yaw_target + a[3] * self.max_dyaw, -self.yaw_limit, self.yaw_limit))
+        self.grip_command = float(a[-1])
+        self._set_targets(target, self.grip_command)
+        self._simulate()
+        new_ee = self.ee_pos
+        self._ee_vel = (new_ee - self._prev_ee) / self.control_dt
+        self._prev_ee = new_ee
+        dense, sparse, success = self._task_eval()
+        reward = dense if self.reward_type == "dense" else sparse
+        return self._obs(), float(reward), False, False, self._info(success)
+
+    # ------------------------------------------------------------------ rendering
+    def _render_image(self, obs: bool = False) -> np.ndarray:
+        if obs:
+            if self._obs_renderer is None:
+                self._obs_renderer = mujoco.Renderer(self.model, self.image_size, self.image_size)
+            r = self._obs_renderer
+        else:
+            if self._renderer is None:
+                self._renderer = mujoco.Renderer(self.model, 240, 320)
+            r = self._renderer
+        r.update_scene(self.data, camera=self.camera)
+        return r.render().copy()
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode != "rgb_array":
+            return None
+        return self._render_image()
+
+    def close(self) -> None:
+        for r in (self._renderer, self._obs_renderer):
+            if r is not None:
+                r.close()
+        self._renderer = self._obs_renderer = None

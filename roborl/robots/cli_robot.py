@@ -1,0 +1,98 @@
+"""`roborl robot serve|stats|estop`: run the robot server next to the hardware, or query it."""
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+
+HELP = "Serve a robot (or its sim twin) over ZeroMQ, or query a running server."
+DESCRIPTION = (HELP + "\n\nExamples:\n"
+               "  roborl robot serve --backend sim:roborl/Push-v0 --port 5555\n"
+               "  roborl robot serve --backend sim:roborl/Push-v0 --host 0.0.0.0 --port 5555 --token $SECRET\n"
+               "  roborl eval runs/push/checkpoints --env robot://127.0.0.1:5555\n"
+               "  roborl robot stats robot://127.0.0.1:5555\n\n"
+               "Binding to anything but loopback requires --token (or $ROBORL_ROBOT_TOKEN).")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="robot_cmd", metavar="ACTION", parser_class=type(p))
+    s = sub.add_parser("serve", help="Run the robot server (fixed-rate loop, watchdog, safety, stats).",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    s.add_argument("--backend", required=True, help="KIND:ARG, e.g. sim:roborl/Push-v0 (kinds: roborl.robots.BACKENDS).")
+    s.add_argument("--port", type=int, default=5555, help="TCP port.")
+    s.add_argument("--host", default="127.0.0.1", help="Bind address; non-loopback requires --token.")
+    s.add_argument("--token", default=None, help="Shared secret (default: $ROBORL_ROBOT_TOKEN).")
+    s.add_argument("--hz", type=float, default=None, help="Control rate (default: the robot's own).")
+    s.add_argument("--sim-clock", choices=["realtime", "lockstep"], default="realtime",
+                   help="sim backend: realtime twin, or advance physics only on fresh commands (reproducible eval).")
+    s.add_argument("--seconds", type=float, default=None, help="Stop after this many seconds (default: until Ctrl-C/SIGTERM).")
+    s.add_argument("--env-kwargs", default=None, metavar="JSON", help="sim backend: env constructor kwargs as JSON.")
+    for name, helptext in (("stats", "Print a running server's latency/jitter statistics as JSON."),
+                           ("estop", "Latch a running server's e-stop (cleared by the next reset).")):
+        q = sub.add_parser(name, help=helptext)
+        q.add_argument("url", help="robot://HOST:PORT")
+        q.add_argument("--token", default=None, help="Shared secret (default: $ROBORL_ROBOT_TOKEN).")
+        q.add_argument("--timeout", type=float, default=2.0, help="Deadline in seconds.")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from roborl import config as C
+    from roborl.errors import UsageError
+    from roborl.robots import make_robot
+    from roborl.robots.server import RobotServer, ServerConfig
+    from roborl.robots.transport import resolve_token
+
+    cfg = C.build(ServerConfig, {"host": args.host, "port": args.port, "token": resolve_token(args.token),
+                                 "hz": args.hz}, "command line")
+    options: dict = {}
+    if args.backend.startswith("sim:"):
+        options["clock"] = args.sim_clock
+        if args.env_kwargs:
+            try:
+                kw = json.loads(args.env_kwargs)
+            except json.JSONDecodeError as e:
+                raise UsageError(f"--env-kwargs is not JSON ({e.msg})") from None
+            if not isinstance(kw, dict):
+                raise UsageError("--env-kwargs must be a JSON object")
+            options["env_kwargs"] = kw
+    robot = make_robot(args.backend, **options)
+    with robot:
+        server = RobotServer(robot, cfg, backend=args.backend)
+
+        def _stop(signum, frame):  # noqa: ARG001
+            server.stop()
+
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+
+        def _ready() -> None:
+            auth = "token required" if cfg.token else "no token (loopback)"
+            print(f"roborl robot: serving {args.backend} on {cfg.host}:{cfg.port} at {server.hz:g} Hz, {auth}",
+                  file=sys.stderr, flush=True)
+
+        stats = server.serve(max_seconds=args.seconds, ready=_ready)
+    print(json.dumps(stats), flush=True)
+    return 0
+
+
+def _query(args: argparse.Namespace) -> int:
+    from roborl.robots.client import parse_robot_url
+    from roborl.robots.transport import Channel, resolve_token
+
+    host, port, opts = parse_robot_url(args.url)
+    with Channel(host, port, token=resolve_token(args.token or opts.get("token")), timeout_s=args.timeout,
+                 name="robot server") as ch:
+        reply = ch.call(args.robot_cmd)
+    print(json.dumps(reply.header.get("stats", {"ok": True}), indent=1))
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    from roborl.errors import UsageError
+
+    if args.robot_cmd == "serve":
+        return _serve(args)
+    if args.robot_cmd in ("stats", "estop"):
+        return _query(args)
+    raise UsageError("roborl robot: choose an action: serve, stats or estop (see roborl robot --help)")

@@ -1,0 +1,402 @@
+"""Samplers over a RAM mirror of a :class:`ReplayStore` (never per batch from zarr).
+
+The mirror holds, per partition, the rows of ended live episodes in a slot ring
+(``slot = row % alloc``) of torch tensors on the sampler's device (on a GPU learner the
+whole mirror lives in GPU memory, so a batch is one ``index_select`` per field), plus
+host numpy arrays for rewards and episode boundaries. ``sample`` pulls new episodes and
+evictions from the store first (an O(1) check when nothing changed).
+
+Samplers (``SamplerConfig.kind``):
+
+* ``uniform``: uniform over live rows of each partition.
+* ``per``: proportional prioritized replay (Schaul et al. 2015) with a sum tree,
+  stratified sampling, ``p = (|td| + eps)^alpha``, importance weights
+  ``(N P(i))^-beta`` normalised by the batch maximum, beta annealed from beta0 to 1.
+  New rows get the maximum priority seen so far.
+* ``lap``: Loss-Adjusted Prioritization (Fujimoto, Meger & Precup 2020):
+  ``p = max(|td|, lap_min_priority)^alpha``, no importance weights (all ones).
+
+Each batch has an exact demo/online split (RLPD, Ball et al. 2023): ``round(B * f)``
+demo rows, the rest online; if one partition is empty the other fills the batch.
+``success_boost`` multiplies the sampling priority of rows of successful episodes.
+
+n-step targets are built at sample time from episode boundaries::
+
+    k        = min(n, episode_end - t)
+    reward   = sum_{j<k} gamma^j r[t+j]
+    next_obs = next_obs[t+k-1]
+    discount = 0 if step t+k-1 terminated the episode, else gamma^k
+               (a truncation or an interrupted episode still bootstraps)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from roborl.store.config import SamplerConfig
+from roborl.store.schema import StoreError
+from roborl.store.store import EP_SUCCESS, EP_TERMINATED, PART_ID, PARTITIONS, ReplayStore
+from roborl.store.sumtree import SumTree
+
+
+@dataclass
+class Batch:
+    """A batch of B transitions (torch tensors on the sampler's device).
+
+    obs / next_obs: [B, *obs_shape] (a dict of such tensors for Dict spaces);
+    action: [B, *act_shape] the EXECUTED action; reward: [B] n-step discounted sum;
+    discount: [B] gamma^k, 0 after a terminal; weight: [B] importance weights (ones
+    unless kind=per); index: [B] int64 row ids for update_priorities; is_demo: [B] bool.
+    """
+
+    obs: torch.Tensor | dict[str, torch.Tensor]
+    action: torch.Tensor
+    reward: torch.Tensor
+    next_obs: torch.Tensor | dict[str, torch.Tensor]
+    discount: torch.Tensor
+    weight: torch.Tensor
+    index: torch.Tensor
+    is_demo: torch.Tensor
+
+
+class _Mirror:
+    """RAM copy of one partition's live ended episodes, in a ring of ``alloc`` slots."""
+
+    def __init__(self, name: str, fields: dict[str, tuple[np.dtype, tuple[int, ...]]], device: str,
+                 use_tree: bool) -> None:
+        self.name = name
+        self.pid = PART_ID[name]
+        self.fields = fields
+        self.device = device
+        self.use_tree = use_tree
+        self.alloc = 0
+        self.head = 0     # first live row
+        self.end = 0      # one past the last mirrored row
+        self.synced_eps = 0
+        self.data: dict[str, torch.Tensor] = {}
+        self.reward = np.zeros(0, np.float32)
+        self.ep_end = np.zeros(0, np.int64)   # logical end row of each row's episode
+        self.term = np.zeros(0, bool)         # the row's episode ended with a terminal
+        self.success = np.zeros(0, bool)      # the row's episode succeeded
+        self.tree: SumTree | None = None
+
+    @property
+    def live(self) -> int:
+        return self.end - self.head
+
+    def slots(self, rows: np.ndarray) -> np.ndarray:
+        return rows % self.alloc
+
+    def resize(self, new_alloc: int) -> None:
+        """Re-layout live rows into a ring of ``new_alloc`` slots (>= live)."""
+        assert new_alloc >= self.live
+        rows = np.arange(self.head, self.end, dtype=np.int64)
+        old_s = rows % self.alloc if self.alloc else rows
+        new_s = rows % new_alloc
+        old_s_t, new_s_t = torch.from_numpy(old_s).to(self.device), torch.from_numpy(new_s).to(self.device)
+        for n, (dt, shape) in self.fields.items():
+            t = torch.zeros((new_alloc, *shape), dtype=_torch_dtype(dt), device=self.device)
+            if self.alloc and len(rows):
+                t[new_s_t] = self.data[n][old_s_t]
+            self.data[n] = t
+        for attr in ("reward", "ep_end", "term", "success"):
+            old = getattr(self, attr)
+            new = np.zeros(new_alloc, old.dtype)
+            if self.alloc and len(rows):
+                new[new_s] = old[old_s]
+            setattr(self, attr, new)
+        if self.use_tree:
+            leaves = np.zeros(new_alloc, np.float64)
+            if self.alloc and len(rows) and self.tree is not None:
+                leaves[new_s] = self.tree.leaves()[old_s]
+            self.tree = SumTree(new_alloc)
+            self.tree.set_all(leaves)
+        self.alloc = new_alloc
+
+
+def _torch_dtype(dt: np.dtype) -> torch.dtype:
+    return torch.from_numpy(np.zeros(1, dtype=dt)).dtype
+
+
+class Sampler:
+    """Draws :class:`Batch` es from a store's RAM mirror; stays in sync with appends through ``store``.
+
+    ``device`` holds the mirror ("cuda" puts it in GPU memory). All randomness comes from
+    one numpy Generator seeded by ``seed``; :meth:`state_dict` makes resume exact.
+    """
+
+    def __init__(self, store: ReplayStore, cfg: SamplerConfig | None = None, *, device: str = "cpu",
+                 seed: int = 0) -> None:
+        self.store = store
+        self.cfg = cfg if cfg is not None else SamplerConfig()
+        self.device = str(device)
+        self.rng = np.random.default_rng(seed)
+        self.max_priority = 1.0
+        self.prioritized = self.cfg.kind in ("per", "lap")
+        self.use_tree = self.prioritized or self.cfg.success_boost != 1.0
+        self.obs_fields = store.obs_fields
+        self.next_obs_fields = store.next_obs_fields
+        self.obs_keys = store.obs_keys
+        dt = store.dtype
+        names = self.obs_fields + self.next_obs_fields + ["executed_action"]
+        fields = {n: (dt[n].base, dt[n].shape) for n in names}
+        self.mirrors = {p: _Mirror(p, fields, self.device, self.use_tree) for p in PARTITIONS}
+        self.capacity_hint = {"demo": 0, "online": store.online_capacity}
+        self.sync()
+
+    # ------------------------------------------------------------------ sync
+
+    def _priority_of_new(self, success: np.ndarray) -> np.ndarray:
+        base = self.max_priority if self.prioritized else 1.0
+        return np.where(success, base * self.cfg.success_boost, base)
+
+    def sync(self) -> None:
+        """Pull ended episodes and evictions from the store (cheap when nothing changed)."""
+        for name, m in self.mirrors.items():
+            head_ep, n_eps = self.store.episode_counts(name)  # type: ignore[arg-type]
+            part = self.store.parts[name]
+            if part.head_row > m.head:
+                # Evictions: zero the priorities of mirrored rows now gone, so they are never drawn.
+                a, b = m.head, min(part.head_row, m.end)
+                if m.tree is not None and m.alloc and b > a:
+                    self._zero_rows(m, a, b)
+                m.head = part.head_row
+                m.end = max(m.end, m.head)
+            if n_eps <= m.synced_eps:
+                continue
+            first = max(m.synced_eps, head_ep)
+            m.synced_eps = n_eps
+            if first >= n_eps:
+                continue
+            eps = part.ep[first:n_eps]
+            s0 = int(eps[0, 0])
+            s1 = int(eps[-1, 0] + eps[-1, 1])
+            if m.end < s0:
+                m.end = s0  # rows in between were evicted before we saw them
+            need = s1 - m.head
+            if need > m.alloc:
+                grow = max(need, 2 * m.alloc, 1024)
+                if self.capacity_hint[name]:
+                    grow = max(need, min(grow, self.capacity_hint[name] + int(eps[:, 1].max())))
+                m.resize(grow)
+            self._load_rows(m, s0, s1, eps)
+            m.end = s1
+
+    def _zero_rows(self, m: _Mirror, a: int, b: int) -> None:
+        rows = np.arange(a, b, dtype=np.int64)
+        m.tree.update(m.slots(rows), 0.0)  # type: ignore[union-attr]
+
+    def _load_rows(self, m: _Mirror, s0: int, s1: int, eps: np.ndarray) -> None:
+        # Read in pieces so a 1M-row reopen does not hold two full copies in memory.
+        step = max(self.store.chunk_rows, 65536)
+        lengths = eps[:, 1]
+        ends = eps[:, 0] + lengths
+        ep_end = np.repeat(ends, lengths)
+        term = np.repeat((eps[:, 2] & EP_TERMINATED) > 0, lengths)
+        succ = np.repeat((eps[:, 2] & EP_SUCCESS) > 0, lengths)
+        names = list(m.fields) + ["reward"]
+        for a in range(s0, s1, step):
+            b = min(s1, a + step)
+            cols = self.store.read_rows(m.name, a, b, names)  # type: ignore[arg-type]
+            rows = np.arange(a, b, dtype=np.int64)
+            sl = m.slots(rows)
+            sl_t = torch.from_numpy(sl).to(self.device)
+            for n in m.fields:
+                m.data[n][sl_t] = torch.from_numpy(np.ascontiguousarray(cols[n])).to(self.device)
+            m.reward[sl] = cols["reward"]
+            m.ep_end[sl] = ep_end[a - s0: b - s0]
+            m.term[sl] = term[a - s0: b - s0]
+            m.success[sl] = succ[a - s0: b - s0]
+            if m.tree is not None:
+                m.tree.update(sl, self._priority_of_new(m.success[sl]))
+
+    # ------------------------------------------------------------------ sampling
+
+    def beta(self, step: int) -> float:
+        c = self.cfg
+        return c.beta0 + (1.0 - c.beta0) * min(1.0, max(0, step) / c.beta_anneal_steps)
+
+    def demo_fraction(self, step: int) -> float:
+        c = self.cfg
+        if c.demo_fraction_final is None:
+            return c.demo_fraction
+        t = min(1.0, max(0, step) / c.demo_anneal_steps)
+        return c.demo_fraction + (c.demo_fraction_final - c.demo_fraction) * t
+
+    def _draw(self, m: _Mirror, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """k logical rows of partition ``m`` and their sampling probabilities (within the partition)."""
+        if m.tree is None:
+            rows = m.head + self.rng.integers(0, m.live, size=k)
+            return rows, np.full(k, 1.0 / m.live)
+        total = m.tree.total
+        # Stratified: one draw per equal slice of the total priority mass (Schaul 2015).
+        u = (np.arange(k) + self.rng.random(k)) * (total / k)
+        u = np.minimum(u, np.nextafter(total, 0))
+        sl = m.tree.find(u)
+        base = m.head % m.alloc
+        rows = m.head + (sl - base) % m.alloc
+        return rows, m.tree.leaves()[sl] / total
+
+    def sample(self, batch_size: int, *, gamma: float, n_step: int | None = None,
+               demo_fraction: float | None = None, step: int = 0) -> Batch:
+        """Draw ``batch_size`` transitions (demo rows first). See :class:`Batch` for shapes.
+
+        ``n_step`` defaults to cfg.n_step; ``demo_fraction`` overrides the (annealed)
+        split (1.0 = demo only, for BC pretraining); ``step`` drives the annealing.
+        """
+        self.sync()
+        n = int(n_step if n_step is not None else self.cfg.n_step)
+        if n < 1 or batch_size < 1:
+            raise StoreError(f"sampler: batch_size and n_step must be >= 1, got {batch_size}, {n}")
+        d, o = self.mirrors["demo"], self.mirrors["online"]
+        if d.live == 0 and o.live == 0:
+            raise StoreError(f"sampler: store {self.store.path} has no ended episodes to sample from")
+        f = self.demo_fraction(step) if demo_fraction is None else float(demo_fraction)
+        if not 0.0 <= f <= 1.0:
+            raise StoreError(f"sampler: demo_fraction must be in [0, 1], got {f}")
+        k_demo = int(round(batch_size * f))
+        if d.live == 0:
+            k_demo = 0
+        elif o.live == 0:
+            k_demo = batch_size
+        counts = (("demo", k_demo), ("online", batch_size - k_demo))
+        parts = []
+        for name, k in counts:
+            if k == 0:
+                continue
+            m = self.mirrors[name]
+            rows, prob = self._draw(m, k)
+            parts.append((m, rows, prob))
+        return self._gather(parts, gamma, n, step)
+
+    def _gather(self, parts: list, gamma: float, n: int, step: int) -> Batch:
+        dev = self.device
+        obs: dict[str, list[torch.Tensor]] = {f: [] for f in self.obs_fields}
+        nxt: dict[str, list[torch.Tensor]] = {f: [] for f in self.next_obs_fields}
+        act, rew, disc, wts, idx, demo = [], [], [], [], [], []
+        for m, rows, prob in parts:
+            sl = rows % m.alloc
+            ends = m.ep_end[sl]
+            if n == 1:
+                k = np.ones(len(rows), np.int64)
+                ret = m.reward[sl].astype(np.float32)
+            else:
+                offs = np.arange(n, dtype=np.int64)
+                rr = rows[:, None] + offs[None, :]
+                valid = rr < ends[:, None]
+                k = valid.sum(1)
+                r = np.where(valid, m.reward[rr % m.alloc], 0.0)
+                ret = (r * (gamma ** offs)[None, :]).sum(1).astype(np.float32)
+            last = rows + k - 1
+            terminal = m.term[sl] & (last == ends - 1)
+            dsc = np.where(terminal, 0.0, gamma ** k.astype(np.float64)).astype(np.float32)
+            sl_t = torch.from_numpy(sl).to(dev)
+            last_t = torch.from_numpy(last % m.alloc).to(dev)
+            for f in self.obs_fields:
+                obs[f].append(m.data[f].index_select(0, sl_t))
+            for f in self.next_obs_fields:
+                nxt[f].append(m.data[f].index_select(0, last_t))
+            act.append(m.data["executed_action"].index_select(0, sl_t))
+            rew.append(ret)
+            disc.append(dsc)
+            if self.cfg.kind == "per":
+                wts.append((m.live * prob) ** (-self.beta(step)))
+            else:
+                wts.append(np.ones(len(rows)))
+            idx.append(rows * 2 + m.pid)
+            demo.append(np.full(len(rows), m.name == "demo"))
+        w = np.concatenate(wts)
+        if self.cfg.kind == "per":
+            w = w / w.max()
+
+        def cat(ts: list[torch.Tensor]) -> torch.Tensor:
+            return ts[0] if len(ts) == 1 else torch.cat(ts)
+
+        def obs_out(d: dict[str, list[torch.Tensor]], prefix: str) -> torch.Tensor | dict[str, torch.Tensor]:
+            if self.obs_keys == [""]:
+                return cat(d[prefix])
+            return {k: cat(d[f"{prefix}.{k}"]) for k in self.obs_keys}
+
+        def t(x: list[np.ndarray], dtype: torch.dtype) -> torch.Tensor:
+            return torch.from_numpy(np.concatenate(x) if len(x) > 1 else x[0]).to(dtype=dtype, device=dev)
+
+        return Batch(obs=obs_out(obs, "obs"), action=cat(act), reward=t(rew, torch.float32),
+                     next_obs=obs_out(nxt, "next_obs"), discount=t(disc, torch.float32),
+                     weight=t([w], torch.float32), index=t(idx, torch.int64), is_demo=t(demo, torch.bool))
+
+    # ------------------------------------------------------------------ priorities
+
+    def update_priorities(self, index: torch.Tensor, td_abs: torch.Tensor) -> None:
+        """Set priorities of rows ``index`` [K] (from Batch.index) from |TD errors| ``td_abs`` [K].
+
+        per: (|td| + eps)^alpha; lap: max(|td|, lap_min_priority)^alpha. Evicted rows
+        are ignored. No-op for uniform sampling.
+        """
+        if not self.prioritized:
+            return
+        idx = index.detach().to("cpu").numpy().astype(np.int64)
+        td = np.abs(td_abs.detach().to("cpu", torch.float64).numpy().reshape(-1))
+        if idx.shape != td.shape:
+            raise StoreError(f"sampler: update_priorities got {idx.shape[0]} indices but {td.shape[0]} td errors")
+        c = self.cfg
+        if c.kind == "per":
+            pri = (td + c.eps) ** c.alpha
+        else:
+            pri = np.maximum(td, c.lap_min_priority) ** c.alpha
+        if pri.size:
+            self.max_priority = max(self.max_priority, float(pri.max()))
+        pid = idx & 1
+        rows = idx >> 1
+        for m in self.mirrors.values():
+            sel = (pid == m.pid) & (rows >= m.head) & (rows < m.end)
+            if not sel.any():
+                continue
+            sl = rows[sel] % m.alloc
+            p = pri[sel]
+            if c.success_boost != 1.0:
+                p = np.where(m.success[sl], p * c.success_boost, p)
+            m.tree.update(sl, p)  # type: ignore[union-attr]
+
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict[str, Any]:
+        """RNG state, priorities of live rows, counters: ``load_state_dict`` resumes exactly."""
+        st: dict[str, Any] = {"kind": self.cfg.kind, "rng": _jsonable(self.rng.bit_generator.state),
+                              "max_priority": float(self.max_priority), "parts": {}}
+        for name, m in self.mirrors.items():
+            d: dict[str, Any] = {"head": int(m.head), "end": int(m.end), "alloc": int(m.alloc)}
+            if m.tree is not None:
+                rows = np.arange(m.head, m.end, dtype=np.int64)
+                d["priorities"] = m.tree.leaves()[rows % m.alloc].copy() if m.alloc else np.zeros(0)
+            st["parts"][name] = d
+        return st
+
+    def load_state_dict(self, st: dict[str, Any]) -> None:
+        if st.get("kind") != self.cfg.kind:
+            raise StoreError(f"sampler: checkpoint has sampler kind {st.get('kind')!r}, config has {self.cfg.kind!r}")
+        self.sync()
+        self.rng.bit_generator.state = st["rng"]
+        self.max_priority = float(st["max_priority"])
+        for name, m in self.mirrors.items():
+            d = st["parts"][name]
+            alloc = int(d["alloc"])
+            if alloc >= m.live and alloc != m.alloc and alloc > 0:
+                m.resize(alloc)  # same ring layout as when saved -> same tree -> same draws
+            if m.tree is None or "priorities" not in d:
+                continue
+            pr = np.asarray(d["priorities"], dtype=np.float64)
+            a, b = max(int(d["head"]), m.head), min(int(d["end"]), m.end)
+            if b > a:
+                rows = np.arange(a, b, dtype=np.int64)
+                m.tree.update(rows % m.alloc, pr[a - int(d["head"]): b - int(d["head"])])
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, np.integer):
+        return int(x)
+    return x

@@ -1,0 +1,957 @@
+"""A persistent, crash-safe replay store on zarr with a demo and an online partition.
+
+Directory layout::
+
+    meta.json        format version, env id, spaces, field schema, chunk rows, uuid, creation time
+    COMMIT.json      the committed state, replaced atomically (temp file, fsync, rename):
+                     generation, the WAL in use, and per partition the committed rows,
+                     episodes and the eviction head
+    wal-<gen>.log    write-ahead log of steps not yet flushed into zarr (see wal.py)
+    LOCK             flock()ed by the one writer process (released by the kernel on kill -9)
+    data.zarr/       <partition>/<field> arrays, one row per transition, plus
+                     <partition>/_episodes [n, 3] int64 (start row, length, flags)
+
+Rows are indexed by a *logical* row number that only grows: the online partition evicts
+whole oldest episodes by advancing its head and deleting the zarr chunks that lie wholly
+before it, so disk use stays bounded while no row is ever moved.
+
+Commit protocol (one writer, any number of readers):
+
+1. ``add_step`` writes one CRC-framed WAL record with ``os.write`` and returns: from then
+   on the step survives ``kill -9`` (the page cache outlives the process).
+2. When the partition's pending rows reach a zarr chunk boundary (``chunk_rows``), all
+   pending rows are written into zarr (chunk-aligned), fsynced (policy), and a new
+   COMMIT.json naming a fresh empty WAL is renamed into place. The old WAL is deleted.
+3. The committed length lives only in COMMIT.json, never in an array's shape: zarr v3
+   writes the new shape before the data, so a killed append leaves fill-value rows.
+
+Reopen after a crash (mode "a"): remove ``*.partial`` / ``*.tmp`` leftovers and WAL files
+not named by the commit, replay the valid WAL records, cut a torn tail, close an episode
+that was open at the crash as *interrupted* (it bootstraps at its end, like a
+truncation), and commit. Read-only opens (mode "r") see the last commit and never write.
+
+Episode semantics: an episode is visible to samplers once it has ended (terminated or
+truncated step, ``start_episode`` on an open one, or recovery). A discarded episode
+never reaches disk or a batch.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import time
+import uuid
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Literal
+
+import gymnasium as gym
+import numpy as np
+
+from roborl.checkpoint import atomic_write_text
+from roborl.store import wal as walmod
+from roborl.store.schema import (OPTIONAL_FIELDS, FieldSpec, StoreError, build_fields, compare_spaces, obs_keys,
+                                 row_dtype, space_from_json, space_to_json)
+
+FORMAT_VERSION = 1
+PARTITIONS: tuple[str, str] = ("demo", "online")
+PART_ID = {"demo": 0, "online": 1}
+
+# Episode flags (bit field in _episodes[:, 2]).
+EP_SUCCESS = 1       # some step had is_success
+EP_TERMINATED = 2    # last step terminated (no bootstrap)
+EP_TRUNCATED = 4     # last step truncated
+EP_INTERRUPTED = 8   # closed without terminated/truncated (crash, start_episode, close)
+
+Partition = Literal["demo", "online"]
+
+
+def _fsync_path(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _zarr_codecs(f: FieldSpec) -> list[Any]:
+    """zstd with a content checksum: a corrupt chunk raises on read instead of returning garbage.
+
+    Images use a faster level (they dominate the write cost).
+    """
+    from zarr.codecs import ZstdCodec
+
+    return [ZstdCodec(level=1 if f.is_image else 3, checksum=True)]
+
+
+def auto_chunk_rows(fields: list[FieldSpec]) -> int:
+    """~4 MiB of the largest field per chunk, a power of two in [16, 16384]."""
+    biggest = max(int(np.prod(f.shape, dtype=np.int64)) * np.dtype(f.dtype).itemsize for f in fields)
+    rows = max(1, (4 << 20) // max(1, biggest))
+    p = 1 << (rows.bit_length() - 1)
+    return int(min(16384, max(16, p)))
+
+
+@dataclass
+class _Part:
+    """In-memory state of one partition."""
+
+    name: str
+    pid: int
+    arrays: dict[str, Any] = field(default_factory=dict)   # field -> zarr array
+    episodes_arr: Any = None                                # zarr [n, 3] int64
+    rows: int = 0            # rows durably in zarr and committed (R)
+    end: int = 0             # next logical row (R + pending)
+    head_row: int = 0        # first live row (online eviction)
+    head_ep: int = 0         # first live episode
+    n_eps: int = 0           # episodes ended (absolute count, incl. evicted)
+    eps_flushed: int = 0     # episodes written to the zarr index
+    freed_chunks: int = 0    # chunks [0, freed_chunks) deleted from disk
+    ep: np.ndarray = field(default_factory=lambda: np.zeros((64, 3), np.int64))  # [cap, 3] start, length, flags
+    pending: np.ndarray | None = None  # structured [chunk_rows]
+    n_pend: int = 0
+    open_start: int = 0      # start row of the (possibly empty) episode being written
+
+    def ep_append(self, start: int, length: int, flags: int) -> None:
+        if self.n_eps >= len(self.ep):
+            self.ep = np.concatenate([self.ep, np.zeros_like(self.ep)])
+        self.ep[self.n_eps] = (start, length, flags)
+        self.n_eps += 1
+
+    def live_steps(self) -> int:
+        """Steps in ended, live episodes."""
+        if self.n_eps == self.head_ep:
+            return 0
+        return int(self.ep[self.n_eps - 1, 0] + self.ep[self.n_eps - 1, 1] - self.head_row)
+
+
+class ReplayStore:
+    """Crash-safe transition store. Use :meth:`create`, :meth:`open` or :meth:`open_or_create`.
+
+    One row per transition with fields (``B`` = rows): ``obs`` [B, *obs_shape] (or one
+    ``obs.<key>`` per Dict leaf), ``action`` / ``executed_action`` [B, *act_shape],
+    ``reward`` [B] float32, ``next_obs`` like obs, ``terminated`` / ``truncated`` [B] bool,
+    ``is_success`` / ``intervention`` [B] bool, ``log_prob`` [B] float32 (NaN when not
+    given), ``timestamp`` [B] float64 (``time.time()`` when not given), and any extra fields.
+    """
+
+    # ------------------------------------------------------------------ construction
+
+    def __init__(self, path: Path, meta: dict[str, Any], mode: str, fsync: str = "commit",
+                 fsync_interval_s: float = 1.0) -> None:
+        self.path = path
+        self.meta = meta
+        self.mode = mode
+        self.fsync_policy = fsync
+        self.fsync_interval_s = float(fsync_interval_s)
+        self.fields = [FieldSpec.from_json(f) for f in meta["fields"]]
+        self.field_names = [f.name for f in self.fields]
+        self.dtype = row_dtype(self.fields)
+        self.chunk_rows = int(meta["chunk_rows"])
+        self.env_id: str = meta["env_id"]
+        self.observation_space = space_from_json(meta["observation_space"])
+        self.action_space = space_from_json(meta["action_space"])
+        self.obs_keys = obs_keys(self.observation_space)  # [""] for a Box
+        self.online_capacity = int(meta["online_capacity"])
+        self.generation = 0
+        self.merged: list[str] = []
+        self.parts: dict[str, _Part] = {n: _Part(n, PART_ID[n]) for n in PARTITIONS}
+        self._lock_fd: int | None = None
+        self._wal: walmod.WalWriter | None = None
+        self._wal_name: str | None = None
+        self._last_fsync = time.monotonic()
+        # The open episode.
+        self._open: str | None = None
+        self._cur_obs: list[np.ndarray] | None = None
+        self._open_len = 0
+        self._open_flags = 0
+        self._buffered = False
+        self._buf: list[bytes] = []
+        self._buf_rows: list[np.ndarray] = []
+        self._listeners: list[weakref.ref] = []
+        self.recovered: dict[str, Any] = {}
+        self._group: Any = None
+        self._closed = False
+        self._replay_flags: dict[str, int] = {}  # success flags of episodes rebuilt from the WAL
+        self.obs_fields: list[str] = [("obs." + k) if k else "obs" for k in self.obs_keys]
+        self.next_obs_fields: list[str] = [("next_obs." + k) if k else "next_obs" for k in self.obs_keys]
+
+    @classmethod
+    def create(cls, path: str | Path, *, env_id: str, observation_space: gym.Space, action_space: gym.Space,
+               online_capacity: int = 1_000_000, extra_fields: dict | None = None, chunk_rows: int | None = None,
+               fsync: str = "commit", fsync_interval_s: float = 1.0) -> "ReplayStore":
+        """Create a new, empty store directory. Fails if ``path`` already holds a store or files."""
+        p = Path(path)
+        if (p / "meta.json").exists():
+            raise StoreError(f"store {p}: already exists (meta.json); use ReplayStore.open")
+        if p.exists() and (not p.is_dir() or any(p.iterdir())):
+            raise StoreError(f"store {p}: path exists and is not an empty directory")
+        if online_capacity <= 0:
+            raise StoreError(f"store {p}: online_capacity must be > 0, got {online_capacity}")
+        fields = build_fields(observation_space, action_space, extra_fields)
+        cr = int(chunk_rows) if chunk_rows else auto_chunk_rows(fields)
+        meta = {
+            "format": "roborl.replay_store",
+            "format_version": FORMAT_VERSION,
+            "uuid": uuid.uuid4().hex,
+            "env_id": env_id,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "observation_space": space_to_json(observation_space),
+            "action_space": space_to_json(action_space),
+            "fields": [f.to_json() for f in fields],
+            "extra_fields": sorted((extra_fields or {}).keys()),
+            "chunk_rows": cr,
+            "online_capacity": int(online_capacity),
+        }
+        # Build the whole store in a hidden sibling directory and rename it into place, so a
+        # crash during creation leaves no half-made store at ``path`` (found by the kill -9 test).
+        p.parent.mkdir(parents=True, exist_ok=True)
+        for stale in p.parent.glob(f".{p.name}.creating-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = p.parent / f".{p.name}.creating-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        import zarr
+
+        root = zarr.open_group(str(tmp / "data.zarr"), mode="w")
+        for part in PARTITIONS:
+            g = root.create_group(part)
+            for f in fields:
+                g.create_array(f.name, shape=(0, *f.shape), chunks=(cr, *f.shape), dtype=f.dtype,
+                               compressors=_zarr_codecs(f), fill_value=np.zeros((), f.dtype).item())
+            g.create_array("_episodes", shape=(0, 3), chunks=(16384, 3), dtype="int64",
+                           compressors=_zarr_codecs(FieldSpec("_episodes", "int64", (3,))), fill_value=0)
+        commit = {"format_version": FORMAT_VERSION, "generation": 0, "time": time.time(), "wal": None, "merged": [],
+                  "partitions": {n: {"rows": 0, "episodes": 0, "head_row": 0, "head_episode": 0, "freed_chunks": 0}
+                                 for n in PARTITIONS}}
+        atomic_write_text(tmp / "COMMIT.json", json.dumps(commit))
+        atomic_write_text(tmp / "meta.json", json.dumps(meta, indent=1))
+        if fsync != "never":
+            for root_dir, _, files in os.walk(tmp):
+                for fn in files:
+                    _fsync_path(Path(root_dir) / fn)
+                _fsync_path(Path(root_dir))
+        try:
+            os.replace(tmp, p)  # atomic; replaces an empty directory
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise StoreError(f"store {p}: could not create (path exists and is not an empty directory)") from None
+        _fsync_path(p.parent)
+        return cls.open(p, mode="a", fsync=fsync, fsync_interval_s=fsync_interval_s)
+
+    @classmethod
+    def open(cls, path: str | Path, *, mode: Literal["r", "a"] = "a", observation_space: gym.Space | None = None,
+             action_space: gym.Space | None = None, fsync: str = "commit", fsync_interval_s: float = 1.0,
+             online_capacity: int | None = None) -> "ReplayStore":
+        """Open an existing store. ``mode="r"`` never writes and works while a writer is active.
+
+        Given spaces are checked against the store's metadata; a mismatch raises
+        StoreError naming the field. ``online_capacity`` (writers only) changes the bound.
+        """
+        p = Path(path)
+        if mode not in ("r", "a"):
+            raise StoreError(f"store {p}: mode must be 'r' or 'a', got {mode!r}")
+        if not p.is_dir():
+            raise StoreError(f"store not found: {p}")
+        try:
+            meta = json.loads((p / "meta.json").read_text())
+        except FileNotFoundError:
+            raise StoreError(f"store {p}: not a replay store (no meta.json)") from None
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise StoreError(f"store {p}: meta.json is corrupt") from None
+        if meta.get("format") != "roborl.replay_store" or meta.get("format_version") != FORMAT_VERSION:
+            raise StoreError(f"store {p}: meta.json format_version is {meta.get('format_version')!r}, "
+                             f"this roborl reads {FORMAT_VERSION}")
+        for name, given in (("observation_space", observation_space), ("action_space", action_space)):
+            if given is not None:
+                why = compare_spaces(meta[name], given, name)
+                if why:
+                    raise StoreError(f"store {p}: schema mismatch: {why}")
+        if online_capacity is not None and mode == "a":
+            meta = dict(meta, online_capacity=int(online_capacity))
+        store = cls(p, meta, mode, fsync=fsync, fsync_interval_s=fsync_interval_s)
+        if mode == "a":
+            store._acquire_lock()
+            if online_capacity is not None:
+                atomic_write_text(p / "meta.json", json.dumps(meta, indent=1))
+        try:
+            store._load()
+        except BaseException:
+            store._release_lock()
+            raise
+        return store
+
+    @classmethod
+    def open_or_create(cls, path: str | Path, *, env_id: str, observation_space: gym.Space, action_space: gym.Space,
+                       online_capacity: int = 1_000_000, extra_fields: dict | None = None, **kw: Any) -> "ReplayStore":
+        """Open (and verify spaces) when ``path`` holds a store, else create it. For resume."""
+        p = Path(path)
+        if (p / "meta.json").exists():
+            st = cls.open(p, mode="a", observation_space=observation_space, action_space=action_space,
+                          online_capacity=online_capacity, **{k: v for k, v in kw.items() if k != "chunk_rows"})
+            if st.env_id != env_id:
+                st.close()
+                raise StoreError(f"store {p}: schema mismatch: env_id is {st.env_id!r} in the store but {env_id!r} for the run")
+            return st
+        return cls.create(p, env_id=env_id, observation_space=observation_space, action_space=action_space,
+                          online_capacity=online_capacity, extra_fields=extra_fields, **kw)
+
+    # ------------------------------------------------------------------ locking / files
+
+    def _acquire_lock(self) -> None:
+        fd = os.open(self.path / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise StoreError(f"store {self.path}: open for writing by another process (LOCK held); "
+                             f"open it with mode='r' to read") from None
+        self._lock_fd = fd
+
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            try:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            finally:
+                os.close(self._lock_fd)
+                self._lock_fd = None
+
+    def _open_zarr(self) -> None:
+        import zarr
+
+        try:
+            self._group = zarr.open_group(str(self.path / "data.zarr"), mode="r" if self.mode == "r" else "r+")
+            for name, part in self.parts.items():
+                g = self._group[name]
+                # write_empty_chunks: zarr skips chunks equal to the fill value by default, which
+                # would make an all-False column indistinguishable from a missing (lost) chunk.
+                part.arrays = {f.name: g[f.name].with_config({"write_empty_chunks": True}) for f in self.fields}
+                part.episodes_arr = g["_episodes"].with_config({"write_empty_chunks": True})
+                if part.pending is None and self.mode == "a":
+                    part.pending = np.zeros(self.chunk_rows, dtype=self.dtype)
+        except (KeyError, FileNotFoundError) as e:
+            raise StoreError(f"store {self.path}: data.zarr is missing array {e}") from None
+
+    def _cleanup_temp_files(self, commit: dict[str, Any]) -> list[str]:
+        """Remove zarr ``*.partial`` files and our ``*.tmp`` files left by a crash.
+
+        Only places a writer can have been writing are scanned: the store root, array
+        metadata, and chunks from the last committed chunk on (earlier chunks are never
+        rewritten), so a reopen stays fast however many chunks a store has.
+        """
+        removed: list[str] = []
+
+        def sweep(d: Path, recursive: bool) -> None:
+            try:
+                entries = list(os.scandir(d))
+            except FileNotFoundError:
+                return
+            for e in entries:
+                if e.name.endswith((".partial", ".tmp")):
+                    shutil.rmtree(e.path, ignore_errors=True) if e.is_dir() else os.unlink(e.path)
+                    removed.append(os.path.relpath(e.path, self.path))
+                elif recursive and e.is_dir():
+                    sweep(Path(e.path), True)
+
+        sweep(self.path, False)
+        data = self.path / "data.zarr"
+        sweep(data, False)
+        for name in PARTITIONS:
+            sweep(data / name, False)
+            first = int(commit["partitions"][name]["rows"]) // self.chunk_rows
+            first_ep = int(commit["partitions"][name]["episodes"]) // 16384
+            for fname in self.field_names + ["_episodes"]:
+                fdir = data / name / fname
+                sweep(fdir, False)
+                lo = first_ep if fname == "_episodes" else first
+                try:
+                    entries = list(os.scandir(fdir / "c"))
+                except FileNotFoundError:
+                    continue
+                for e in entries:
+                    head = e.name.split(".", 1)[0]
+                    if e.name.endswith(".partial"):
+                        os.unlink(e.path)
+                        removed.append(os.path.relpath(e.path, self.path))
+                    elif e.is_dir() and (not head.isdigit() or int(head) >= lo):
+                        sweep(Path(e.path), True)
+        return removed
+
+    def _read_commit(self) -> dict[str, Any]:
+        try:
+            return json.loads((self.path / "COMMIT.json").read_text())
+        except FileNotFoundError:
+            raise StoreError(f"store {self.path}: COMMIT.json is missing") from None
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise StoreError(f"store {self.path}: COMMIT.json is corrupt") from None
+
+    def _apply_commit(self, c: dict[str, Any]) -> None:
+        self.generation = int(c["generation"])
+        self.merged = list(c.get("merged", []))
+        self._wal_name = c.get("wal")
+        for name, part in self.parts.items():
+            d = c["partitions"][name]
+            part.rows = part.end = int(d["rows"])
+            part.head_row = int(d["head_row"])
+            part.head_ep = int(d["head_episode"])
+            part.n_eps = part.eps_flushed = int(d["episodes"])
+            part.freed_chunks = int(d.get("freed_chunks", 0))
+            part.n_pend = 0
+
+    def _load(self) -> None:
+        c = self._read_commit()
+        removed = self._cleanup_temp_files(c) if self.mode == "a" else []
+        self._open_zarr()
+        self._apply_commit(c)
+        for name, part in self.parts.items():
+            n = part.n_eps
+            part.ep = np.zeros((max(64, 1 << max(0, n).bit_length()), 3), np.int64)
+            if part.episodes_arr.shape[0] < n:
+                raise StoreError(f"store {self.path}: COMMIT.json says {name} has {n} episodes but "
+                                 f"data.zarr/{name}/_episodes holds {part.episodes_arr.shape[0]}")
+            if n:
+                part.ep[:n] = np.asarray(part.episodes_arr[:n], dtype=np.int64)
+            part.open_start = int(part.ep[n - 1, 0] + part.ep[n - 1, 1]) if n else part.head_row
+            if n == 0:
+                part.open_start = part.head_row
+        if self.mode == "r":
+            return
+        # Stale WALs (a crash between creating the next WAL and renaming COMMIT.json).
+        for f in self.path.glob("wal-*.log"):
+            if f.name != self._wal_name:
+                f.unlink()
+                removed.append(f.name)
+        replayed, torn, interrupted = 0, 0, []
+        if self._wal_name:
+            records, valid, size = walmod.read(self.path / self._wal_name)
+            torn = size - valid
+            for pid, row, payload in records:
+                part = self.parts[PARTITIONS[pid]]
+                if row < part.end:
+                    continue  # already flushed into zarr before the crash
+                if row != part.end or len(payload) != self.dtype.itemsize:
+                    torn += 1  # cannot happen with one writer; stop rather than guess
+                    break
+                rec = np.frombuffer(payload, dtype=self.dtype)
+                self._append_row_array(part, rec)
+                replayed += 1
+                r = rec[0]
+                if bool(r["is_success"]):
+                    self._open_flags_by_part(part, EP_SUCCESS)
+                if r["terminated"] or r["truncated"]:
+                    self._end_episode(part, EP_TERMINATED if r["terminated"] else EP_TRUNCATED)
+        for part in self.parts.values():
+            if part.end > part.open_start:
+                interrupted.append(part.name)
+                self._end_episode(part, EP_INTERRUPTED)
+        self.recovered = {"replayed_steps": replayed, "torn_bytes": torn, "interrupted_episodes": interrupted,
+                          "removed_files": removed}
+        if replayed or torn or interrupted or self._wal_name:
+            # Make the recovered state durable and start without a WAL (a fresh one on the first step).
+            self._commit(new_wal=False)
+
+    def _open_flags_by_part(self, part: _Part, flag: int) -> None:
+        self._replay_flags[part.name] = self._replay_flags.get(part.name, 0) | flag
+
+    # ------------------------------------------------------------------ writing
+
+    def _check_writable(self) -> None:
+        if self.mode != "a" or self._closed:
+            raise StoreError(f"store {self.path}: opened read-only (mode='r') or closed; cannot write")
+
+    def start_episode(self, obs: Any, partition: Partition = "online", *, buffered: bool = False) -> None:
+        """Begin an episode whose first observation is ``obs``.
+
+        An episode still open is ended first: kept as *interrupted* (it bootstraps at its
+        last step) or, when it was ``buffered``, discarded. ``buffered=True`` keeps the
+        steps in memory and writes them only when the episode ends (teleop "keep";
+        ``discard_episode`` drops them, a crash loses them).
+        """
+        self._check_writable()
+        if partition not in self.parts:
+            raise StoreError(f"store {self.path}: partition must be 'demo' or 'online', got {partition!r}")
+        if self._open is not None:
+            if self._buffered:
+                self.discard_episode()
+            elif self._open_len > 0:
+                self._end_episode(self.parts[self._open], EP_INTERRUPTED | self._open_flags)
+                self.commit()  # the WAL must not replay steps into a new episode
+            self._open = None
+        self._cur_obs = self._flat_obs(obs, "obs")
+        self._open = partition
+        self._open_len = 0
+        self._open_flags = 0
+        self._buffered = bool(buffered)
+        self._buf, self._buf_rows = [], []
+        self.parts[partition].open_start = self.parts[partition].end
+
+    def _flat_obs(self, obs: Any, what: str) -> list[np.ndarray]:
+        if self.obs_keys == [""]:
+            return [np.array(obs, copy=True)]
+        out = []
+        for k in self.obs_keys:
+            v = obs
+            try:
+                for part in k.split("."):
+                    v = v[part]
+            except (KeyError, TypeError, IndexError):
+                raise StoreError(f"store {self.path}: {what} has no key {k!r} (Dict observation space)") from None
+            out.append(np.array(v, copy=True))
+        return out
+
+    def add_step(self, *, action: Any, executed_action: Any = None, reward: float, next_obs: Any, terminated: bool,
+                 truncated: bool, **optional: Any) -> None:
+        """Append one transition of the open episode; durable against kill -9 when it returns.
+
+        ``executed_action`` defaults to ``action`` (what the robot really did after safety
+        clipping or an intervention). ``optional``: is_success, intervention, log_prob,
+        timestamp (default ``time.time()``), and the store's extra fields. The episode
+        ends when ``terminated`` or ``truncated`` is true.
+        """
+        if self._open is None:
+            self._check_writable()
+            raise StoreError(f"store {self.path}: add_step before start_episode")
+        part = self.parts[self._open]
+        nxt = self._flat_obs(next_obs, "next_obs")
+        row = np.zeros(1, dtype=self.dtype)
+        try:
+            for name, v in zip(self.obs_fields, self._cur_obs):  # type: ignore[arg-type]
+                row[name][0] = v
+            row["action"][0] = action
+            row["executed_action"][0] = action if executed_action is None else executed_action
+            row["reward"][0] = reward
+            for name, v in zip(self.next_obs_fields, nxt):
+                row[name][0] = v
+            row["terminated"][0] = terminated
+            row["truncated"][0] = truncated
+            if "timestamp" not in optional:
+                row["timestamp"][0] = time.time()
+            if "log_prob" not in optional:
+                row["log_prob"][0] = np.nan
+            for k, v in optional.items():
+                if k not in self.dtype.names or k in ("reward", "terminated", "truncated") or k.startswith(("obs", "next_obs", "action")):
+                    raise StoreError(f"store {self.path}: unknown step field {k!r} (known optional: "
+                                     f"{[n for n, _, _ in OPTIONAL_FIELDS] + self.meta.get('extra_fields', [])})")
+                row[k][0] = v
+        except (ValueError, TypeError) as e:
+            raise StoreError(f"store {self.path}: bad step value: {e}") from None
+        if row["is_success"][0]:
+            self._open_flags |= EP_SUCCESS
+        rec = walmod.encode(part.pid, part.end + len(self._buf_rows) if self._buffered else part.end, row.tobytes())
+        self._cur_obs = nxt
+        self._open_len += 1
+        if self._buffered:
+            self._buf.append(rec)
+            self._buf_rows.append(row)
+            if terminated or truncated:
+                self._write_buffered(part, EP_TERMINATED if terminated else EP_TRUNCATED)
+            return
+        self._ensure_wal()
+        self._wal.append(rec)  # type: ignore[union-attr]
+        if part.end % self.chunk_rows != self.chunk_rows - 1:  # fast path: no flush on this row
+            part.pending[part.n_pend] = row[0]  # type: ignore[index]
+            part.n_pend += 1
+            part.end += 1
+            flushed = False
+        else:
+            flushed = self._append_row_array(part, row)
+        if terminated or truncated:
+            self._end_episode(part, (EP_TERMINATED if terminated else EP_TRUNCATED) | self._open_flags)
+            self._open = None
+        if flushed:
+            self._commit(new_wal=True)
+        else:
+            self._maybe_fsync()
+
+    def _write_buffered(self, part: _Part, flags: int) -> None:
+        self._ensure_wal()
+        self._wal.append(b"".join(self._buf))  # type: ignore[union-attr]
+        flushed = self._append_row_array(part, np.concatenate(self._buf_rows))
+        self._end_episode(part, flags | self._open_flags)
+        self._open = None
+        self._buffered = False
+        self._buf, self._buf_rows = [], []
+        if flushed:
+            self._commit(new_wal=True)
+        else:
+            self._maybe_fsync()
+
+    def end_episode(self) -> None:
+        """End the open episode without a terminal/truncation flag (kept as interrupted; bootstraps)."""
+        if self._open is None:
+            return
+        part = self.parts[self._open]
+        if self._buffered:
+            if self._buf_rows:
+                self._write_buffered(part, EP_INTERRUPTED)
+        elif self._open_len > 0:
+            self._end_episode(part, EP_INTERRUPTED | self._open_flags)
+            self.commit()
+        self._open = None
+
+    def discard_episode(self) -> None:
+        """Drop the open episode (teleop "discard"): its steps never reach a sampler or survive a reopen."""
+        self._check_writable()
+        if self._open is None:
+            return
+        part = self.parts[self._open]
+        was_buffered = self._buffered
+        self._open = None
+        self._buffered = False
+        self._buf, self._buf_rows = [], []
+        if was_buffered or part.end == part.open_start:
+            return
+        # Rewind: pending rows of the episode go; rows already flushed are overwritten later.
+        keep = max(0, part.open_start - part.rows)
+        part.n_pend = min(part.n_pend, keep)
+        part.end = part.open_start
+        part.rows = min(part.rows, part.open_start)
+        # Commit now: the WAL holds the discarded steps and must not replay them.
+        self.commit()
+
+    def _append_row_array(self, part: _Part, rows: np.ndarray) -> bool:
+        """Copy rows (structured [k]) into the pending block; flush (no commit) at each zarr
+        chunk boundary so that flushes are chunk-aligned. Returns whether it flushed."""
+        i = 0
+        flushed = False
+        while i < len(rows):
+            space = self.chunk_rows - (part.end % self.chunk_rows)  # rows up to the next chunk boundary
+            take = min(space, len(rows) - i)
+            part.pending[part.n_pend: part.n_pend + take] = rows[i: i + take]  # type: ignore[index]
+            part.n_pend += take
+            part.end += take
+            i += take
+            if part.end % self.chunk_rows == 0:
+                self._flush_part(part)
+                flushed = True
+        return flushed
+
+    def _end_episode(self, part: _Part, flags: int) -> None:
+        start = part.open_start
+        length = part.end - start
+        flags |= self._replay_flags.pop(part.name, 0)
+        if length <= 0:
+            return
+        part.ep_append(start, length, flags)
+        part.open_start = part.end
+        if part.name == "online":
+            # FIFO eviction of whole oldest episodes; always keep the newest one.
+            while part.live_steps() > self.online_capacity and part.head_ep < part.n_eps - 1:
+                part.head_ep += 1
+                part.head_row = int(part.ep[part.head_ep, 0])
+
+    # ------------------------------------------------------------------ flush / commit
+
+    def _ensure_wal(self) -> None:
+        if self._wal is None:
+            self._commit(new_wal=True)
+
+    def _maybe_fsync(self) -> None:
+        if self._wal is None or self.fsync_policy == "never":
+            return
+        now = time.monotonic()
+        if self.fsync_policy == "always" or now - self._last_fsync >= self.fsync_interval_s:
+            self._wal.fsync()
+            self._last_fsync = now
+
+    def _chunk_path(self, part: _Part, fname: str, ci: int) -> Path:
+        f = next(x for x in self.fields if x.name == fname) if fname != "_episodes" else FieldSpec("_episodes", "int64", (3,))
+        key = "/".join(["c", str(ci)] + ["0"] * len(f.shape))
+        return self.path / "data.zarr" / part.name / fname / key
+
+    def _flush_part(self, part: _Part) -> None:
+        """Write pending rows into zarr at [rows, rows + n_pend) (not yet committed)."""
+        if part.n_pend == 0:
+            return
+        a, b = part.rows, part.rows + part.n_pend
+        block = part.pending[: part.n_pend]  # type: ignore[index]
+        cr = self.chunk_rows
+        for f in self.fields:
+            arr = part.arrays[f.name]
+            if arr.shape[0] < b:
+                arr.resize((-(-b // cr) * cr, *f.shape))
+            arr[a:b] = block[f.name]
+        if self.fsync_policy != "never":
+            for f in self.fields:
+                for ci in range(a // cr, (b - 1) // cr + 1):
+                    cp = self._chunk_path(part, f.name, ci)
+                    _fsync_path(cp)
+                    _fsync_path(cp.parent)
+                _fsync_path(self.path / "data.zarr" / part.name / f.name / "zarr.json")
+        part.rows = b
+        part.n_pend = 0
+
+    def _flush_episodes(self, part: _Part) -> None:
+        n0, n1 = part.eps_flushed, part.n_eps
+        if n1 > n0:
+            arr = part.episodes_arr
+            if arr.shape[0] < n1:
+                arr.resize((-(-n1 // 16384) * 16384, 3))
+            arr[n0:n1] = part.ep[n0:n1]
+            if self.fsync_policy != "never":
+                for ci in range(n0 // 16384, (n1 - 1) // 16384 + 1):
+                    _fsync_path(self._chunk_path(part, "_episodes", ci))
+                _fsync_path(self.path / "data.zarr" / part.name / "_episodes" / "zarr.json")
+            part.eps_flushed = n1
+        elif n1 < n0:
+            part.eps_flushed = n1
+
+    def commit(self) -> None:
+        """Flush every pending row into zarr and atomically publish a new commit (generation + 1)."""
+        self._check_writable()
+        self._commit(new_wal=self._wal is not None)
+
+    def _commit(self, new_wal: bool) -> None:
+        for part in self.parts.values():
+            self._flush_part(part)
+            self._flush_episodes(part)
+        gen = self.generation + 1
+        old = self._wal_name
+        new_name = f"wal-{gen:09d}.log" if new_wal else None
+        new_writer = None
+        if new_name:
+            new_writer = walmod.WalWriter(self.path / new_name, create=True)
+            if self.fsync_policy != "never":
+                os.fsync(new_writer.fd)
+        doc = {
+            "format_version": FORMAT_VERSION,
+            "generation": gen,
+            "time": time.time(),
+            "wal": new_name,
+            "merged": self.merged,
+            "partitions": {
+                name: {"rows": p.rows, "episodes": p.n_eps, "head_row": p.head_row, "head_episode": p.head_ep,
+                       "freed_chunks": p.freed_chunks}
+                for name, p in self.parts.items()
+            },
+        }
+        atomic_write_text(self.path / "COMMIT.json", json.dumps(doc))
+        self.generation = gen
+        if self._wal is not None:
+            self._wal.close()
+        self._wal = new_writer
+        self._wal_name = new_name
+        self._last_fsync = time.monotonic()
+        if old and old != new_name:
+            try:
+                (self.path / old).unlink()
+            except FileNotFoundError:
+                pass
+        self._free_evicted_chunks()
+
+    def _free_evicted_chunks(self) -> None:
+        """Delete online chunks wholly before the committed head (after the commit that evicted them)."""
+        part = self.parts["online"]
+        upto = part.head_row // self.chunk_rows
+        if upto <= part.freed_chunks:
+            return
+        for f in self.fields:
+            base = self.path / "data.zarr" / part.name / f.name / "c"
+            for ci in range(part.freed_chunks, upto):
+                t = base / str(ci)
+                if t.is_dir():
+                    shutil.rmtree(t, ignore_errors=True)
+                elif t.exists():
+                    t.unlink()
+        part.freed_chunks = upto  # recorded by the next commit; re-deleting is harmless
+
+    def close(self) -> None:
+        """Commit everything, remove the WAL and release the lock. An open episode is kept
+        as interrupted (a buffered one is discarded)."""
+        if self._closed:
+            return
+        if self.mode == "a":
+            try:
+                if self._open is not None:
+                    if self._buffered:
+                        self.discard_episode()
+                    else:
+                        self.end_episode()
+                self._commit(new_wal=False)
+                # Trim array shapes to the committed rows, for plain zarr readers.
+                for part in self.parts.values():
+                    for f in self.fields:
+                        arr = part.arrays[f.name]
+                        if arr.shape[0] != part.rows:
+                            arr.resize((part.rows, *f.shape))
+                    if part.episodes_arr.shape[0] != part.n_eps:
+                        part.episodes_arr.resize((part.n_eps, 3))
+            finally:
+                self._release_lock()
+        self._closed = True
+
+    def __enter__(self) -> "ReplayStore":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:  # best effort: release the lock fd
+        try:
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+        except Exception:
+            pass
+
+    # ------------------------------------------------------------------ reading
+
+    def _part(self, partition: str) -> _Part:
+        if partition not in self.parts:
+            raise StoreError(f"store {self.path}: partition must be 'demo' or 'online', got {partition!r}")
+        return self.parts[partition]
+
+    def num_steps(self, partition: Partition) -> int:
+        """Steps in ended, live episodes of ``partition``."""
+        return self._part(partition).live_steps()
+
+    def num_episodes(self, partition: Partition) -> int:
+        p = self._part(partition)
+        return p.n_eps - p.head_ep
+
+    def total_episodes(self, partition: Partition) -> int:
+        """Episodes ever ended in ``partition`` (incl. evicted ones); collect resumes seeds from it."""
+        return self._part(partition).n_eps
+
+    def episodes(self, partition: Partition) -> np.ndarray:
+        """Live episodes: int64 [E, 3] (start row, length, flags)."""
+        p = self._part(partition)
+        return p.ep[p.head_ep: p.n_eps].copy()
+
+    def episode_counts(self, partition: Partition) -> tuple[int, int]:
+        """(head_episode, ended episodes): cheap change detection for samplers."""
+        p = self._part(partition)
+        return p.head_ep, p.n_eps
+
+    def read_rows(self, partition: Partition, start: int, stop: int,
+                  fields: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+        """Columns of logical rows [start, stop) -> {field: [stop-start, *shape]} (zarr + pending)."""
+        p = self._part(partition)
+        names = list(fields) if fields is not None else self.field_names
+        if start < p.head_row or stop > p.end or start > stop:
+            raise StoreError(f"store {self.path}: rows [{start}, {stop}) of {partition} are not stored "
+                             f"(live [{p.head_row}, {p.end}))")
+        out = {}
+        z_stop = min(stop, p.rows)
+        for n in names:
+            parts = []
+            if start < z_stop:
+                parts.append(np.asarray(p.arrays[n][start:z_stop]))
+            if stop > p.rows:
+                a = max(start, p.rows) - p.rows
+                parts.append(np.array(p.pending[n][a: stop - p.rows]))  # type: ignore[index]
+            out[n] = parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else \
+                np.zeros((0, *self.dtype[n].shape), self.dtype[n].base)
+        return out
+
+    def read_episode(self, partition: Partition, i: int) -> dict[str, np.ndarray]:
+        """All fields of live episode ``i`` (0 = oldest live)."""
+        eps = self.episodes(partition)
+        if not 0 <= i < len(eps):
+            raise StoreError(f"store {self.path}: {partition} has {len(eps)} episodes, no index {i}")
+        s, n, _ = eps[i]
+        return self.read_rows(partition, int(s), int(s + n))
+
+    def size_bytes(self) -> int:
+        total = 0
+        for root, _, files in os.walk(self.path):
+            for fn in files:
+                try:
+                    total += os.path.getsize(os.path.join(root, fn))
+                except OSError:
+                    pass
+        return total
+
+    # ------------------------------------------------------------------ merge
+
+    def merge_from(self, src_path: str | Path, partition: Partition = "demo") -> int:
+        """Copy every live episode of another store (both its partitions) into ``partition``.
+
+        Schemas must match (spaces and fields; else StoreError naming the field). A source
+        is merged once: merging the same store again returns 0. Returns episodes copied.
+        """
+        self._check_writable()
+        part = self._part(partition)
+        if self._open is not None:
+            raise StoreError(f"store {self.path}: end or discard the open episode before merging")
+        src_p = Path(src_path)
+        if src_p.resolve() == self.path.resolve():
+            raise StoreError(f"store {self.path}: cannot merge a store into itself")
+        src = ReplayStore.open(src_p, mode="r", observation_space=self.observation_space,
+                               action_space=self.action_space)
+        try:
+            if [f.to_json() for f in src.fields] != [f.to_json() for f in self.fields]:
+                mine = {f.name: f for f in self.fields}
+                theirs = {f.name: f for f in src.fields}
+                diff = sorted(set(mine) ^ set(theirs)) or [n for n in mine if mine[n] != theirs.get(n)]
+                raise StoreError(f"store {src_p}: schema mismatch with {self.path}: field {diff[0]!r} differs")
+            if src.meta["uuid"] in self.merged:
+                return 0
+            self.commit()  # nothing pending: merged rows go straight to zarr, committed once at the end
+            copied = 0
+            for sp in PARTITIONS:
+                eps = src.episodes(sp)  # type: ignore[arg-type]
+                i = 0
+                while i < len(eps):
+                    # Batches of whole episodes, ~ a few chunks at a time.
+                    j = i
+                    rows = 0
+                    while j < len(eps) and (rows == 0 or rows + eps[j, 1] <= 4 * self.chunk_rows):
+                        rows += int(eps[j, 1])
+                        j += 1
+                    s0 = int(eps[i, 0])
+                    s1 = int(eps[j - 1, 0] + eps[j - 1, 1])
+                    data = src.read_rows(sp, s0, s1)  # type: ignore[arg-type]
+                    base = part.end
+                    a, b = base, base + (s1 - s0)
+                    for f in self.fields:
+                        arr = part.arrays[f.name]
+                        if arr.shape[0] < b:
+                            arr.resize((-(-b // self.chunk_rows) * self.chunk_rows, *f.shape))
+                        arr[a:b] = data[f.name]
+                    part.rows = part.end = b
+                    for k in range(i, j):
+                        part.open_start = base + int(eps[k, 0]) - s0
+                        part.end = part.open_start + int(eps[k, 1])
+                        self._end_episode(part, int(eps[k, 2]))
+                    part.end = part.open_start = b
+                    copied += j - i
+                    i = j
+            if self.fsync_policy != "never":
+                for f in self.fields:
+                    _fsync_path(self.path / "data.zarr" / part.name / f.name / "zarr.json")
+            self.merged.append(src.meta["uuid"])
+            self._commit(new_wal=self._wal is not None)
+            return copied
+        finally:
+            src.close()
+
+    # ------------------------------------------------------------------ samplers
+
+    def _register(self, sampler: Any) -> None:
+        self._listeners.append(weakref.ref(sampler))
+
+    def info(self) -> dict[str, Any]:
+        """Summary for `roborl store info`."""
+        return {
+            "path": str(self.path),
+            "env_id": self.env_id,
+            "format_version": self.meta["format_version"],
+            "created": self.meta.get("created"),
+            "generation": self.generation,
+            "chunk_rows": self.chunk_rows,
+            "online_capacity": self.online_capacity,
+            "demo": {"episodes": self.num_episodes("demo"), "steps": self.num_steps("demo"),
+                     "successes": int(np.sum(self.episodes("demo")[:, 2] & EP_SUCCESS > 0))},
+            "online": {"episodes": self.num_episodes("online"), "steps": self.num_steps("online"),
+                       "successes": int(np.sum(self.episodes("online")[:, 2] & EP_SUCCESS > 0)),
+                       "evicted_episodes": self.parts["online"].head_ep},
+            "fields": {f.name: {"dtype": f.dtype, "shape": list(f.shape)} for f in self.fields},
+            "size_bytes": self.size_bytes(),
+            "uncommitted_wal_steps": len(walmod.read(self.path / self._wal_name)[0]) if self._wal_name else 0,
+        }

@@ -1,0 +1,274 @@
+"""Interventions during online training (HIL-SERL, Luo et al. 2024, "Precise and Dexterous
+Robotic Manipulation via Human-in-the-Loop RL").
+
+The SAC runner calls ``source.poll(obs)`` every env step::
+
+    source.reset(obs)                                  # at each episode start
+    active, op_action = source.poll(obs)               # op_action [A] in [-1, 1] or None
+    executed = op_action if active else policy_action
+    next_obs, r, term, trunc, info = env.step(executed)
+    store.add_step(action=policy_action, executed_action=info.get("executed_action", executed), ...,
+                   intervention=active)
+    recorder.step(...)                                 # optional: copies the segments to the demo partition
+    ...at episode end: recorder.flush(store); metrics |= source.episode_stats()
+
+or uses :func:`run_episode`, which does exactly that. Intervention steps store the
+operator's action as the executed action and ``intervention=True``; with
+``copy_to_demo`` each contiguous intervention segment is also written to the demo
+partition as its own episode (HIL-SERL adds intervention data to both buffers), ending
+``truncated`` (it still bootstraps) unless the env terminated there.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+from roborl.teleop.config import InterventionConfig, TeleopConfig
+from roborl.teleop.device import Device, Event, ZeroWatchdog, to_env_action
+
+
+@runtime_checkable
+class InterventionSource(Protocol):
+    """Who may take over from the policy."""
+
+    def reset(self, obs: Any) -> None:
+        """A new episode starts (obs: the reset observation)."""
+        ...
+
+    def poll(self, obs: Any) -> tuple[bool, np.ndarray | None]:
+        """(active?, the operator's action [A] float32 in the env's [-1, 1] action space, or None)."""
+        ...
+
+    def episode_stats(self) -> dict[str, float]:
+        """Per-episode intervention statistics since ``reset``: intervention_rate (share of
+        steps), intervention_steps, interventions (takeovers)."""
+        ...
+
+    def close(self) -> None:
+        ...
+
+
+class _Counts:
+    def __init__(self) -> None:
+        self.steps = 0
+        self.active_steps = 0
+        self.takeovers = 0
+        self._was_active = False
+
+    def count(self, active: bool) -> None:
+        self.steps += 1
+        self.active_steps += int(active)
+        self.takeovers += int(active and not self._was_active)
+        self._was_active = active
+
+    def stats(self) -> dict[str, float]:
+        return {"intervention_rate": self.active_steps / self.steps if self.steps else 0.0,
+                "intervention_steps": float(self.active_steps), "interventions": float(self.takeovers)}
+
+
+class DeviceIntervention:
+    """A teleop device as the intervention source: the intervene event toggles the takeover.
+
+    layout: names of the env's action components (roborl.teleop.device.action_layout).
+    """
+
+    def __init__(self, device: Device, layout: Sequence[str], *, zero_warn_s: float = 3.0) -> None:
+        self.device = device
+        self.layout = tuple(layout)
+        self.active = False
+        self.watchdog = ZeroWatchdog(zero_warn_s, getattr(device, "name", "device"))
+        self._counts = _Counts()
+        self._opened = False
+
+    def reset(self, obs: Any) -> None:
+        if not self._opened:
+            self.device.open()
+            self._opened = True
+        self.device.on_episode_start(obs)
+        self._counts = _Counts()
+
+    def poll(self, obs: Any) -> tuple[bool, np.ndarray | None]:
+        cmd = self.device.read(obs)
+        for ev in cmd.events:
+            if ev == Event.INTERVENE_ON:
+                self.active = True
+            elif ev == Event.INTERVENE_OFF:
+                self.active = False
+        self.watchdog.update(cmd.active, driving=self.active)
+        self._counts.count(self.active)
+        return (True, to_env_action(cmd, self.layout)) if self.active else (False, None)
+
+    def episode_stats(self) -> dict[str, float]:
+        return self._counts.stats()
+
+    def close(self) -> None:
+        if self._opened:
+            self.device.close()
+            self._opened = False
+
+
+class ScriptedIntervention:
+    """The scripted expert takes over on a schedule, at random, or when ``trigger(obs)`` says
+    the policy is doing badly. For tests and for studying intervention mixes without a human.
+
+    expert: ``(obs) -> action`` (with optional ``reset()``), e.g. ``roborl.envs.expert(env)``.
+    every: take over in every ``every``-th episode (0 = never) from ``start_step`` for ``duration`` steps.
+    probability: per-step chance of starting a ``duration``-step takeover.
+    trigger: ``(obs) -> bool``; True starts a ``duration``-step takeover.
+    """
+
+    def __init__(self, expert: Callable[[Any], np.ndarray], *, every: int = 1, start_step: int = 10,
+                 duration: int = 20, probability: float = 0.0, trigger: Callable[[Any], bool] | None = None,
+                 seed: int = 0) -> None:
+        self.expert = expert
+        self.every, self.start_step, self.duration = every, start_step, duration
+        self.probability = probability
+        self.trigger = trigger
+        self.rng = np.random.default_rng(seed)
+        self.episode = -1
+        self.t = 0
+        self._until = -1
+        self._counts = _Counts()
+
+    def reset(self, obs: Any) -> None:
+        self.episode += 1
+        self.t = 0
+        self._until = -1
+        self._counts = _Counts()
+        if hasattr(self.expert, "reset"):
+            self.expert.reset()  # type: ignore[attr-defined]
+
+    def poll(self, obs: Any) -> tuple[bool, np.ndarray | None]:
+        if self.t >= self._until:
+            scheduled = self.every > 0 and self.episode % self.every == 0 and self.t == self.start_step
+            random = self.probability > 0 and self.rng.random() < self.probability
+            triggered = self.trigger is not None and bool(self.trigger(obs))
+            if scheduled or random or triggered:
+                self._until = self.t + self.duration
+        active = self.t < self._until
+        self.t += 1
+        self._counts.count(active)
+        if not active:
+            return False, None
+        a = np.clip(np.asarray(self.expert(obs), dtype=np.float32), -1.0, 1.0)
+        return True, a
+
+    def episode_stats(self) -> dict[str, float]:
+        return self._counts.stats()
+
+    def close(self) -> None:
+        pass
+
+
+# ----------------------------------------------------------------------------- recording
+
+@dataclass
+class _Row:
+    obs: Any
+    action: np.ndarray
+    executed_action: np.ndarray
+    reward: float
+    next_obs: Any
+    terminated: bool
+    truncated: bool
+    is_success: bool
+    timestamp: float | None
+
+
+@dataclass
+class InterventionRecorder:
+    """Collects the contiguous intervention segments of one episode; ``flush`` writes each
+    as an episode of ``partition`` (after the online episode has been closed)."""
+
+    partition: str = "demo"
+    segments: list[list[_Row]] = field(default_factory=list)
+    _open: bool = False
+
+    def start(self) -> None:
+        self.segments, self._open = [], False
+
+    def step(self, *, obs: Any, action: np.ndarray, executed_action: np.ndarray, reward: float, next_obs: Any,
+             terminated: bool, truncated: bool, intervention: bool, is_success: bool = False,
+             timestamp: float | None = None) -> None:
+        if not intervention:
+            self._open = False
+            return
+        if not self._open:
+            self.segments.append([])
+            self._open = True
+        self.segments[-1].append(_Row(obs, np.asarray(action, np.float32), np.asarray(executed_action, np.float32),
+                                      float(reward), next_obs, bool(terminated), bool(truncated), bool(is_success),
+                                      timestamp))
+
+    def flush(self, store: Any) -> int:
+        """Write the segments to ``store`` (no episode may be open there). Returns how many."""
+        for seg in self.segments:
+            store.start_episode(seg[0].obs, partition=self.partition)
+            for i, r in enumerate(seg):
+                last = i == len(seg) - 1
+                extra = {} if r.timestamp is None else {"timestamp": r.timestamp}
+                store.add_step(action=r.action, executed_action=r.executed_action, reward=r.reward, next_obs=r.next_obs,
+                               terminated=r.terminated, truncated=r.truncated or (last and not r.terminated),
+                               is_success=r.is_success, intervention=True, **extra)
+        n = len(self.segments)
+        self.start()
+        return n
+
+
+def run_episode(env: Any, act: Callable[[Any], np.ndarray], source: InterventionSource | None, store: Any = None, *,
+                partition: str = "online", copy_to_demo: bool = True, seed: int | None = None) -> dict[str, float]:
+    """One episode where ``source`` may take over from ``act``; every step goes to ``store``.
+
+    act: ``(obs) -> action`` [A] in [-1, 1] (the policy). Returns episode metrics:
+    return, length, success, intervention_rate, intervention_steps, interventions, demo_segments.
+    """
+    obs, _ = env.reset(seed=seed)
+    if source is not None:
+        source.reset(obs)
+    recorder = InterventionRecorder()
+    if store is not None:
+        store.start_episode(obs, partition=partition)
+    ret, n, success, done = 0.0, 0, False, False
+    while not done:
+        policy_action = np.asarray(act(obs), dtype=np.float32)
+        active, op_action = source.poll(obs) if source is not None else (False, None)
+        executed = op_action if active and op_action is not None else policy_action
+        next_obs, reward, terminated, truncated, info = env.step(executed)
+        executed = np.asarray(info.get("executed_action", executed), dtype=np.float32)
+        success = bool(info.get("is_success", False))
+        done = bool(terminated or truncated)
+        if store is not None:
+            store.add_step(action=policy_action, executed_action=executed, reward=float(reward), next_obs=next_obs,
+                           terminated=bool(terminated), truncated=bool(truncated), is_success=success,
+                           intervention=bool(active))
+        recorder.step(obs=obs, action=policy_action, executed_action=executed, reward=float(reward), next_obs=next_obs,
+                      terminated=bool(terminated), truncated=bool(truncated), intervention=bool(active),
+                      is_success=success)
+        ret += float(reward)
+        n += 1
+        obs = next_obs
+    segments = recorder.flush(store) if (store is not None and copy_to_demo) else len(recorder.segments)
+    stats = source.episode_stats() if source is not None else {"intervention_rate": 0.0, "intervention_steps": 0.0,
+                                                               "interventions": 0.0}
+    return {"return": ret, "length": float(n), "success": float(success), **stats, "demo_segments": float(segments)}
+
+
+def build_intervention(cfg: InterventionConfig, env: Any, teleop: TeleopConfig | None = None,
+                       seed: int = 0) -> InterventionSource | None:
+    """The source named by ``cfg.source`` (None for "none"). ``teleop`` configures the device."""
+    if cfg.source == "none":
+        return None
+    if cfg.source == "scripted":
+        from roborl.teleop.scripted import make_expert
+
+        return ScriptedIntervention(make_expert(env, noise=cfg.noise, seed=seed), every=cfg.every,
+                                    start_step=cfg.start_step, duration=cfg.duration, probability=cfg.probability,
+                                    seed=seed)
+    from roborl.teleop.device import action_layout
+    from roborl.teleop.registry import make_device
+
+    tcfg = teleop or TeleopConfig()
+    layout = action_layout(env, tcfg.action_layout)
+    return DeviceIntervention(make_device(tcfg, env, layout), layout, zero_warn_s=tcfg.zero_warn_s)

@@ -1,0 +1,239 @@
+"""PPO learner math: GAE, the clipped surrogate, KL estimates, normalizers, a real learning run."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from roborl import config as C
+from roborl.learners.ppo import (PPO, ActorCritic, PPOConfig, Rollout, RunningMeanStd, approx_kl, clipped_surrogate,
+                                 compute_gae, gaussian_kl, gaussian_log_prob, policy_from_checkpoint)
+
+
+def _t(x):
+    return torch.tensor(x, dtype=torch.float32)
+
+
+# ----------------------------------------------------------------------------- GAE
+
+def test_gae_matches_seed_002_worked_example():
+    # Seed 002: r = (1, 2, -1), V(s0..s3) = (5, 5.5, 6, 4), gamma 0.99, lambda 0.95.
+    rewards = _t([[1.0], [2.0], [-1.0]])
+    values = _t([[5.0], [5.5], [6.0]])
+    next_values = _t([[5.5], [6.0], [4.0]])
+    zeros = torch.zeros(3, 1)
+    adv, ret = compute_gae(rewards, values, next_values, zeros, zeros, 0.99, 0.95)
+    deltas = rewards + 0.99 * next_values - values
+    assert deltas[0, 0].item() == pytest.approx(1.445, abs=1e-5)
+    assert deltas[1, 0].item() == pytest.approx(2.44, abs=1e-5)
+    assert deltas[2, 0].item() == pytest.approx(-3.04, abs=1e-5)
+    assert adv[0, 0].item() == pytest.approx(1.051, abs=1e-3)
+    assert adv[2, 0].item() == pytest.approx(-3.04, abs=1e-5)
+    torch.testing.assert_close(ret, adv + values)
+    # lambda = 0 is one-step TD: the advantage is delta itself.
+    adv0, _ = compute_gae(rewards, values, next_values, zeros, zeros, 0.99, 0.0)
+    torch.testing.assert_close(adv0, deltas)
+
+
+def _reference_gae(r, v, nv, term, done, g, lam):
+    """Per-env, per-step loops: the obviously-correct version."""
+    T, N = r.shape
+    adv = np.zeros((T, N))
+    for n in range(N):
+        nxt = 0.0
+        for t in reversed(range(T)):
+            target = r[t, n] + (0.0 if term[t, n] else g * nv[t, n])
+            delta = target - v[t, n]
+            nxt = delta + (0.0 if done[t, n] else g * lam * nxt)
+            adv[t, n] = nxt
+    return adv
+
+
+def test_gae_terminal_stops_bootstrap_truncation_bootstraps_from_final_value():
+    g, lam = 0.9, 0.8
+    # One env, 4 steps: episode A ends by truncation at t=1 (time limit), episode B
+    # terminates at t=3. V(final obs of A) = 10 must be used; nothing after t=3 may leak.
+    r = _t([[1.0], [1.0], [1.0], [1.0]])
+    v = _t([[2.0], [3.0], [4.0], [5.0]])
+    nv = _t([[3.0], [10.0], [5.0], [99.0]])  # 10 = V(final_obs of A); 99 = V after the terminal (ignored)
+    term = _t([[0], [0], [0], [1]])
+    done = _t([[0], [1], [0], [1]])
+    adv, _ = compute_gae(r, v, nv, term, done, g, lam)
+    d3 = 1.0 - 5.0                      # terminal: no bootstrap
+    d2 = 1.0 + g * 5.0 - 4.0
+    d1 = 1.0 + g * 10.0 - 3.0           # truncated: bootstrap from V(final obs)
+    d0 = 1.0 + g * 3.0 - 2.0
+    expect = [d0 + g * lam * d1, d1, d2 + g * lam * d3, d3]  # no carry across the episode boundary at t=1
+    np.testing.assert_allclose(adv[:, 0].numpy(), expect, rtol=1e-6)
+
+
+def test_gae_vectorised_matches_per_env_loops():
+    rng = np.random.default_rng(0)
+    T, N = 37, 5
+    r, v, nv = rng.normal(size=(3, T, N))
+    term = rng.random((T, N)) < 0.05
+    done = term | (rng.random((T, N)) < 0.05)
+    adv, ret = compute_gae(*(torch.as_tensor(a, dtype=torch.float64) for a in (r, v, nv, term, done)), 0.99, 0.95)
+    np.testing.assert_allclose(adv.numpy(), _reference_gae(r, v, nv, term, done, 0.99, 0.95), rtol=1e-10)
+    np.testing.assert_allclose(ret.numpy(), adv.numpy() + v)
+
+
+# ----------------------------------------------------------------------------- surrogate
+
+@pytest.mark.parametrize("adv_sign", [1.0, -1.0])
+def test_clipped_objective_gradient_is_zero_outside_clip_range_in_profitable_direction(adv_sign):
+    eps = 0.2
+    ratios = _t([0.5, 0.79, 0.9, 1.0, 1.1, 1.21, 1.5, 3.0]).requires_grad_(True)
+    adv = torch.full_like(ratios, adv_sign)
+    # Per-sample loss: sum instead of mean, so each gradient is the sample's own.
+    (clipped_surrogate(ratios, adv, eps) * len(ratios)).backward()
+    grad = ratios.grad.numpy()
+    for r, gr in zip(ratios.detach().numpy(), grad):
+        inside = 1 - eps <= r <= 1 + eps
+        profitable_side = (r > 1 + eps) if adv_sign > 0 else (r < 1 - eps)
+        if profitable_side:
+            assert gr == 0.0, (r, gr)           # no incentive to move further
+        else:
+            assert gr == pytest.approx(-adv_sign), (r, gr)  # the unclipped (pessimistic) term: -A
+        if inside:
+            assert gr != 0.0
+
+
+def test_clipped_objective_values_from_seed_002():
+    # A = +2: ratio 1.5 -> clipped 1.2 * 2 = 2.4. A = -1.5: ratio 0.7 -> min(-1.05, -1.2) = -1.2; ratio 1.3 -> -1.95.
+    assert clipped_surrogate(_t([1.5]), _t([2.0]), 0.2).item() == pytest.approx(-2.4)
+    assert clipped_surrogate(_t([0.7]), _t([-1.5]), 0.2).item() == pytest.approx(1.2)
+    assert clipped_surrogate(_t([1.3]), _t([-1.5]), 0.2).item() == pytest.approx(1.95)
+
+
+# ----------------------------------------------------------------------------- KL
+
+def test_gaussian_kl_matches_torch_closed_form():
+    g = torch.Generator().manual_seed(0)
+    mu_p, mu_q = torch.randn(10, 3, generator=g), torch.randn(10, 3, generator=g)
+    ls_p, ls_q = 0.3 * torch.randn(10, 3, generator=g), 0.3 * torch.randn(10, 3, generator=g)
+    ref = torch.distributions.kl_divergence(torch.distributions.Normal(mu_p, ls_p.exp()),
+                                            torch.distributions.Normal(mu_q, ls_q.exp())).sum(-1)
+    torch.testing.assert_close(gaussian_kl(mu_p, ls_p, mu_q, ls_q), ref)
+    assert torch.all(gaussian_kl(mu_p, ls_p, mu_p, ls_p).abs() < 1e-6)
+
+
+def test_sample_kl_estimate_converges_to_closed_form():
+    g = torch.Generator().manual_seed(1)
+    mu_old, ls_old = _t([0.1, -0.3]), _t([-0.2, 0.1])
+    mu_new, ls_new = _t([0.25, -0.2]), _t([-0.3, 0.15])
+    n = 200_000
+    u = mu_old + torch.randn(n, 2, generator=g) * ls_old.exp()
+    lp_old = gaussian_log_prob(u, mu_old.expand(n, 2), ls_old)
+    lp_new = gaussian_log_prob(u, mu_new.expand(n, 2), ls_new)
+    exact = gaussian_kl(mu_old, ls_old, mu_new, ls_new).item()
+    assert approx_kl(lp_old, lp_new).item() == pytest.approx(exact, rel=0.03)
+    ref_lp = torch.distributions.Normal(mu_old, ls_old.exp()).log_prob(u).sum(-1)
+    torch.testing.assert_close(lp_old, ref_lp)
+
+
+# ----------------------------------------------------------------------------- normalizer
+
+def test_running_mean_std_matches_numpy_over_batches():
+    rng = np.random.default_rng(0)
+    data = rng.normal(3.0, 2.0, size=(1000, 4))
+    rms = RunningMeanStd(4, epsilon=0.0)
+    for chunk in np.array_split(data, 7):
+        rms.update(torch.as_tensor(chunk))
+    np.testing.assert_allclose(rms.mean.numpy(), data.mean(0), rtol=1e-9)
+    np.testing.assert_allclose(rms.var.numpy(), data.var(0), rtol=1e-9)
+
+
+# ----------------------------------------------------------------------------- update mechanics
+
+def _random_rollout(T: int, N: int, O: int, A: int, P: int, learner: PPO, seed: int = 0) -> Rollout:
+    g = torch.Generator().manual_seed(seed)
+    obs = torch.randn(T, N, O, generator=g) * 3 + 1
+    priv = torch.rand(T, N, P, generator=g) + 0.5
+    acts = [learner.act(obs[t], priv[t] if P else None) for t in range(T)]
+    _, u, logp, mu, v = (torch.stack(x) for x in zip(*acts))
+    rewards = obs[..., 0] - u[..., 0].abs()
+    z = torch.zeros(T, N)
+    nv = torch.cat([v[1:], v[-1:]])
+    return Rollout(obs=obs, priv=priv, actions=u, logp=logp, mu=mu, values=v, rewards=rewards, next_values=nv,
+                   terminated=z, dones=z)
+
+
+@pytest.mark.parametrize("over", [
+    {},
+    {"loss": "kl"},
+    {"clip_value": 0.2, "target_kl": 1e-6, "kl_control": "early_stop", "lr": 1e-2},
+    {"target_kl": 0.01, "kl_control": "adaptive_lr", "action_squash": "tanh"},
+    {"asymmetric": True},
+])
+def test_update_runs_and_first_ratio_is_one(over):
+    torch.manual_seed(0)
+    cfg = C.build(PPOConfig, {"epochs": 2, "minibatch_size": 32, **over})
+    P = 3 if cfg.asymmetric else 0
+    learner = PPO(5, 2, cfg, priv_dim=P)
+    batch = _random_rollout(16, 4, 5, 2, P, learner)
+    # Recomputing the log-probs with the frozen normalizer reproduces the stored ones exactly.
+    m = learner.model
+    mu, _ = m(m.normalize(batch.obs.reshape(64, -1)), batch.priv.reshape(64, -1) if P else None)
+    torch.testing.assert_close(gaussian_log_prob(batch.actions.reshape(64, -1), mu, m.log_std), batch.logp.reshape(64))
+    before = [p.detach().clone() for p in m.parameters()]
+    stats = learner.update(batch)
+    for k in ("loss/policy", "loss/value", "approx_kl", "clip_frac", "kl", "entropy"):
+        assert math.isfinite(stats[k]), k
+    assert any(not torch.equal(b, p) for b, p in zip(before, m.parameters()))
+    if over.get("kl_control") == "early_stop":
+        assert stats["grad_steps"] < 4  # a tiny target stops the epochs early
+    if over.get("loss") == "kl":
+        assert stats["beta"] == 1.0 and learner.beta in (0.5, 1.0, 2.0)
+
+
+def test_asymmetric_actor_ignores_privileged_input():
+    torch.manual_seed(0)
+    cfg = C.build(PPOConfig, {"asymmetric": True, "epochs": 3, "minibatch_size": 16})
+    learner = PPO(4, 2, cfg, priv_dim=3)
+    learner.update(_random_rollout(8, 4, 4, 2, 3, learner))
+    m = learner.model
+    obs = torch.randn(5, 4)
+    mu_a, v_a = m(m.normalize(obs), torch.zeros(5, 3))
+    mu_b, v_b = m(m.normalize(obs), torch.full((5, 3), 7.0))
+    torch.testing.assert_close(mu_a, mu_b)           # the actor never sees priv
+    assert not torch.allclose(v_a, v_b)              # the critic does
+    assert torch.count_nonzero(m.net.weights[0][0, 4:]) == 0  # padding weights stay zero after updates
+
+
+def test_checkpoint_state_roundtrip_and_policy(tmp_path):
+    from roborl.checkpoint import load_checkpoint, save_checkpoint
+
+    torch.manual_seed(0)
+    cfg = C.build(PPOConfig, {"epochs": 1, "minibatch_size": 32})
+    learner = PPO(5, 2, cfg)
+    batch = _random_rollout(8, 4, 5, 2, 0, learner)
+    learner.update(batch)
+    learner.observe(batch.obs)
+    save_checkpoint(tmp_path, 1, {"learner": learner.state_dict()},
+                    {"algo": "ppo", "config": {"ppo": C.to_dict(cfg)}, "dims": {"obs": 5, "act": 2, "priv": 0}})
+    state, meta, _ = load_checkpoint(tmp_path)
+    other = PPO(5, 2, cfg)
+    other.load_state_dict(state["learner"])
+    obs = np.random.default_rng(0).normal(size=(6, 5)).astype(np.float32) * 4
+    pol_a, pol_b = learner.policy(), policy_from_checkpoint(state, meta, "cpu")
+    np.testing.assert_array_equal(pol_a.act(obs), pol_b.act(obs))
+    assert pol_b.act(obs).shape == (6, 2) and np.all(np.abs(pol_b.act(obs, deterministic=False)) <= 1)
+    torch.testing.assert_close(other.model.obs_rms.mean, learner.model.obs_rms.mean)
+    # Both continue identically (optimizer state restored too).
+    torch.manual_seed(5)
+    learner.update(batch)
+    torch.manual_seed(5)
+    other.update(batch)
+    for p, q in zip(learner.model.parameters(), other.model.parameters()):
+        torch.testing.assert_close(p, q)
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(C.ConfigError, match="ppo_clip|clip_eps"):
+        C.build(PPOConfig, {"clip_eps": 1.5})
+    with pytest.raises(C.ConfigError, match="loss"):
+        C.build(PPOConfig, {"loss": "klx"})
+    assert isinstance(ActorCritic(3, 1, C.build(PPOConfig, {})), torch.nn.Module)
