@@ -43,33 +43,10 @@ _SUCCESS_KEYS = ("is_success", "success")
 # ============================================================================= env construction
 
 def make_env(env_cfg: Any, seed: int, eval: bool = False) -> gym.Env:  # noqa: A002 - mirrors build_env
-    """One env, built by the env-glue stack ``roborl.envs.config.build_env``.
+    """One env, built by the env-glue stack ``roborl.envs.config.build_env`` (DR off when ``eval``)."""
+    from roborl.envs.config import build_env
 
-    Fallback while that function is not installed: ``make_env``/``gym.make`` + rescale of a
-    Box action space to [-1, 1] (no safety layer, no DR; DR enabled then raises).
-    """
-    try:
-        from roborl.envs.config import build_env  # type: ignore[attr-defined]
-    except ImportError:
-        build_env = None
-    if build_env is not None:
-        return build_env(env_cfg, seed=seed, eval=eval)
-    if getattr(env_cfg.dr, "enabled", False) and not eval:
-        raise UsageError("env.dr.enabled: domain randomization needs roborl.envs.config.build_env, not installed")
-    try:
-        from roborl.envs.make import make_env as _mk
-
-        env = _mk(env_cfg.id, imports=env_cfg.imports, **dict(env_cfg.kwargs))
-    except ImportError:
-        try:
-            env = gym.make(env_cfg.id, **dict(env_cfg.kwargs))
-        except gym.error.Error as e:
-            raise UsageError(f"env.id: cannot make {env_cfg.id!r} ({e})") from None
-    if isinstance(env.action_space, gym.spaces.Box) and not (
-            np.all(env.action_space.low == -1) and np.all(env.action_space.high == 1)):
-        env = gym.wrappers.RescaleAction(env, np.float32(-1.0), np.float32(1.0))
-    env.action_space.seed(seed)
-    return env
+    return build_env(env_cfg, seed=seed, eval=eval)
 
 
 def _env_fn(env_cfg: Any, seed: int) -> gym.Env:

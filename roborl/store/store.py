@@ -818,6 +818,14 @@ class ReplayStore:
         """Episodes ever ended in ``partition`` (incl. evicted ones); collect resumes seeds from it."""
         return self._part(partition).n_eps
 
+    def end_row(self, partition: Partition) -> int:
+        """Next logical row of ``partition`` (rows ever appended, incl. the open episode's; eviction never renumbers)."""
+        return self._part(partition).end
+
+    def head_row(self, partition: Partition) -> int:
+        """First live (not evicted) logical row of ``partition``."""
+        return self._part(partition).head_row
+
     def episodes(self, partition: Partition) -> np.ndarray:
         """Live episodes: int64 [E, 3] (start row, length, flags)."""
         p = self._part(partition)
