@@ -14,6 +14,7 @@ from roborl.learners.ppo import PPOConfig
 from roborl.learners.sac import SACConfig
 from roborl.runners.distributed import DistributedConfig
 from roborl.store.config import StoreConfig
+from roborl.teleop.config import InterventionConfig, TeleopConfig
 
 
 @dataclass(frozen=True)
@@ -52,4 +53,7 @@ class RunConfig:
     store: StoreConfig = field(default_factory=StoreConfig, doc="Replay store (SAC).")
     sac: SACConfig = field(default_factory=SACConfig, doc="SAC learner.")
     ppo: PPOConfig = field(default_factory=PPOConfig, doc="PPO learner.")
+    intervention: InterventionConfig = field(default_factory=InterventionConfig,
+                                             doc="Human/scripted takeovers during SAC training (HIL-SERL).")
+    teleop: TeleopConfig = field(default_factory=TeleopConfig, doc="Teleop device used by intervention.source=device.")
     distributed: DistributedConfig = field(default_factory=DistributedConfig, doc="Actor/learner split (--role).")

@@ -104,6 +104,11 @@ class SACRunner:
             for p in cfg.store.demos:
                 self.store.merge_from(resolve_demo_path(p), partition="demo")
         self.sampler = Sampler(self.store, cfg.store.sampler, device=self.device, seed=self.seed)
+        self.intervention = None
+        if self.env is not None and cfg.intervention.source != "none":
+            from roborl.teleop.intervention import build_intervention
+
+            self.intervention = build_intervention(cfg.intervention, self.env, cfg.teleop, seed=self.seed)
         self.learner = SAC(self.obs_dim, self.act_dim, cfg.sac, self.device)
         self.policy = SACPolicy(self.learner)
         self.step = 0
@@ -205,8 +210,11 @@ class SACRunner:
         t0 = time.time() - self.wall_offset
         env = self.env
         assert env is not None
-        obs, _ = env.reset(seed=self.seed + self.episodes)
-        self.store.start_episode(obs, partition="online")
+        from roborl.teleop.intervention import InterventionRecorder
+
+        source = self.intervention
+        recorder = InterventionRecorder()
+        obs = self._reset_episode(env, source, recorder)
         ep_ret, ep_len, ep_clips, ep_success = 0.0, 0, 0, False
         acc = Accumulator()
         last_log = last_ckpt = self.step
@@ -221,11 +229,19 @@ class SACRunner:
                     self.start_learning()
                 self.learner.set_progress(self.step)
                 action = self.act(obs)
-                next_obs, reward, terminated, truncated, info = env.step(action)
-                executed = np.asarray(info.get("executed_action", action), dtype=np.float32)
+                # HIL-SERL takeover: the operator's action is executed and stored as the executed action.
+                active, op_action = source.poll(obs) if source is not None else (False, None)
+                command = op_action if active and op_action is not None else action
+                next_obs, reward, terminated, truncated, info = env.step(command)
+                executed = np.asarray(info.get("executed_action", command), dtype=np.float32)
                 success = bool(info.get("is_success", False))
                 self.store.add_step(action=action, executed_action=executed, reward=float(reward), next_obs=next_obs,
-                                    terminated=bool(terminated), truncated=bool(truncated), is_success=success)
+                                    terminated=bool(terminated), truncated=bool(truncated), is_success=success,
+                                    intervention=bool(active))
+                if source is not None:
+                    recorder.step(obs=obs, action=action, executed_action=executed, reward=float(reward),
+                                  next_obs=next_obs, terminated=bool(terminated), truncated=bool(truncated),
+                                  intervention=bool(active), is_success=success)
                 self.step += 1
                 bar.update(1)
                 ep_ret += float(reward)
@@ -235,11 +251,17 @@ class SACRunner:
                 obs = next_obs
                 if terminated or truncated:
                     self.episodes += 1
-                    logger.log(self.step, {"train/return": ep_ret, "train/success": float(ep_success),
-                                           "train/length": ep_len, "train/safety_clips": ep_clips,
-                                           "train/episode": self.episodes})
-                    obs, _ = env.reset(seed=self.seed + self.episodes)
-                    self.store.start_episode(obs, partition="online")
+                    row = {"train/return": ep_ret, "train/success": float(ep_success), "train/length": ep_len,
+                           "train/safety_clips": ep_clips, "train/episode": self.episodes}
+                    if source is not None:
+                        stats = source.episode_stats()
+                        row.update({"train/intervention_rate": stats["intervention_rate"],
+                                    "train/interventions": stats["interventions"]})
+                        if self.cfg.intervention.copy_to_demo:
+                            # Takeover segments also go to the demo partition (never evicted, sampled like demos).
+                            row["train/intervention_segments"] = recorder.flush(self.store)
+                    logger.log(self.step, row)
+                    obs = self._reset_episode(env, source, recorder)
                     ep_ret, ep_len, ep_clips, ep_success = 0.0, 0, 0, False
                 if self.learning_started:
                     self.update(acc)
@@ -278,7 +300,17 @@ class SACRunner:
                    "eval_seed": eval_seed(cfg)}
         return summary
 
+    def _reset_episode(self, env: Any, source: Any, recorder: Any) -> np.ndarray:
+        obs, _ = env.reset(seed=self.seed + self.episodes)
+        if source is not None:
+            source.reset(obs)
+            recorder.start()
+        self.store.start_episode(obs, partition="online")
+        return obs
+
     def close(self) -> None:
+        if self.intervention is not None:
+            self.intervention.close()
         if self.env is not None:
             self.env.close()
         self.store.close()

@@ -105,3 +105,28 @@ def test_bad_demo_path_is_one_line(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "roborl.cli", "train", "/dev/null", *SMALL, f"run.dir={tmp_path}/r",
                         "store.demos=[no/such/demos]", "train.total_steps=10"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "store.demos" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_scripted_interventions_are_flagged_and_copied_to_demo(tmp_path: Path) -> None:
+    from roborl.runs import read_metrics
+    from roborl.store import ReplayStore
+
+    cfg = C.load(RunConfig, None, ["env.id=roborl/Reach-v0", f"run.dir={tmp_path}/run", "train.total_steps=150",
+                                   "train.eval_every=0", "train.eval_episodes=1", "sac.warmup_steps=10000",
+                                   "store.sampler.demo_fraction=0", "intervention.source=scripted",
+                                   "intervention.every=1", "intervention.start_step=5", "intervention.duration=10"])
+    r = SACRunner(cfg, tmp_path / "run")
+    r.train()
+    r.close()
+    store = ReplayStore.open(tmp_path / "run" / "store", mode="r")
+    online = store.read_rows("online", 0, store.num_steps("online"))
+    demo = store.read_rows("demo", 0, store.num_steps("demo"))
+    # 3 episodes x 10 takeover steps, flagged online and copied whole to the demo partition.
+    assert int(online["intervention"].sum()) == 30
+    assert store.num_episodes("demo") == 3 and bool(demo["intervention"].all()) and len(demo["reward"]) == 30
+    # The executed action of a takeover step is the operator's, not the (random) policy proposal.
+    flagged = online["intervention"].astype(bool)
+    assert not np.allclose(online["action"][flagged], online["executed_action"][flagged])
+    rates = [m["train/intervention_rate"] for m in read_metrics(tmp_path / "run") if "train/intervention_rate" in m]
+    assert rates and all(abs(x - 10 / 50) < 1e-6 for x in rates)
+    store.close()
