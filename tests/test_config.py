@@ -104,3 +104,17 @@ def test_cli_help_lists_commands_with_examples() -> None:
         assert name in r.stdout
     r = run_cli("train", "--help")
     assert r.returncode == 0 and "Example" in r.stdout and "precedence" in r.stdout
+
+
+def test_every_subcommand_help_has_an_example() -> None:
+    from roborl.cli import COMMANDS, main
+
+    import contextlib
+    import io
+
+    for name in COMMANDS:
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf), pytest.raises(SystemExit) as e:
+            main([name, "--help"])
+        assert e.value.code == 0, name
+        assert "example" in buf.getvalue().lower(), f"roborl {name} --help has no example"

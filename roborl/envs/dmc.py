@@ -29,10 +29,15 @@ from roborl.errors import UsageError
 __all__ = ["DMCEnv", "make_dmc_env", "parse_dmc_id"]
 
 # dm_control picks its GL backend when first imported and defaults to GLFW, which needs
-# an X display. Headless (CI, servers) fall back to EGL, which Mesa provides without a
-# display; an explicit MUJOCO_GL (e.g. osmesa) always wins.
-if not os.environ.get("DISPLAY"):
-    os.environ.setdefault("MUJOCO_GL", "egl")
+# an X display. Headless (CI, servers) use OSMesa when its library is installed (software,
+# works everywhere; .ci/run installs libosmesa6), else EGL (needs a GPU or Mesa's EGL).
+# An explicit MUJOCO_GL always wins. PyOpenGL must agree with MuJoCo, or the first render
+# fails ("PYOPENGL_PLATFORM ... should be either unset or 'egl'").
+if not os.environ.get("DISPLAY") and "MUJOCO_GL" not in os.environ:
+    import ctypes.util
+
+    os.environ["MUJOCO_GL"] = "osmesa" if ctypes.util.find_library("OSMesa") else "egl"
+    os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
 
 
 def parse_dmc_id(spec: str) -> tuple[str, str]:

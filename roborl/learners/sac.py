@@ -16,6 +16,8 @@ class SACConfig:
     alpha_lr: float = field(3e-4, doc="Adam learning rate for the temperature.", check=positive)
     batch_size: int = field(256, doc="Transitions per update.", check=positive)
     gamma: float = field(0.99, doc="Discount.", check=open_unit_interval)
+    reward_scale: float = field(1.0, doc="Rewards are multiplied by this before the TD target (Haarnoja 2018's main "
+                                "SAC hyperparameter: it sets the reward/entropy balance).", check=positive)
     tau: float = field(0.005, doc="Polyak rate of the target critics.", check=unit_interval)
     n_critics: int = field(2, doc="Critic ensemble size (2 = twin min; >2 = REDQ/RLPD random subset).", check=positive)
     critic_subset: int = field(2, doc="Critics in the min for the target when n_critics > 2.", check=positive)
@@ -165,7 +167,7 @@ class SAC(nn.Module):
                 # REDQ / RLPD: min over a random subset of the ensemble (Chen 2021; Ball 2023).
                 idx = torch.randperm(c.n_critics, device=q_next.device)[: c.critic_subset]
                 q_next = q_next.index_select(0, idx)
-            target = soft_td_target(batch.reward, batch.discount, q_next.min(0).values, next_logp, alpha)
+            target = soft_td_target(batch.reward * c.reward_scale, batch.discount, q_next.min(0).values, next_logp, alpha)
         q = self.critic(obs, batch.action)  # [N, B]
         td = q - target.unsqueeze(0)
         critic_loss = (batch.weight * td.pow(2)).mean(1).sum() * 0.5

@@ -59,9 +59,9 @@ class DistributedConfig:
 def online_end(store: Any) -> int:
     """The online partition's next logical row = rows ever appended (eviction never renumbers).
 
-    Uses the store's partition state; TODO(store): a public ``ReplayStore.end_row(partition)``.
+    Uses the store's public ``end_row``.
     """
-    return int(store.parts["online"].end)
+    return int(store.end_row("online"))
 
 
 def episode_starts(store: Any, start: int, stop: int) -> np.ndarray:
@@ -72,7 +72,7 @@ def episode_starts(store: Any, start: int, stop: int) -> np.ndarray:
     if len(eps):
         starts = np.concatenate([starts, [eps[-1, 0] + eps[-1, 1]]])  # the open episode starts after the last one
     else:
-        starts = np.array([store.parts["online"].head_row], np.int64)
+        starts = np.array([store.head_row("online")], np.int64)
     sel = starts[(starts >= start) & (starts < stop)] - start
     first[sel.astype(np.int64)] = True
     return first
@@ -397,7 +397,7 @@ class ActorLink:
             a = self.acked or 0
             if a >= end:
                 return
-            head = self.store.parts["online"].head_row
+            head = self.store.head_row("online")
             if a < head:
                 raise UsageError(f"actor store evicted rows [{a}, {head}) before the learner acked them; "
                                  f"raise store.online_capacity")

@@ -70,10 +70,19 @@ class Accumulator:
 class SACRunner:
     """Owns one SAC run. Pieces are methods so the actor/learner split can reuse them."""
 
-    def __init__(self, cfg: RunConfig, run_dir: Path, *, make_env: bool = True) -> None:
+    def __init__(self, cfg: RunConfig, run_dir: Path, *, make_env: bool = True,
+                 spaces: tuple[Any, Any] | None = None) -> None:
+        """``make_env=False`` (a remote learner) builds no env; then ``spaces`` = (observation_space,
+        action_space) avoids even a probe env (which, for ``robot://`` ids, would connect to the robot)."""
         from roborl.envs.config import build_env
         from roborl.store import ReplayStore, Sampler
 
+        if cfg.env.normalize_obs:
+            # Off-policy data must keep its meaning: stored observations normalised with statistics
+            # that keep moving would silently change under the critic. SAC normalises inside the
+            # learner with statistics fitted once (sac.normalize_obs) and saved in checkpoints.
+            raise UsageError("env.normalize_obs: not supported with SAC (stored observations must stay raw); "
+                             "use sac.normalize_obs instead")
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.device = resolve_device(cfg.device)
@@ -83,8 +92,13 @@ class SACRunner:
         np.random.seed(self.seed)
         torch.manual_seed(self.seed)
         self.env = build_env(cfg.env, seed=self.seed) if make_env else None
-        probe = self.env if self.env is not None else build_env(cfg.env, seed=self.seed, eval=True)
-        obs_space, act_space = probe.observation_space, probe.action_space
+        if self.env is not None or spaces is None:
+            probe = self.env if self.env is not None else build_env(cfg.env, seed=self.seed, eval=True)
+            obs_space, act_space = probe.observation_space, probe.action_space
+            if probe is not self.env:
+                probe.close()
+        else:
+            obs_space, act_space = spaces
         if len(getattr(obs_space, "shape", ()) or ()) != 1 or len(getattr(act_space, "shape", ()) or ()) != 1:
             raise UsageError(f"env.id: SAC needs flat Box observations and actions; {cfg.env.id} has "
                              f"{type(obs_space).__name__} observations (use state observations)")
@@ -92,8 +106,6 @@ class SACRunner:
             raise UsageError(f"env.id: {cfg.env.id} actions are not scaled to [-1, 1] (enable env action scaling)")
         self.obs_space, self.act_space = obs_space, act_space
         self.obs_dim, self.act_dim = int(obs_space.shape[0]), int(act_space.shape[0])
-        if probe is not self.env:
-            probe.close()
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
         store_path = Path(cfg.store.path) if cfg.store.path else self.run_dir / "store"
