@@ -27,34 +27,14 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from roborl.errors import UsageError
+from roborl.fsutil import atomic_write_text, fsync_path
+
+__all__ = ["atomic_write_text", "save_checkpoint", "load_checkpoint", "find_checkpoint", "rng_state", "set_rng_state"]
 
 FORMAT_VERSION = 1
 _TENSOR = "__tensor__"
 _NDARRAY = "__ndarray__"
 _TUPLE = "__tuple__"
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write a small file atomically: temp file, fsync, rename, fsync dir."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 def flatten_state(obj: Any, tensors: dict[str, torch.Tensor], prefix: str = "") -> Any:
@@ -126,11 +106,11 @@ def save_checkpoint(run_dir: str | Path, step: int, state: dict[str, Any], meta:
         os.fsync(f.fileno())
     with open(tmp / "tensors.safetensors", "rb+") as f:
         os.fsync(f.fileno())
-    _fsync_dir(tmp)
+    fsync_path(tmp)
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
-    _fsync_dir(root)
+    fsync_path(root)
     atomic_write_text(root / "latest", name + "\n")
     # Prune old ones (never the one just written).
     ckpts = sorted(p for p in root.glob("step_*") if p.is_dir() and not p.name.endswith(".tmp"))

@@ -133,28 +133,7 @@ def checkpoint_obs_normalizer(state: dict[str, Any]) -> dict[str, Any] | None:
     return env_state.get("obs_normalizer") if isinstance(env_state, dict) else None
 
 
-def build_eval_env(env_cfg: Any, seed: int, video: bool = False, obs_normalizer: dict[str, Any] | None = None):
-    """``build_env(env_cfg, seed=seed, eval=True)`` (rgb_array rendering for --video), with the
-    checkpoint's frozen observation statistics loaded when the stack normalizes; one-line errors."""
-    from roborl.envs.config import build_env
-    from roborl.errors import ConfigError, UsageError
-
-    try:
-        env = build_env(env_cfg, seed=seed, eval=True, render_mode="rgb_array" if video else None)
-    except (UsageError, ConfigError):
-        raise
-    except Exception as e:
-        msg = str(e).splitlines()[0] if str(e) else ""
-        raise UsageError(f"env {env_cfg.id!r}: cannot be built ({type(e).__name__}: {msg[:200]})") from None
-    if obs_normalizer is not None or getattr(env_cfg, "normalize_obs", False):
-        from roborl.envs.wrappers import load_obs_normalizer_state
-
-        try:
-            load_obs_normalizer_state(env, obs_normalizer)
-        except BaseException:
-            env.close()
-            raise
-    return env
+from roborl.eval.episodes import build_eval_env  # noqa: E402  (re-exported; lives with run_episodes)
 
 
 def _fmt(x: Any, nd: int = 3) -> str:

@@ -275,6 +275,31 @@ class _RngGuard:
         torch.set_rng_state(self._torch)
 
 
+def build_eval_env(env_cfg: Any, seed: int, video: bool = False, obs_normalizer: dict[str, Any] | None = None):
+    """``build_env(env_cfg, seed=seed, eval=True)`` (rgb_array rendering for --video), with the
+    checkpoint's frozen observation statistics loaded when the stack normalizes; one-line errors."""
+    from roborl.envs.config import build_env
+    from roborl.errors import ConfigError, UsageError
+
+    try:
+        env = build_env(env_cfg, seed=seed, eval=True, render_mode="rgb_array" if video else None)
+    except (UsageError, ConfigError):
+        raise
+    except Exception as e:
+        msg = str(e).splitlines()[0] if str(e) else ""
+        raise UsageError(f"env {env_cfg.id!r}: cannot be built ({type(e).__name__}: {msg[:200]})") from None
+    if obs_normalizer is not None or getattr(env_cfg, "normalize_obs", False):
+        from roborl.envs.wrappers import load_obs_normalizer_state
+
+        try:
+            load_obs_normalizer_state(env, obs_normalizer)
+        except BaseException:
+            env.close()
+            raise
+    return env
+
+
+
 def run_episodes(policy: "Policy", env_cfg: "EnvConfig", episodes: int, seed: int, *, deterministic: bool = True,
                  env: "gym.Env | None" = None, video_path: str | None = None,
                  progress: bool = False, obs_normalizer: dict[str, Any] | None = None) -> EvalResult:
@@ -298,17 +323,7 @@ def run_episodes(policy: "Policy", env_cfg: "EnvConfig", episodes: int, seed: in
         raise UsageError(f"--episodes must be positive, got {episodes}")
     own_env = env is None
     if own_env:
-        from roborl.envs.config import build_env
-
-        env = build_env(env_cfg, seed=seed, eval=True, render_mode="rgb_array" if video_path else None)
-        if obs_normalizer is not None or getattr(env_cfg, "normalize_obs", False):
-            from roborl.envs.wrappers import load_obs_normalizer_state
-
-            try:
-                load_obs_normalizer_state(env, obs_normalizer)
-            except BaseException:
-                env.close()
-                raise
+        env = build_eval_env(env_cfg, seed, video=bool(video_path), obs_normalizer=obs_normalizer)
     assert env is not None
     writer: _VideoWriter | None = None
     returns: list[float] = []

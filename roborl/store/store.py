@@ -50,7 +50,7 @@ from typing import Any, Iterable, Literal
 import gymnasium as gym
 import numpy as np
 
-from roborl.checkpoint import atomic_write_text
+from roborl.fsutil import atomic_write_text, fsync_path
 from roborl.store import wal as walmod
 from roborl.store.schema import (OPTIONAL_FIELDS, FieldSpec, StoreError, build_fields, compare_spaces, obs_keys,
                                  row_dtype, space_from_json, space_to_json)
@@ -66,19 +66,6 @@ EP_TRUNCATED = 4     # last step truncated
 EP_INTERRUPTED = 8   # closed without terminated/truncated (crash, start_episode, close)
 
 Partition = Literal["demo", "online"]
-
-
-def _fsync_path(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _zarr_codecs(f: FieldSpec) -> list[Any]:
@@ -235,14 +222,14 @@ class ReplayStore:
         if fsync != "never":
             for root_dir, _, files in os.walk(tmp):
                 for fn in files:
-                    _fsync_path(Path(root_dir) / fn)
-                _fsync_path(Path(root_dir))
+                    fsync_path(Path(root_dir) / fn)
+                fsync_path(Path(root_dir))
         try:
             os.replace(tmp, p)  # atomic; replaces an empty directory
         except OSError:
             shutil.rmtree(tmp, ignore_errors=True)
             raise StoreError(f"store {p}: could not create (path exists and is not an empty directory)") from None
-        _fsync_path(p.parent)
+        fsync_path(p.parent)
         return cls.open(p, mode="a", fsync=fsync, fsync_interval_s=fsync_interval_s)
 
     @classmethod
@@ -681,9 +668,9 @@ class ReplayStore:
             for f in self.fields:
                 for ci in range(a // cr, (b - 1) // cr + 1):
                     cp = self._chunk_path(part, f.name, ci)
-                    _fsync_path(cp)
-                    _fsync_path(cp.parent)
-                _fsync_path(self.path / "data.zarr" / part.name / f.name / "zarr.json")
+                    fsync_path(cp)
+                    fsync_path(cp.parent)
+                fsync_path(self.path / "data.zarr" / part.name / f.name / "zarr.json")
         part.rows = b
         part.n_pend = 0
 
@@ -696,8 +683,8 @@ class ReplayStore:
             arr[n0:n1] = part.ep[n0:n1]
             if self.fsync_policy != "never":
                 for ci in range(n0 // 16384, (n1 - 1) // 16384 + 1):
-                    _fsync_path(self._chunk_path(part, "_episodes", ci))
-                _fsync_path(self.path / "data.zarr" / part.name / "_episodes" / "zarr.json")
+                    fsync_path(self._chunk_path(part, "_episodes", ci))
+                fsync_path(self.path / "data.zarr" / part.name / "_episodes" / "zarr.json")
             part.eps_flushed = n1
         elif n1 < n0:
             part.eps_flushed = n1
@@ -932,7 +919,7 @@ class ReplayStore:
                     i = j
             if self.fsync_policy != "never":
                 for f in self.fields:
-                    _fsync_path(self.path / "data.zarr" / part.name / f.name / "zarr.json")
+                    fsync_path(self.path / "data.zarr" / part.name / f.name / "zarr.json")
             self.merged.append(src.meta["uuid"])
             self._commit(new_wal=self._wal is not None)
             return copied
