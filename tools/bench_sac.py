@@ -167,10 +167,13 @@ def _run_train(overrides: list[str]) -> dict:
 
 
 ABLATION_ROWS: dict[str, list[str]] = {
-    "sac_scratch": ["store.demos=[]", "sac.bc_pretrain_steps=0", "sac.residual=false", "sac.bc_weight=0",
-                    "store.sampler.demo_fraction=0"],
-    "rlpd_demo_mix": ["sac.residual=false", "sac.bc_weight=0"],
-    "demo_mix_residual": [],  # the default config
+    # SAC from scratch: no demos at all, random warmup.
+    "sac_scratch": ["store.demos=[]", "sac.bc_pretrain_steps=0", "sac.residual=false",
+                    "store.sampler.demo_fraction=0", "sac.warmup_steps=1000"],
+    # RLPD-style: demos only through 50/50 symmetric sampling (no BC, no residual).
+    "rlpd_demo_mix": ["sac.residual=false", "sac.bc_pretrain_steps=0", "sac.warmup_steps=1000"],
+    # The default config: demo mix + BC base + ramped residual.
+    "demo_mix_residual": [],
     "demo_mix_residual_per": ["store.sampler.kind=per"],
     "demo_mix_residual_lap": ["store.sampler.kind=lap"],
 }
