@@ -70,7 +70,7 @@ def bench_sb3_updates(rows, env_id: str, updates: int, utd: int) -> float:
     return updates / (time.perf_counter() - t)
 
 
-def bench_ours_updates(rows, env_id: str, updates: int, device: str = "cpu") -> float:
+def bench_ours_updates(rows, env_id: str, updates: int, device: str = "cpu", actor_every: int = 1) -> float:
     import gymnasium as gym
 
     from roborl.config import build
@@ -91,7 +91,7 @@ def bench_ours_updates(rows, env_id: str, updates: int, device: str = "cpu") -> 
             prev_done = te or tr
         sampler = Sampler(store, build(SamplerConfig, {}), device=device, seed=0)
         learner = SAC(env.observation_space.shape[0], env.action_space.shape[0],
-                      build(SACConfig, {"normalize_obs": False}), device)
+                      build(SACConfig, {"normalize_obs": False, "actor_every": actor_every}), device)
         for _ in range(20):
             learner.update(sampler.sample(256, gamma=0.99))
         if device == "cuda":
@@ -113,7 +113,9 @@ def bench_loop(env_id: str, steps: int, utd: int, device: str = "cpu") -> dict:
     from roborl.runners.sac import SACRunner
 
     with tempfile.TemporaryDirectory() as d:
-        warm = 500
+        # HalfCheetah episodes are 1000 steps: learning starts once the first one is in the store,
+        # so the second logged row (steps warm..warm+steps) is the learning phase.
+        warm = 1000
         cfg = C.load(RunConfig, None, [f"env.id={env_id}", f"run.dir={d}/run", f"train.total_steps={warm + steps}",
                                        "train.eval_every=0", "train.eval_episodes=1", f"train.log_every={steps}",
                                        f"train.checkpoint_every={10 * (warm + steps)}", f"sac.utd={utd}",
@@ -131,22 +133,55 @@ def bench_loop(env_id: str, steps: int, utd: int, device: str = "cpu") -> dict:
             "wall_s_incl_warmup_and_final_eval": round(wall, 1)}
 
 
+def bench_sb3_loop(env_id: str, steps: int, utd: int) -> float:
+    """SB3 SAC's own learn() loop: env-steps/s after learning starts (same nets, batch, UTD)."""
+    import gymnasium as gym
+    from stable_baselines3 import SAC as SB3SAC
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    warm = 1000
+
+    class Clock(BaseCallback):
+        t0: float = 0.0
+
+        def _on_step(self) -> bool:
+            if self.num_timesteps == warm:
+                Clock.t0 = time.perf_counter()
+            return True
+
+    model = SB3SAC("MlpPolicy", gym.make(env_id), batch_size=256, policy_kwargs={"net_arch": [256, 256]},
+                   learning_starts=warm, gradient_steps=utd, train_freq=1, device="cpu", seed=0, verbose=0)
+    model.learn(total_timesteps=warm + steps, callback=Clock())
+    return steps / (time.perf_counter() - Clock.t0)
+
+
 def part_throughput(args) -> dict:
     env_id = "HalfCheetah-v5"
     _, rows = _fill_random(env_id, 5_000)
     out: dict = {"env": env_id, "batch": 256, "hidden": [256, 256], "torch_threads": torch.get_num_threads()}
-    # Interleave the two sides so machine load hits both alike.
-    ours, sb3 = [], []
-    for _ in range(args.repeats):
-        ours.append(bench_ours_updates(rows, env_id, args.updates))
-        sb3.append(bench_sb3_updates(rows, env_id, args.updates, 1))
-    out["updates_per_s"] = {"roborl": round(float(np.median(ours)), 1), "sb3": round(float(np.median(sb3)), 1)}
-    out["speedup_vs_sb3"] = round(float(np.median(ours)) / float(np.median(sb3)), 2)
+    # Interleave the sides so machine load hits them alike; both at the same torch thread count.
+    out["updates_per_s"] = {}
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        ours, ours_delay, sb3 = [], [], []
+        for _ in range(args.repeats):
+            ours.append(bench_ours_updates(rows, env_id, args.updates))
+            ours_delay.append(bench_ours_updates(rows, env_id, args.updates, actor_every=2))
+            sb3.append(bench_sb3_updates(rows, env_id, args.updates, 1))
+        m = {k: round(float(np.median(v)), 1) for k, v in
+             (("roborl", ours), ("roborl_actor_every2", ours_delay), ("sb3", sb3))}
+        m["speedup_same_work"] = round(m["roborl"] / m["sb3"], 2)
+        m["speedup_actor_every2"] = round(m["roborl_actor_every2"] / m["sb3"], 2)
+        out["updates_per_s"][f"threads_{threads}"] = m
+    torch.set_num_threads(1)
     if torch.cuda.is_available():
         out["updates_per_s"]["roborl_cuda"] = round(bench_ours_updates(rows, env_id, args.updates, "cuda"), 1)
     if not args.skip_loop:
+        # Full loops at the runner's default of 1 torch thread, both sides.
+        torch.set_num_threads(1)
         out["full_loop_utd1"] = bench_loop(env_id, args.loop_steps, 1)
-        out["full_loop_utd20"] = bench_loop(env_id, max(50, args.loop_steps // 20), 20)
+        out["full_loop_utd1"]["sb3_env_steps_per_s"] = round(bench_sb3_loop(env_id, args.loop_steps, 1), 1)
+        out["full_loop_utd20"] = bench_loop(env_id, max(100, args.loop_steps // 10), 20)
     return out
 
 

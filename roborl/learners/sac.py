@@ -155,8 +155,10 @@ class SAC(nn.Module):
     def update(self, batch: Batch) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """One critic step (+ actor and temperature steps every ``actor_every``). Returns (metrics, |TD| [B])."""
         c = self.cfg
-        obs = self.normalizer(batch.obs)
-        next_obs = self.normalizer(batch.next_obs)
+        # Stores keep the env's dtype (gymnasium MuJoCo envs emit float64); learn in float32.
+        obs = self.normalizer(batch.obs.float())
+        next_obs = self.normalizer(batch.next_obs.float())
+        action = batch.action.float()
         alpha = self.alpha.detach()
 
         # --- critic: y = r + gamma^k (1 - terminal) * (min_{subset} Q'(s', a') - alpha log pi(a'|s'))
@@ -168,7 +170,7 @@ class SAC(nn.Module):
                 idx = torch.randperm(c.n_critics, device=q_next.device)[: c.critic_subset]
                 q_next = q_next.index_select(0, idx)
             target = soft_td_target(batch.reward * c.reward_scale, batch.discount, q_next.min(0).values, next_logp, alpha)
-        q = self.critic(obs, batch.action)  # [N, B]
+        q = self.critic(obs, action)  # [N, B]
         td = q - target.unsqueeze(0)
         critic_loss = (batch.weight * td.pow(2)).mean(1).sum() * 0.5
         self.critic_opt.zero_grad(set_to_none=True)
@@ -182,12 +184,12 @@ class SAC(nn.Module):
         # A Python counter (not a tensor) so the actor_every test never syncs with the device.
         self._updates += 1
         if self._updates > c.actor_delay and self._updates % c.actor_every == 0:
-            metrics.update(self._actor_step(obs, batch))
+            metrics.update(self._actor_step(obs, action, batch.is_demo))
         self._polyak()
         metrics["alpha"] = alpha
         return metrics, td.detach().abs().mean(0)
 
-    def _actor_step(self, obs: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
+    def _actor_step(self, obs: torch.Tensor, action: torch.Tensor, is_demo: torch.Tensor) -> dict[str, torch.Tensor]:
         c = self.cfg
         for p in self._critic_params:  # no critic grads from the actor loss (saves a backward)
             p.requires_grad_(False)
@@ -202,8 +204,8 @@ class SAC(nn.Module):
             # BC regulariser on demo samples (as in AWAC/TD3+BC-style demo-augmented actor losses);
             # normalised by |Q| so the weight is scale-free (Fujimoto & Gu 2021).
             det, _, _ = self.policy(obs, deterministic=True)
-            demo = batch.is_demo.float()
-            bc = ((det - batch.action).pow(2).sum(-1) * demo).sum() / demo.sum().clamp_min(1.0)
+            demo = is_demo.float()
+            bc = ((det - action).pow(2).sum(-1) * demo).sum() / demo.sum().clamp_min(1.0)
             lam = c.bc_weight * q_pi.detach().abs().mean().clamp_min(1.0)
             actor_loss = actor_loss + lam * bc
             out["bc_loss"] = bc.detach()
@@ -230,7 +232,8 @@ class SAC(nn.Module):
     def bc_update(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """One BC step on demo (obs [B, O] raw, action [B, A]). Residual mode trains the base policy,
         otherwise the actor's mean action. Returns the MSE (detached)."""
-        obs_n = self.normalizer(obs)
+        obs_n = self.normalizer(obs.float())
+        action = action.float()
         if self.base is not None:
             pred, opt, params = self.base(obs_n), self.base_opt, self.base.parameters()
         else:

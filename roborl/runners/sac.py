@@ -171,7 +171,7 @@ class SACRunner:
         if c.normalize_obs:
             n = min(20_000, max(1, self.store.num_steps("demo") + self.store.num_steps("online")))
             b = self.sampler.sample(n, gamma=c.gamma, n_step=1)
-            self.learner.normalizer.fit(b.obs)
+            self.learner.normalizer.fit(b.obs.float())
         has_demos = self.store.num_steps("demo") > 0
         if c.bc_pretrain_steps > 0 and has_demos:
             for _ in progress(range(c.bc_pretrain_steps), total=c.bc_pretrain_steps, desc="BC pretrain"):

@@ -130,3 +130,14 @@ def test_scripted_interventions_are_flagged_and_copied_to_demo(tmp_path: Path) -
     rates = [m["train/intervention_rate"] for m in read_metrics(tmp_path / "run") if "train/intervention_rate" in m]
     assert rates and all(abs(x - 10 / 50) < 1e-6 for x in rates)
     store.close()
+
+
+def test_float64_gymnasium_mujoco_env_trains(tmp_path: Path) -> None:
+    """gymnasium's MuJoCo envs emit float64 observations; the store keeps them, the learner casts."""
+    cfg = C.load(RunConfig, None, ["env.id=InvertedPendulum-v5", f"run.dir={tmp_path}/run", "train.total_steps=120",
+                                   "train.eval_every=0", "train.eval_episodes=1", "sac.hidden=[32,32]",
+                                   "sac.batch_size=32", "sac.warmup_steps=50", "store.sampler.demo_fraction=0"])
+    r = SACRunner(cfg, tmp_path / "run")
+    summary = r.train()
+    r.close()
+    assert summary["env_steps"] == 120
