@@ -21,6 +21,7 @@ import numpy as np
 
 from roborl.teleop.config import TeleopConfig
 from roborl.teleop.device import DECISIONS, Device, Event, ZeroWatchdog, is_finite_command, to_env_action
+from roborl.teleop.intervention import Transition
 from roborl.teleop.rate import RateLoop, RateStats
 
 
@@ -56,17 +57,6 @@ class CollectSummary:
         return out
 
 
-@dataclass
-class _Step:
-    action: np.ndarray
-    executed_action: np.ndarray
-    reward: float
-    next_obs: Any
-    terminated: bool
-    truncated: bool
-    is_success: bool
-    timestamp: float
-
 
 def _success(info: dict[str, Any]) -> bool:
     return bool(info.get("is_success", info.get("success", False)))
@@ -95,7 +85,7 @@ class DemoCollector:
         self.watchdog = ZeroWatchdog(cfg.zero_warn_s, getattr(device, "name", "device"))
         # Observable progress (tests and UIs poll these): "idle" | "running" | "review".
         self.state = "idle"
-        self.steps: list[_Step] = []
+        self.steps: list[Transition] = []
         self.summary = CollectSummary()
 
     def _say(self, text: str) -> None:
@@ -182,15 +172,15 @@ class DemoCollector:
         s.rate = self.loop.stats
         return s
 
-    def _step(self, obs: Any, cmd: Any, steps: list[_Step], t: float) -> tuple[Any, bool]:
+    def _step(self, obs: Any, cmd: Any, steps: list[Transition], t: float) -> tuple[Any, bool]:
         action = to_env_action(cmd, self.layout)
         next_obs, reward, terminated, truncated, info = self.env.step(action)
         executed = np.asarray(info.get("executed_action", action), dtype=np.float32)
-        steps.append(_Step(action, executed, float(reward), next_obs, bool(terminated), bool(truncated),
-                           _success(info), t))
+        steps.append(Transition(obs, action, executed, float(reward), next_obs, bool(terminated), bool(truncated),
+                                _success(info), t))
         return next_obs, bool(terminated or truncated)
 
-    def _finish(self, decision: Event, obs0: Any, steps: list[_Step], s: CollectSummary) -> None:
+    def _finish(self, decision: Event, obs0: Any, steps: list[Transition], s: CollectSummary) -> None:
         if decision == Event.DISCARD or not steps:
             s.discarded += 1
             return

@@ -165,7 +165,9 @@ class ScriptedIntervention:
 # ----------------------------------------------------------------------------- recording
 
 @dataclass
-class _Row:
+class Transition:
+    """One recorded step (teleop collection and intervention segments share it)."""
+
     obs: Any
     action: np.ndarray
     executed_action: np.ndarray
@@ -183,7 +185,7 @@ class InterventionRecorder:
     as an episode of ``partition`` (after the online episode has been closed)."""
 
     partition: str = "demo"
-    segments: list[list[_Row]] = field(default_factory=list)
+    segments: list[list[Transition]] = field(default_factory=list)
     _open: bool = False
 
     def start(self) -> None:
@@ -198,9 +200,9 @@ class InterventionRecorder:
         if not self._open:
             self.segments.append([])
             self._open = True
-        self.segments[-1].append(_Row(obs, np.asarray(action, np.float32), np.asarray(executed_action, np.float32),
-                                      float(reward), next_obs, bool(terminated), bool(truncated), bool(is_success),
-                                      timestamp))
+        self.segments[-1].append(Transition(obs, np.asarray(action, np.float32), np.asarray(executed_action, np.float32),
+                                            float(reward), next_obs, bool(terminated), bool(truncated),
+                                            bool(is_success), timestamp))
 
     def flush(self, store: Any) -> int:
         """Write the segments to ``store`` (no episode may be open there). Returns how many."""
