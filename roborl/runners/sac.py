@@ -44,26 +44,30 @@ def resolve_demo_path(p: str) -> Path:
 
 
 class Accumulator:
-    """Sums metric tensors on the device; one host sync per log row instead of per update."""
+    """Sums metric tensors on the device; one host sync per log row instead of per update.
+
+    Counts are per key: actor metrics arrive only every ``sac.actor_every`` updates.
+    """
 
     def __init__(self) -> None:
         self.sums: dict[str, torch.Tensor] = {}
-        self.count = 0
+        self.counts: dict[str, int] = {}
 
     def add(self, metrics: dict[str, torch.Tensor]) -> None:
         for k, v in metrics.items():
             if k in self.sums:
                 self.sums[k] += v
+                self.counts[k] += 1
             else:
                 self.sums[k] = v.clone().float()
-        self.count += 1
+                self.counts[k] = 1
 
     def pop(self) -> dict[str, float]:
-        if not self.count:
+        if not self.sums:
             return {}
         stacked = torch.stack(list(self.sums.values())).cpu()  # the one sync
-        out = {k: float(v) / self.count for k, v in zip(self.sums, stacked)}
-        self.sums, self.count = {}, 0
+        out = {k: float(v) / self.counts[k] for k, v in zip(self.sums, stacked)}
+        self.sums, self.counts = {}, {}
         return out
 
 

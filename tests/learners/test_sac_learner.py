@@ -96,3 +96,14 @@ def test_critic_fits_a_fixed_target() -> None:
     for _ in range(300):
         last = learner.update(b)[0]["critic_loss"].item()
     assert last < 0.1 * first
+
+
+def test_metric_accumulator_averages_each_key_over_its_own_count() -> None:
+    from roborl.runners.sac import Accumulator
+
+    acc = Accumulator()
+    acc.add({"critic_loss": torch.tensor(2.0), "actor_loss": torch.tensor(4.0)})
+    acc.add({"critic_loss": torch.tensor(4.0)})  # an update without an actor step (actor_every=2)
+    out = acc.pop()
+    assert out == {"critic_loss": 3.0, "actor_loss": 4.0}
+    assert acc.pop() == {}
