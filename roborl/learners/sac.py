@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 from roborl.config import field, non_negative, open_unit_interval, positive, unit_interval
 
@@ -39,7 +38,10 @@ class SACConfig:
     residual_beta_final: float | None = field(None, doc="If set, beta ramps linearly to this value (progressive schedule).", check=positive)
     residual_ramp_steps: int = field(10_000, doc="Env steps over which beta ramps to residual_beta_final.", check=positive)
     normalize_obs: bool = field(True, doc="Normalise observations with mean/std fitted once when learning starts (saved in checkpoints).")
-    policy_kind: Literal["gaussian"] = field("gaussian", doc="Actor family (tanh-squashed Gaussian).")
+
+    def __post_init__(self) -> None:
+        if self.n_critics > 2 and self.critic_subset > self.n_critics:
+            raise ValueError(f"critic_subset ({self.critic_subset}) must be <= n_critics ({self.n_critics})")
 
 
 # =============================================================================== learner
