@@ -292,7 +292,11 @@ def policy_from_checkpoint(state: dict[str, Any], meta: dict[str, Any], device: 
     """Rebuild the acting policy (normaliser, actor, residual base) from a checkpoint alone."""
     from roborl.config import build
 
-    cfg = build(SACConfig, meta["config"]["sac"], source="checkpoint meta")
+    import dataclasses
+
+    # Tolerate keys a later version removed (the checkpoint's weights are what matter here).
+    known = {f.name for f in dataclasses.fields(SACConfig)}
+    cfg = build(SACConfig, {k: v for k, v in meta["config"]["sac"].items() if k in known}, source="checkpoint meta")
     learner = SAC(int(meta["obs_shape"][0]), int(meta["act_shape"][0]), cfg, device)
     learner.load_state_dict(state["learner"]["model"])
     return SACPolicy(learner)
