@@ -64,12 +64,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _load(name: str):
-    try:
-        return importlib.import_module(COMMANDS[name])
-    except ModuleNotFoundError as e:
-        if e.name and e.name.startswith("roborl"):
-            return None
-        raise
+    # Optional third-party dependencies are imported inside each command's run(), so an import
+    # error here is a real bug and must surface.
+    return importlib.import_module(COMMANDS[name])
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -88,8 +85,6 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
             sub.add_parser(name, help=SUMMARIES.get(name, ""))
             continue
         mod = _load(name)
-        if mod is None:
-            continue
         # argparse %-formats help text; escape stray percent signs in module docs.
         desc = getattr(mod, "DESCRIPTION", mod.HELP).replace("%", "%%")
         p = sub.add_parser(name, help=mod.HELP.replace("%", "%%"), description=desc, formatter_class=_Formatter)

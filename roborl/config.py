@@ -231,15 +231,9 @@ def parse_overrides(items: typing.Iterable[str]) -> dict[str, Any]:
         if not key or any(not p for p in key.split(".")):
             raise ConfigError(f"config error: override {item!r} has an empty key (command line)")
         try:
-            value = yaml.safe_load(raw) if raw.strip() != "" else ""
+            value = _fix_floats(yaml.safe_load(raw)) if raw.strip() != "" else ""
         except yaml.YAMLError:
             value = raw
-        # YAML reads 1e-4 as a string (YAML 1.1 needs a dot); accept it as a float.
-        if isinstance(value, str):
-            try:
-                value = float(value) if any(c in value for c in "eE.") and not value.isalpha() else value
-            except ValueError:
-                pass
         node = out
         parts = key.split(".")
         for p in parts[:-1]:
@@ -300,16 +294,15 @@ def load(cls: type[T], path: str | Path | None = None, overrides: typing.Iterabl
     file_data = read_yaml(path) if path is not None else {}
     src = str(path) if path is not None else "<defaults>"
     over = parse_overrides(overrides)
-    # Validate the file alone first so an error in it names the file, then apply overrides.
-    build(cls, file_data, src)
-    if over:
-        try:
-            build(cls, _merge(file_data, over), src)
-        except ConfigError as e:
-            # Re-attribute: if the key is only in the overrides, say "command line".
-            raise ConfigError(str(e).replace(f" in {src}", " in command-line overrides")) from None
+    # Validate the file alone first so an error in it names the file; an error that appears
+    # only once the overrides are merged is then the overrides' fault.
+    cfg = build(cls, file_data, src)
+    if not over:
+        return cfg
+    try:
         return build(cls, _merge(file_data, over), src)
-    return build(cls, file_data, src)
+    except ConfigError as e:
+        raise ConfigError(str(e).replace(f" in {src}", " in command-line overrides")) from None
 
 
 # ----------------------------------------------------------------------------- output

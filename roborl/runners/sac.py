@@ -234,7 +234,7 @@ class SACRunner:
         ep_ret, ep_len, ep_clips, ep_success = 0.0, 0, 0, False
         acc = Accumulator()
         last_log = last_ckpt = self.step
-        last_eval = self.step if resumed else -1
+        last_eval = self.step
         rate_t, rate_step, rate_upd = time.time(), self.step, 0
         last_eval_res: dict[str, Any] = {}
         bar = progress(total=t.total_steps, initial=self.step, desc="SAC")
@@ -290,7 +290,7 @@ class SACRunner:
                     logger.log(self.step, row, prefix="")
                     rate_t, rate_step, rate_upd = now, self.step, 0
                     last_log = self.step
-                if t.eval_every and self.step - max(last_eval, 0) >= t.eval_every:
+                if t.eval_every and self.step - last_eval >= t.eval_every:
                     last_eval_res = self.evaluate()
                     last_eval = self.step
                     logger.log(self.step, {"eval/return": last_eval_res["return_mean"],

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 import roborl  # noqa: F401
 from roborl.config import ConfigError, build
 from roborl.envs.safety import SafetyConfig, SafetyLayer
+from roborl.envs.wrappers import find_wrapper
 from roborl.errors import UsageError
 
 TOL = 0.01  # stated tolerance: the end effector may overshoot the box / the step limit by 1 cm
@@ -69,17 +70,10 @@ def test_margin_and_disabled_layer():
         env.step(np.array([0, 0, -1, 1], dtype=np.float32))
     assert env.unwrapped.ee_pos[2] == pytest.approx(env.unwrapped.workspace_bounds[0][2] + 0.05, abs=TOL)
     raw = gym.make("roborl/Push-v0", safety={"enabled": False})
-    assert not any(isinstance(w, SafetyLayer) for w in _chain(raw))
+    assert find_wrapper(raw, SafetyLayer) is None
     raw = gym.make("roborl/Push-v0", safety=False)
-    assert not any(isinstance(w, SafetyLayer) for w in _chain(raw))
+    assert find_wrapper(raw, SafetyLayer) is None
 
-
-def _chain(env):
-    while True:
-        yield env
-        if not hasattr(env, "env"):
-            return
-        env = env.env
 
 
 def test_joint_velocity_limit_scales_the_delta_down():
