@@ -41,6 +41,33 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def bf16_is_fast(device: str) -> bool:
+    """Whether bfloat16 matmuls run natively on ``device`` (so autocast speeds them up).
+
+    CUDA: Ampere or newer (``torch.cuda.is_bf16_supported``). CPU: the AVX512-BF16 or AMX-BF16
+    instruction sets (Linux ``/proc/cpuinfo`` flags); without them oneDNN emulates bf16 and is
+    slower than float32, so ``precision: auto`` keeps float32 there.
+    """
+    import torch
+
+    if device.startswith("cuda"):
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if device != "cpu":
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """``auto`` -> ``bf16`` where bf16 matmuls are native on ``device`` (see bf16_is_fast), else ``fp32``."""
+    if precision == "auto":
+        return "bf16" if bf16_is_fast(device) else "fp32"
+    return precision
+
+
 def progress_enabled() -> bool:
     return sys.stderr.isatty() and os.environ.get("ROBORL_QUIET") != "1"
 

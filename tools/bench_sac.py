@@ -10,11 +10,12 @@ Parts (``--part``):
 * ``ablation``: env steps to reach 90% eval success on the default task, for several
   seeds, with rows: SAC from scratch, BC only, RLPD demo mix, demo mix + residual,
   demo mix + PER/LAP. Each row is one config override set on configs/default.yaml.
-* ``halfcheetah``: return after a fixed budget for ours vs SB3, several seeds.
+* ``halfcheetah``: return after a fixed budget (100k steps) for ours vs SB3 SAC, several seeds.
 
 Example:
     python tools/bench_sac.py --part throughput --updates 300
     python tools/bench_sac.py --part ablation --seeds 0 1 2 3 4 --steps 20000
+    python tools/bench_sac.py --part halfcheetah --seeds 0 1 2 --steps 100000 --eval-episodes 10
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ def bench_sb3_updates(rows, env_id: str, updates: int, utd: int) -> float:
     return updates / (time.perf_counter() - t)
 
 
-def bench_ours_updates(rows, env_id: str, updates: int, device: str = "cpu", actor_every: int = 1) -> float:
+def bench_ours_updates(rows, env_id: str, updates: int, device: str = "cpu", actor_every: int = 1,
+                       precision: str = "fp32") -> float:
     import gymnasium as gym
 
     from roborl.config import build
@@ -91,7 +93,8 @@ def bench_ours_updates(rows, env_id: str, updates: int, device: str = "cpu", act
             prev_done = te or tr
         sampler = Sampler(store, build(SamplerConfig, {}), device=device, seed=0)
         learner = SAC(env.observation_space.shape[0], env.action_space.shape[0],
-                      build(SACConfig, {"normalize_obs": False, "actor_every": actor_every}), device)
+                      build(SACConfig, {"normalize_obs": False, "actor_every": actor_every,
+                                          "precision": precision}), device)
         for _ in range(20):
             learner.update(sampler.sample(256, gamma=0.99))
         if device == "cuda":
@@ -106,7 +109,7 @@ def bench_ours_updates(rows, env_id: str, updates: int, device: str = "cpu", act
     return rate
 
 
-def bench_loop(env_id: str, steps: int, utd: int, device: str = "cpu") -> dict:
+def bench_loop(env_id: str, steps: int, utd: int, device: str = "cpu", precision: str = "fp32") -> dict:
     """Full loop through our runner (env stack + store + sampler + learner): env-steps/s and updates/s."""
     from roborl import config as C
     from roborl.runners.config import RunConfig
@@ -119,7 +122,8 @@ def bench_loop(env_id: str, steps: int, utd: int, device: str = "cpu") -> dict:
         cfg = C.load(RunConfig, None, [f"env.id={env_id}", f"run.dir={d}/run", f"train.total_steps={warm + steps}",
                                        "train.eval_every=0", "train.eval_episodes=1", f"train.log_every={steps}",
                                        f"train.checkpoint_every={10 * (warm + steps)}", f"sac.utd={utd}",
-                                       f"sac.warmup_steps={warm}", "sac.normalize_obs=false", f"device={device}"])
+                                       f"sac.warmup_steps={warm}", "sac.normalize_obs=false", f"device={device}",
+                                       f"sac.precision={precision}"])
         runner = SACRunner(cfg, Path(d) / "run")
         t = time.perf_counter()
         runner.train()
@@ -163,25 +167,32 @@ def part_throughput(args) -> dict:
     out["updates_per_s"] = {}
     for threads in (1, 2):
         torch.set_num_threads(threads)
-        ours, ours_delay, sb3 = [], [], []
+        ours, ours_bf16, ours_delay, sb3 = [], [], [], []
         for _ in range(args.repeats):
             ours.append(bench_ours_updates(rows, env_id, args.updates))
+            ours_bf16.append(bench_ours_updates(rows, env_id, args.updates, precision="bf16"))
             ours_delay.append(bench_ours_updates(rows, env_id, args.updates, actor_every=2))
             sb3.append(bench_sb3_updates(rows, env_id, args.updates, 1))
         m = {k: round(float(np.median(v)), 1) for k, v in
-             (("roborl", ours), ("roborl_actor_every2", ours_delay), ("sb3", sb3))}
-        m["speedup_same_work"] = round(m["roborl"] / m["sb3"], 2)
-        m["speedup_actor_every2"] = round(m["roborl_actor_every2"] / m["sb3"], 2)
+             (("roborl", ours), ("roborl_bf16", ours_bf16), ("roborl_actor_every2", ours_delay), ("sb3", sb3))}
+        # Median of per-repeat ratios: each repeat's sides ran back to back under the same load.
+        m["speedup_same_work"] = round(float(np.median(np.array(ours) / np.array(sb3))), 2)
+        m["speedup_bf16"] = round(float(np.median(np.array(ours_bf16) / np.array(sb3))), 2)
+        m["speedup_actor_every2"] = round(float(np.median(np.array(ours_delay) / np.array(sb3))), 2)
         out["updates_per_s"][f"threads_{threads}"] = m
     torch.set_num_threads(1)
     if torch.cuda.is_available():
         out["updates_per_s"]["roborl_cuda"] = round(bench_ours_updates(rows, env_id, args.updates, "cuda"), 1)
+        out["updates_per_s"]["roborl_cuda_bf16"] = round(
+            bench_ours_updates(rows, env_id, args.updates, "cuda", precision="bf16"), 1)
     if not args.skip_loop:
         # Full loops at the runner's default of 1 torch thread, both sides.
         torch.set_num_threads(1)
         out["full_loop_utd1"] = bench_loop(env_id, args.loop_steps, 1)
+        out["full_loop_utd1_bf16"] = bench_loop(env_id, args.loop_steps, 1, precision="bf16")
         out["full_loop_utd1"]["sb3_env_steps_per_s"] = round(bench_sb3_loop(env_id, args.loop_steps, 1), 1)
         out["full_loop_utd20"] = bench_loop(env_id, max(100, args.loop_steps // 10), 20)
+        out["full_loop_utd20_bf16"] = bench_loop(env_id, max(100, args.loop_steps // 10), 20, precision="bf16")
     return out
 
 
@@ -223,24 +234,31 @@ def part_ablation(args) -> dict:
 
     out: dict = {"config": "configs/default.yaml", "steps": args.steps, "seeds": args.seeds, "rows": {}}
     tmp = Path(tempfile.mkdtemp(prefix="roborl-ablation-"))
+    rows = args.rows or ["bc_only", *ABLATION_ROWS]
+    unknown = [r for r in rows if r != "bc_only" and r not in ABLATION_ROWS]
+    if unknown:
+        raise SystemExit(f"bench_sac: unknown --rows {unknown}; choose from {['bc_only', *ABLATION_ROWS]}")
     # BC only: the residual base policy after BC pretraining, evaluated with no RL.
     bc = []
-    for s in args.seeds:
-        cfg = C.load(RunConfig, REPO / "configs" / "default.yaml", [f"run.seed={s}", f"run.dir={tmp}/bc{s}"])
+    for s in args.seeds if "bc_only" in rows else []:
+        cfg = C.load(RunConfig, REPO / "configs" / "default.yaml", [f"run.seed={s}", f"run.dir={tmp}/bc{s}",
+                                                                   *args.override])
         runner = SACRunner(cfg, tmp / f"bc{s}", make_env=True)
         runner.start_learning()
         runner.learner.beta.fill_(0.0)  # base policy alone
         res = run_episodes(SACPolicy(runner.learner), cfg.env, args.eval_episodes, seed=eval_seed(cfg))
         bc.append(res.success_rate)
         runner.close()
-    out["rows"]["bc_only"] = {"success": bc, "mean_success": float(np.mean(bc))}
-    for name in args.rows or ABLATION_ROWS:
+    if bc:
+        out["rows"]["bc_only"] = {"success": bc, "mean_success": float(np.mean(bc))}
+    for name in [r for r in rows if r != "bc_only"]:
         per_seed = []
         for s in args.seeds:
             t = time.time()
             r = _run_train(ABLATION_ROWS[name] + [f"run.seed={s}", f"run.dir={tmp}/{name}-{s}",
                                                   f"train.total_steps={args.steps}", f"train.eval_every={args.eval_every}",
-                                                  f"train.eval_episodes={args.eval_episodes}"])
+                                                  f"train.eval_episodes={args.eval_episodes}",
+                                                  *args.override])
             hit = next((st for st, sr in r["evals"] if sr >= 0.9), None)
             per_seed.append({"seed": s, "steps_to_90": hit, "final_success": r["evals"][-1][1] if r["evals"] else None,
                              "wall_s": round(time.time() - t, 1)})
@@ -252,9 +270,63 @@ def part_ablation(args) -> dict:
     return out
 
 
+def part_halfcheetah(args) -> dict:
+    """Return on HalfCheetah-v5 after ``--steps`` env steps, ours (configs/sac_halfcheetah.yaml) vs SB3 SAC
+    with the same settings (256x256, batch 256, UTD 1, lr 3e-4, 10k random warmup steps, auto-alpha),
+    each evaluated on the same deterministic episodes (env seeds eval_seed(run.seed) + i)."""
+    import gymnasium as gym
+    from stable_baselines3 import SAC as SB3SAC
+
+    from roborl import config as C
+    from roborl.eval.episodes import eval_seed
+    from roborl.runners.config import RunConfig
+    from roborl.runners.sac import SACRunner
+
+    tmp = Path(tempfile.mkdtemp(prefix="roborl-cheetah-"))
+    out: dict = {"env": "HalfCheetah-v5", "steps": args.steps, "eval_episodes": args.eval_episodes, "roborl": [], "sb3": []}
+    for s in args.seeds:
+        if "roborl" in args.sides:
+            cfg = C.load(RunConfig, REPO / "configs" / "sac_halfcheetah.yaml",
+                         [f"run.seed={s}", f"run.dir={tmp}/ours{s}", f"train.total_steps={args.steps}",
+                          f"train.eval_every={args.steps}", f"train.eval_episodes={args.eval_episodes}",
+                          f"train.checkpoint_every={args.steps}", *args.override])
+            t = time.time()
+            runner = SACRunner(cfg, Path(cfg.run.dir))
+            try:
+                summary = runner.train()
+            finally:
+                runner.close()
+            out["roborl"].append({"seed": s, "return": summary["eval_return"], "wall_s": round(time.time() - t, 1)})
+            print(json.dumps({"roborl": out["roborl"][-1]}), file=sys.stderr, flush=True)
+        if "sb3" in args.sides:
+            torch.set_num_threads(1)  # the same single thread our runner uses (train.threads: 1)
+            t = time.time()
+            model = SB3SAC("MlpPolicy", gym.make("HalfCheetah-v5"), batch_size=256, learning_rate=3e-4,
+                           policy_kwargs={"net_arch": [256, 256]}, learning_starts=10_000, train_freq=1,
+                           gradient_steps=1, device="cpu", seed=s, verbose=0)
+            model.learn(total_timesteps=args.steps)
+            env = gym.make("HalfCheetah-v5")
+            rets = []
+            for i in range(args.eval_episodes):
+                obs, _ = env.reset(seed=eval_seed(s) + i)
+                done, ret = False, 0.0
+                while not done:
+                    obs, r, term, trunc, _ = env.step(model.predict(obs, deterministic=True)[0])
+                    ret += float(r)
+                    done = term or trunc
+                rets.append(ret)
+            out["sb3"].append({"seed": s, "return": float(np.mean(rets)), "wall_s": round(time.time() - t, 1)})
+            print(json.dumps({"sb3": out["sb3"][-1]}), file=sys.stderr, flush=True)
+    for side in ("roborl", "sb3"):
+        r = [x["return"] for x in out[side]]
+        if r:
+            out[f"{side}_mean"], out[f"{side}_std"] = float(np.mean(r)), float(np.std(r))
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--part", choices=["throughput", "ablation"], default="throughput")
+    p.add_argument("--part", choices=["throughput", "ablation", "halfcheetah"], default="throughput")
     p.add_argument("--updates", type=int, default=300)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--loop-steps", type=int, default=1000)
@@ -263,12 +335,15 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20_000)
     p.add_argument("--eval-every", type=int, default=2_000)
     p.add_argument("--eval-episodes", type=int, default=20)
-    p.add_argument("--rows", nargs="*", default=None, help=f"subset of {list(ABLATION_ROWS)}")
+    p.add_argument("--rows", nargs="*", default=None, help=f"subset of {['bc_only', *ABLATION_ROWS]}")
+    p.add_argument("--sides", nargs="+", default=["roborl", "sb3"], help="halfcheetah: which sides to train")
+    p.add_argument("--override", nargs="*", default=[], help="extra key=value overrides for our runs")
     args = p.parse_args()
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     t = time.time()
     out = {"bench": "sac", "part": args.part, "date": time.strftime("%Y-%m-%d"), "machine": _machine()}
-    out.update(part_throughput(args) if args.part == "throughput" else part_ablation(args))
+    parts = {"throughput": part_throughput, "ablation": part_ablation, "halfcheetah": part_halfcheetah}
+    out.update(parts[args.part](args))
     out["bench_wall_s"] = round(time.time() - t, 1)
     print(json.dumps(out, indent=2))
 

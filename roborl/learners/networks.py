@@ -35,6 +35,19 @@ def mlp(inp: int, hidden: tuple[int, ...], out: int, layer_norm: bool = False, o
     return nn.Sequential(*layers)
 
 
+def fp32_head(head: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Apply an output layer in float32, also under bfloat16 autocast (``SACConfig.precision``).
+
+    Hidden layers may run in bf16 (most of the FLOPs), but Q values feed TD errors whose useful
+    part is ~1e-3 of |Q|, below bf16's 8-bit mantissa, and the actor's mean/log-std feed log-probs;
+    the output layers are a tiny share of the work, so they stay exact.
+    """
+    if x.dtype == torch.float32:
+        return head(x)
+    with torch.autocast(x.device.type, enabled=False):
+        return head(x.float())
+
+
 class EnsembleLinear(nn.Module):
     """N independent linear layers applied with one batched matmul. x: [N, B, in] -> [N, B, out]."""
 
@@ -61,7 +74,7 @@ class EnsembleLayerNorm(nn.Module):
         self.d = d
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.layer_norm(x, (self.d,)) * self.weight + self.bias
+        return torch.addcmul(self.bias, F.layer_norm(x, (self.d,)), self.weight)  # one fused op for the affine
 
 
 class CriticEnsemble(nn.Module):
@@ -80,11 +93,15 @@ class CriticEnsemble(nn.Module):
             last = h
         layers.append(EnsembleLinear(n, last, 1))
         self.net = nn.Sequential(*layers)
+        # A plain tuple (not registered again) so forward doesn't rebuild a Sequential per call.
+        self._layers = tuple(self.net)
 
     def forward(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         x = torch.cat([obs, act], dim=-1)
         x = x.unsqueeze(0).expand(self.n, *x.shape)
-        return self.net(x).squeeze(-1)
+        for layer in self._layers[:-1]:
+            x = layer(x)
+        return fp32_head(self._layers[-1], x).squeeze(-1)
 
 
 class TanhGaussianActor(nn.Module):
@@ -104,7 +121,7 @@ class TanhGaussianActor(nn.Module):
 
     def dist_params(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = F.relu(self.trunk(obs))
-        mu, log_std = self.head(h).chunk(2, dim=-1)
+        mu, log_std = fp32_head(self.head, h).chunk(2, dim=-1)
         # Soft clamp keeps gradients alive at the bounds (as in SAC implementations since Haarnoja 2018).
         log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (torch.tanh(log_std) + 1.0)
         return mu, log_std
@@ -131,9 +148,13 @@ class DeterministicPolicy(nn.Module):
     def __init__(self, obs_dim: int, act_dim: int, hidden: tuple[int, ...]) -> None:
         super().__init__()
         self.net = mlp(obs_dim, hidden, act_dim)
+        self._layers = tuple(self.net)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.net(obs))
+        x = obs
+        for layer in self._layers[:-1]:
+            x = layer(x)
+        return torch.tanh(fp32_head(self._layers[-1], x))
 
 
 class ObsNormalizer(nn.Module):

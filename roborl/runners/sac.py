@@ -312,6 +312,7 @@ class SACRunner:
             logger.close()
         summary = {"run_dir": str(self.run_dir), "checkpoint": str(ckpt), "env_steps": self.step,
                    "episodes": self.episodes, "wall_s": round(time.time() - t0, 1),
+                   "device": str(self.learner.device), "precision": self.learner.precision,
                    "eval_success": last_eval_res.get("success_rate"), "eval_return": last_eval_res.get("return_mean"),
                    "eval_seed": eval_seed(cfg)}
         return summary

@@ -82,10 +82,11 @@ def test_ensemble_subset_and_layernorm_update_runs() -> None:
     assert all(torch.isfinite(v) for v in metrics.values())
 
 
-def test_critic_fits_a_fixed_target() -> None:
-    """With discount 0 the critic regresses the reward: the loss must fall by a lot."""
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_critic_fits_a_fixed_target(precision: str) -> None:
+    """With discount 0 the critic regresses the reward: the loss must fall by a lot (also in bf16 autocast)."""
     torch.manual_seed(0)
-    cfg = build(SACConfig, {"hidden": [64, 64], "lr": 1e-3})
+    cfg = build(SACConfig, {"hidden": [64, 64], "lr": 1e-3, "precision": precision})
     learner = SAC(3, 1, cfg)
     obs = torch.randn(256, 3)
     act = torch.rand(256, 1) * 2 - 1
@@ -107,3 +108,29 @@ def test_metric_accumulator_averages_each_key_over_its_own_count() -> None:
     out = acc.pop()
     assert out == {"critic_loss": 3.0, "actor_loss": 4.0}
     assert acc.pop() == {}
+
+
+def test_bf16_keeps_outputs_targets_and_weights_float32() -> None:
+    """precision=bf16 autocasts the hidden matmuls only: Q values, log-probs, TD errors and the
+    parameters/Adam state stay float32, and the result stays close to the float32 update."""
+    torch.manual_seed(0)
+    b = types.SimpleNamespace(obs=torch.randn(32, 5), action=torch.rand(32, 2) * 2 - 1, reward=torch.randn(32),
+                              next_obs=torch.randn(32, 5), discount=torch.full((32,), 0.99), weight=torch.ones(32),
+                              is_demo=torch.zeros(32, dtype=torch.bool))
+    learners = {}
+    for precision in ("fp32", "bf16"):
+        torch.manual_seed(1)
+        learners[precision] = SAC(5, 2, build(SACConfig, {"hidden": [64, 64], "precision": precision, "residual": True}))
+    lb = learners["bf16"]
+    with lb._autocast():
+        q = lb.critic(b.obs, b.action)
+        a, logp, _ = lb.policy(b.obs)
+    assert q.dtype == torch.float32 and logp.dtype == torch.float32 and a.dtype == torch.float32
+    q32 = learners["fp32"].critic(b.obs, b.action)
+    torch.testing.assert_close(q, q32, atol=0.05, rtol=0.05)  # bf16 hidden layers: ~3 significant digits
+    for learner in learners.values():
+        torch.manual_seed(2)
+        metrics, td = learner.update(b)
+        assert td.dtype == torch.float32 and all(torch.isfinite(v) for v in metrics.values())
+    assert all(p.dtype == torch.float32 for p in lb.parameters())
+    assert all(t.dtype == torch.float32 for st in lb.critic_opt.state.values() for t in st.values() if t.dim() > 0)
