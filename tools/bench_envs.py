@@ -5,13 +5,15 @@
 Prints one JSON object. Per env id:
 
 * ``raw``: the unwrapped env's own ``step`` (no safety layer, no gymnasium wrappers);
-* ``made``: what ``make_env`` returns (gymnasium's TimeLimit/OrderEnforcing/PassiveEnvChecker
-  and, for our tasks, their own safety layer);
+* ``made``: what ``make_env`` returns (gymnasium's TimeLimit/OrderEnforcing, plus
+  PassiveEnvChecker for ids registered with the checker on, and, for our tasks, their own
+  safety layer);
 * ``stack``: ``build_env`` with safety, rescaling, domain randomization (every term on,
   pushes included) and observation normalization; ``default_stack``: ``build_env`` with the
   default config (safety + rescale);
 * ``overhead_pct = (raw / stack - 1) * 100``: extra time per step of everything, including
-  the safety layer and the randomized dynamics themselves (pushes, other masses);
+  the safety layer and the randomized dynamics themselves (pushes, other masses); the
+  issue-2 target is ``overhead_pct <= 10`` for every task (``within_target``);
 * ``glue_overhead_pct``: CPU time spent in the env-glue wrappers (rescale, DR,
   normalization) as a percentage of the time spent in the env below them, measured with a
   probe between the two in the same run, so randomized dynamics and machine load cancel.
@@ -165,17 +167,18 @@ def main(argv: list[str] | None = None) -> int:
 
     ids = args.ids or _our_ids()
     results = {env_id: bench_one(env_id, args.steps, args.repeats) for env_id in ids}
-    worst = max(v["glue_overhead_pct"] for v in results.values()) if results else 0.0
+    worst_glue = max(v["glue_overhead_pct"] for v in results.values()) if results else 0.0
+    worst = max(v["overhead_pct"] for v in results.values()) if results else 0.0
     out = {
         "bench": "envs",
         "date": _dt.date.today().isoformat(),
         "machine": f"{platform.machine()} {os.cpu_count()} CPU(s), python {platform.python_version()}",
         "steps": args.steps, "repeats": args.repeats, "dr": FULL_DR,
         "results": results,
-        "max_glue_overhead_pct": worst,
-        "max_overhead_pct": max(v["overhead_pct"] for v in results.values()) if results else 0.0,
+        "max_glue_overhead_pct": worst_glue,
+        "max_overhead_pct": worst,
         "target_overhead_pct": 10.0,
-        "within_target": bool(worst <= 10.0),
+        "within_target": bool(worst <= 10.0),  # the full stack vs the raw env, every task
     }
     print(json.dumps(out, indent=2))
     return 0

@@ -20,10 +20,11 @@
 
     python tools/bench_ppo.py                      # throughput, ~2-3 min
     python tools/bench_ppo.py --rounds 5 --iters 4
+    python tools/bench_ppo.py --rounds 3 --iters 2 --sb3-one-thread-only   # skip SB3 at torch's default threads
     python tools/bench_ppo.py --robustness --steps 20480 --seeds 3 \
         --grid configs/perturb_grid.yaml configs/perturb_grid_reach.yaml --runs-dir runs/bench_robustness
     python tools/bench_ppo.py --robustness --dr-config configs/ppo_halfcheetah_dr.yaml \
-        --nodr-config configs/ppo_halfcheetah.yaml --steps 300000 --episodes 5
+        --nodr-config configs/ppo_halfcheetah.yaml --steps 500000 --episodes 3 --runs-dir /tmp/rob/hist
 """
 from __future__ import annotations
 
@@ -80,6 +81,8 @@ def throughput(args: argparse.Namespace) -> dict:
     torch.set_num_threads(default_threads)
     sb3.learn(batch)  # warm-up
     rows: dict[str, list[tuple[float, float]]] = {"roborl": [], "sb3": [], "sb3_1thread": []}
+    if args.sb3_one_thread_only:  # skip SB3 with torch's default threads (collapses on a loaded 2-core box)
+        del rows["sb3"]
     timers0 = ours.timers.as_dict()
     for _ in range(args.rounds):
         torch.set_num_threads(1)
@@ -88,8 +91,9 @@ def throughput(args: argparse.Namespace) -> dict:
             for _ in range(args.iters):
                 ours.iterate()
         rows["roborl"].append(_timed(run_ours))
-        torch.set_num_threads(default_threads)
-        rows["sb3"].append(_timed(lambda: sb3.learn(steps, reset_num_timesteps=False)))
+        if "sb3" in rows:
+            torch.set_num_threads(default_threads)
+            rows["sb3"].append(_timed(lambda: sb3.learn(steps, reset_num_timesteps=False)))
         torch.set_num_threads(1)
         rows["sb3_1thread"].append(_timed(lambda: sb3.learn(steps, reset_num_timesteps=False)))
     torch.set_num_threads(default_threads)
@@ -110,7 +114,7 @@ def throughput(args: argparse.Namespace) -> dict:
         out[f"{side}_fps_cpu"] = [round(x, 1) for x in fps(side, 1)]
         out[f"{side}_fps_wall_median"] = round(statistics.median(fps(side, 0)), 1)
         out[f"{side}_fps_cpu_median"] = round(statistics.median(fps(side, 1)), 1)
-    for base in ("sb3", "sb3_1thread"):
+    for base in [b for b in ("sb3", "sb3_1thread") if b in rows]:
         # Per-round ratios: both sides of a round ran back to back under the same load.
         out[f"speedup_vs_{base}_wall"] = round(statistics.median(
             [a / b for a, b in zip(fps("roborl", 0), fps(base, 0))]), 2)
@@ -169,7 +173,7 @@ def robustness(args: argparse.Namespace) -> dict:
     from roborl.eval.cli_eval import build_eval_env, load_for_eval
     from roborl.eval.episodes import run_episodes
 
-    variants = {"no_dr": args.nodr_config, "dr": args.dr_config}
+    variants = {"dr": args.dr_config, "no_dr": args.nodr_config}
     keep = args.runs_dir is not None
     tmp = None if keep else tempfile.TemporaryDirectory()
     runs_dir = Path(args.runs_dir if keep else tmp.name)
@@ -178,8 +182,9 @@ def robustness(args: argparse.Namespace) -> dict:
                      "cpu_count": os.cpu_count(), "runs": []}
     ref: dict[str, float] | None = None
     try:
-        for variant, config in variants.items():
-            for seed in range(args.seeds):
+        # Seeds outer, variants inner: a run cut short still holds matched DR / no-DR pairs.
+        for seed in range(args.seeds):
+            for variant, config in variants.items():
                 run_dir = runs_dir / f"{variant}_{seed}"
                 t0 = time.time()
                 ck = find_checkpoint(run_dir) if run_dir.exists() else None
@@ -198,8 +203,16 @@ def robustness(args: argparse.Namespace) -> dict:
                     results["zero_action_reference"] = ref
                 for grid in args.grid:
                     t1 = time.time()
-                    out = json.loads(_roborl("eval", str(run_dir), "--perturb", grid, "--json", "--episodes",
-                                             str(args.episodes), "--seed", str(args.eval_seed), "--device", "cpu"))
+                    # The eval's JSON is kept next to the run and reused (same grid, episodes and seed).
+                    cache = runs_dir / f"{run_dir.name}.{Path(grid).stem}.e{args.episodes}.s{args.eval_seed}.json"
+                    if keep and cache.exists():
+                        out = json.loads(cache.read_text())
+                    else:
+                        raw = _roborl("eval", str(run_dir), "--perturb", grid, "--json", "--episodes",
+                                      str(args.episodes), "--seed", str(args.eval_seed), "--device", "cpu")
+                        out = json.loads(raw)
+                        if keep:
+                            cache.write_text(raw)
                     s = out["perturb_summary"]
                     results["runs"].append({
                         "variant": variant, "seed": seed, "grid": grid, "train_s": round(train_s, 1),
@@ -209,6 +222,8 @@ def robustness(args: argparse.Namespace) -> dict:
                         "return_kept": _kept(s["return_mean"], s["return_nominal"], ref["return_mean"]),
                         "return_worst_kept": _kept(s["return_worst"], s["return_nominal"], ref["return_mean"]),
                         "return_by_axis": _by_axis(out["perturb"])})
+                    # One line per finished evaluation on stderr: a long run shows its results as it goes.
+                    print(json.dumps(results["runs"][-1]), file=sys.stderr, flush=True)
     finally:
         if tmp is not None:
             tmp.cleanup()
@@ -243,6 +258,8 @@ def main() -> int:
     p.add_argument("--minibatch", type=int, default=64)
     p.add_argument("--iters", type=int, default=3, help="PPO iterations per side per round")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--sb3-one-thread-only", action="store_true",
+                   help="measure SB3 with 1 torch thread only (skip torch's default thread count)")
     p.add_argument("--robustness", action="store_true", help="run the DR vs no-DR held-out-grid comparison instead")
     p.add_argument("--steps", type=int, default=20_480, help="training budget per run (--robustness)")
     p.add_argument("--seeds", type=int, default=3, help="seeds per variant (--robustness)")

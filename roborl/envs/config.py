@@ -6,6 +6,8 @@ The stack, innermost first (each layer sees what the one outside it sends)::
     -> SafetyLayer          only if the env has none yet (our tasks apply their own)
     -> RescaleAction        agent acts in [-1, 1]
     -> DomainRandomization  if env.dr.enabled (and not eval, unless env.dr.at_eval)
+    -> HistoryObservation   if env.obs_last_actions / env.obs_history (commanded actions and past
+                            observations, outside DR: actions without noise or delay)
     -> NormalizeObservation if env.normalize_obs (frozen when eval=True)
 
 Why this order:
@@ -29,7 +31,7 @@ from typing import Any
 import gymnasium as gym
 from gymnasium import spaces
 
-from roborl.config import field, positive
+from roborl.config import field, non_negative, positive
 from roborl.envs.dr import DomainRandomization, DRConfig
 from roborl.envs.safety import SafetyConfig
 
@@ -49,6 +51,11 @@ class EnvConfig:
                                            "Off by default: SAC and PPO keep their own normalizers, and replayed observations "
                                            "would otherwise go stale as the statistics move.")
     obs_clip: float | None = field(10.0, doc="Clip normalized observations to [-obs_clip, obs_clip]; null = no clip.", check=positive)
+    obs_last_actions: int = field(0, doc="Append the last k commanded actions to the observation (0 = off); lets a policy "
+                                          "cope with action latency (roborl.envs.wrappers.HistoryObservation).", check=non_negative)
+    obs_history: int = field(0, doc="Append the previous j observations to the observation (0 = off): a short history "
+                                    "lets a feed-forward policy identify randomized dynamics (HistoryObservation).",
+                             check=non_negative)
     safety: SafetyConfig = field(default_factory=SafetyConfig, doc="Safety layer.")
     dr: DRConfig = field(default_factory=DRConfig, doc="Domain randomization.")
 
@@ -94,7 +101,7 @@ def build_env(cfg: EnvConfig, seed: int | None = None, *, eval: bool = False,  #
             overrides ``cfg.kwargs["render_mode"]``.
     """
     from roborl.envs.make import make_env
-    from roborl.envs.wrappers import NormalizeObservation, RescaleAction
+    from roborl.envs.wrappers import HistoryObservation, NormalizeObservation, RescaleAction
 
     kwargs = dict(cfg.kwargs)
     if render_mode is not None:
@@ -111,6 +118,8 @@ def build_env(cfg: EnvConfig, seed: int | None = None, *, eval: bool = False,  #
             env = RescaleAction(env)
         if cfg.dr.enabled and (not eval or cfg.dr.at_eval):
             env = DomainRandomization(env, cfg.dr, seed=seed)
+        if cfg.obs_last_actions or cfg.obs_history:
+            env = HistoryObservation(env, cfg.obs_last_actions, cfg.obs_history)
         if cfg.normalize_obs:
             env = NormalizeObservation(env, clip=cfg.obs_clip, frozen=eval)
     except BaseException:

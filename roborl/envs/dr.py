@@ -127,6 +127,7 @@ class DomainRandomization(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
         self.cfg = cfg if cfg is not None else DRConfig(enabled=True)
         u = env.unwrapped
+        self._u = u  # fixed for the env's life; walking the wrapper chain on every access costs ~1 us
         model, data = getattr(u, "model", None), getattr(u, "data", None)
         if not isinstance(model, mujoco.MjModel) or not isinstance(data, mujoco.MjData):
             name = env.spec.id if env.spec is not None else type(u).__name__
@@ -189,6 +190,7 @@ class DomainRandomization(gym.Wrapper, gym.utils.RecordConstructorArgs):
         else:
             self._push_ids = self._bodies
         self._has_push = c.push_prob > 0 and c.push_force[1] > 0 and len(self._push_ids) > 0
+        self._push_on = self._has_push and self._enabled  # kept in sync by set_enabled
         names += ["latency_steps"] * self._has_latency + ["obs_noise_std"] * self._has_obs_noise
         names += ["action_noise_std"] * self._has_act_noise
         names += ["push_force/x", "push_force/y", "push_force/z"] if self._has_push else []
@@ -205,6 +207,18 @@ class DomainRandomization(gym.Wrapper, gym.utils.RecordConstructorArgs):
             # the action space (hold position for our delta-EE arm tasks).
             self._act_hold = np.clip(np.zeros(space.shape), self._act_low, self._act_high)
             self._act_dtype = space.dtype
+            self._act_shape = space.shape
+            self._act_size = int(np.prod(space.shape))
+            self._act_flat = len(space.shape) == 1
+            self._act_low_flat = self._act_low.reshape(-1)
+            self._act_high_flat = self._act_high.reshape(-1)
+            self._act_buf = np.empty(self._act_size)
+            self._f32_bounds = bool(space.dtype == np.float32
+                                    and np.all(self._act_low.astype(np.float32) == self._act_low)
+                                    and np.all(self._act_high.astype(np.float32) == self._act_high))
+        self._obs_buf = np.empty(0)
+        self._act_std0 = np.zeros(())  # this episode's action/observation noise std as 0-d arrays
+        self._obs_std0 = np.zeros(())
 
         self._seed(seed)
         # Episode state (nominal until the first reset).
@@ -234,6 +248,7 @@ class DomainRandomization(gym.Wrapper, gym.utils.RecordConstructorArgs):
     def set_enabled(self, on: bool) -> None:
         """Switch DR on or off. Off restores every parameter to nominal right away."""
         self._enabled = bool(on)
+        self._push_on = self._has_push and self._enabled
         if not on:
             self._restore_nominal()
             self._set_nominal_values()
@@ -248,16 +263,20 @@ class DomainRandomization(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
     def _pack_params(self) -> None:
         """Cache the per-episode part of ``params`` (push force slots stay 0 here)."""
-        parts: list[np.ndarray] = [np.atleast_1d(self._values[term]) for term, _, _ in self._scale_terms]
-        if self._has_latency:
-            parts.append(np.array([self._latency]))
-        if self._has_obs_noise:
-            parts.append(np.array([self._obs_std]))
-        if self._has_act_noise:
-            parts.append(np.array([self._act_std]))
-        if self._has_push:
-            parts.append(np.zeros(3))
-        self._params = np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, dtype=np.float32)
+        p = np.zeros(len(self.param_names), dtype=np.float32)  # float64 values round to float32 as astype does
+        i = 0
+        for term, _, _ in self._scale_terms:
+            v = self._values[term]
+            p[i:i + v.size] = v
+            i += v.size
+        for on, value in ((self._has_latency, self._latency), (self._has_obs_noise, self._obs_std),
+                          (self._has_act_noise, self._act_std)):
+            if on:
+                p[i] = value
+                i += 1
+        self._params = p
+        self._act_std0[()] = self._act_std
+        self._obs_std0[()] = self._obs_std
 
     def nominal(self) -> dict[str, np.ndarray]:
         """Copies of the nominal model arrays (``NOMINAL_FIELDS``)."""
@@ -270,11 +289,11 @@ class DomainRandomization(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self._pack_params()
 
     # ----------------------------------------------------------------------- model edits
-    def _restore_nominal(self) -> None:
-        m = self.env.unwrapped.model
+    def _restore_nominal(self, set_const: bool = True) -> None:
+        m = self._u.model
         for f, v in self._nominal.items():
             getattr(m, f)[...] = v
-        if getattr(self, "_const_dirty", False):
+        if set_const and getattr(self, "_const_dirty", False):
             self._set_const()
             self._const_dirty = False
         self._clear_push()
@@ -288,11 +307,11 @@ class DomainRandomization(gym.Wrapper, gym.utils.RecordConstructorArgs):
         """
         import mujoco
 
-        mujoco.mj_setConst(self.env.unwrapped.model, self.env.unwrapped.data)
+        mujoco.mj_setConst(self._u.model, self._u.data)
 
     def _clear_push(self) -> None:
         if self._push_body >= 0:
-            self.env.unwrapped.data.xfrc_applied[self._push_body] = 0.0
+            self._u.data.xfrc_applied[self._push_body] = 0.0
         self._push_body, self._push_left = -1, 0
 
     def _sample(self) -> None:
@@ -306,8 +325,10 @@ class DomainRandomization(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
     def _apply(self) -> None:
         """Write nominal * sampled scales into the model (always from the nominal copies)."""
-        m, nom = self.env.unwrapped.model, self._nominal
-        self._restore_nominal()
+        m, nom = self._u.model, self._nominal
+        # mj_setConst runs once, below, on the final values (it reads only the model, so the
+        # constants of the nominal model computed in between would be overwritten unused).
+        self._restore_nominal(set_const=False)
         for term, _, ids in self._scale_terms:
             s = self._values[term]
             if term == "mass_scale":
@@ -349,30 +370,66 @@ class DomainRandomization(gym.Wrapper, gym.utils.RecordConstructorArgs):
         return obs, info
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
+        # Per-step hot path (issue 2 bench): few ufuncs, float64 buffers reused through `out=`,
+        # per-episode scalars as 0-d arrays (numpy takes them ~40 % faster than Python floats).
+        # The float operations are those of commanded = clip(action + std * noise, low, high)
+        # and obs + std * noise, so results are bit-identical to the plain formulation.
         commanded = action
-        if self._act_std > 0 or self._latency > 0:  # both are 0 while disabled
-            commanded = np.asarray(action, dtype=np.float64)
-            if self._act_std > 0:
-                commanded = commanded + self._act_std * self._normals.take(commanded.size).reshape(commanded.shape)
-                np.maximum(commanded, self._act_low, out=commanded)
-                np.minimum(commanded, self._act_high, out=commanded)
-            commanded = commanded.astype(self._act_dtype, copy=False)
+        latency, act_std = self._latency, self._act_std
+        if act_std > 0 or latency > 0:  # both are 0 while disabled
+            if act_std > 0:
+                buf, ns, k = self._act_buf, self._normals, self._act_size
+                i = ns.i
+                if i + k > ns.buf.size:  # inlined _NormalStream.take
+                    noise = ns.take(k)
+                else:
+                    noise = ns.buf[i:i + k]
+                    ns.i = i + k
+                np.multiply(noise, self._act_std0, out=buf)
+                np.add(buf, action if self._act_flat else np.asarray(action).reshape(-1), out=buf)
+                np.maximum(buf, self._act_low_flat, out=buf)
+                np.minimum(buf, self._act_high_flat, out=buf)
+                commanded = buf.astype(self._act_dtype)
+                if not self._act_flat:
+                    commanded = commanded.reshape(self._act_shape)
+            else:
+                commanded = np.asarray(action, dtype=np.float64).astype(self._act_dtype, copy=False)
         applied = commanded
-        if self._latency > 0:
+        if latency > 0:
             self._queue.append(commanded)
             applied = self._queue.popleft()
-        if self._has_push and self._enabled:
-            self._push_step()
+        if self._push_on:
+            if self._push_left > 0 or self._push_wait <= 1:
+                self._push_step()
+            else:  # the common case of _push_step: waiting for the next push
+                self._push_wait -= 1
         obs, reward, terminated, truncated, info = self.env.step(applied)
-        if self._latency > 0:
+        if latency > 0:
             # The learner chose `commanded` now; the plant got an older action. Storing the
             # delayed one would pair s_t with an action the policy did not pick at t.
             info["dr_applied_action"] = info.get("executed_action", applied)
-            info["executed_action"] = np.clip(np.asarray(commanded, dtype=np.float64),
-                                              self._act_low, self._act_high).astype(np.float32)
-        info["dr_params"] = self.params
-        if self._obs_std > 0:
-            obs = self._noisy_obs(obs)
+            if act_std > 0 and self._f32_bounds:
+                # commanded = float32(x) with x clipped into float32-representable bounds, so
+                # float32(clip(float64(commanded), low, high)) is commanded itself.
+                info["executed_action"] = commanded.copy()
+            else:
+                executed = np.maximum(commanded, self._act_low)  # float64, like clip(asarray(commanded, float64))
+                np.minimum(executed, self._act_high, out=executed)
+                info["executed_action"] = executed.astype(np.float32)
+        params = self._params.copy()
+        if self._push_left > 0:
+            params[-3:] = self._push_vec
+        info["dr_params"] = params
+        if self._obs_std > 0 and self._enabled:
+            if type(obs) is np.ndarray and obs.ndim == 1:
+                buf = self._obs_buf
+                if buf.size != obs.size:
+                    buf = self._obs_buf = np.empty(obs.size)
+                np.multiply(self._normals.take(obs.size), self._obs_std0, out=buf)
+                np.add(buf, obs, out=buf)
+                obs = buf.astype(obs.dtype)
+            else:
+                obs = self._noisy_obs(obs)
         return obs, reward, terminated, truncated, info
 
     def _push_step(self) -> None:
@@ -396,7 +453,7 @@ class DomainRandomization(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self._push_vec = d * rng.uniform(*c.push_force)
         self._push_body = body
         self._push_left = int(rng.integers(c.push_duration[0], c.push_duration[1] + 1))
-        data = self.env.unwrapped.data
+        data = self._u.data
         data.xfrc_applied[body, :3] = self._push_vec
         data.xfrc_applied[body, 3:] = 0.0
 

@@ -26,6 +26,7 @@ events (0/1 each) and ``info["safety_episode"]`` the totals since the last reset
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,6 +70,13 @@ class SafetyConfig:
                 raise ValueError("action_low must be <= action_high")
 
 
+# The joint-velocity test screens with a fast closed-form 3x3 solve on Python floats; only a
+# ratio within this relative margin of the limit (or above it) is recomputed with the exact
+# LAPACK formula, so the executed action is bit-identical to computing it exactly every step.
+# The closed form's relative error is ~cond(J J^T + 1e-4 I) * 1e-16 <= ~1e-11 here.
+_JV_SCREEN_MARGIN = 1e-6
+
+
 class SafetyLayer(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Clip, hold non-finite actions, keep the end effector in its box, limit motion and joint speeds.
 
@@ -76,6 +84,14 @@ class SafetyLayer(gym.Wrapper, gym.utils.RecordConstructorArgs):
     unwrapped env exposes ``workspace_bounds``, ``ee_pos``, ``max_delta`` (position delta in
     action[:3]) and optionally ``grip_command``, ``arm_jacobian()``, ``joint_vel_limits``,
     ``control_dt``. Other action spaces pass through unchanged.
+
+    Speed (issue 2 bench: the whole wrapper stack should cost <= 10 % of a ~150-230 us arm
+    step): the filter works on Python floats, since each numpy call on these 3-6 element
+    vectors costs more than the arithmetic; the workspace box, ``control_dt`` and the joint
+    velocity limits are read at ``reset`` (they are fixed within an episode). When this layer
+    sits directly on an env with ``step_in_bounds`` (our arm tasks), it calls that instead
+    of ``step``: the action is already finite and inside the action space, so the env's own
+    validation (finite check, clip) would only repeat this layer's.
     """
 
     def __init__(self, env: gym.Env, config: SafetyConfig | None = None) -> None:
@@ -85,6 +101,8 @@ class SafetyLayer(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self.config = config or SafetyConfig()
         space = env.action_space
         self._box = isinstance(space, gym.spaces.Box)
+        u = env.unwrapped
+        self._u = u
         if self._box:
             low = np.asarray(space.low, dtype=np.float64).reshape(-1)
             high = np.asarray(space.high, dtype=np.float64).reshape(-1)
@@ -95,91 +113,195 @@ class SafetyLayer(gym.Wrapper, gym.utils.RecordConstructorArgs):
                 low = np.maximum(low, np.asarray(self.config.action_low, dtype=np.float64))
                 high = np.minimum(high, np.asarray(self.config.action_high, dtype=np.float64))
             self._low, self._high = low, high
+            self._n = int(low.size)
+            # np.clip(v, lo, hi) == min(max(v, lo), hi) == (lo' if v < lo' else hi if v > hi else v)
+            # with lo' = min(lo, hi), also when a configured bound leaves lo > hi.
+            self._lo_l: list[float] = np.minimum(low, high).tolist()
+            self._hi_l: list[float] = high.tolist()
             self._shape = space.shape
+            self._flat = space.shape == (self._n,)
             self._dtype = space.dtype
-        u = env.unwrapped
         self._arm = all(hasattr(u, a) for a in ("workspace_bounds", "ee_pos", "max_delta")) and self._box
         self._jv = self._arm and hasattr(u, "arm_jacobian") and hasattr(u, "joint_vel_limits") \
             and self.config.joint_vel_scale is not None
+        # Trusted entry: only when nothing sits between this layer and the env, and the filtered
+        # action is inside the env's own action space (it is: low/high only ever shrink it).
+        trusted = getattr(u, "step_in_bounds", None) if env is u else None
+        self._env_step = trusted if callable(trusted) else env.step
+        self._ee_in_info = callable(trusted)  # step_in_bounds envs put the post-step ee_pos [3] in info
         self.episode_counts = dict.fromkeys(EVENTS, 0)
+        # The config is frozen: read its per-step switches once.
+        self._active = self._box and self.config.enabled
+        self._tol = self.config.workspace_tolerance
+        self._workspace_on = self.config.workspace
+        self._max_step = self.config.max_step
+        self._read_episode_constants()
+
+    def _read_episode_constants(self) -> None:
+        """Workspace box (raw and shrunk by the margin), control period and joint-velocity limits."""
+        if not self._arm:
+            return
+        u, cfg = self._u, self.config
+        low, high = u.workspace_bounds
+        low = np.asarray(low, dtype=np.float64)
+        high = np.asarray(high, dtype=np.float64)
+        self._ws_lo, self._ws_hi = low.tolist(), high.tolist()
+        shrunk_lo = low + cfg.workspace_margin
+        shrunk_hi = high - cfg.workspace_margin
+        self._box_lo = shrunk_lo.tolist()
+        self._box_hi = np.maximum(shrunk_lo, shrunk_hi).tolist()
+        if self._jv:
+            self._dt = float(u.control_dt)
+            limit = np.asarray(u.joint_vel_limits, dtype=np.float64) * float(cfg.joint_vel_scale)
+            self._jv_limit = limit
+            self._inv_lim_dt = (1.0 / (limit * self._dt)).tolist()
+            self._k2_max = max(self._inv_lim_dt) ** 2
 
     # ------------------------------------------------------------------ the filter
     def _hold(self) -> np.ndarray:
         a = np.clip(np.zeros(self._low.size), self._low, self._high)
-        u = self.env.unwrapped
+        u = self._u
         if self._arm and hasattr(u, "grip_command") and a.size > 3:
             a[-1] = np.clip(float(u.grip_command), self._low[-1], self._high[-1])
         return a
 
+    def _values(self, action: Any) -> list[float]:
+        """``action`` flattened into Python floats (exactly its float64 values)."""
+        if type(action) is np.ndarray and action.dtype.kind == "f" and action.dtype.itemsize <= 8:
+            vals = (action if action.ndim == 1 else action.reshape(-1)).tolist()
+        else:
+            vals = np.array(action, dtype=np.float64).reshape(-1).tolist()
+        if len(vals) != self._n:
+            raise UsageError(f"action: expected {self._n} values, got {len(vals)}")
+        return vals
+
     def filter(self, action: Any) -> tuple[np.ndarray, dict[str, int]]:
         """The safe version of ``action`` (in the env's action space) and this step's events."""
-        ev = dict.fromkeys(EVENTS, 0)
-        a = np.array(action, dtype=np.float64).reshape(-1)
-        if a.size != self._low.size:
-            raise UsageError(f"action: expected {self._low.size} values, got {a.size}")
-        if not np.all(np.isfinite(a)):
-            ev["nonfinite"] = 1
-            a = self._hold()
-        c = np.clip(a, self._low, self._high)
-        if np.any(c != a):
-            ev["clipped"] = 1
-        a = c
-        if self._arm:
-            a = self._limit_motion(a, ev)
-        return a.astype(self._dtype).reshape(self._shape), ev
+        out, flags = self._filter(action)
+        ev = dict(zip(EVENTS, flags))
+        ev["outside"] = 0
+        return self._as_action(out), ev
 
-    def _limit_motion(self, a: np.ndarray, ev: dict[str, int]) -> np.ndarray:
-        u = self.env.unwrapped
-        cfg = self.config
+    def _as_action(self, out: list[float]) -> np.ndarray:
+        safe = np.array(out, dtype=self._dtype)
+        return safe if self._flat else safe.reshape(self._shape)
+
+    def _filter(self, action: Any) -> tuple[list[float], tuple[int, int, int, int, int]]:
+        """(safe action as floats, (nonfinite, clipped, workspace, motion, joint_vel) flags)."""
+        vals = self._values(action)
+        nonfinite = 0
+        total = sum(vals)  # finite sum => every value finite; otherwise check each one
+        if total - total != 0.0 and not all(map(math.isfinite, vals)):
+            nonfinite = 1
+            vals = self._hold().tolist()
+        lo_l, hi_l = self._lo_l, self._hi_l
+        out = [lo if v < lo else (hi if v > hi else v) for v, lo, hi in zip(vals, lo_l, hi_l)]
+        clipped = int(out != vals)
+        if not self._arm:
+            return out, (nonfinite, clipped, 0, 0, 0)
+        ws, motion, jv = self._limit_motion(out)
+        return out, (nonfinite, clipped, ws, motion, jv)
+
+    def _limit_motion(self, out: list[float]) -> tuple[int, int, int]:
+        """Workspace box, max step and joint-velocity limit on ``out[:3]`` (edited in place).
+
+        Same float operations, in the same order, as the numpy formulation (elementwise
+        ops are exact either way; the norm is ``sqrt(x*x + y*y + z*z)`` like numpy's dot).
+        """
+        u = self._u
         scale = float(u.max_delta)
-        delta = a[:3] * scale
-        if cfg.workspace:
-            low, high = u.workspace_bounds
-            low = np.asarray(low, dtype=np.float64) + cfg.workspace_margin
-            high = np.asarray(high, dtype=np.float64) - cfg.workspace_margin
-            ee = np.asarray(u.ee_pos, dtype=np.float64)
-            target = ee + delta
-            proj = np.clip(target, low, np.maximum(low, high))
-            if np.any(np.abs(proj - target) > 1e-12):
-                ev["workspace"] = 1
-                delta = proj - ee
-        if cfg.max_step is not None:
-            n = float(np.linalg.norm(delta))
-            if n > cfg.max_step:
-                ev["motion"] = 1
-                delta = delta * (cfg.max_step / n)
-        if self._jv and float(np.dot(delta, delta)) > 0.0:
-            jac = np.asarray(u.arm_jacobian(), dtype=np.float64)  # [3, n_arm]
-            dq = jac.T @ np.linalg.solve(jac @ jac.T + 1e-4 * np.eye(3), delta) / float(u.control_dt)
-            limit = np.asarray(u.joint_vel_limits, dtype=np.float64) * float(cfg.joint_vel_scale)
-            ratio = float(np.max(np.abs(dq) / limit))
-            if ratio > 1.0:
-                ev["joint_vel"] = 1
-                delta = delta / ratio
-        out = a.copy()
-        out[:3] = np.clip(delta / scale, self._low[:3], self._high[:3])
-        return out
+        d0, d1, d2 = out[0] * scale, out[1] * scale, out[2] * scale
+        ws = motion = jv = 0
+        if self._workspace_on:
+            e0, e1, e2 = u.ee_pos.tolist()
+            lo, hi = self._box_lo, self._box_hi
+            t0, t1, t2 = e0 + d0, e1 + d1, e2 + d2
+            p0 = lo[0] if t0 < lo[0] else (hi[0] if t0 > hi[0] else t0)
+            p1 = lo[1] if t1 < lo[1] else (hi[1] if t1 > hi[1] else t1)
+            p2 = lo[2] if t2 < lo[2] else (hi[2] if t2 > hi[2] else t2)
+            if abs(p0 - t0) > 1e-12 or abs(p1 - t1) > 1e-12 or abs(p2 - t2) > 1e-12:
+                ws = 1
+                d0, d1, d2 = p0 - e0, p1 - e1, p2 - e2
+        max_step = self._max_step
+        if max_step is not None:
+            n = math.sqrt(d0 * d0 + d1 * d1 + d2 * d2)
+            if n > max_step:
+                motion = 1
+                f = max_step / n
+                d0, d1, d2 = d0 * f, d1 * f, d2 * f
+        if self._jv and d0 * d0 + d1 * d1 + d2 * d2 > 0.0:
+            if not self._joint_vel_ratio_fast(d0, d1, d2) <= 1.0 - _JV_SCREEN_MARGIN:  # NaN included
+                delta = np.array((d0, d1, d2))
+                jac = np.asarray(u.arm_jacobian(), dtype=np.float64)  # [3, n_arm]
+                dq = jac.T @ np.linalg.solve(jac @ jac.T + 1e-4 * np.eye(3), delta) / self._dt
+                ratio = float(np.max(np.abs(dq) / self._jv_limit))
+                if ratio > 1.0:
+                    jv = 1
+                    d0, d1, d2 = (delta / ratio).tolist()
+        lo, hi = self._lo_l, self._hi_l
+        d0, d1, d2 = d0 / scale, d1 / scale, d2 / scale
+        out[0] = lo[0] if d0 < lo[0] else (hi[0] if d0 > hi[0] else d0)
+        out[1] = lo[1] if d1 < lo[1] else (hi[1] if d1 > hi[1] else d1)
+        out[2] = lo[2] if d2 < lo[2] else (hi[2] if d2 > hi[2] else d2)
+        return ws, motion, jv
+
+    def _joint_vel_ratio_fast(self, d0: float, d1: float, d2: float) -> float:
+        """A screen for max_j |dq_j| / limit_j with dq = J^T (J J^T + 1e-4 I)^-1 delta / control_dt:
+        that ratio by a closed-form symmetric 3x3 inverse, or 0.5 when a bound on |dq| already
+        shows it is at most 0.5 (see ``_JV_SCREEN_MARGIN``)."""
+        jac = self._u.arm_jacobian()  # [3, n_arm]
+        (a, b, c), (_, d, e), (_, _, f) = jac.dot(jac.T).tolist()
+        a += 1e-4
+        d += 1e-4
+        f += 1e-4
+        c11, c12, c13 = d * f - e * e, c * e - b * f, b * e - c * d
+        c22, c23, c33 = a * f - c * c, b * c - a * e, a * d - b * b
+        det = a * c11 + b * c12 + c * c13
+        x0 = (c11 * d0 + c12 * d1 + c13 * d2) / det
+        x1 = (c12 * d0 + c22 * d1 + c23 * d2) / det
+        x2 = (c13 * d0 + c23 * d1 + c33 * d2) / det
+        # |dq|^2 = x^T J J^T x = x . delta - 1e-4 |x|^2, and max_j |dq_j| / limit_j is at most
+        # |dq| * max_j (1 / limit_j): when that is already small, skip the per-joint products.
+        sq = (x0 * d0 + x1 * d1 + x2 * d2) - 1e-4 * (x0 * x0 + x1 * x1 + x2 * x2)
+        if sq * self._k2_max <= 0.25:  # i.e. ratio <= 0.5 (sq may round slightly below 0: fine)
+            return 0.5
+        r0, r1, r2 = jac.tolist()
+        return max([abs(p * x0 + q * x1 + r * x2) * k for p, q, r, k in zip(r0, r1, r2, self._inv_lim_dt)])
 
     # ------------------------------------------------------------------ gym API
     def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
         obs, info = self.env.reset(**kwargs)
+        self._read_episode_constants()
         self.episode_counts = dict.fromkeys(EVENTS, 0)
         info["safety_episode"] = dict(self.episode_counts)
         return obs, info
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
-        if not self._box or not self.config.enabled:
+        if not self._active:
             return self.env.step(action)
-        safe, ev = self.filter(action)
-        obs, reward, terminated, truncated, info = self.env.step(safe)
+        out, (nonfinite, clipped, ws, motion, jv) = self._filter(action)
+        safe = np.array(out, dtype=self._dtype)
+        if not self._flat:
+            safe = safe.reshape(self._shape)
+        obs, reward, terminated, truncated, info = self._env_step(safe)
+        outside = 0
         if self._arm:
-            low, high = self.env.unwrapped.workspace_bounds
-            ee = np.asarray(self.env.unwrapped.ee_pos)
-            outside = np.maximum(np.asarray(low) - ee, ee - np.asarray(high))
-            ev["outside"] = int(np.max(outside) > self.config.workspace_tolerance)
-        for k, v in ev.items():
-            self.episode_counts[k] += v
+            # Our arm envs report the post-step ee_pos in info (a fresh copy); others are asked.
+            ee = info.get("ee_pos") if self._ee_in_info else None
+            e0, e1, e2 = (ee if ee is not None else self._u.ee_pos).tolist()
+            lo, hi = self._ws_lo, self._ws_hi
+            worst = max(lo[0] - e0, lo[1] - e1, lo[2] - e2, e0 - hi[0], e1 - hi[1], e2 - hi[2])
+            outside = int(worst > self._tol)
+        counts = self.episode_counts
+        if nonfinite or clipped or ws or motion or jv or outside:
+            counts["nonfinite"] += nonfinite
+            counts["clipped"] += clipped
+            counts["workspace"] += ws
+            counts["motion"] += motion
+            counts["joint_vel"] += jv
+            counts["outside"] += outside
         info["executed_action"] = safe
-        info["safety"] = ev
-        info["safety_episode"] = dict(self.episode_counts)
+        info["safety"] = {"nonfinite": nonfinite, "clipped": clipped, "workspace": ws, "motion": motion,
+                          "joint_vel": jv, "outside": outside}
+        info["safety_episode"] = counts.copy()
         return obs, reward, terminated, truncated, info

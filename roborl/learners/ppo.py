@@ -128,6 +128,7 @@ class RunningMeanStd(nn.Module):
         self.register_buffer("mean", torch.zeros(dim, dtype=torch.float64))
         self.register_buffer("var", torch.ones(dim, dtype=torch.float64))
         self.register_buffer("count", torch.tensor(epsilon, dtype=torch.float64))
+        self._cache: tuple | None = None
 
     @torch.no_grad()
     def update(self, x: torch.Tensor) -> None:
@@ -143,8 +144,14 @@ class RunningMeanStd(nn.Module):
         self.count.copy_(tot)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        std = (self.var + 1e-8).sqrt().to(x.dtype)
-        return ((x - self.mean.to(x.dtype)) / std).clamp(-self.clip, self.clip)
+        # mean and std in x's dtype are cached until the buffers change (update / load_state_dict
+        # bump their version counters; .to() makes new storage): the per-step inference path then
+        # runs 3 ops instead of 7. Same arithmetic as without the cache, so results are identical.
+        key = (self.mean._version, self.var._version, self.mean.data_ptr(), self.var.data_ptr(), x.dtype)
+        c = self._cache
+        if c is None or c[0] != key:
+            c = self._cache = (key, self.mean.to(x.dtype), (self.var + 1e-8).sqrt().to(x.dtype))
+        return ((x - c[1]) / c[2]).clamp(-self.clip, self.clip)
 
 
 # ============================================================================= distributions
@@ -441,31 +448,36 @@ class PPO:
 
         mb = min(cfg.minibatch_size, B)
         n_mb = B // mb  # a ragged tail (B % mb) is dropped each epoch; it is a different tail every epoch
-        stats = torch.zeros(6, device=self.device)  # pg, v, ent, kl, clip_frac, n
+        # Per-minibatch statistics are kept as detached tensors and reduced once after the loop:
+        # on a CPU each small op costs ~5-10 us of dispatch, about as much as its arithmetic, and
+        # the ~10 ops of per-step bookkeeping were ~10 % of the update (issue 5 throughput).
+        pg_hist: list[torch.Tensor] = []
+        v_hist: list[torch.Tensor] = []
+        lr_hist: list[torch.Tensor] = []
         stopped_early = False
         for _epoch in range(cfg.epochs):
-            # One gather per epoch; minibatches are then contiguous slices (cheaper than B/mb gathers).
+            # One gather per epoch; minibatches are then contiguous views (cheaper than B/mb gathers).
             perm = torch.randperm(B, device=self.device)
-            e_x, e_u, e_logp, e_mu = x[:, perm], u[perm], logp_old[perm], mu_old[perm]
-            e_adv, e_ret, e_vold = adv[perm], ret[perm], v_old[perm]
-            for i in range(n_mb):
-                s = slice(i * mb, (i + 1) * mb)
-                mu, v = m.net(e_x[:, s])
-                logp = gaussian_log_prob(e_u[s], mu, m.log_std)
-                log_ratio = logp - e_logp[s]
+            chunks = zip(x[:, perm].split(mb, 1), u[perm].split(mb), logp_old[perm].split(mb), mu_old[perm].split(mb),
+                         adv[perm].split(mb), ret[perm].split(mb), v_old[perm].split(mb))
+            for _i, (b_x, b_u, b_logp, b_mu, b_adv, b_ret, b_vold) in zip(range(n_mb), chunks):
+                mu, v = m.net(b_x)
+                logp = gaussian_log_prob(b_u, mu, m.log_std)
+                log_ratio = logp - b_logp
                 ratio = log_ratio.exp()
                 if cfg.loss == "clip":
-                    pg_loss = clipped_surrogate(ratio, e_adv[s], cfg.clip_eps)
+                    pg_loss = clipped_surrogate(ratio, b_adv, cfg.clip_eps)
                 else:  # PPO-KL (seed 003 eq. 3.56): surrogate minus beta * KL(old || new), closed form
-                    kl_pen = gaussian_kl(e_mu[s], log_std_old, mu, m.log_std).mean()
-                    pg_loss = -(ratio * e_adv[s]).mean() + self.beta * kl_pen
+                    kl_pen = gaussian_kl(b_mu, log_std_old, mu, m.log_std).mean()
+                    pg_loss = -(ratio * b_adv).mean() + self.beta * kl_pen
                 if cfg.clip_value is not None:
-                    v_clip = e_vold[s] + (v - e_vold[s]).clamp(-cfg.clip_value, cfg.clip_value)
-                    v_loss = torch.max((v - e_ret[s]).pow(2), (v_clip - e_ret[s]).pow(2)).mean()
+                    v_clip = b_vold + (v - b_vold).clamp(-cfg.clip_value, cfg.clip_value)
+                    v_loss = torch.max((v - b_ret).pow(2), (v_clip - b_ret).pow(2)).mean()
                 else:
-                    v_loss = (v - e_ret[s]).pow(2).mean()
-                entropy = gaussian_entropy(m.log_std)
-                loss = pg_loss + cfg.vf_coef * v_loss - cfg.ent_coef * entropy
+                    v_loss = (v - b_ret).pow(2).mean()
+                loss = pg_loss + cfg.vf_coef * v_loss
+                if cfg.ent_coef > 0:
+                    loss = loss - cfg.ent_coef * gaussian_entropy(m.log_std)
 
                 grad = self.flat.grad
                 grad.zero_()  # never set_to_none: the parameters' .grad are views into this buffer
@@ -474,12 +486,12 @@ class PPO:
                     grad.mul_((cfg.max_grad_norm / (grad.norm() + 1e-6)).clamp_max(1.0))
                 self.optim.step()
 
-                with torch.no_grad():
-                    kl = ((ratio - 1) - log_ratio).mean()
-                    stats += torch.stack([pg_loss.detach(), v_loss.detach(), entropy.detach(), kl,
-                                          ((ratio - 1).abs() > cfg.clip_eps).float().mean(), torch.ones((), device=self.device)])
+                pg_hist.append(pg_loss.detach())
+                v_hist.append(v_loss.detach())
+                lr_hist.append(log_ratio.detach())
                 if cfg.target_kl is not None:
-                    kl_f = float(kl)
+                    with torch.no_grad():
+                        kl_f = float(((ratio - 1) - log_ratio).mean())
                     if cfg.kl_control == "early_stop" and kl_f > 1.5 * cfg.target_kl:
                         stopped_early = True
                         break
@@ -503,10 +515,19 @@ class PPO:
             elif kl_batch < cfg.kl_target / 1.5:
                 self.beta /= 2.0
             self.beta = float(min(max(self.beta, 1e-4), 1e4))
-        pg, vl, ent, kl_mean, cf, n = (stats / stats[5].clamp_min(1)).tolist()
+        n_steps = len(pg_hist)
+        with torch.no_grad():
+            # Minibatches are equal-sized, so the mean over all samples is the mean of minibatch means.
+            lr_all = torch.cat(lr_hist) if lr_hist else torch.zeros(1, device=self.device)
+            r_all = lr_all.exp()
+            pg = float(torch.stack(pg_hist).mean()) if pg_hist else 0.0
+            vl = float(torch.stack(v_hist).mean()) if v_hist else 0.0
+            kl_mean = float(((r_all - 1) - lr_all).mean())
+            cf = float(((r_all - 1).abs() > cfg.clip_eps).float().mean())
+            ent = float(gaussian_entropy(m.log_std))  # of the updated policy
         return {
             "loss/policy": pg, "loss/value": vl, "entropy": ent, "approx_kl": kl_mean, "kl": kl_batch,
-            "clip_frac": cf, "explained_variance": explained_var, "grad_steps": int(stats[5].item()),
+            "clip_frac": cf, "explained_variance": explained_var, "grad_steps": n_steps,
             "early_stop": float(stopped_early), "lr": self.lr, "beta": beta_used,
             "std": float(m.log_std.detach().exp().mean()),
         }

@@ -120,6 +120,7 @@ def test_checkpoint_resume_continues_from_saved_step(tmp_path):
     state1, meta1, step1 = load_checkpoint(tmp_path)
     assert step1 == 512 and meta1["algo"] == "ppo" and meta1["dims"] == {"obs": 3, "act": 1, "priv": 0}
     assert float(state1["learner"]["model"]["obs_rms.count"]) > 500  # normalizer saved with the checkpoint
+    assert float(state1["reward_rms"]["count"]) > 500 and float(state1["reward_rms"]["var"][0]) != 1.0  # reward scale too
     # Resume in a fresh process through the CLI with a larger budget.
     (tmp_path / "cfg.yaml").write_text(C.dump_yaml(cfg))
     out = subprocess.run([sys.executable, "-m", "roborl.cli", "train", str(tmp_path / "cfg.yaml"),
@@ -139,3 +140,23 @@ def test_role_actor_is_rejected(tmp_path):
 
     with pytest.raises(UsageError, match="local"):
         run(_cfg(), tmp_path, "actor", "localhost:1")
+
+
+def test_last_action_observation_trains_and_evaluates_on_the_perturbation_grid(tmp_path):
+    # env.obs_last_actions reaches the policy in training, in its checkpoint and in `roborl eval --perturb`
+    # (which rebuilds the env stack from the checkpoint's env config).
+    from roborl.eval.cli_eval import load_for_eval
+    from roborl.eval.perturb import evaluate_grid
+
+    cfg = _cfg(env={"id": "InvertedPendulum-v5", "obs_last_actions": 1, "max_episode_steps": 50,
+                    "dr": {"enabled": True, "latency_steps": [0, 1]}},
+               run={"dir": str(tmp_path), "seed": 0},
+               train={"total_steps": 256, "eval_every": 0, "eval_episodes": 1, "checkpoint_every": 256, "log_every": 256},
+               ppo={"n_envs": 2, "rollout_steps": 128, "epochs": 1, "minibatch_size": 128})
+    assert run(cfg, tmp_path, "local", None) == 0
+    _, meta, _ = load_checkpoint(tmp_path)
+    assert meta["dims"]["obs"] == 4 + 1
+    policy, env_cfg, *_ = load_for_eval(str(tmp_path), "cpu")
+    assert env_cfg.obs_last_actions == 1
+    out = evaluate_grid(policy, env_cfg, {"points": [{}, {"latency_ms": 40}]}, episodes=1, seed=5)
+    assert [e["latency_steps"] for e in out] == [0, 1] and all(e["return_mean"] > 0 for e in out)

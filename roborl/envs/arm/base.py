@@ -112,6 +112,10 @@ class ArmEnv(gym.Env):
         self._reach_low[2] = max(self._reach_low[2], 0.0)
         self.joint_vel_limits = self._r.joint_vel_limit.copy()
         self._jacp = np.zeros((3, self.model.nv))
+        # Arm dofs as a slice when contiguous (they are for every MJCF chain): a view, not a gather.
+        dof = np.asarray(self._r.arm_dof)
+        contiguous = dof.size > 0 and np.array_equal(dof, np.arange(dof[0], dof[0] + dof.size))
+        self._arm_cols: Any = slice(int(dof[0]), int(dof[0]) + dof.size) if contiguous else dof
         self._grip_lo, self._grip_hi = (float(v) for v in self._r.gripper_range)
         n_act = 5 if self.yaw else 4
         self.action_space = spaces.Box(-1.0, 1.0, (n_act,), dtype=np.float32)
@@ -167,7 +171,7 @@ class ArmEnv(gym.Env):
     def arm_jacobian(self) -> np.ndarray:
         """Position Jacobian of the tool centre point w.r.t. the arm joints, [3, n_arm]."""
         mujoco.mj_jacSite(self.model, self.data, self._jacp, None, self._r.ee_site)
-        return self._jacp[:, self._r.arm_dof].copy()
+        return self._jacp[:, self._arm_cols].copy()
 
     def _grip_ctrl(self, g: float) -> float:
         return self._grip_lo + 0.5 * (g + 1.0) * (self._grip_hi - self._grip_lo)
@@ -275,7 +279,18 @@ class ArmEnv(gym.Env):
             a = np.where(finite, a, 0.0)
             if not finite[-1]:
                 a[-1] = self.grip_command
-        a = np.clip(a, -1.0, 1.0)
+        return self._step_clipped(np.clip(a, -1.0, 1.0))
+
+    def step_in_bounds(self, action: np.ndarray) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        """``step`` for an action known to be finite and inside ``action_space`` (shape ``[n_act]``).
+
+        The :class:`~roborl.envs.safety.SafetyLayer` calls this after its own finite check and
+        clip, which ``step`` would only repeat; the result is the same as ``step(action)``.
+        """
+        return self._step_clipped(np.asarray(action, dtype=np.float64))
+
+    def _step_clipped(self, a: np.ndarray) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        """One control step with a finite float64 action ``a`` [n_act] in [-1, 1]."""
         ee = self.ee_pos
         target = np.clip(ee + a[:3] * self.max_delta, self._reach_low, self._reach_high)
         if self.yaw:
