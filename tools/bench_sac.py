@@ -228,7 +228,7 @@ ABLATION_ROWS: dict[str, list[str]] = {
 def part_ablation(args) -> dict:
     from roborl import config as C
     from roborl.eval.episodes import run_episodes
-    from roborl.learners.sac import SAC, SACPolicy
+    from roborl.learners.sac import SACPolicy
     from roborl.runners.config import RunConfig
     from roborl.runners.sac import SACRunner, eval_seed
 

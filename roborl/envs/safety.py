@@ -280,9 +280,7 @@ class SafetyLayer(gym.Wrapper, gym.utils.RecordConstructorArgs):
         if not self._active:
             return self.env.step(action)
         out, (nonfinite, clipped, ws, motion, jv) = self._filter(action)
-        safe = np.array(out, dtype=self._dtype)
-        if not self._flat:
-            safe = safe.reshape(self._shape)
+        safe = self._as_action(out)
         obs, reward, terminated, truncated, info = self._env_step(safe)
         outside = 0
         if self._arm:

@@ -21,7 +21,7 @@ from gymnasium import spaces
 from roborl.errors import UsageError
 
 __all__ = ["RescaleAction", "RunningMeanStd", "NormalizeObservation", "find_wrapper",
-           "obs_normalizer_state", "load_obs_normalizer_state"]
+           "obs_normalizer_state", "load_obs_normalizer_state", "HistoryObservation"]
 
 W = TypeVar("W", bound=gym.Wrapper)
 _F32 = np.dtype(np.float32)
@@ -405,5 +405,3 @@ class HistoryObservation(gym.Wrapper, gym.utils.RecordConstructorArgs):
             b[s:s + a] = _clip(np.array(action, dtype=np.float64).reshape(-1), self._a_low, self._a_high)
         return b.copy(), reward, terminated, truncated, info
 
-
-__all__ += ["HistoryObservation"]

@@ -257,10 +257,10 @@ class SAC(nn.Module):
         obs_n = self.normalizer(obs.float())
         action = action.float()
         if self.base is not None:
-            pred, opt, params = self.base(obs_n), self.base_opt, self.base.parameters()
+            pred, opt = self.base(obs_n), self.base_opt
         else:
             mu, _ = self.actor.dist_params(obs_n)
-            pred, opt, params = torch.tanh(mu), self.actor_opt, self.actor.parameters()
+            pred, opt = torch.tanh(mu), self.actor_opt
         loss = (pred - action.clamp(-1.0, 1.0)).pow(2).sum(-1).mean()
         assert opt is not None
         opt.zero_grad(set_to_none=True)
