@@ -20,7 +20,9 @@ Prints one JSON object. Per env id:
 
 Steps/s are per CPU-second of this process (see ``_clock``). Episodes are reset when they
 end (every ``max_episode_steps`` for the raw env), so reset costs (DR resampling included)
-are counted. Each figure is the best of ``--repeats`` alternating runs.
+are counted. Each figure is the best of ``--repeats`` alternating runs. CPU time still
+depends on the load (other processes evict the caches the many small per-step calls need):
+``loadavg_1min`` gives the 1-minute load average before and after the run.
 """
 from __future__ import annotations
 
@@ -53,6 +55,13 @@ def _clock() -> float:
     # CPU time of this process: on a shared machine other processes' load barely moves it,
     # while wall-clock steps/s swing by tens of percent. MuJoCo steps single-threaded.
     return time.process_time()
+
+
+def _loadavg() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:  # not available on this platform
+        return None
 
 
 def _run(env: Any, steps: int, actions: np.ndarray, limit: int | None) -> float:
@@ -166,7 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     import roborl  # noqa: F401 - registers our tasks
 
     ids = args.ids or _our_ids()
+    load_start = _loadavg()
     results = {env_id: bench_one(env_id, args.steps, args.repeats) for env_id in ids}
+    load_end = _loadavg()
     worst_glue = max(v["glue_overhead_pct"] for v in results.values()) if results else 0.0
     worst = max(v["overhead_pct"] for v in results.values()) if results else 0.0
     out = {
@@ -174,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         "date": _dt.date.today().isoformat(),
         "machine": f"{platform.machine()} {os.cpu_count()} CPU(s), python {platform.python_version()}",
         "steps": args.steps, "repeats": args.repeats, "dr": FULL_DR,
+        # the figures are load-sensitive (shared caches): report the 1-min load average around the run
+        "loadavg_1min": {"start": load_start, "end": load_end},
         "results": results,
         "max_glue_overhead_pct": worst_glue,
         "max_overhead_pct": worst,

@@ -4,6 +4,7 @@ The stack, innermost first (each layer sees what the one outside it sends)::
 
     make_env(id)            gymnasium id | dmc:<domain>-<task> | robot://HOST:PORT
     -> SafetyLayer          only if the env has none yet (our tasks apply their own)
+    -> TerminateOnSuccess   if env.terminate_on_success (part of the task definition: innermost)
     -> RescaleAction        agent acts in [-1, 1]
     -> DomainRandomization  if env.dr.enabled (and not eval, unless env.dr.at_eval)
     -> HistoryObservation   if env.obs_last_actions / env.obs_history (commanded actions and past
@@ -56,6 +57,8 @@ class EnvConfig:
     obs_history: int = field(0, doc="Append the previous j observations to the observation (0 = off): a short history "
                                     "lets a feed-forward policy identify randomized dynamics (HistoryObservation).",
                              check=non_negative)
+    terminate_on_success: bool = field(False, doc="End an episode (terminated) on its first info['is_success'] step, as "
+                                                  "HIL-SERL does on a robot (roborl.envs.wrappers.TerminateOnSuccess).")
     safety: SafetyConfig = field(default_factory=SafetyConfig, doc="Safety layer.")
     dr: DRConfig = field(default_factory=DRConfig, doc="Domain randomization.")
 
@@ -101,7 +104,7 @@ def build_env(cfg: EnvConfig, seed: int | None = None, *, eval: bool = False,  #
             overrides ``cfg.kwargs["render_mode"]``.
     """
     from roborl.envs.make import make_env
-    from roborl.envs.wrappers import HistoryObservation, NormalizeObservation, RescaleAction
+    from roborl.envs.wrappers import HistoryObservation, NormalizeObservation, RescaleAction, TerminateOnSuccess
 
     kwargs = dict(cfg.kwargs)
     if render_mode is not None:
@@ -114,6 +117,8 @@ def build_env(cfg: EnvConfig, seed: int | None = None, *, eval: bool = False,  #
     try:
         if cfg.safety.enabled:
             env = apply_safety(env, cfg.safety)
+        if cfg.terminate_on_success:
+            env = TerminateOnSuccess(env, cfg.id)
         if cfg.scale_actions and isinstance(env.action_space, spaces.Box):
             env = RescaleAction(env)
         if cfg.dr.enabled and (not eval or cfg.dr.at_eval):

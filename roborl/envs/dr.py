@@ -26,6 +26,14 @@ seeds give equal parameter sequences whatever the actions. Nominal values are co
 construction and written back bit-exactly when DR is off (``set_enabled(False)`` or an
 ``enabled: false`` config). ``params`` / ``info["dr_params"]`` give the sampled values as
 a flat float32 vector ``(n_params,)`` named by ``param_names``, for a privileged critic.
+
+Per-step noise (issue 2 bench): the noise generator fills blocks of 64 steps of standard
+normals per noise term (action; flat float observation), scaled by the episode's std and
+rounded to the data's dtype once per block and episode; a step adds one row in the data's
+own dtype: ``commanded = clip(action + dtype(std * z), low, high)`` with ``action`` in the
+action space's dtype, ``obs + dtype(std * z)``. (Before 2026-11-21 the noise came from one
+interleaved stream and was added in float64, then rounded: same distribution, other values.)
+Dict or image observations draw from a general stream and add in float64.
 """
 from __future__ import annotations
 
@@ -38,6 +46,7 @@ import numpy as np
 from gymnasium import spaces
 
 from roborl.config import field, unit_interval
+from roborl.envs.wrappers import clip_function
 from roborl.errors import UsageError
 
 __all__ = ["DRConfig", "DomainRandomization", "NOMINAL_FIELDS"]
@@ -102,6 +111,45 @@ class _NormalStream:
         out = self.buf[self.i:self.i + n]
         self.i += n
         return out
+
+
+class _NoiseRows:
+    """Per-step Gaussian noise of one size ``d`` and dtype, already multiplied by this episode's std.
+
+    Standard normals are drawn from ``rng`` in float64 blocks of ``rows`` x ``d`` (one
+    Generator call per ``rows`` steps); the block is scaled, and rounded to ``dtype`` (the
+    observation's or action's own dtype), once per episode (``set_std``) and per refill. A
+    step then takes a row (an index, ~60 ns) and adds it in the data's dtype, instead of a
+    Generator call (~1-2 us) or a slice, a multiply and a mixed float32/float64 add
+    (~0.9 us; issue 2 bench). Deterministic for a given seed and sequence of ``next`` /
+    ``set_std`` calls.
+    """
+
+    def __init__(self, rng: np.random.Generator, d: int, dtype: Any = np.float64, rows: int = 64) -> None:
+        self.rng, self.d, self.rows = rng, d, rows
+        self.dtype = np.dtype(dtype)
+        self.shape = (d,)
+        self.raw = np.empty((0, d))  # [n, d] float64 standard normals
+        self.scaled = self.raw.astype(self.dtype)  # [n, d] dtype(std * raw)
+        self.std = 0.0
+        self.n = 0  # rows in the current block (0 until the first draw)
+        self.i = 0  # next row of `scaled`
+
+    def set_std(self, std: float) -> None:
+        self.std = float(std)
+        self.scaled = (self.raw * self.std).astype(self.dtype, copy=False)
+
+    def refill(self) -> None:
+        self.raw = self.rng.standard_normal((self.rows, self.d))
+        self.scaled = (self.raw * self.std).astype(self.dtype, copy=False)
+        self.n, self.i = self.rows, 0
+
+    def next(self) -> np.ndarray:
+        """The next scaled row ``[d]`` (a view; the step's hot path inlines this)."""
+        if self.i >= self.n:
+            self.refill()
+        self.i += 1
+        return self.scaled[self.i - 1]
 
 
 class DomainRandomization(gym.Wrapper, gym.utils.RecordConstructorArgs):
@@ -179,9 +227,14 @@ class DomainRandomization(gym.Wrapper, gym.utils.RecordConstructorArgs):
                     names += [f"{term}/{name_of(otype, int(i), pre)}" for i in ids]
             else:
                 names.append(term)
+        self._plan_scales(model)
         self._has_latency = tuple(c.latency_steps) != (0, 0)
         self._has_obs_noise = tuple(c.obs_noise_std) != (0.0, 0.0)
         self._has_act_noise = tuple(c.action_noise_std) != (0.0, 0.0)
+        std_ranges = [r for on, r in ((self._has_obs_noise, c.obs_noise_std), (self._has_act_noise, c.action_noise_std))
+                      if on]
+        self._std_lo = np.array([float(r[0]) for r in std_ranges])
+        self._std_span = np.array([float(r[1]) for r in std_ranges]) - self._std_lo
         if c.push_bodies:
             missing = [b for b in c.push_bodies if mujoco.mj_name2id(model, obj.mjOBJ_BODY, b) < 0]
             if missing:
@@ -212,17 +265,31 @@ class DomainRandomization(gym.Wrapper, gym.utils.RecordConstructorArgs):
             self._act_flat = len(space.shape) == 1
             self._act_low_flat = self._act_low.reshape(-1)
             self._act_high_flat = self._act_high.reshape(-1)
-            self._act_buf = np.empty(self._act_size)
+            # Action noise is added in the action's own float dtype (a Box keeps its bounds in
+            # its dtype, so they convert exactly), and clipped with one exact call where it can.
+            fdt = space.dtype if np.issubdtype(space.dtype, np.floating) else np.dtype(np.float64)
+            self._act_fdt = fdt
+            self._act_cast = fdt != space.dtype
+            self._act_lo_c = self._act_low_flat.astype(fdt)
+            self._act_hi_c = self._act_high_flat.astype(fdt)
+            self._act_clip = clip_function(self._act_lo_c, self._act_hi_c)
             self._f32_bounds = bool(space.dtype == np.float32
                                     and np.all(self._act_low.astype(np.float32) == self._act_low)
                                     and np.all(self._act_high.astype(np.float32) == self._act_high))
-        self._obs_buf = np.empty(0)
-        self._act_std0 = np.zeros(())  # this episode's action/observation noise std as 0-d arrays
-        self._obs_std0 = np.zeros(())
+        # The inner env's entry for actions already inside its action space (RescaleAction has one).
+        step_clipped = getattr(env, "step_clipped", None)
+        self._step_clipped = step_clipped if callable(step_clipped) and self._act_box else None
+        obs_space = env.observation_space
+        # Flat Box observations take their noise from a row stream (see _NoiseRows); others
+        # (dict, image) from the general stream.
+        flat_float = (isinstance(obs_space, spaces.Box) and len(obs_space.shape) == 1
+                      and np.issubdtype(obs_space.dtype, np.floating))
+        self._obs_d = obs_space.shape[0] if flat_float else 0
+        self._obs_dtype = obs_space.dtype if flat_float else None
+        self._act_std = self._obs_std = 0.0
 
         self._seed(seed)
         # Episode state (nominal until the first reset).
-        self._values: dict[str, np.ndarray] = {}
         self._latency = 0
         self._obs_std = 0.0
         self._act_std = 0.0
@@ -239,7 +306,11 @@ class DomainRandomization(gym.Wrapper, gym.utils.RecordConstructorArgs):
         ep, st = ss.spawn(2)
         self._episode_rng = np.random.default_rng(ep)
         self._step_rng = np.random.default_rng(st)
-        self._normals = _NormalStream(self._step_rng)
+        self._normals = _NormalStream(self._step_rng)  # general path: dict/image observation noise
+        # Per-step noise rows, scaled by this episode's std (the reset that follows a reseed sets it).
+        self._act_noise = _NoiseRows(self._step_rng, self._act_size, self._act_fdt) if self._act_box else None
+        self._obs_noise = _NoiseRows(self._step_rng, self._obs_d, self._obs_dtype) if self._obs_d else None
+        self._set_noise_std()
 
     @property
     def enabled(self) -> bool:
@@ -264,29 +335,36 @@ class DomainRandomization(gym.Wrapper, gym.utils.RecordConstructorArgs):
     def _pack_params(self) -> None:
         """Cache the per-episode part of ``params`` (push force slots stay 0 here)."""
         p = np.zeros(len(self.param_names), dtype=np.float32)  # float64 values round to float32 as astype does
-        i = 0
-        for term, _, _ in self._scale_terms:
-            v = self._values[term]
-            p[i:i + v.size] = v
-            i += v.size
+        i = self._scales.size
+        p[:i] = self._scales
         for on, value in ((self._has_latency, self._latency), (self._has_obs_noise, self._obs_std),
                           (self._has_act_noise, self._act_std)):
             if on:
                 p[i] = value
                 i += 1
         self._params = p
-        self._act_std0[()] = self._act_std
-        self._obs_std0[()] = self._obs_std
+        self._set_noise_std()
+
+    def _set_noise_std(self) -> None:
+        if self._act_noise is not None:
+            self._act_noise.set_std(self._act_std)
+        if self._obs_noise is not None:
+            self._obs_noise.set_std(self._obs_std)
 
     def nominal(self) -> dict[str, np.ndarray]:
         """Copies of the nominal model arrays (``NOMINAL_FIELDS``)."""
         return {k: v.copy() for k, v in self._nominal.items()}
 
     def _set_nominal_values(self) -> None:
-        for term, _, ids in self._scale_terms:
-            self._values[term] = np.ones(len(ids) if self.cfg.per_element else 1)
+        self._set_scales(np.ones(self._scale_lo.size))
         self._latency, self._obs_std, self._act_std = 0, 0.0, 0.0
         self._pack_params()
+
+    def _set_scales(self, scales: np.ndarray) -> None:
+        """This episode's scales, float64 ``(n_scales,)`` in ``param_names`` order; ``_values``
+        views them per term."""
+        self._scales = scales
+        self._values = {term: scales[sl] for term, sl in self._scale_slices.items()}
 
     # ----------------------------------------------------------------------- model edits
     def _restore_nominal(self, set_const: bool = True) -> None:
@@ -315,37 +393,97 @@ class DomainRandomization(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self._push_body, self._push_left = -1, 0
 
     def _sample(self) -> None:
+        # Generator.uniform(lo, hi, size) computes lo + (hi - lo) * U per value, U the stream's
+        # next double (what random() returns), so one random() call for all scale terms and
+        # one for both noise stds give the values the per-term uniform() calls gave, in ~1/3
+        # of the time (test_env_fastpaths.py replays the per-term calls).
         rng, c = self._episode_rng, self.cfg
-        for term, (lo, hi), ids in self._scale_terms:
-            self._values[term] = rng.uniform(lo, hi, size=len(ids) if c.per_element else 1)
+        self._set_scales(self._scale_lo + self._scale_span * rng.random(self._scale_lo.size))
         self._latency = int(rng.integers(c.latency_steps[0], c.latency_steps[1] + 1)) if self._has_latency else 0
-        self._obs_std = float(rng.uniform(*c.obs_noise_std)) if self._has_obs_noise else 0.0
-        self._act_std = float(rng.uniform(*c.action_noise_std)) if self._has_act_noise else 0.0
+        self._obs_std = self._act_std = 0.0
+        if self._std_lo.size:
+            stds = (self._std_lo + self._std_span * rng.random(self._std_lo.size)).tolist()
+            if self._has_obs_noise:
+                self._obs_std = stds.pop(0)
+            if self._has_act_noise:
+                self._act_std = stds.pop(0)
         self._pack_params()
 
+    def _plan_scales(self, model: Any) -> None:
+        """Precompute how ``_sample`` draws the scales and ``_apply`` writes them.
+
+        Sampling: per-value lower bounds and spans ``_scale_lo``/``_scale_span``
+        ``(n_scales,)`` and each term's slice of them. Writing: every model column a term
+        scales gets a segment of one vector of ones (``_full_ones``); ``_apply`` scatters the
+        scales into a copy with one fancy assignment (``full[_dst] = scales[_src]``) and
+        multiplies each nominal column by its segment into the model (``x * 1.0 == x``:
+        elements no term scales stay bit-exactly nominal). About 10 numpy calls per reset
+        instead of ~25 fancy-indexed reads and writes, with the same products (issue 2 bench;
+        test_env_fastpaths.py).
+        """
+        per = self.cfg.per_element
+        lo, hi, dst, src = [], [], [], []
+        self._scale_slices: dict[str, slice] = {}
+        self._writes: list[tuple[str, int | None, slice]] = []  # (model field, column or None, segment)
+        n = off = 0
+        sizes = {"mass_scale": model.nbody, "friction_scale": model.ngeom, "damping_scale": model.nv,
+                 "gain_scale": model.nu}
+        for term, (t_lo, t_hi), ids in self._scale_terms:
+            k = len(ids) if per else 1
+            self._scale_slices[term] = slice(n, n + k)
+            lo += [t_lo] * k
+            hi += [t_hi] * k
+            value_of = (n + np.arange(k)) if per else np.full(len(ids), n)  # scale index of each element
+            columns = {"mass_scale": [("body_mass", None), ("body_inertia", None)],
+                       "friction_scale": [("geom_friction", 0)], "damping_scale": [("dof_damping", None)],
+                       "gain_scale": [("actuator_gainprm", 0)]}[term]
+            seg = slice(off, off + sizes[term])
+            dst.append(off + ids)
+            src.append(value_of)
+            for f, col in columns:
+                self._writes.append((f, col, seg))
+            off += sizes[term]
+            if term == "gain_scale":  # servos: kp in biasprm[:, 1], kv in biasprm[:, 2], scaled alike
+                for f_col, servo in ((1, self._bias_kp), (2, self._bias_kv)):
+                    seg = slice(off, off + model.nu)
+                    dst.append(off + servo)
+                    src.append(value_of[np.searchsorted(ids, servo)])  # servos have nonzero gains: in ids
+                    self._writes.append(("actuator_biasprm", f_col, seg))
+                    off += model.nu
+            n += k
+        self._scale_lo = np.array(lo, dtype=np.float64)
+        self._scale_span = np.array(hi, dtype=np.float64) - self._scale_lo  # hi - lo, as uniform() computes it
+        self._full_ones = np.ones(off)
+        self._dst = np.concatenate(dst).astype(np.intp) if dst else np.zeros(0, dtype=np.intp)
+        self._src = np.concatenate(src).astype(np.intp) if src else np.zeros(0, dtype=np.intp)
+        self._scales_mass = any(t == "mass_scale" for t, _, _ in self._scale_terms)
+        rewritten = {f for f, col, _ in self._writes if col is None}  # whole fields
+        if self._scales_mass:
+            rewritten.add("body_subtreemass")
+        self._restore_fields = [f for f in NOMINAL_FIELDS if f not in rewritten]
+
     def _apply(self) -> None:
-        """Write nominal * sampled scales into the model (always from the nominal copies)."""
+        """Write nominal * sampled scales into the model (always from the nominal copies; see _plan_scales)."""
         m, nom = self._u.model, self._nominal
-        # mj_setConst runs once, below, on the final values (it reads only the model, so the
-        # constants of the nominal model computed in between would be overwritten unused).
-        self._restore_nominal(set_const=False)
-        for term, _, ids in self._scale_terms:
-            s = self._values[term]
-            if term == "mass_scale":
-                m.body_mass[ids] = nom["body_mass"][ids] * s
-                m.body_inertia[ids] = nom["body_inertia"][ids] * s[:, None]
-                m.body_subtreemass[:] = self._ancestors @ m.body_mass
-                self._const_dirty = True
-            elif term == "friction_scale":
-                m.geom_friction[ids, 0] = nom["geom_friction"][ids, 0] * s
-            elif term == "damping_scale":
-                m.dof_damping[ids] = nom["dof_damping"][ids] * s
-            elif term == "gain_scale":
-                full = np.ones(m.nu)
-                full[ids] = s
-                m.actuator_gainprm[ids, 0] = nom["actuator_gainprm"][ids, 0] * full[ids]
-                m.actuator_biasprm[self._bias_kp, 1] = nom["actuator_biasprm"][self._bias_kp, 1] * full[self._bias_kp]
-                m.actuator_biasprm[self._bias_kv, 2] = nom["actuator_biasprm"][self._bias_kv, 2] * full[self._bias_kv]
+        # Back to nominal first, except the fields rewritten whole below; mj_setConst runs once,
+        # below, on the final values (it reads only the model, so the constants of the nominal
+        # model computed in between would be overwritten unused).
+        for f in self._restore_fields:
+            getattr(m, f)[...] = nom[f]
+        self._clear_push()
+        full = self._full_ones.copy()
+        full[self._dst] = self._scales[self._src]
+        for f, col, seg in self._writes:
+            scale = full[seg]
+            if col is not None:
+                np.multiply(nom[f][:, col], scale, out=getattr(m, f)[:, col])
+            elif f == "body_inertia":
+                np.multiply(nom[f], scale[:, None], out=m.body_inertia)
+            else:
+                np.multiply(nom[f], scale, out=getattr(m, f))
+        if self._scales_mass:
+            np.matmul(self._ancestors, m.body_mass, out=m.body_subtreemass)
+            self._const_dirty = True
         if getattr(self, "_const_dirty", False):
             self._set_const()
 
@@ -370,45 +508,52 @@ class DomainRandomization(gym.Wrapper, gym.utils.RecordConstructorArgs):
         return obs, info
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
-        # Per-step hot path (issue 2 bench): few ufuncs, float64 buffers reused through `out=`,
-        # per-episode scalars as 0-d arrays (numpy takes them ~40 % faster than Python floats).
-        # The float operations are those of commanded = clip(action + std * noise, low, high)
-        # and obs + std * noise, so results are bit-identical to the plain formulation.
+        # Per-step hot path (issue 2 bench): the noise is a row of a pre-scaled block (see
+        # _NoiseRows, `next` inlined) added in the data's own dtype, so action noise is one add
+        # and one clip-ufunc call and observation noise one add (was 5 and 3 numpy calls, each
+        # ~0.2-0.5 us); the noisy action goes to RescaleAction.step_clipped, which skips a
+        # second clip. Results equal commanded = clip(action + dtype(std * z), low, high) and
+        # obs + dtype(std * z) exactly (test_env_fastpaths.py).
         commanded = action
-        latency, act_std = self._latency, self._act_std
-        if act_std > 0 or latency > 0:  # both are 0 while disabled
-            if act_std > 0:
-                buf, ns, k = self._act_buf, self._normals, self._act_size
-                i = ns.i
-                if i + k > ns.buf.size:  # inlined _NormalStream.take
-                    noise = ns.take(k)
-                else:
-                    noise = ns.buf[i:i + k]
-                    ns.i = i + k
-                np.multiply(noise, self._act_std0, out=buf)
-                np.add(buf, action if self._act_flat else np.asarray(action).reshape(-1), out=buf)
-                np.maximum(buf, self._act_low_flat, out=buf)
-                np.minimum(buf, self._act_high_flat, out=buf)
-                commanded = buf.astype(self._act_dtype)
-                if not self._act_flat:
-                    commanded = commanded.reshape(self._act_shape)
-            else:
-                commanded = np.asarray(action, dtype=np.float64).astype(self._act_dtype, copy=False)
+        latency = self._latency
+        if self._act_std > 0:  # 0 while disabled
+            rows = self._act_noise  # inlined rows.next()
+            i = rows.i
+            if i >= rows.n:
+                rows.refill()
+                i = 0
+            rows.i = i + 1
+            if type(action) is not np.ndarray or action.dtype is not rows.dtype or action.shape != rows.shape:
+                action = np.asarray(action, dtype=rows.dtype).reshape(-1)
+            commanded = np.add(action, rows.scaled[i])  # a new array: never edit the caller's
+            self._act_clip(commanded, self._act_lo_c, self._act_hi_c, commanded)
+            if self._act_cast:  # an integer Box: noise in float64, then cast
+                commanded = commanded.astype(self._act_dtype)
+            if not self._act_flat:
+                commanded = commanded.reshape(self._act_shape)
+        elif latency > 0:
+            commanded = np.asarray(action, dtype=np.float64).astype(self._act_dtype, copy=False)
         applied = commanded
         if latency > 0:
-            self._queue.append(commanded)
-            applied = self._queue.popleft()
+            queue = self._queue
+            queue.append(commanded)
+            applied = queue.popleft()
         if self._push_on:
             if self._push_left > 0 or self._push_wait <= 1:
                 self._push_step()
             else:  # the common case of _push_step: waiting for the next push
                 self._push_wait -= 1
-        obs, reward, terminated, truncated, info = self.env.step(applied)
+        if self._act_std > 0 and self._step_clipped is not None:
+            # `applied` is a noisy action this wrapper clipped into the action space (or the
+            # in-bounds hold action at an episode's start): RescaleAction need not clip it again
+            obs, reward, terminated, truncated, info = self._step_clipped(applied)
+        else:
+            obs, reward, terminated, truncated, info = self.env.step(applied)
         if latency > 0:
             # The learner chose `commanded` now; the plant got an older action. Storing the
             # delayed one would pair s_t with an action the policy did not pick at t.
             info["dr_applied_action"] = info.get("executed_action", applied)
-            if act_std > 0 and self._f32_bounds:
+            if self._act_std > 0 and self._f32_bounds:
                 # commanded = float32(x) with x clipped into float32-representable bounds, so
                 # float32(clip(float64(commanded), low, high)) is commanded itself.
                 info["executed_action"] = commanded.copy()
@@ -420,14 +565,15 @@ class DomainRandomization(gym.Wrapper, gym.utils.RecordConstructorArgs):
         if self._push_left > 0:
             params[-3:] = self._push_vec
         info["dr_params"] = params
-        if self._obs_std > 0 and self._enabled:
-            if type(obs) is np.ndarray and obs.ndim == 1:
-                buf = self._obs_buf
-                if buf.size != obs.size:
-                    buf = self._obs_buf = np.empty(obs.size)
-                np.multiply(self._normals.take(obs.size), self._obs_std0, out=buf)
-                np.add(buf, obs, out=buf)
-                obs = buf.astype(obs.dtype)
+        if self._obs_std > 0:  # 0 while disabled
+            rows = self._obs_noise
+            if rows is not None and type(obs) is np.ndarray and obs.shape == rows.shape and obs.dtype is rows.dtype:
+                i = rows.i  # inlined rows.next()
+                if i >= rows.n:
+                    rows.refill()
+                    i = 0
+                rows.i = i + 1
+                obs = np.add(obs, rows.scaled[i])  # in the observation's dtype; a new array
             else:
                 obs = self._noisy_obs(obs)
         return obs, reward, terminated, truncated, info
@@ -460,6 +606,9 @@ class DomainRandomization(gym.Wrapper, gym.utils.RecordConstructorArgs):
     def _noisy_obs(self, obs: Any) -> Any:
         if not (self._enabled and self._obs_std > 0):
             return obs
+        rows = self._obs_noise
+        if rows is not None and type(obs) is np.ndarray and obs.shape == rows.shape:
+            return (obs + rows.next()).astype(obs.dtype, copy=False)
         normals, std = self._normals, self._obs_std
 
         def add(x: np.ndarray) -> np.ndarray:

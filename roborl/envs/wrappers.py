@@ -12,7 +12,7 @@
 """
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any, SupportsFloat, TypeVar
 
 import gymnasium as gym
 import numpy as np
@@ -21,7 +21,7 @@ from gymnasium import spaces
 from roborl.errors import UsageError
 
 __all__ = ["RescaleAction", "RunningMeanStd", "NormalizeObservation", "find_wrapper",
-           "obs_normalizer_state", "load_obs_normalizer_state", "HistoryObservation"]
+           "obs_normalizer_state", "load_obs_normalizer_state", "HistoryObservation", "TerminateOnSuccess"]
 
 W = TypeVar("W", bound=gym.Wrapper)
 _F32 = np.dtype(np.float32)
@@ -33,6 +33,33 @@ def _clip(x: np.ndarray, lo: Any, hi: Any) -> np.ndarray:
     np.maximum(x, lo, out=x)
     np.minimum(x, hi, out=x)
     return x
+
+
+try:  # the ufunc behind np.clip (numpy >= 2 keeps it in numpy._core)
+    from numpy._core.umath import clip as _clip_ufunc
+except ImportError:  # pragma: no cover - numpy 1.x
+    from numpy.core.umath import clip as _clip_ufunc  # type: ignore[no-redef]
+
+
+def _clip_minmax(x: np.ndarray, lo: Any, hi: Any, out: np.ndarray | None = None) -> np.ndarray:
+    """``minimum(maximum(x, lo), hi)`` into ``out`` (a new array when None)."""
+    out = np.maximum(x, lo, out=out)
+    return np.minimum(out, hi, out=out)
+
+
+def clip_function(lo: Any, hi: Any) -> Any:
+    """``f(x, lo, hi, out)``: the fastest exact ``minimum(maximum(x, lo), hi)`` for these bounds.
+
+    The clip ufunc (what np.clip calls after ~1.5 us of Python dispatch) does it in one call
+    (~0.25 us on a 13-vector, against ~0.75 us for maximum + minimum, whose positional ``out``
+    numpy 2.4 deprecates). It is bit-identical to maximum + minimum (NaN and -0.0 values
+    included) except for the sign of a zero result when a bound is +-0.0, so bounds that
+    contain a zero keep maximum + minimum (issue 2 bench; checked in test_env_fastpaths.py).
+    """
+    lo_a, hi_a = np.asarray(lo), np.asarray(hi)
+    if np.all(lo_a != 0) and np.all(hi_a != 0):
+        return _clip_ufunc
+    return _clip_minmax
 
 
 def find_wrapper(env: gym.Env, cls: type[W]) -> W | None:
@@ -54,7 +81,8 @@ class RescaleAction(gym.Wrapper, gym.utils.RecordConstructorArgs):
     Agent actions outside ``[-1, 1]`` are clipped first (the env would otherwise see
     actions outside its bounds). ``info["executed_action"]``: if the inner env reports
     one (the safety layer does, in its own action space) it is mapped back into
-    ``[-1, 1]``; otherwise the clipped agent action is reported.
+    ``[-1, 1]``; otherwise the clipped agent action is reported. ``step_clipped`` is the
+    entry for callers whose action is already clipped (DomainRandomization's noisy action).
     """
 
     def __init__(self, env: gym.Env) -> None:
@@ -95,23 +123,43 @@ class RescaleAction(gym.Wrapper, gym.utils.RecordConstructorArgs):
             out = np.where(self._half > 0, (a - self._mid) / np.where(self._half > 0, self._half, 1.0), 0.0)
         return out.astype(np.float32)
 
+    def step_clipped(self, action: np.ndarray) -> tuple[Any, float, bool, bool, dict]:
+        """``step`` for an action already clipped into ``[-1, 1]`` (NaN allowed: clipping keeps it),
+        which the inner env may keep (pass a fresh array).
+
+        :class:`~roborl.envs.dr.DomainRandomization` calls this with its noisy action, which it
+        has just clipped into this action space; ``step`` would only clip and copy it again.
+        Same result as ``step(action)``, which handles every case but an identity map with
+        an ndarray of the inner env's dtype.
+        """
+        if not self._identity or type(action) is not np.ndarray or action.dtype is not self._dtype or not action.ndim:
+            return self.step(action)
+        out = self.env.step(action)
+        info = out[4]
+        executed = info.get("executed_action")
+        if executed is None or executed is action:
+            info["executed_action"] = np.array(action, dtype=np.float32)
+        elif type(executed) is not np.ndarray or executed.dtype is not _F32:
+            info["executed_action"] = np.asarray(executed, dtype=np.float32)
+        return out
+
     def step(self, action: np.ndarray) -> tuple[Any, float, bool, bool, dict]:
-        if self._identity:  # hot path for [-1, 1] envs: two ufuncs, the first one makes the copy
+        if self._identity:  # hot path for [-1, 1] envs: one clip ufunc, which makes the copy
             if type(action) is np.ndarray and action.dtype is self._dtype and action.ndim:
-                # == clip(array(action), -1, 1) with the bounds as 0-d arrays of the same dtype
-                # (numpy takes those ~40 % faster than Python floats); a new array.
-                a = np.maximum(action, self._neg1)
-                np.minimum(a, self._pos1, out=a)
+                # == clip(array(action), -1, 1): one clip-ufunc call with the bounds as 0-d arrays
+                # of the same dtype (numpy takes those ~40 % faster than Python floats); a new array.
+                a = _clip_ufunc(action, self._neg1, self._pos1)
             else:
                 a = _clip(np.array(action, dtype=self._dtype), -1.0, 1.0)  # a copy: never edit the caller's array
-            obs, reward, terminated, truncated, info = self.env.step(a)
+            out = self.env.step(a)
+            info = out[4]
             executed = info.get("executed_action")
             if executed is None or executed is a:
                 info["executed_action"] = np.array(a, dtype=np.float32)
             elif type(executed) is not np.ndarray or executed.dtype is not _F32:
                 info["executed_action"] = np.asarray(executed, dtype=np.float32)
             # else: a float32 array in [-1, 1] already; reverse_action would return it as is
-            return obs, reward, terminated, truncated, info
+            return out  # the inner 5-tuple itself: only info (a dict) was edited
         else:
             a = _clip(np.array(action, dtype=np.float64), -1.0, 1.0)
             inner = _clip(self._mid + self._half * a, self._low, self._high).astype(self._dtype, copy=False)
@@ -220,8 +268,9 @@ class NormalizeObservation(gym.Wrapper, gym.utils.RecordConstructorArgs):
                 {k: (norm_space(s) if k in self.rms else s) for k, s in space.spaces.items()})
         else:
             raise UsageError(f"env.normalize_obs: cannot normalize observation space {space}")
+        # shape -> float64 buffers (x, step, centered) and the per-step scalars n and count / n
+        # as 0-d arrays, reused by every update
         self._bufs: dict[tuple[int, ...], tuple[np.ndarray, ...]] = {}
-        self._k = (np.zeros(()), np.zeros(()))  # per-step scalars n and count / n, as 0-d arrays
         self._eps0 = np.array(self.epsilon)
         self._lo0 = np.array(-np.inf if self.clip is None else -self.clip)
         self._hi0 = np.array(np.inf if self.clip is None else self.clip)
@@ -259,35 +308,35 @@ class NormalizeObservation(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
         The float operations are those of update_one + normalize, in the same order, so the
         result is bit-identical to them. Speed (issue 2 bench): every intermediate goes into
-        preallocated float64 buffers (ufunc ``out=``) and scalars are passed as 0-d float64
-        arrays, which numpy handles ~40 % faster than Python floats; only the returned
-        float32 array is new.
+        preallocated float64 buffers, passed as the ufunc's positional ``out`` (the ``out=``
+        keyword costs ~50 ns more per call), scalars are passed as 0-d float64 arrays, which
+        numpy handles ~40 % faster than Python floats, and the clip is one clip-ufunc call;
+        only the returned float32 array is new: 11 ufunc calls plus copyto and astype, ~0.2 us each.
         """
-        shape = rms.mean.shape
-        bufs = self._bufs.get(shape)
-        if bufs is None:
-            bufs = self._bufs[shape] = tuple(np.empty(shape) for _ in range(3))
-        x64, step, centered = bufs
-        k0, k1 = self._k
         mean, var, count = rms.mean, rms.var, rms.count
+        bufs = self._bufs.get(mean.shape)
+        if bufs is None:
+            bufs = self._bufs[mean.shape] = (np.empty(mean.shape), np.empty(mean.shape), np.empty(mean.shape),
+                                             np.zeros(()), np.zeros(()))
+        x64, step, centered, k0, k1 = bufs
         n = count + 1.0
+        # float32 x: one copy into float64 first, since a mixed-dtype ufunc call costs ~2x.
         np.copyto(x64, x)
-        np.subtract(x64, mean, out=step)
+        np.subtract(x64, mean, step)
         k0[()] = n
-        np.divide(step, k0, out=step)
-        np.add(mean, step, out=mean)
-        np.subtract(x64, mean, out=centered)
+        np.divide(step, k0, step)
+        np.add(mean, step, mean)
+        np.subtract(x64, mean, centered)
         k1[()] = count / n
-        np.multiply(var, k1, out=var)
+        np.multiply(var, k1, var)
         rms.count = n
-        np.multiply(step, centered, out=step)
-        np.add(var, step, out=var)
-        np.add(var, self._eps0, out=step)
-        np.sqrt(step, out=step)
-        np.divide(centered, step, out=centered)
+        np.multiply(step, centered, step)
+        np.add(var, step, var)
+        np.add(var, self._eps0, step)
+        np.sqrt(step, step)
+        np.divide(centered, step, centered)
         if self.clip is not None:
-            np.maximum(centered, self._lo0, out=centered)
-            np.minimum(centered, self._hi0, out=centered)
+            _clip_ufunc(centered, self._lo0, self._hi0, centered)  # +-clip: nonzero bounds, exact
         return centered.astype(np.float32)
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
@@ -405,3 +454,35 @@ class HistoryObservation(gym.Wrapper, gym.utils.RecordConstructorArgs):
             b[s:s + a] = _clip(np.array(action, dtype=np.float64).reshape(-1), self._a_low, self._a_high)
         return b.copy(), reward, terminated, truncated, info
 
+
+
+# ----------------------------------------------------------------------------- episode end
+
+class TerminateOnSuccess(gym.Wrapper, gym.utils.RecordConstructorArgs):
+    """End the episode (``terminated=True``) on the first step whose ``info["is_success"]`` is true
+    (config ``env.terminate_on_success``).
+
+    Why: on a robot an episode stops when the task is done (HIL-SERL and SERL end an episode when
+    the reward classifier fires, then reset), so no robot time goes into holding a finished pose.
+    In simulation the same choice spends the env-step budget on more, shorter episodes: more
+    initial states per budget, and no "hold still" data for a BC policy to over-generalise to
+    states short of the goal. A success is absorbing for the TD target (no bootstrap past it).
+    Eval success (any step succeeds) is unchanged. An env that never reports ``is_success`` is a
+    configuration error, caught on the first step rather than silently never terminating.
+    """
+
+    def __init__(self, env: gym.Env, env_id: str = "") -> None:
+        gym.utils.RecordConstructorArgs.__init__(self, env_id=env_id)
+        gym.Wrapper.__init__(self, env)
+        self._env_id = env_id or str(getattr(env.spec, "id", "env"))
+        self._checked = False
+
+    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        if not self._checked:
+            if "is_success" not in info:
+                raise UsageError(f"env.terminate_on_success: {self._env_id} reports no info['is_success']")
+            self._checked = True
+        if info["is_success"]:
+            terminated = True
+        return obs, reward, terminated, truncated, info

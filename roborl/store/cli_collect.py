@@ -34,9 +34,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="Episode i uses env seed SEED + i.")
     p.add_argument("--max-episode-steps", type=int, default=None, help="Override the env's time limit.")
     p.add_argument("--device", default="cpu", help="Device for a checkpoint policy.")
+    p.add_argument("--terminate-on-success", action="store_true",
+                   help="End each episode at its first success (env.terminate_on_success), as the runs that use the demos do.")
 
 
-def _make_env(env_id: str, seed: int, max_steps: int | None):
+def _make_env(env_id: str, seed: int, max_steps: int | None, terminate_on_success: bool = False):
     try:
         from roborl.envs.config import EnvConfig, build_env
     except ImportError:  # env glue not there: plain make_env
@@ -45,7 +47,8 @@ def _make_env(env_id: str, seed: int, max_steps: int | None):
         return roborl.make_env(env_id, **({"max_episode_steps": max_steps} if max_steps else {}))
     from roborl.config import build
 
-    cfg = build(EnvConfig, {"id": env_id, **({"max_episode_steps": max_steps} if max_steps else {})}, "command line")
+    cfg = build(EnvConfig, {"id": env_id, "terminate_on_success": terminate_on_success,
+                            **({"max_episode_steps": max_steps} if max_steps else {})}, "command line")
     return build_env(cfg, seed=seed)
 
 
@@ -102,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.episodes < 1:
         raise UsageError(f"--episodes: expected >= 1, got {args.episodes}")
-    env = _make_env(args.env, args.seed, args.max_episode_steps)
+    env = _make_env(args.env, args.seed, args.max_episode_steps, args.terminate_on_success)
     try:
         store = ReplayStore.open_or_create(args.store, env_id=args.env, observation_space=env.observation_space,
                                            action_space=env.action_space)
