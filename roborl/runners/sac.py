@@ -119,7 +119,8 @@ class SACRunner:
         if fresh_store:
             for p in cfg.store.demos:
                 self.store.merge_from(resolve_demo_path(p), partition="demo")
-        self.sampler = Sampler(self.store, cfg.store.sampler, device=self.device, seed=self.seed)
+        self.sampler = Sampler(self.store, cfg.store.sampler, device=self.device, seed=self.seed,
+                               relabeler=self._goal_relabeler())
         self.intervention = None
         if self.env is not None and cfg.intervention.source != "none":
             from roborl.teleop.intervention import build_intervention
@@ -132,6 +133,33 @@ class SACRunner:
         self.learning_started = False
         self.wall_offset = 0.0
         self.rng = np.random.default_rng(self.seed)
+
+    def _goal_relabeler(self) -> Any:
+        """The env's HER goal relabeler when ``store.sampler.her_fraction`` > 0 (else None)."""
+        cfg = self.cfg
+        if cfg.store.sampler.her_fraction <= 0:
+            return None
+        key = "store.sampler.her_fraction"
+        if cfg.env.terminate_on_success:
+            # A success under the original goal ended the episode; under a relabelled goal it would not have.
+            raise UsageError(f"{key}: HER cannot be combined with env.terminate_on_success")
+        if cfg.env.obs_history or cfg.env.obs_last_actions:
+            raise UsageError(f"{key}: HER cannot relabel the goals inside env.obs_history / env.obs_last_actions")
+        if cfg.env.id.startswith("robot://"):
+            raise UsageError(f"{key}: {cfg.env.id} has no goal to relabel (HER is for goal-conditioned sim tasks)")
+        from roborl.envs.config import build_env
+
+        env = self.env if self.env is not None else build_env(cfg.env, seed=self.seed, eval=True)
+        try:
+            fn = getattr(env.unwrapped, "goal_relabeler", None)
+            relabeler = fn() if callable(fn) else None
+        finally:
+            if env is not self.env:
+                env.close()
+        if relabeler is None:
+            raise UsageError(f"{key}: {cfg.env.id} has no goal to relabel (HER needs a goal-conditioned env with "
+                             "state observations: roborl/Reach-v0, Push-v0, PickPlace-v0)")
+        return relabeler
 
     # ------------------------------------------------------------------ checkpoints
     def meta(self) -> dict[str, Any]:
@@ -174,12 +202,13 @@ class SACRunner:
         c = self.cfg.sac
         if c.normalize_obs:
             n = min(20_000, max(1, self.store.num_steps("demo") + self.store.num_steps("online")))
-            b = self.sampler.sample(n, gamma=c.gamma, n_step=1)
+            b = self.sampler.sample(n, gamma=c.gamma, n_step=1, relabel=False)
             self.learner.normalizer.fit(b.obs.float())
         has_demos = self.store.num_steps("demo") > 0
         if c.bc_pretrain_steps > 0 and has_demos:
             for _ in progress(range(c.bc_pretrain_steps), total=c.bc_pretrain_steps, desc="BC pretrain"):
-                b = self.sampler.sample(c.batch_size, gamma=c.gamma, demo_fraction=1.0)
+                # BC targets are the demonstrator's actions for the goals it was given: no HER relabelling.
+                b = self.sampler.sample(c.batch_size, gamma=c.gamma, demo_fraction=1.0, relabel=False)
                 self.learner.bc_update(b.obs, b.action)
         elif c.residual:
             raise UsageError("sac.residual: residual mode needs demos (store.demos) and sac.bc_pretrain_steps > 0")

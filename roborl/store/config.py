@@ -30,6 +30,10 @@ class SamplerConfig:
     success_boost: float = field(1.0, doc="Sampling-priority multiplier for steps of successful episodes (1 = off).",
                                  check=positive)
     n_step: int = field(1, doc="n-step return horizon, computed at sample time from episode boundaries.", check=positive)
+    her_fraction: float = field(0.0, doc="Share of sampled transitions whose goal is relabelled with one the episode "
+                                "achieved later (HER 'future' strategy, Andrychowicz 2017), reward recomputed by the "
+                                "env's roborl.envs.goals.GoalRelabeler; 0 = off. Needs a goal-conditioned env (Reach, "
+                                "Push, PickPlace).", check=unit_interval)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,13 @@ Each batch has an exact demo/online split (RLPD, Ball et al. 2023): ``round(B * 
 demo rows, the rest online; if one partition is empty the other fills the batch.
 ``success_boost`` multiplies the sampling priority of rows of successful episodes.
 
+Hindsight relabelling (``her_fraction`` > 0, Andrychowicz et al. 2017, "future" strategy):
+that share of each partition's rows gets a goal achieved at a uniformly drawn step t' in
+[t, episode_end) of the same episode; obs and next_obs carry the new goal and every reward of
+the n-step sum is recomputed from the stored next observations by the env's
+:class:`~roborl.envs.goals.GoalRelabeler` (on the sampler's device). Terminal flags are kept:
+relabelling is only valid for envs whose episodes do not end on success.
+
 n-step targets are built at sample time from episode boundaries::
 
     k        = min(n, episode_end - t)
@@ -31,15 +38,19 @@ n-step targets are built at sample time from episode boundaries::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from roborl.errors import UsageError
 from roborl.store.config import SamplerConfig
 from roborl.store.schema import StoreError
 from roborl.store.store import EP_SUCCESS, EP_TERMINATED, PART_ID, PARTITIONS, ReplayStore
 from roborl.store.sumtree import SumTree
+
+if TYPE_CHECKING:
+    from roborl.envs.goals import GoalRelabeler
 
 
 @dataclass
@@ -129,9 +140,18 @@ class Sampler:
     """
 
     def __init__(self, store: ReplayStore, cfg: SamplerConfig | None = None, *, device: str = "cpu",
-                 seed: int = 0) -> None:
+                 seed: int = 0, relabeler: GoalRelabeler | None = None) -> None:
+        """``relabeler`` (the env's ``goal_relabeler()``) is required when ``cfg.her_fraction`` > 0."""
         self.store = store
         self.cfg = cfg if cfg is not None else SamplerConfig()
+        if self.cfg.her_fraction > 0:
+            if relabeler is None:
+                raise UsageError(f"store.sampler.her_fraction: store {store.path} ({store.env_id}) has no goal "
+                                 "relabeler (HER needs a goal-conditioned env: roborl/Reach, Push or PickPlace with "
+                                 "state observations)")
+            if store.obs_keys != [""]:
+                raise UsageError("store.sampler.her_fraction: HER needs flat Box observations")
+        self.relabeler = relabeler if self.cfg.her_fraction > 0 else None
         self.device = str(device)
         self.rng = np.random.default_rng(seed)
         self.max_priority = 1.0
@@ -241,11 +261,13 @@ class Sampler:
         return rows, m.tree.leaves()[sl] / total
 
     def sample(self, batch_size: int, *, gamma: float, n_step: int | None = None,
-               demo_fraction: float | None = None, step: int = 0) -> Batch:
+               demo_fraction: float | None = None, step: int = 0, relabel: bool = True) -> Batch:
         """Draw ``batch_size`` transitions (demo rows first). See :class:`Batch` for shapes.
 
         ``n_step`` defaults to cfg.n_step; ``demo_fraction`` overrides the (annealed)
         split (1.0 = demo only, for BC pretraining); ``step`` drives the annealing.
+        ``relabel=False`` returns stored goals even with ``her_fraction`` > 0 (BC targets and
+        normaliser fits must see the data as it was recorded).
         """
         self.sync()
         n = int(n_step if n_step is not None else self.cfg.n_step)
@@ -270,13 +292,14 @@ class Sampler:
             m = self.mirrors[name]
             rows, prob = self._draw(m, k)
             parts.append((m, rows, prob))
-        return self._gather(parts, gamma, n, step)
+        return self._gather(parts, gamma, n, step, relabel)
 
-    def _gather(self, parts: list, gamma: float, n: int, step: int) -> Batch:
+    def _gather(self, parts: list, gamma: float, n: int, step: int, relabel: bool = True) -> Batch:
         dev = self.device
         obs: dict[str, list[torch.Tensor]] = {f: [] for f in self.obs_fields}
         nxt: dict[str, list[torch.Tensor]] = {f: [] for f in self.next_obs_fields}
         act, rew, disc, wts, idx, demo = [], [], [], [], [], []
+        her: list[tuple[np.ndarray, torch.Tensor, np.ndarray]] = []
         for m, rows, prob in parts:
             sl = rows % m.alloc
             ends = m.ep_end[sl]
@@ -299,6 +322,8 @@ class Sampler:
                 obs[f].append(m.data[f].index_select(0, sl_t))
             for f in self.next_obs_fields:
                 nxt[f].append(m.data[f].index_select(0, last_t))
+            if relabel and self.relabeler is not None:
+                her.append(self._her_rows(m, rows, ends, k, n, offset=sum(len(x) for x in rew)))
             act.append(m.data["executed_action"].index_select(0, sl_t))
             rew.append(ret)
             disc.append(dsc)
@@ -323,9 +348,48 @@ class Sampler:
         def t(x: list[np.ndarray], dtype: torch.dtype) -> torch.Tensor:
             return torch.from_numpy(np.concatenate(x) if len(x) > 1 else x[0]).to(dtype=dtype, device=dev)
 
-        return Batch(obs=obs_out(obs, "obs"), action=cat(act), reward=t(rew, torch.float32),
-                     next_obs=obs_out(nxt, "next_obs"), discount=t(disc, torch.float32),
+        obs_b, nxt_b, reward = obs_out(obs, "obs"), obs_out(nxt, "next_obs"), t(rew, torch.float32)
+        if her:
+            # Flat obs (checked at init). Rewrites the batch tensors in place: fresh copies, never the mirror.
+            assert isinstance(obs_b, torch.Tensor) and isinstance(nxt_b, torch.Tensor)
+            self._relabel(her, obs_b, nxt_b, reward, gamma, n)
+        return Batch(obs=obs_b, action=cat(act), reward=reward, next_obs=nxt_b, discount=t(disc, torch.float32),
                      weight=t([w], torch.float32), index=t(idx, torch.int64), is_demo=t(demo, torch.bool))
+
+    def _her_rows(self, m: _Mirror, rows: np.ndarray, ends: np.ndarray, k: np.ndarray, n: int,
+                  offset: int) -> tuple[np.ndarray, torch.Tensor, np.ndarray]:
+        """Pick this partition's HER rows and gather what relabelling needs, in one index_select.
+
+        Returns (batch positions [H] (``offset`` + position in this part), next observations [H, 1 + n, O]
+        (column 0: step t' whose achieved goal becomes the goal, uniform in [t, episode end); column 1 + j:
+        step t + j of the n-step sum, repeated past its end), n-step lengths k [H]).
+        """
+        pick = np.flatnonzero(self.rng.random(len(rows)) < self.cfg.her_fraction)
+        r0, e0, kk = rows[pick], ends[pick], k[pick]
+        future = r0 + (self.rng.random(len(pick)) * (e0 - r0)).astype(np.int64)
+        steps = r0[:, None] + np.minimum(np.arange(n)[None, :], kk[:, None] - 1)
+        at = np.concatenate([future[:, None], steps], axis=1) % m.alloc  # [H, 1 + n]
+        src = m.data["next_obs"].index_select(0, torch.from_numpy(at.reshape(-1)).to(self.device))
+        return pick + offset, src.reshape(len(pick), 1 + n, -1), kk
+
+    def _relabel(self, her: list[tuple[np.ndarray, torch.Tensor, np.ndarray]], obs: torch.Tensor,
+                 nxt: torch.Tensor, ret: torch.Tensor, gamma: float, n: int) -> None:
+        """HER 'future' relabelling, in place: obs/next_obs [B, O] get the new goals and the n-step
+        returns ret [B] are recomputed from the env's reward of each step under the new goal."""
+        rl = self.relabeler
+        assert rl is not None
+        pos = np.concatenate([h[0] for h in her])
+        if len(pos) == 0:
+            return
+        src = torch.cat([h[1] for h in her]) if len(her) > 1 else her[0][1]  # [H, 1 + n, O]
+        kk = np.concatenate([h[2] for h in her])
+        goal = rl.achieved_goal(src[:, 0])  # [H, G]
+        r = rl.reward(src[:, 1:], goal[:, None])  # [H, n]: step t + j under the new goal
+        w = np.where(np.arange(n)[None, :] < kk[:, None], gamma ** np.arange(n)[None, :], 0.0)
+        p_t = torch.from_numpy(pos).to(self.device)
+        obs.index_copy_(0, p_t, rl.with_goal(obs.index_select(0, p_t), goal))
+        nxt.index_copy_(0, p_t, rl.with_goal(nxt.index_select(0, p_t), goal))
+        ret.index_copy_(0, p_t, (r * torch.from_numpy(w.astype(np.float32)).to(self.device)).sum(1))
 
     # ------------------------------------------------------------------ priorities
 

@@ -141,3 +141,15 @@ def test_float64_gymnasium_mujoco_env_trains(tmp_path: Path) -> None:
     summary = r.train()
     r.close()
     assert summary["env_steps"] == 120
+
+
+@pytest.mark.parametrize("overrides, needle", [
+    (["env.id=Pendulum-v1"], "Pendulum-v1 has no goal to relabel"),
+    (["env.terminate_on_success=true"], "cannot be combined with env.terminate_on_success"),
+])
+def test_her_misconfiguration_is_one_line(tmp_path: Path, overrides: list[str], needle: str) -> None:
+    r = subprocess.run([sys.executable, "-m", "roborl.cli", "train", "/dev/null", f"run.dir={tmp_path}/r",
+                        "store.sampler.her_fraction=0.5", "train.total_steps=10", *overrides],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "store.sampler.her_fraction" in r.stderr and needle in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -20,12 +20,23 @@ import numpy as np
 
 from roborl.config import build
 from roborl.envs.arm.base import ArmEnv
+from roborl.envs.goals import GoalRelabeler
 from roborl.envs.safety import SafetyConfig, SafetyLayer
 from roborl.errors import UsageError
 
 CUBE_HALF = 0.02
 TABLE_REGION_LOW = np.array([0.35, -0.15])
 TABLE_REGION_HIGH = np.array([0.55, 0.15])
+
+
+def _obs_slice(obs_names: tuple[tuple[str, int], ...], name: str) -> tuple[int, int]:
+    """[start, stop) of the named part of the state observation."""
+    start = 0
+    for n, size in obs_names:
+        if n == name:
+            return start, start + size
+        start += size
+    raise KeyError(name)
 
 
 def _sample_xy(rng: np.random.Generator, low: np.ndarray = TABLE_REGION_LOW,
@@ -81,6 +92,15 @@ class ReachEnv(ArmEnv):
     def task_state(self) -> dict[str, Any]:
         return {**super().task_state(), "goal": self._goal.copy()}
 
+    def goal_relabeler(self) -> GoalRelabeler | None:
+        """HER relabelling of state observations (roborl.envs.goals): the achieved goal is the tool position."""
+        if self.obs_mode != "state":
+            return None
+        n = self.obs_names
+        return GoalRelabeler(achieved=_obs_slice(n, "ee_pos"), goal=_obs_slice(n, "goal"),
+                             goal_minus_achieved=_obs_slice(n, "goal_minus_ee"), distance_dims=3,
+                             threshold=self.success_threshold, sparse=self.reward_type == "sparse")
+
 
 class _CubeTask(ArmEnv):
     """Shared by Push and PickPlace: a 4 cm cube (0.1 kg) and a goal marker."""
@@ -115,6 +135,23 @@ class _CubeTask(ArmEnv):
     def task_state(self) -> dict[str, Any]:
         return {**super().task_state(), "object": self.object_pos, "goal": self._goal.copy()}
 
+    # Success distance dimensions: 2 = in the table plane (Push), 3 = in space (PickPlace).
+    goal_distance_dims: ClassVar[int] = 3
+    SHAPING_WEIGHT: ClassVar[float] = 0.5  # dense reward: weight of -|object - ee|
+    SUCCESS_BONUS: ClassVar[float] = 0.5   # dense reward: added on success steps
+
+    def goal_relabeler(self) -> GoalRelabeler | None:
+        """HER relabelling of state observations (roborl.envs.goals): the achieved goal is the cube position,
+        the dense reward's shaping term and success bonus are the ones _task_eval uses."""
+        if self.obs_mode != "state":
+            return None
+        n = self.obs_names
+        return GoalRelabeler(achieved=_obs_slice(n, "object_pos"), goal=_obs_slice(n, "goal"),
+                             goal_minus_achieved=_obs_slice(n, "goal_minus_object"),
+                             distance_dims=self.goal_distance_dims, threshold=self.success_threshold,
+                             sparse=self.reward_type == "sparse", shaping=_obs_slice(n, "object_minus_ee"),
+                             shaping_weight=self.SHAPING_WEIGHT, success_bonus=self.SUCCESS_BONUS)
+
 
 class PushEnv(_CubeTask):
     """Push the cube across the table to a goal on the table (the default task for SAC).
@@ -129,6 +166,7 @@ class PushEnv(_CubeTask):
     scene_xml = "push.xml"
     task_name = "push"
     default_max_steps = 50
+    goal_distance_dims = 2
 
     def _task_reset(self, rng: np.random.Generator) -> None:
         self._place(rng, (CUBE_HALF, CUBE_HALF))
@@ -138,7 +176,7 @@ class PushEnv(_CubeTask):
         d_og = float(np.linalg.norm(self._goal[:2] - obj[:2]))
         d_eo = float(np.linalg.norm(obj - self.ee_pos))
         success = d_og < self.success_threshold
-        return -d_og - 0.5 * d_eo + 0.5 * success, 0.0 if success else -1.0, success
+        return -d_og - self.SHAPING_WEIGHT * d_eo + self.SUCCESS_BONUS * success, 0.0 if success else -1.0, success
 
 
 class PickPlaceEnv(_CubeTask):
@@ -160,7 +198,7 @@ class PickPlaceEnv(_CubeTask):
         d_og = float(np.linalg.norm(self._goal - obj))
         d_eo = float(np.linalg.norm(obj - self.ee_pos))
         success = d_og < self.success_threshold
-        return -d_og - 0.5 * d_eo + 0.5 * success, 0.0 if success else -1.0, success
+        return -d_og - self.SHAPING_WEIGHT * d_eo + self.SUCCESS_BONUS * success, 0.0 if success else -1.0, success
 
 
 PEG_RADIUS = 0.01

@@ -1,0 +1,48 @@
+"""GoalRelabeler (HER): for the true goal it reproduces each goal-conditioned task's own reward and success."""
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import roborl
+
+
+@pytest.mark.parametrize("env_id", ["roborl/Reach-v0", "roborl/Push-v0", "roborl/PickPlace-v0"])
+@pytest.mark.parametrize("reward_type", ["dense", "sparse"])
+def test_relabeler_reproduces_env_reward(env_id: str, reward_type: str) -> None:
+    env = gym.make(env_id, reward_type=reward_type)
+    rl = env.unwrapped.goal_relabeler()
+    nxt, rew, succ = [], [], []
+    for ep in range(2):
+        ex = roborl.envs.expert(env, noise=0.3, seed=ep)
+        obs, _ = env.reset(seed=ep)
+        ex.reset()
+        for _ in range(40):
+            obs, r, _, _, info = env.step(ex(obs))
+            nxt.append(obs)
+            rew.append(r)
+            succ.append(info["is_success"])
+    env.close()
+    o = torch.as_tensor(np.array(nxt))
+    goal = o[:, rl.goal[0]:rl.goal[1]]
+    assert np.allclose(rl.reward(o, goal).numpy(), rew, atol=1e-5)
+    assert rl.success(o, goal).numpy().tolist() == succ
+    assert any(succ) and not all(succ)  # both branches exercised
+    # with_goal rewrites the goal and the goal - achieved feature, and nothing else.
+    g = o[:, rl.achieved[0]:rl.achieved[1]].flip(0)
+    o2 = rl.with_goal(o, g)
+    assert torch.equal(o2[:, rl.goal[0]:rl.goal[1]], g)
+    lo, hi = rl.goal_minus_achieved
+    assert torch.allclose(o2[:, lo:hi], g - o[:, rl.achieved[0]:rl.achieved[1]])
+    keep = torch.ones(o.shape[1], dtype=torch.bool)
+    keep[rl.goal[0]:rl.goal[1]] = False
+    keep[lo:hi] = False
+    assert torch.equal(o2[:, keep], o[:, keep])
+
+
+def test_peg_insert_has_no_relabeler() -> None:
+    env = gym.make("roborl/PegInsert-v0")
+    assert getattr(env.unwrapped, "goal_relabeler", lambda: None)() is None
+    env.close()
