@@ -213,19 +213,19 @@ def _run_train(overrides: list[str]) -> dict:
 
 
 ABLATION_ROWS: dict[str, list[str]] = {
-    # Rows are configs/default.yaml plus these overrides. The default has HER on; rows that
-    # ablate it say store.sampler.her_fraction=0 explicitly.
+    # Rows are configs/default.yaml plus these overrides. The default has HER on and ramps the
+    # residual to beta 2; rows measured before that pin her_fraction=0 and beta 1 explicitly.
     # SAC from scratch: no demos at all, random warmup.
     "sac_scratch": ["store.demos=[]", "sac.bc_pretrain_steps=0", "sac.residual=false",
                     "store.sampler.demo_fraction=0", "sac.warmup_steps=1000", "store.sampler.her_fraction=0"],
     # RLPD-style: demos only through 50/50 symmetric sampling (no BC, no residual).
     "rlpd_demo_mix": ["sac.residual=false", "sac.bc_pretrain_steps=0", "sac.warmup_steps=1000",
                       "store.sampler.her_fraction=0"],
-    # Demo mix + BC base + ramped residual (the default before HER).
-    "demo_mix_residual": ["store.sampler.her_fraction=0"],
-    "demo_mix_residual_per": ["store.sampler.kind=per", "store.sampler.her_fraction=0"],
-    "demo_mix_residual_lap": ["store.sampler.kind=lap", "store.sampler.her_fraction=0"],
-    # The default config: demo mix + residual + hindsight goal relabelling (HER).
+    # Demo mix + BC base + residual ramped to beta 1 (the default before HER).
+    "demo_mix_residual": ["store.sampler.her_fraction=0", "sac.residual_beta_final=1.0"],
+    "demo_mix_residual_per": ["store.sampler.kind=per", "store.sampler.her_fraction=0", "sac.residual_beta_final=1.0"],
+    "demo_mix_residual_lap": ["store.sampler.kind=lap", "store.sampler.her_fraction=0", "sac.residual_beta_final=1.0"],
+    # The default config: demo mix + residual (ramped to beta 2) + hindsight goal relabelling (HER).
     "demo_mix_residual_her": [],
 }
 

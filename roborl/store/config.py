@@ -33,7 +33,8 @@ class SamplerConfig:
     her_fraction: float = field(0.0, doc="Share of sampled transitions whose goal is relabelled with one the episode "
                                 "achieved later (HER 'future' strategy, Andrychowicz 2017), reward recomputed by the "
                                 "env's roborl.envs.goals.GoalRelabeler; 0 = off. Needs a goal-conditioned env (Reach, "
-                                "Push, PickPlace).", check=unit_interval)
+                                "Push, PickPlace). BC pretraining and the normaliser fit always see stored goals; the optional "
+                                "sac.bc_weight term does see relabelled demo rows.", check=unit_interval)
 
 
 @dataclass(frozen=True)
