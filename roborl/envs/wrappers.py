@@ -134,14 +134,20 @@ class RescaleAction(gym.Wrapper, gym.utils.RecordConstructorArgs):
         """
         if not self._identity or type(action) is not np.ndarray or action.dtype is not self._dtype or not action.ndim:
             return self.step(action)
-        out = self.env.step(action)
+        return self._identity_step(action)
+
+    def _identity_step(self, a: np.ndarray) -> tuple[Any, float, bool, bool, dict]:
+        """Step the inner env with ``a`` (already in [-1, 1] = the inner space) and make
+        ``info["executed_action"]`` a float32 array of its own."""
+        out = self.env.step(a)
         info = out[4]
         executed = info.get("executed_action")
-        if executed is None or executed is action:
-            info["executed_action"] = np.array(action, dtype=np.float32)
+        if executed is None or executed is a:
+            info["executed_action"] = np.array(a, dtype=np.float32)
         elif type(executed) is not np.ndarray or executed.dtype is not _F32:
             info["executed_action"] = np.asarray(executed, dtype=np.float32)
-        return out
+        # else: a float32 array in [-1, 1] already; reverse_action would return it as is
+        return out  # the inner 5-tuple itself: only info (a dict) was edited
 
     def step(self, action: np.ndarray) -> tuple[Any, float, bool, bool, dict]:
         if self._identity:  # hot path for [-1, 1] envs: one clip ufunc, which makes the copy
@@ -151,15 +157,7 @@ class RescaleAction(gym.Wrapper, gym.utils.RecordConstructorArgs):
                 a = _clip_ufunc(action, self._neg1, self._pos1)
             else:
                 a = _clip(np.array(action, dtype=self._dtype), -1.0, 1.0)  # a copy: never edit the caller's array
-            out = self.env.step(a)
-            info = out[4]
-            executed = info.get("executed_action")
-            if executed is None or executed is a:
-                info["executed_action"] = np.array(a, dtype=np.float32)
-            elif type(executed) is not np.ndarray or executed.dtype is not _F32:
-                info["executed_action"] = np.asarray(executed, dtype=np.float32)
-            # else: a float32 array in [-1, 1] already; reverse_action would return it as is
-            return out  # the inner 5-tuple itself: only info (a dict) was edited
+            return self._identity_step(a)
         else:
             a = _clip(np.array(action, dtype=np.float64), -1.0, 1.0)
             inner = _clip(self._mid + self._half * a, self._low, self._high).astype(self._dtype, copy=False)
