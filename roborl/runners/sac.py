@@ -111,6 +111,7 @@ class SACRunner:
         self.obs_space, self.act_space = obs_space, act_space
         self.obs_dim, self.act_dim = int(obs_space.shape[0]), int(act_space.shape[0])
 
+        relabeler = self._goal_relabeler()  # before any file is written: a misconfiguration leaves no run dir
         self.run_dir.mkdir(parents=True, exist_ok=True)
         store_path = Path(cfg.store.path) if cfg.store.path else self.run_dir / "store"
         fresh_store = not (store_path.exists() and any(store_path.iterdir()))
@@ -120,7 +121,7 @@ class SACRunner:
             for p in cfg.store.demos:
                 self.store.merge_from(resolve_demo_path(p), partition="demo")
         self.sampler = Sampler(self.store, cfg.store.sampler, device=self.device, seed=self.seed,
-                               relabeler=self._goal_relabeler())
+                               relabeler=relabeler)
         self.intervention = None
         if self.env is not None and cfg.intervention.source != "none":
             from roborl.teleop.intervention import build_intervention
@@ -158,7 +159,7 @@ class SACRunner:
                 env.close()
         if relabeler is None:
             raise UsageError(f"{key}: {cfg.env.id} has no goal to relabel (HER needs a goal-conditioned env with "
-                             "state observations: roborl/Reach-v0, Push-v0, PickPlace-v0)")
+                             f"state observations: roborl/Reach-v0, Push-v0, PickPlace-v0); set {key}=0")
         return relabeler
 
     # ------------------------------------------------------------------ checkpoints

@@ -153,3 +153,4 @@ def test_her_misconfiguration_is_one_line(tmp_path: Path, overrides: list[str], 
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "store.sampler.her_fraction" in r.stderr and needle in r.stderr, r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()  # checked before anything is written
