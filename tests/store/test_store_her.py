@@ -93,3 +93,21 @@ def test_her_fraction_zero_is_the_plain_sampler_and_misconfiguration_is_a_usage_
     with pytest.raises(UsageError, match="store.sampler.her_fraction"):
         Sampler(st, build(SamplerConfig, {"her_fraction": 0.5}, "test"))
     st.close()
+
+
+def test_her_batches_resume_exactly_from_a_checkpoint(tmp_path: Path) -> None:
+    from roborl.checkpoint import load_checkpoint, save_checkpoint
+
+    st, rl, _ = _push_store(tmp_path, episodes=2)
+    cfg = build(SamplerConfig, {"n_step": 3, "her_fraction": 0.5}, "test")
+    a = Sampler(st, cfg, seed=7, relabeler=rl)
+    a.sample(128, gamma=0.95)
+    save_checkpoint(tmp_path / "run", 1, {"sampler": a.state_dict()}, {})
+    want = a.sample(128, gamma=0.95)
+    b = Sampler(st, cfg, seed=123, relabeler=rl)
+    state, _, _ = load_checkpoint(tmp_path / "run")
+    b.load_state_dict(state["sampler"])
+    got = b.sample(128, gamma=0.95)
+    assert torch.equal(want.obs, got.obs) and torch.equal(want.reward, got.reward)
+    assert torch.equal(want.next_obs, got.next_obs) and torch.equal(want.index, got.index)
+    st.close()
