@@ -16,7 +16,10 @@
    Reports per run and per variant: nominal / grid-mean / grid-worst return and success, the
    success kept (grid mean / nominal) and the return kept as a normalized score
    ``(R - R0) / (R_nominal - R0)`` with R0 the zero-action policy's nominal return (a plain
-   ratio is meaningless for Reach's negative returns), and the mean return per axis value.
+   ratio is meaningless for Reach's negative returns), and the mean return per axis value (per
+   run, and averaged over the seeds in the summary). With ``--runs-dir`` finished runs and cached
+   evals are reused; a reused run must have been trained with the given config's env/ppo
+   sections, budget and seed (checked against its config.yaml), else the bench stops.
 
     python tools/bench_ppo.py                      # throughput, ~2-3 min
     python tools/bench_ppo.py --rounds 5 --iters 4
@@ -25,6 +28,8 @@
         --grid configs/perturb_grid.yaml configs/perturb_grid_reach.yaml --runs-dir runs/bench_robustness
     python tools/bench_ppo.py --robustness --dr-config configs/ppo_halfcheetah_dr.yaml \
         --nodr-config configs/ppo_halfcheetah.yaml --steps 500000 --episodes 3 --runs-dir /tmp/rob/hist
+    python tools/bench_ppo.py --robustness --dr-config configs/ppo_halfcheetah_dr.yaml \
+        --nodr-config configs/ppo_halfcheetah.yaml --steps 500000 --seed-list 3 4 0 1 2 --episodes 5 --runs-dir DIR
 """
 from __future__ import annotations
 
@@ -140,10 +145,26 @@ def _roborl(*argv: str) -> str:
     import subprocess
 
     r = subprocess.run([sys.executable, "-m", "roborl.cli", *argv], cwd=ROOT, capture_output=True, text=True,
-                       env={**os.environ, "ROBORL_QUIET": "1"})
+                       env={"OMP_NUM_THREADS": "1", **os.environ, "ROBORL_QUIET": "1"})  # 1 torch thread: a shared box
     if r.returncode != 0:
         raise SystemExit(f"roborl {' '.join(argv)} failed ({r.returncode}): {r.stderr.strip()[-2000:]}")
     return r.stdout
+
+
+def _recipe_mismatch(run_dir: Path, config: str, overrides: list[str]) -> str | None:
+    """First config key (``section.field``) in which the finished run in ``run_dir`` differs from
+    ``config`` + ``overrides`` (env, ppo, train.algo/total_steps and the seed), or None. Reusing a
+    run trained with another recipe would silently compare the wrong policies."""
+    from roborl import config as C
+    from roborl.runners.config import RunConfig
+
+    want = C.to_dict(C.load(RunConfig, config, overrides))
+    have = C.to_dict(C.load(RunConfig, run_dir / "config.yaml"))
+    for section, keys in (("env", None), ("ppo", None), ("train", ("algo", "total_steps")), ("run", ("seed",))):
+        for k in keys or want[section]:
+            if want[section][k] != have[section][k]:
+                return f"{section}.{k}: run has {have[section][k]!r}, {config} gives {want[section][k]!r}"
+    return None
 
 
 def _kept(x: float | None, nominal: float | None, ref: float | None) -> float | None:
@@ -174,24 +195,27 @@ def robustness(args: argparse.Namespace) -> dict:
     from roborl.eval.episodes import run_episodes
 
     variants = {"dr": args.dr_config, "no_dr": args.nodr_config}
+    seeds = list(args.seed_list) if args.seed_list else list(range(args.seeds))
     keep = args.runs_dir is not None
     tmp = None if keep else tempfile.TemporaryDirectory()
     runs_dir = Path(args.runs_dir if keep else tmp.name)
-    results: dict = {"bench": "ppo_robustness", "configs": variants, "steps": args.steps, "seeds": args.seeds,
+    results: dict = {"bench": "ppo_robustness", "configs": variants, "steps": args.steps, "seeds": seeds,
                      "grids": args.grid, "episodes_per_point": args.episodes, "eval_seed": args.eval_seed,
                      "cpu_count": os.cpu_count(), "runs": []}
     ref: dict[str, float] | None = None
     try:
         # Seeds outer, variants inner: a run cut short still holds matched DR / no-DR pairs.
-        for seed in range(args.seeds):
+        for seed in seeds:
             for variant, config in variants.items():
                 run_dir = runs_dir / f"{variant}_{seed}"
                 t0 = time.time()
+                overrides = [f"train.total_steps={args.steps}", f"run.seed={seed}", f"train.eval_every={args.steps}",
+                             f"train.checkpoint_every={args.steps}", f"run.dir={run_dir}", "device=cpu"]
                 ck = find_checkpoint(run_dir) if run_dir.exists() else None
+                if ck is not None and (why := _recipe_mismatch(run_dir, str(config), overrides)):
+                    raise SystemExit(f"{run_dir} was trained with another recipe ({why}); use another --runs-dir")
                 if ck is None or load_checkpoint(ck)[2] < args.steps:  # reuse a finished run (--runs-dir)
-                    _roborl("train", str(config), f"train.total_steps={args.steps}", f"run.seed={seed}",
-                            f"train.eval_every={args.steps}", f"train.checkpoint_every={args.steps}",
-                            f"run.dir={run_dir}", "device=cpu")
+                    _roborl("train", str(config), *overrides)
                 train_s = time.time() - t0
                 if ref is None:  # the zero-action reference, on the nominal env and the same seeds
                     _, env_cfg, meta, _, _, _ = load_for_eval(str(run_dir), "cpu")
@@ -245,6 +269,12 @@ def robustness(args: argparse.Namespace) -> dict:
             "worst_return_margin_dr_minus_nodr": round(dr["return_worst"]["mean"] - nd["return_worst"]["mean"], 4),
             "worst_success_margin_dr_minus_nodr": round(dr["success_worst"]["mean"] - nd["success_worst"]["mean"], 4),
         }
+        # Mean return per axis value over the seeds: which perturbations cost what.
+        for variant in variants:
+            axes = [r["return_by_axis"] for r in results["runs"] if r["variant"] == variant and r["grid"] == grid]
+            if axes:
+                per[variant]["return_by_axis"] = {
+                    k: {v: round(float(np.mean([a[k][v] for a in axes])), 1) for v in axes[0][k]} for k in axes[0]}
         results["summary"][grid] = per
     return results
 
@@ -263,6 +293,8 @@ def main() -> int:
     p.add_argument("--robustness", action="store_true", help="run the DR vs no-DR held-out-grid comparison instead")
     p.add_argument("--steps", type=int, default=20_480, help="training budget per run (--robustness)")
     p.add_argument("--seeds", type=int, default=3, help="seeds per variant (--robustness)")
+    p.add_argument("--seed-list", type=int, nargs="+", default=None,
+                   help="train/evaluate exactly these seeds, in this order (--robustness; overrides --seeds)")
     p.add_argument("--episodes", type=int, default=20, help="episodes per grid point and nominal (--robustness)")
     p.add_argument("--eval-seed", type=int, default=1000, help="base episode seed, the same for every policy (--robustness)")
     p.add_argument("--dr-config", default="configs/ppo_reach_dr.yaml", help="DR run config (--robustness)")
