@@ -227,6 +227,7 @@ ABLATION_ROWS: dict[str, list[str]] = {
     "demo_mix_residual_lap": ["store.sampler.kind=lap", "store.sampler.her_fraction=0", "sac.residual_beta_final=1.0"],
     # The default config: demo mix + residual (ramped to beta 2) + hindsight goal relabelling (HER).
     "demo_mix_residual_her": [],
+    "demo_mix_residual_her_lap": ["store.sampler.kind=lap"],
 }
 
 
