@@ -145,7 +145,7 @@ class _NoiseRows:
         self.n, self.i = self.rows, 0
 
     def next(self) -> np.ndarray:
-        """The next scaled row ``[d]`` (a view; the step's hot path inlines this)."""
+        """The next scaled row ``[d]`` (a view into the block)."""
         if self.i >= self.n:
             self.refill()
         self.i += 1
@@ -509,7 +509,7 @@ class DomainRandomization(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
         # Per-step hot path (issue 2 bench): the noise is a row of a pre-scaled block (see
-        # _NoiseRows, `next` inlined) added in the data's own dtype, so action noise is one add
+        # _NoiseRows) added in the data's own dtype, so action noise is one add
         # and one clip-ufunc call and observation noise one add (was 5 and 3 numpy calls, each
         # ~0.2-0.5 us); the noisy action goes to RescaleAction.step_clipped, which skips a
         # second clip. Results equal commanded = clip(action + dtype(std * z), low, high) and
@@ -517,15 +517,10 @@ class DomainRandomization(gym.Wrapper, gym.utils.RecordConstructorArgs):
         commanded = action
         latency = self._latency
         if self._act_std > 0:  # 0 while disabled
-            rows = self._act_noise  # inlined rows.next()
-            i = rows.i
-            if i >= rows.n:
-                rows.refill()
-                i = 0
-            rows.i = i + 1
+            rows = self._act_noise
             if type(action) is not np.ndarray or action.dtype is not rows.dtype or action.shape != rows.shape:
                 action = np.asarray(action, dtype=rows.dtype).reshape(-1)
-            commanded = np.add(action, rows.scaled[i])  # a new array: never edit the caller's
+            commanded = np.add(action, rows.next())  # a new array: never edit the caller's
             self._act_clip(commanded, self._act_lo_c, self._act_hi_c, commanded)
             if self._act_cast:  # an integer Box: noise in float64, then cast
                 commanded = commanded.astype(self._act_dtype)
@@ -566,16 +561,7 @@ class DomainRandomization(gym.Wrapper, gym.utils.RecordConstructorArgs):
             params[-3:] = self._push_vec
         info["dr_params"] = params
         if self._obs_std > 0:  # 0 while disabled
-            rows = self._obs_noise
-            if rows is not None and type(obs) is np.ndarray and obs.shape == rows.shape and obs.dtype is rows.dtype:
-                i = rows.i  # inlined rows.next()
-                if i >= rows.n:
-                    rows.refill()
-                    i = 0
-                rows.i = i + 1
-                obs = np.add(obs, rows.scaled[i])  # in the observation's dtype; a new array
-            else:
-                obs = self._noisy_obs(obs)
+            obs = self._noisy_obs(obs)
         return obs, reward, terminated, truncated, info
 
     def _push_step(self) -> None:
@@ -608,6 +594,8 @@ class DomainRandomization(gym.Wrapper, gym.utils.RecordConstructorArgs):
             return obs
         rows = self._obs_noise
         if rows is not None and type(obs) is np.ndarray and obs.shape == rows.shape:
+            if obs.dtype is rows.dtype:
+                return np.add(obs, rows.next())  # in the observation's dtype; a new array
             return (obs + rows.next()).astype(obs.dtype, copy=False)
         normals, std = self._normals, self._obs_std
 

@@ -27,14 +27,6 @@ W = TypeVar("W", bound=gym.Wrapper)
 _F32 = np.dtype(np.float32)
 
 
-def _clip(x: np.ndarray, lo: Any, hi: Any) -> np.ndarray:
-    """In-place clip of a float array; ``np.minimum``/``np.maximum`` skip np.clip's Python
-    dispatch, which costs more than the arithmetic on these small per-step vectors."""
-    np.maximum(x, lo, out=x)
-    np.minimum(x, hi, out=x)
-    return x
-
-
 try:  # the ufunc behind np.clip (numpy >= 2 keeps it in numpy._core)
     from numpy._core.umath import clip as _clip_ufunc
 except ImportError:  # pragma: no cover - numpy 1.x
@@ -42,9 +34,16 @@ except ImportError:  # pragma: no cover - numpy 1.x
 
 
 def _clip_minmax(x: np.ndarray, lo: Any, hi: Any, out: np.ndarray | None = None) -> np.ndarray:
-    """``minimum(maximum(x, lo), hi)`` into ``out`` (a new array when None)."""
+    """``minimum(maximum(x, lo), hi)`` into ``out`` (a new array when None). ``np.minimum`` /
+    ``np.maximum`` skip np.clip's Python dispatch, which costs more than the arithmetic on
+    these small per-step vectors."""
     out = np.maximum(x, lo, out=out)
     return np.minimum(out, hi, out=out)
+
+
+def _clip(x: np.ndarray, lo: Any, hi: Any) -> np.ndarray:
+    """In-place clip of a float array (see _clip_minmax)."""
+    return _clip_minmax(x, lo, hi, x)
 
 
 def clip_function(lo: Any, hi: Any) -> Any:
@@ -453,7 +452,6 @@ class HistoryObservation(gym.Wrapper, gym.utils.RecordConstructorArgs):
         return b.copy(), reward, terminated, truncated, info
 
 
-
 # ----------------------------------------------------------------------------- episode end
 
 class TerminateOnSuccess(gym.Wrapper, gym.utils.RecordConstructorArgs):
@@ -461,10 +459,10 @@ class TerminateOnSuccess(gym.Wrapper, gym.utils.RecordConstructorArgs):
     (config ``env.terminate_on_success``).
 
     Why: on a robot an episode stops when the task is done (HIL-SERL and SERL end an episode when
-    the reward classifier fires, then reset), so no robot time goes into holding a finished pose.
-    In simulation the same choice spends the env-step budget on more, shorter episodes: more
-    initial states per budget, and no "hold still" data for a BC policy to over-generalise to
-    states short of the goal. A success is absorbing for the TD target (no bootstrap past it).
+    the reward classifier fires, then reset), so no robot time goes into holding a finished pose;
+    the env-step budget goes into more, shorter episodes. A success is absorbing for the TD target
+    (no bootstrap past it). On simulated Push with the default SAC recipe it did not raise success
+    (BENCHMARKS.md, SAC screening runs), so configs/default.yaml leaves it off.
     Eval success (any step succeeds) is unchanged. An env that never reports ``is_success`` is a
     configuration error, caught on the first step rather than silently never terminating.
     """
