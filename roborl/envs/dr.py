@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import collections
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
@@ -78,6 +78,10 @@ class DRConfig:
     friction_scale: tuple[float, float] = field((0.8, 1.2), doc="Geom sliding-friction scale range (colliding geoms).", check=_scale_range)
     damping_scale: tuple[float, float] = field((0.8, 1.2), doc="Joint damping scale range (dofs with nonzero damping).", check=_scale_range)
     gain_scale: tuple[float, float] = field((0.9, 1.1), doc="Actuator gain scale range (gainprm[:,0]; servo biasprm alike).", check=_scale_range)
+    scale_distribution: Literal["uniform", "log_uniform"] = field(
+        "uniform", doc="How the four *_scale terms are drawn in [lo, hi]: uniform, or log_uniform (uniform in log(scale), "
+                       "so x0.5 and x2 are equally likely; as Isaac Lab's log_uniform). Scales are multiplicative, so a "
+                       "linear-uniform draw over e.g. [0.6, 1.8] puts 8 % of episodes below x0.7 and 25 % above x1.5.")
     latency_steps: tuple[int, int] = field((0, 0), doc="Control latency range in env steps; the action takes effect this many steps later.", check=_nonneg_range)
     obs_noise_std: tuple[float, float] = field((0.0, 0.0), doc="Range of the per-episode std of Gaussian noise added to float observations (obs units).", check=_nonneg_range)
     action_noise_std: tuple[float, float] = field((0.0, 0.0), doc="Range of the per-episode std of Gaussian noise added to actions (action units, then clipped to the action space).", check=_nonneg_range)
@@ -398,7 +402,8 @@ class DomainRandomization(gym.Wrapper, gym.utils.RecordConstructorArgs):
         # one for both noise stds give the values the per-term uniform() calls gave, in ~1/3
         # of the time (test_env_fastpaths.py replays the per-term calls).
         rng, c = self._episode_rng, self.cfg
-        self._set_scales(self._scale_lo + self._scale_span * rng.random(self._scale_lo.size))
+        draw = self._scale_lo + self._scale_span * rng.random(self._scale_lo.size)
+        self._set_scales(np.exp(draw) if self._log_scales else draw)
         self._latency = int(rng.integers(c.latency_steps[0], c.latency_steps[1] + 1)) if self._has_latency else 0
         self._obs_std = self._act_std = 0.0
         if self._std_lo.size:
@@ -453,6 +458,10 @@ class DomainRandomization(gym.Wrapper, gym.utils.RecordConstructorArgs):
             n += k
         self._scale_lo = np.array(lo, dtype=np.float64)
         self._scale_span = np.array(hi, dtype=np.float64) - self._scale_lo  # hi - lo, as uniform() computes it
+        self._log_scales = self.cfg.scale_distribution == "log_uniform"
+        if self._log_scales:  # draw log(scale) uniformly in [log lo, log hi]; lo > 0 is checked by _scale_range
+            self._scale_lo = np.log(np.array(lo, dtype=np.float64))
+            self._scale_span = np.log(np.array(hi, dtype=np.float64)) - self._scale_lo
         self._full_ones = np.ones(off)
         self._dst = np.concatenate(dst).astype(np.intp) if dst else np.zeros(0, dtype=np.intp)
         self._src = np.concatenate(src).astype(np.intp) if src else np.zeros(0, dtype=np.intp)

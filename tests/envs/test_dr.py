@@ -226,3 +226,32 @@ def test_config_validation():
     assert find_wrapper(build_env(cfg, seed=0, eval=True), DomainRandomization) is None
     at_eval = dataclasses.replace(cfg, dr=dataclasses.replace(cfg.dr, at_eval=True))
     assert find_wrapper(build_env(at_eval, seed=0, eval=True), DomainRandomization) is not None
+
+
+def test_log_uniform_scales_are_uniform_in_log_and_applied():
+    """scale_distribution=log_uniform: log(scale) is uniform in [log lo, log hi] (x0.5 as likely as x2),
+    within bounds, applied to the model, reproducible by seed; uniform stays the default."""
+    assert DRConfig().scale_distribution == "uniform"
+    cfg = DRConfig(enabled=True, per_element=False, mass_scale=(0.5, 2.0), friction_scale=(0.5, 2.0),
+                   scale_distribution="log_uniform")
+    env = DomainRandomization(make_env("HalfCheetah-v5"), cfg, seed=0)
+    idx = {n: i for i, n in enumerate(env.param_names)}
+    nominal = env.nominal()
+    mass = []
+    for e in range(600):
+        _, info = env.reset(seed=3 if e == 0 else None)
+        mass.append(float(info["dr_params"][idx["mass_scale"]]))
+        if e == 0:
+            first = info["dr_params"].copy()
+            np.testing.assert_allclose(env.unwrapped.model.body_mass, nominal["body_mass"] * mass[0], rtol=1e-6)
+    mass = np.array(mass)
+    assert mass.min() >= 0.5 and mass.max() <= 2.0
+    # Uniform in log: median ~1 (linear-uniform over [0.5, 2] has median 1.25), equal mass below x0.7071 and above x1.414.
+    assert abs(np.median(mass) - 1.0) < 0.1
+    lo, hi = (mass < 2 ** -0.5).mean(), (mass > 2 ** 0.5).mean()
+    assert abs(lo - 0.25) < 0.06 and abs(hi - 0.25) < 0.06
+    _, info = env.reset(seed=3)
+    np.testing.assert_array_equal(info["dr_params"], first)
+    env.close()
+    with pytest.raises(ConfigError, match="dr.scale_distribution"):
+        C.build(EnvConfig, {"dr": {"scale_distribution": "gaussian"}})
