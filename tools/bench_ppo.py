@@ -30,6 +30,8 @@
         --nodr-config configs/ppo_halfcheetah.yaml --steps 500000 --episodes 3 --runs-dir /tmp/rob/hist
     python tools/bench_ppo.py --robustness --dr-config configs/ppo_halfcheetah_dr.yaml \
         --nodr-config configs/ppo_halfcheetah.yaml --steps 500000 --seed-list 3 4 0 1 2 --episodes 5 --runs-dir DIR
+    python tools/bench_ppo.py --robustness --dr-config configs/ppo_halfcheetah_dr.yaml \
+        --nodr-config configs/ppo_halfcheetah.yaml --steps 1000000 --seed-list 0 1 2 3 4 5 6 7 8 9 --episodes 5 --runs-dir DIR
 """
 from __future__ import annotations
 
