@@ -456,12 +456,11 @@ class DomainRandomization(gym.Wrapper, gym.utils.RecordConstructorArgs):
                     self._writes.append(("actuator_biasprm", f_col, seg))
                     off += model.nu
             n += k
-        self._scale_lo = np.array(lo, dtype=np.float64)
-        self._scale_span = np.array(hi, dtype=np.float64) - self._scale_lo  # hi - lo, as uniform() computes it
+        lo_a, hi_a = np.array(lo, dtype=np.float64), np.array(hi, dtype=np.float64)
         self._log_scales = self.cfg.scale_distribution == "log_uniform"
         if self._log_scales:  # draw log(scale) uniformly in [log lo, log hi]; lo > 0 is checked by _scale_range
-            self._scale_lo = np.log(np.array(lo, dtype=np.float64))
-            self._scale_span = np.log(np.array(hi, dtype=np.float64)) - self._scale_lo
+            lo_a, hi_a = np.log(lo_a), np.log(hi_a)
+        self._scale_lo, self._scale_span = lo_a, hi_a - lo_a  # hi - lo, as uniform() computes it
         self._full_ones = np.ones(off)
         self._dst = np.concatenate(dst).astype(np.intp) if dst else np.zeros(0, dtype=np.intp)
         self._src = np.concatenate(src).astype(np.intp) if src else np.zeros(0, dtype=np.intp)
