@@ -193,7 +193,7 @@ def robustness(args: argparse.Namespace) -> dict:
     time), then evaluate each with ``roborl eval RUN --perturb GRID --json`` on the same episode
     seeds (``--eval-seed``), and summarize per run and per variant."""
     from roborl.checkpoint import find_checkpoint, load_checkpoint
-    from roborl.eval.cli_eval import build_eval_env, load_for_eval
+    from roborl.cli.eval import build_eval_env, load_for_eval
     from roborl.eval.episodes import run_episodes
 
     variants = {"dr": args.dr_config, "no_dr": args.nodr_config}

@@ -169,7 +169,7 @@ def make_perturbed_env(env_cfg: "EnvConfig", point: PerturbPoint, seed: int, dt:
     ``dt`` is the env's control period (read from a nominal eval env when None).
     Returns ``(env, latency_steps)``.
     """
-    from roborl.eval.cli_eval import build_eval_env
+    from roborl.eval.episodes import build_eval_env
     from roborl.eval.episodes import env_control_dt
 
     if dt is None and point.latency_ms > 0:
@@ -200,7 +200,7 @@ def evaluate_grid(policy: "Policy", env_cfg: "EnvConfig", grid: Any, episodes: i
     """
     from roborl.eval.episodes import run_episodes
 
-    from roborl.eval.cli_eval import build_eval_env
+    from roborl.eval.episodes import build_eval_env
     from roborl.eval.episodes import env_control_dt
 
     points = grid if isinstance(grid, list) and all(isinstance(p, PerturbPoint) for p in grid) else load_grid(grid)

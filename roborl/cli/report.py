@@ -73,7 +73,7 @@ def write_report(run: str | Path, out: str | Path, *, episodes: int | None = Non
     """Write the report for ``run`` to ``out`` (plus ``<stem>_curves.png`` next to it)."""
     from roborl.checkpoint import find_checkpoint
     from roborl.errors import UsageError
-    from roborl.eval.cli_plot import plot_runs
+    from roborl.cli.plot import plot_runs
     from roborl.runs import read_metrics
 
     run = Path(run)
@@ -83,7 +83,7 @@ def write_report(run: str | Path, out: str | Path, *, episodes: int | None = Non
     out.parent.mkdir(parents=True, exist_ok=True)
     rows = read_metrics(run)
     cfg_text = (run / "config.yaml").read_text() if (run / "config.yaml").exists() else None
-    from roborl.eval.cli_plot import _read_config
+    from roborl.cli.plot import _read_config
 
     cfg = _read_config(run)
     ckpt = find_checkpoint(run)
@@ -104,7 +104,7 @@ def write_report(run: str | Path, out: str | Path, *, episodes: int | None = Non
     # ------------------------------------------------------------------ fresh eval
     lines += ["## Evaluation of the latest checkpoint", ""]
     if fresh_eval and ckpt is not None:
-        from roborl.eval.cli_eval import build_eval_env, check_spaces, load_for_eval
+        from roborl.cli.eval import build_eval_env, check_spaces, load_for_eval
         from roborl.eval.episodes import eval_seed, run_episodes
 
         policy, env_cfg, meta, step, _, obs_norm = load_for_eval(str(ckpt), device)

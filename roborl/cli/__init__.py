@@ -25,16 +25,16 @@ from roborl.errors import ConfigError, UsageError
 
 # name -> module path. Order is the order shown in --help.
 COMMANDS: dict[str, str] = {
-    "train": "roborl.runners.cli_train",
-    "eval": "roborl.eval.cli_eval",
-    "collect": "roborl.store.cli_collect",
-    "store": "roborl.store.cli_store",
-    "config": "roborl.cli_config",
-    "envs": "roborl.envs.cli_envs",
-    "plot": "roborl.eval.cli_plot",
-    "report": "roborl.eval.cli_report",
-    "teleop": "roborl.teleop.cli_teleop",
-    "robot": "roborl.robots.cli_robot",
+    "train": "roborl.cli.train",
+    "eval": "roborl.cli.eval",
+    "collect": "roborl.cli.collect",
+    "store": "roborl.cli.store",
+    "config": "roborl.cli.config",
+    "envs": "roborl.cli.envs",
+    "plot": "roborl.cli.plot",
+    "report": "roborl.cli.report",
+    "teleop": "roborl.cli.teleop",
+    "robot": "roborl.cli.robot",
 }
 
 # One-line summaries for `roborl --help`, kept here so the top-level help imports nothing.
@@ -116,6 +116,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("roborl: interrupted", file=sys.stderr)
         return 130
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
