@@ -118,3 +118,21 @@ def test_every_subcommand_help_has_an_example() -> None:
             main([name, "--help"])
         assert e.value.code == 0, name
         assert "example" in buf.getvalue().lower(), f"roborl {name} --help has no example"
+
+
+def test_config_show_and_help_do_not_import_torch() -> None:
+    """Loading, validating and printing a run config must stay light: no torch import."""
+    code = ("import sys, io, contextlib\n"
+            "from roborl.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    assert main(['config', 'show', 'configs/default.yaml', 'sac.lr=1e-4']) == 0\n"
+            "    try:\n"
+            "        main(['--help'])\n"
+            "    except SystemExit as e:\n"
+            "        assert e.code == 0\n"
+            "    assert main(['config', 'keys']) == 0\n"
+            "print('torch' in sys.modules)\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       cwd=Path(__file__).resolve().parents[1])
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip().splitlines()[-1] == "False"

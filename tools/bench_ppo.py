@@ -1,4 +1,4 @@
-"""PPO benchmarks (issue 5); prints one JSON object.
+"""PPO benchmarks; prints one JSON object.
 
 1. Throughput (default): env-steps/s *including updates* of roborl PPO and stable-baselines3
    PPO, side by side in one process, interleaved in rounds so both see the same machine load
@@ -193,7 +193,8 @@ def robustness(args: argparse.Namespace) -> dict:
     time), then evaluate each with ``roborl eval RUN --perturb GRID --json`` on the same episode
     seeds (``--eval-seed``), and summarize per run and per variant."""
     from roborl.checkpoint import find_checkpoint, load_checkpoint
-    from roborl.cli.eval import build_eval_env, load_for_eval
+    from roborl.eval.episodes import build_eval_env
+    from roborl.eval.load import load_for_eval
     from roborl.eval.episodes import run_episodes
 
     variants = {"dr": args.dr_config, "no_dr": args.nodr_config}
@@ -262,7 +263,7 @@ def robustness(args: argparse.Namespace) -> dict:
             rs = [r for r in results["runs"] if r["variant"] == variant and r["grid"] == grid]
             per[variant] = {k: {"mean": round(float(np.mean(v)), 4), "std": round(float(np.std(v)), 4)}
                             for k in keys if (v := [r[k] for r in rs if r[k] is not None])}
-        # The targets of issue 5: the DR policy keeps >= 90% of nominal over the grid; its worst
+        # The targets: the DR policy keeps >= 90% of nominal over the grid; its worst
         # case beats the no-DR worst case (seed means; the margin is in the units of each metric).
         dr, nd = per["dr"], per["no_dr"]
         per["targets"] = {

@@ -1,4 +1,4 @@
-"""SAC benchmarks (issue 4). Prints one JSON object. Not a CI test.
+"""SAC benchmarks. Prints one JSON object. Not a CI test.
 
 Parts (``--part``):
 

@@ -3,7 +3,7 @@
     python tools/bench_store.py            # full: 1M-step store (about 2 minutes on 2 cores)
     python tools/bench_store.py --steps 200000 --quick
 
-Measures (issue 3 targets in brackets): committed append low-dim [>= 20k steps/s], two
+Measures (targets in brackets): committed append low-dim [>= 20k steps/s], two
 128x128x3 cameras + proprio [>= 50 steps/s], uniform sample batch 256 low-dim [>= 5k/s],
 PER sample + priority update batch 256 at 1M capacity [>= 1k/s], reopen of a 1M-step store
 including loading the RAM mirror [<= 10 s], steps lost after kill -9 [<= 1].

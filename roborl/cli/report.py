@@ -1,4 +1,4 @@
-"""`roborl report RUN --out report.md`: one readable Markdown page about a run (issue 8).
+"""`roborl report RUN --out report.md`: one readable Markdown page about a run.
 
 Sections: summary (algo, env, steps, wall time, checkpoint), a fresh evaluation of the
 latest checkpoint (same seeds as the training-time eval, unless ``--no-eval``), the eval
@@ -73,7 +73,7 @@ def write_report(run: str | Path, out: str | Path, *, episodes: int | None = Non
     """Write the report for ``run`` to ``out`` (plus ``<stem>_curves.png`` next to it)."""
     from roborl.checkpoint import find_checkpoint
     from roborl.errors import UsageError
-    from roborl.cli.plot import plot_runs
+    from roborl.eval.plots import plot_runs
     from roborl.runs import read_metrics
 
     run = Path(run)
@@ -83,9 +83,9 @@ def write_report(run: str | Path, out: str | Path, *, episodes: int | None = Non
     out.parent.mkdir(parents=True, exist_ok=True)
     rows = read_metrics(run)
     cfg_text = (run / "config.yaml").read_text() if (run / "config.yaml").exists() else None
-    from roborl.cli.plot import _read_config
+    from roborl.eval.plots import read_run_config
 
-    cfg = _read_config(run)
+    cfg = read_run_config(run)
     ckpt = find_checkpoint(run)
 
     lines: list[str] = [f"# Run report: `{run.name}`", ""]
@@ -104,7 +104,8 @@ def write_report(run: str | Path, out: str | Path, *, episodes: int | None = Non
     # ------------------------------------------------------------------ fresh eval
     lines += ["## Evaluation of the latest checkpoint", ""]
     if fresh_eval and ckpt is not None:
-        from roborl.cli.eval import build_eval_env, check_spaces, load_for_eval
+        from roborl.eval.episodes import build_eval_env
+        from roborl.eval.load import check_spaces, load_for_eval
         from roborl.eval.episodes import eval_seed, run_episodes
 
         policy, env_cfg, meta, step, _, obs_norm = load_for_eval(str(ckpt), device)

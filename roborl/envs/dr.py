@@ -1,4 +1,4 @@
-"""Domain randomization for any MuJoCo-backed env (issue 2 §4 "Domain randomization").
+"""Domain randomization for any MuJoCo-backed env (Tobin et al. 2017; Peng et al. 2018).
 
 :class:`DomainRandomization` wraps an env whose ``unwrapped`` exposes ``model``
 (``mujoco.MjModel``) and ``data`` (``mujoco.MjData``): gymnasium's MuJoCo envs, our arm
@@ -27,7 +27,7 @@ construction and written back bit-exactly when DR is off (``set_enabled(False)``
 ``enabled: false`` config). ``params`` / ``info["dr_params"]`` give the sampled values as
 a flat float32 vector ``(n_params,)`` named by ``param_names``, for a privileged critic.
 
-Per-step noise (issue 2 bench): the noise generator fills blocks of 64 steps of standard
+Per-step noise: the noise generator fills blocks of 64 steps of standard
 normals per noise term (action; flat float observation), scaled by the episode's std and
 rounded to the data's dtype once per block and episode; a step adds one row in the data's
 own dtype: ``commanded = clip(action + dtype(std * z), low, high)`` with ``action`` in the
@@ -125,7 +125,7 @@ class _NoiseRows:
     observation's or action's own dtype), once per episode (``set_std``) and per refill. A
     step then takes a row (an index, ~60 ns) and adds it in the data's dtype, instead of a
     Generator call (~1-2 us) or a slice, a multiply and a mixed float32/float64 add
-    (~0.9 us; issue 2 bench). Deterministic for a given seed and sequence of ``next`` /
+    (see BENCHMARKS.md). Deterministic for a given seed and sequence of ``next`` /
     ``set_std`` calls.
     """
 
@@ -423,7 +423,7 @@ class DomainRandomization(gym.Wrapper, gym.utils.RecordConstructorArgs):
         scales into a copy with one fancy assignment (``full[_dst] = scales[_src]``) and
         multiplies each nominal column by its segment into the model (``x * 1.0 == x``:
         elements no term scales stay bit-exactly nominal). About 10 numpy calls per reset
-        instead of ~25 fancy-indexed reads and writes, with the same products (issue 2 bench;
+        instead of ~25 fancy-indexed reads and writes, with the same products (BENCHMARKS.md;
         test_env_fastpaths.py).
         """
         per = self.cfg.per_element
@@ -516,7 +516,7 @@ class DomainRandomization(gym.Wrapper, gym.utils.RecordConstructorArgs):
         return obs, info
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
-        # Per-step hot path (issue 2 bench): the noise is a row of a pre-scaled block (see
+        # Per-step hot path: the noise is a row of a pre-scaled block (see
         # _NoiseRows) added in the data's own dtype, so action noise is one add
         # and one clip-ufunc call and observation noise one add (was 5 and 3 numpy calls, each
         # ~0.2-0.5 us); the noisy action goes to RescaleAction.step_clipped, which skips a

@@ -1,6 +1,6 @@
 """Safety layer: a gymnasium wrapper that makes every action safe before the env sees it.
 
-Applied, in order, to each action (issue 2 §4; the HIL-SERL recipe in the theory notes puts
+Applied, in order, to each action (the HIL-SERL recipe in the theory notes puts
 such a layer between the policy and the robot):
 
 1. **Non-finite hold** - an action with NaN/inf anywhere becomes "hold position": zero
@@ -85,7 +85,7 @@ class SafetyLayer(gym.Wrapper, gym.utils.RecordConstructorArgs):
     action[:3]) and optionally ``grip_command``, ``arm_jacobian()``, ``joint_vel_limits``,
     ``control_dt``. Other action spaces pass through unchanged.
 
-    Speed (issue 2 bench: the whole wrapper stack should cost <= 10 % of a ~150-230 us arm
+    Speed (the whole wrapper stack should cost <= 10 % of an arm
     step): the filter works on Python floats, since each numpy call on these 3-6 element
     vectors costs more than the arithmetic; the workspace box, ``control_dt`` and the joint
     velocity limits are read at ``reset`` (they are fixed within an episode). When this layer

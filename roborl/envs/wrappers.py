@@ -1,4 +1,4 @@
-"""Action scaling and observation normalization (issue 2 §4 "Scaling and normalization").
+"""Action scaling and observation normalization (one concern per wrapper, as gymnasium's).
 
 * :class:`RescaleAction`: the agent acts in ``[-1, 1]^d``; the env receives the affine
   image in its own ``Box(low, high)``. ``info["executed_action"]`` is reported in the
@@ -53,7 +53,7 @@ def clip_function(lo: Any, hi: Any) -> Any:
     (~0.25 us on a 13-vector, against ~0.75 us for maximum + minimum, whose positional ``out``
     numpy 2.4 deprecates). It is bit-identical to maximum + minimum (NaN and -0.0 values
     included) except for the sign of a zero result when a bound is +-0.0, so bounds that
-    contain a zero keep maximum + minimum (issue 2 bench; checked in test_env_fastpaths.py).
+    contain a zero keep maximum + minimum (checked in test_env_fastpaths.py).
     """
     lo_a, hi_a = np.asarray(lo), np.asarray(hi)
     if np.all(lo_a != 0) and np.all(hi_a != 0):
@@ -304,7 +304,7 @@ class NormalizeObservation(gym.Wrapper, gym.utils.RecordConstructorArgs):
         per-step hot path reuses ``x - mean_new`` (same result as update_one + normalize).
 
         The float operations are those of update_one + normalize, in the same order, so the
-        result is bit-identical to them. Speed (issue 2 bench): every intermediate goes into
+        result is bit-identical to them. Speed: every intermediate goes into
         preallocated float64 buffers, passed as the ufunc's positional ``out`` (the ``out=``
         keyword costs ~50 ns more per call), scalars are passed as 0-d float64 arrays, which
         numpy handles ~40 % faster than Python floats, and the clip is one clip-ufunc call;
@@ -396,7 +396,7 @@ class HistoryObservation(gym.Wrapper, gym.utils.RecordConstructorArgs):
     friction changes are invisible in one observation; the commanded actions still in flight
     make latency Markov again, and a short state/action history lets a feed-forward policy
     identify the dynamics implicitly (ANYmal: Hwangbo et al. 2019 and Lee et al. 2020 feed the
-    previous two actions and a joint-state history; Tan et al. 2018; issue 5). In the stack it
+    previous two actions and a joint-state history; Tan et al. 2018). In the stack it
     sits outside domain randomization, so it records what the learner *commanded* (not the
     delayed or noised action, which a real controller knows exactly) and the observations as
     the sensors delivered them (noise included).

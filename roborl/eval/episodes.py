@@ -4,7 +4,7 @@ Both call :func:`run_episodes` with the same ``(env_cfg, episodes, seed)``: epis
 is reset with seed ``seed + i`` on an env built by
 ``roborl.envs.config.build_env(env_cfg, seed=seed, eval=True)`` (DR off), so the numbers a
 runner logs during training and the numbers ``roborl eval`` prints for the same checkpoint
-agree exactly (issue 8; LeRobot #2051 is what happens when they don't).
+agree exactly (LeRobot #2051 is what happens when they don't).
 
 Seed convention (runners and ``roborl eval`` both use it, so the defaults agree):
 ``seed = eval_seed(cfg.run.seed)`` and ``episodes = cfg.train.eval_episodes``. The offset
@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
+from roborl.envs.success import step_success
+
 if TYPE_CHECKING:  # pragma: no cover
     import gymnasium as gym
 
@@ -34,7 +36,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from roborl.learners import Policy
 
 __all__ = ["EvalResult", "wilson_interval", "run_episodes", "eval_seed", "EVAL_SEED_OFFSET", "env_control_dt",
-           "episode_success", "safety_clip_count"]
+           "safety_clip_count"]
 
 _Z95 = 1.959964
 EVAL_SEED_OFFSET = 10_000  # same as the SAC runner: disjoint from training reset seeds
@@ -71,7 +73,7 @@ class EvalResult:
                     "time_to_success_mean", "safety_clips_mean")
 
     def to_json(self, per_episode: bool = False) -> dict[str, Any]:
-        """The summary keys of issue 8 (``success_ci95`` as ``[low, high]``); JSON-safe.
+        """The summary keys (``success_ci95`` as ``[low, high]``); JSON-safe.
 
         ``per_episode=True`` adds the per-episode lists.
         """
@@ -144,17 +146,6 @@ def wilson_interval(successes: int, n: int, z: float = _Z95) -> tuple[float, flo
 
 
 # ----------------------------------------------------------------------------- info readers
-
-def episode_success(info: dict[str, Any]) -> bool:
-    """True when a step's info flags success (``is_success`` or ``success``)."""
-    for key in ("is_success", "success"):
-        if key in info:
-            try:
-                return bool(np.asarray(info[key]).any())
-            except Exception:
-                return False
-    return False
-
 
 def _count(v: Any) -> float | None:
     """A clip count out of a safety record: a number, a bool, or a dict with a count field."""
@@ -383,7 +374,7 @@ def _one_episode(policy: "Policy", env: Any, seed: int, deterministic: bool, wri
         if isinstance(info, dict):
             c = _count(info.get("safety"))
             step_clips += c or 0.0
-            if not success and episode_success(info):
+            if not success and step_success(info):
                 success = True
                 t_success = steps * dt if dt else float(steps)
         if terminated or truncated:

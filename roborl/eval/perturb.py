@@ -1,4 +1,4 @@
-"""Held-out dynamics grid: the sim-to-real proxy of issue 5 (``roborl eval CKPT --perturb GRID``).
+"""Held-out dynamics grid: a sim-to-real proxy (``roborl eval CKPT --perturb GRID``).
 
 A grid point fixes four perturbations (fixed values, not random ranges, so every point is
 reproducible and the grid is *held out* from the training DR ranges):

@@ -7,22 +7,16 @@ a policy from a checkpoint alone with these (no training code or config file nee
 from __future__ import annotations
 
 import importlib
-from typing import Any, Protocol
+from typing import Any
 
-import numpy as np
+from roborl.learners.base import Policy
 
 POLICY_LOADERS: dict[str, str] = {
     "sac": "roborl.learners.sac:policy_from_checkpoint",
     "ppo": "roborl.learners.ppo:policy_from_checkpoint",
 }
 
-
-class Policy(Protocol):
-    """What eval, robots and actors need from a trained learner."""
-
-    def act(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
-        """obs: [N, obs_dim] float32 (raw, un-normalized env observations) -> actions [N, act_dim] in [-1, 1]."""
-        ...
+__all__ = ["POLICY_LOADERS", "Policy", "load_policy"]
 
 
 def load_policy(state: dict[str, Any], meta: dict[str, Any], device: str = "cpu") -> Policy:

@@ -108,7 +108,7 @@ class TanhGaussianActor(nn.Module):
     """pi(a|s) = tanh(N(mu(s), sigma(s))). Actions in [-1, 1]^A.
 
     ``forward(obs [B, O]) -> (action [B, A], log_prob [B], mean_action [B, A])`` where
-    log_prob includes the tanh change-of-variables correction (seed 002, SAC actor loss):
+    log_prob includes the tanh change-of-variables correction (Haarnoja et al. 2018, appendix C):
     log pi(a|s) = log N(u; mu, sigma) - sum_i log(1 - tanh(u_i)^2),
     computed in the numerically stable form 2 (log 2 - u - softplus(-2u)).
     """

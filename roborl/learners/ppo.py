@@ -1,4 +1,4 @@
-"""Proximal Policy Optimization (issue 5): PPO-clip and PPO-KL with GAE, read top to bottom.
+"""Proximal Policy Optimization (Schulman et al. 2017): PPO-clip and PPO-KL with GAE, read top to bottom.
 
 This module holds losses and updates only (no files, zarr or envs; the loop lives in
 ``roborl/runners/ppo.py``). References: Schulman et al. 2017 (PPO), Schulman et al. 2016
@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from roborl.config import field, non_negative, open_unit_interval, positive, unit_interval
+from roborl.learners.config import PPOConfig
 
 __all__ = [
     "PPOConfig", "RunningMeanStd", "ActorCritic", "PPO", "PPOPolicy", "Rollout",
@@ -54,65 +54,6 @@ _LOG_2PI = math.log(2.0 * math.pi)
 
 
 # ============================================================================= config
-
-@dataclass(frozen=True)
-class PPOConfig:
-    """PPO hyperparameters and rollout settings. Defaults follow SB3/CleanRL MuJoCo PPO."""
-
-    # --- rollouts (read by the runner)
-    n_envs: int = field(8, doc="Parallel envs in the gymnasium vector env.", check=positive)
-    vector: Literal["sync", "async"] = field(
-        "sync", doc="sync: envs stepped in this process; async: one subprocess per env (pays off for slow envs / many cores).")
-    rollout_steps: int = field(256, doc="Steps per env per iteration (SB3's n_steps); batch = n_envs * rollout_steps.",
-                               check=positive)
-    # --- network
-    hidden: tuple[int, ...] = field((64, 64), doc="Hidden layer sizes of actor and critic (separate networks).")
-    activation: Literal["tanh", "relu", "elu"] = field("tanh", doc="Hidden activation (tanh is the SB3/CleanRL default).")
-    init_log_std: float = field(0.0, doc="Initial log-std of the state-independent Gaussian.")
-    action_squash: Literal["clip", "tanh"] = field(
-        "clip", doc="How a Gaussian sample u becomes an action in [-1, 1]: clip(u) (SB3/CleanRL) or tanh(u).")
-    asymmetric: bool = field(False, doc="Critic also sees privileged state (info keys in privileged_keys); actor does not.")
-    privileged_keys: tuple[str, ...] = field(
-        ("dr_params",), doc="info keys concatenated into the critic's privileged input when asymmetric (dict or array values).")
-    norm_obs: bool = field(True, doc="Running mean/std observation normalization inside the model (saved in checkpoints).")
-    obs_clip: float = field(10.0, doc="Clip normalized observations to [-obs_clip, obs_clip].", check=positive)
-    norm_reward: bool = field(False, doc="Scale rewards by the running std of the discounted return (SB3 VecNormalize).")
-    # --- optimisation
-    lr: float = field(3e-4, doc="Adam learning rate (initial value when kl_control=adaptive_lr or anneal_lr).", check=positive)
-    anneal_lr: bool = field(False, doc="Linearly anneal the learning rate to 0 over train.total_steps.")
-    epochs: int = field(10, doc="Passes over each rollout batch.", check=positive)
-    minibatch_size: int = field(64, doc="Samples per gradient step.", check=positive)
-    gamma: float = field(0.99, doc="Discount.", check=open_unit_interval)
-    gae_lambda: float = field(0.95, doc="GAE lambda (0 = one-step TD, 1 = Monte Carlo).", check=unit_interval)
-    norm_adv: bool = field(True, doc="Standardize advantages over the batch (seed 002: makes eps=0.2 task-independent).")
-    vf_coef: float = field(0.5, doc="Value-loss coefficient (loss is the plain MSE, as SB3).", check=non_negative)
-    ent_coef: float = field(0.0, doc="Entropy-bonus coefficient.", check=non_negative)
-    max_grad_norm: float | None = field(0.5, doc="Global gradient-norm clip (null = off).", check=positive)
-    # --- surrogate
-    loss: Literal["clip", "kl"] = field("clip", doc="clip: PPO-clip (min of clipped/unclipped); kl: PPO-KL with adaptive beta.")
-    clip_eps: float = field(0.2, doc="PPO-clip ratio range [1-eps, 1+eps].", check=open_unit_interval)
-    clip_value: float | None = field(None, doc="Clip the value prediction to old_value +- this (null = no value clipping).",
-                                     check=positive)
-    kl_beta: float = field(1.0, doc="PPO-KL: initial penalty coefficient beta.", check=positive)
-    kl_target: float = field(0.01, doc="PPO-KL: target KL d_targ; beta doubles above 1.5 d_targ, halves below d_targ/1.5.",
-                             check=positive)
-    # --- trust-region control on top of either surrogate
-    target_kl: float | None = field(None, doc="Target KL per update for kl_control (null = off).", check=positive)
-    kl_control: Literal["early_stop", "adaptive_lr"] = field(
-        "early_stop", doc="early_stop: stop the epochs when a minibatch KL > 1.5 target_kl (SB3); "
-                          "adaptive_lr: lr /1.5 above 2 target_kl, x1.5 below target_kl/2 (rsl_rl).")
-    lr_min: float = field(1e-5, doc="Lower bound of the adaptive learning rate.", check=positive)
-    lr_max: float = field(1e-2, doc="Upper bound of the adaptive learning rate.", check=positive)
-    torch_threads: int | None = field(
-        None, doc="torch.set_num_threads for the runner (null = leave torch's default). 1 is fastest for small MLPs on CPU.",
-        check=positive)
-
-    def __post_init__(self) -> None:
-        if self.lr_min > self.lr_max:
-            raise ValueError("lr_min must be <= lr_max")
-        if not self.hidden or any(h <= 0 for h in self.hidden):
-            raise ValueError("hidden must be a non-empty list of positive sizes")
-
 
 # ============================================================================= normalisation
 
@@ -189,7 +130,7 @@ def approx_kl(logp_old: torch.Tensor, logp_new: torch.Tensor) -> torch.Tensor:
 def clipped_surrogate(ratio: torch.Tensor, adv: torch.Tensor, eps: float) -> torch.Tensor:
     """PPO-clip loss to *minimise*: -mean(min(r A, clip(r, 1-eps, 1+eps) A)). ratio, adv: [B] -> scalar.
 
-    The min makes the bound pessimistic (seed 002): outside [1-eps, 1+eps] in the direction
+    The min makes the bound pessimistic (Schulman et al. 2017, sec. 3): outside [1-eps, 1+eps] in the direction
     that would improve the objective the clipped term is selected and its gradient is zero.
     """
     return -torch.min(ratio * adv, ratio.clamp(1.0 - eps, 1.0 + eps) * adv).mean()
@@ -450,7 +391,7 @@ class PPO:
         n_mb = B // mb  # a ragged tail (B % mb) is dropped each epoch; it is a different tail every epoch
         # Per-minibatch statistics are kept as detached tensors and reduced once after the loop:
         # on a CPU each small op costs ~5-10 us of dispatch, about as much as its arithmetic, and
-        # the ~10 ops of per-step bookkeeping were ~10 % of the update (issue 5 throughput).
+        # the ~10 ops of per-step bookkeeping were ~10 % of the update.
         pg_hist: list[torch.Tensor] = []
         v_hist: list[torch.Tensor] = []
         lr_hist: list[torch.Tensor] = []
@@ -467,7 +408,7 @@ class PPO:
                 ratio = log_ratio.exp()
                 if cfg.loss == "clip":
                     pg_loss = clipped_surrogate(ratio, b_adv, cfg.clip_eps)
-                else:  # PPO-KL (seed 003 eq. 3.56): surrogate minus beta * KL(old || new), closed form
+                else:  # PPO-KL (Schulman et al. 2017, sec. 4): surrogate minus beta * KL(old || new), closed form
                     kl_pen = gaussian_kl(b_mu, log_std_old, mu, m.log_std).mean()
                     pg_loss = -(ratio * b_adv).mean() + self.beta * kl_pen
                 if cfg.clip_value is not None:

@@ -1,90 +1,27 @@
-"""Soft Actor-Critic (issue 4). Config first; learner below."""
+"""Soft Actor-Critic (Haarnoja et al. 2018): losses and updates, read top to bottom.
+
+The config (:class:`roborl.learners.config.SACConfig`) lives in a torch-free module.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+# The runner owns envs, the store and files; this module sees tensors only.
+import copy
+import math
+import contextlib
+from typing import Any
 
-from roborl.config import field, non_negative, open_unit_interval, positive, unit_interval
+import numpy as np
+import torch
+from torch import nn
 
-
-@dataclass(frozen=True)
-class SACConfig:
-    """SAC / RLPD hyperparameters (Haarnoja 2018; Ball 2023 for the ensemble and demo mix)."""
-
-    hidden: tuple[int, ...] = field((256, 256), doc="Hidden layer sizes of actor and critics.")
-    lr: float = field(3e-4, doc="Adam learning rate for actor and critics.", check=positive)
-    alpha_lr: float = field(3e-4, doc="Adam learning rate for the temperature.", check=positive)
-    batch_size: int = field(256, doc="Transitions per update.", check=positive)
-    gamma: float = field(0.99, doc="Discount.", check=open_unit_interval)
-    reward_scale: float = field(1.0, doc="Rewards are multiplied by this before the TD target (Haarnoja 2018's main "
-                                "SAC hyperparameter: it sets the reward/entropy balance).", check=positive)
-    tau: float = field(0.005, doc="Polyak rate of the target critics.", check=unit_interval)
-    n_critics: int = field(2, doc="Critic ensemble size (2 = twin min; >2 = REDQ/RLPD random subset).", check=positive)
-    critic_subset: int = field(2, doc="Critics in the min for the target when n_critics > 2.", check=positive)
-    layer_norm: bool = field(False, doc="LayerNorm in the critics (RLPD).")
-    init_alpha: float = field(1.0, doc="Initial temperature.", check=positive)
-    learn_alpha: bool = field(True, doc="Tune the temperature toward target_entropy.")
-    target_entropy: float | None = field(None, doc="Target entropy; null = -|A|.")
-    utd: int = field(1, doc="Gradient updates per env step (update-to-data ratio).", check=positive)
-    actor_delay: int = field(0, doc="Critic-only updates before the actor starts learning (lets the critic fit the "
-                             "demo-seeded data before it steers a BC-initialised policy).", check=non_negative)
-    actor_every: int = field(1, doc="Critic updates per actor/temperature update.", check=positive)
-    grad_clip: float | None = field(None, doc="Max global grad norm (null = off).", check=positive)
-    warmup_steps: int = field(1_000, doc="Random-action env steps before learning starts.", check=non_negative)
-    # Demos (issue 4, "Demos")
-    bc_pretrain_steps: int = field(0, doc="BC gradient steps on the demo partition before RL.", check=non_negative)
-    bc_weight: float = field(0.0, doc="Weight of a BC term on demo samples in the actor loss (0 = off).", check=non_negative)
-    residual: bool = field(False, doc="Residual mode: act = clip(a_base + beta*a_res) over a frozen BC base policy.")
-    residual_beta: float = field(0.2, doc="Residual scale beta (Policy Decorator / ResiP use 0.1-0.3).", check=positive)
-    residual_beta_final: float | None = field(None, doc="If set, beta ramps linearly to this value (progressive schedule).", check=positive)
-    residual_ramp_steps: int = field(10_000, doc="Env steps over which beta ramps to residual_beta_final.", check=positive)
-    precision: Literal["auto", "fp32", "bf16"] = field(
-        "fp32", doc="Matmul precision of the gradient updates. bf16 runs the hidden layers' forward and backward "
-        "matmuls under bfloat16 autocast (weights, Adam state, output layers, losses and targets stay float32; acting "
-        "stays float32): ~3x faster matmuls on CPUs with AVX512-BF16/AMX and on Ampere+ GPUs (BENCHMARKS.md). "
-        "auto = bf16 where the device runs it natively, else fp32.")
-    normalize_obs: bool = field(True, doc="Normalise observations with mean/std fitted once when learning starts (saved in checkpoints).")
-
-    def __post_init__(self) -> None:
-        if self.n_critics > 2 and self.critic_subset > self.n_critics:
-            raise ValueError(f"critic_subset ({self.critic_subset}) must be <= n_critics ({self.n_critics})")
-
-
-# =============================================================================== learner
-# Everything below is losses and updates (CleanRL-style, top to bottom). The runner
-# (roborl/runners/sac.py) owns envs, the store and files; this class sees tensors only.
-
-import copy  # noqa: E402
-import math  # noqa: E402
-import contextlib  # noqa: E402
-from typing import Any, Protocol  # noqa: E402
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-from roborl.learners.networks import (  # noqa: E402
+from roborl.batch import Batch
+from roborl.learners.config import SACConfig
+from roborl.learners.networks import (
     CriticEnsemble,
     DeterministicPolicy,
     ObsNormalizer,
     TanhGaussianActor,
 )
-
-
-class Batch(Protocol):
-    """What an update consumes (produced by roborl.store.Sampler).
-
-    obs [B, O], action [B, A] (executed), reward [B] (n-step discounted sum), next_obs [B, O],
-    discount [B] (gamma^k, or 0 after a terminal), weight [B] (IS weights), is_demo [B] bool.
-    """
-
-    obs: torch.Tensor
-    action: torch.Tensor
-    reward: torch.Tensor
-    next_obs: torch.Tensor
-    discount: torch.Tensor
-    weight: torch.Tensor
-    is_demo: torch.Tensor
 
 
 def soft_td_target(reward: torch.Tensor, discount: torch.Tensor, q_next: torch.Tensor, next_logp: torch.Tensor,
@@ -93,7 +30,7 @@ def soft_td_target(reward: torch.Tensor, discount: torch.Tensor, q_next: torch.T
 
     ``discount`` is gamma^k when the k-step segment ended without a terminal (a time-limit
     truncation still bootstraps: the state was not absorbing) and 0 after a terminal
-    (seed 003, 3.4.8.2; Pardo et al. 2018 on time limits).
+    (Pardo et al. 2018 on time limits).
     """
     return reward + discount * (q_next - alpha * next_logp)
 

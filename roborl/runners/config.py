@@ -10,11 +10,22 @@ from typing import Literal
 
 from roborl.config import field, non_negative, positive
 from roborl.envs.config import EnvConfig
-from roborl.learners.ppo import PPOConfig
-from roborl.learners.sac import SACConfig
-from roborl.runners.distributed import DistributedConfig
+from roborl.learners.config import PPOConfig, SACConfig
 from roborl.store.config import StoreConfig
 from roborl.teleop.config import InterventionConfig, TeleopConfig
+
+
+@dataclass(frozen=True)
+class DistributedConfig:
+    """The actor/learner split (``roborl train --role learner|actor``)."""
+
+    push_every: int = field(100, doc="Learner publishes actor weights every this many gradient updates.", check=positive)
+    batch: int = field(1024, doc="Max transitions per actor->learner message.", check=positive)
+    send_every: int = field(32, doc="Actor sends its backlog once this many transitions are unacked (or every second).", check=positive)
+    timeout_s: float = field(2.0, doc="Deadline of every actor->learner call.", check=positive)
+    on_disconnect: Literal["act", "hold"] = field("act", doc="Learner gone: keep acting with the last weights, or hold (stop acting) until it is back.")
+    actor_hz: float | None = field(None, doc="Cap the actor's step rate (null = as fast as the env goes; robot:// paces itself).", check=positive)
+    linger_s: float = field(5.0, doc="Learner keeps answering this long after total_steps, for the actor's last pushes.", check=positive)
 
 
 @dataclass(frozen=True)

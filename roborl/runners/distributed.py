@@ -1,4 +1,4 @@
-"""The actor/learner split across machines (issue 7): ``roborl train CONFIG --role learner|actor``.
+"""The actor/learner split across machines: ``roborl train CONFIG --role learner|actor``.
 
 * **actor** (the robot's machine): acts with the latest weights it has, writes every
   transition to its *local* store first (durable on return: this is the spill), and
@@ -28,30 +28,16 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-from roborl.config import field, positive
 from roborl.errors import UsageError
+from roborl.runners.config import DistributedConfig  # noqa: F401  (re-exported)
 
 DEFAULT_LEARNER_ADDR = "127.0.0.1:5560"
 STREAM_FIELDS = ("obs", "action", "executed_action", "reward", "next_obs", "terminated", "truncated", "is_success")
-
-
-@dataclass(frozen=True)
-class DistributedConfig:
-    """The actor/learner split (``roborl train --role learner|actor``)."""
-
-    push_every: int = field(100, doc="Learner publishes actor weights every this many gradient updates.", check=positive)
-    batch: int = field(1024, doc="Max transitions per actor->learner message.", check=positive)
-    send_every: int = field(32, doc="Actor sends its backlog once this many transitions are unacked (or every second).", check=positive)
-    timeout_s: float = field(2.0, doc="Deadline of every actor->learner call.", check=positive)
-    on_disconnect: Literal["act", "hold"] = field("act", doc="Learner gone: keep acting with the last weights, or hold (stop acting) until it is back.")
-    actor_hz: float | None = field(None, doc="Cap the actor's step rate (null = as fast as the env goes; robot:// paces itself).", check=positive)
-    linger_s: float = field(5.0, doc="Learner keeps answering this long after total_steps, for the actor's last pushes.", check=positive)
 
 
 # ----------------------------------------------------------------------------- helpers

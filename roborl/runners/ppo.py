@@ -1,4 +1,4 @@
-"""The PPO loop (issue 5): vector-env rollouts -> GAE/PPO update -> eval, checkpoints, metrics.
+"""The PPO loop: vector-env rollouts -> GAE/PPO update -> eval, checkpoints, metrics.
 
 ``run(cfg, run_dir, role, learner_addr)`` is registered as ``RUNNERS["ppo"]``; ``roborl train
 configs/ppo_*.yaml`` dispatches here. The learner (``roborl.learners.ppo``) never sees envs or
@@ -30,6 +30,7 @@ import torch
 
 from roborl import config as C
 from roborl.checkpoint import find_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from roborl.envs.success import SUCCESS_KEYS, vector_success
 from roborl.errors import UsageError
 from roborl.learners.ppo import PPO, PPOConfig, RunningMeanStd, Rollout
 from roborl.runners.config import RunConfig
@@ -37,7 +38,6 @@ from roborl.runs import MetricsLogger, progress, resolve_device, write_config
 
 __all__ = ["run", "make_env", "make_vec_env", "privileged_from_info", "PPOTrainer"]
 
-_SUCCESS_KEYS = ("is_success", "success")
 
 
 # ============================================================================= env construction
@@ -125,16 +125,6 @@ def privileged_from_info(info: dict[str, Any], keys: tuple[str, ...], n: int) ->
     return np.concatenate(parts, 1), present
 
 
-def _success(info: dict[str, Any], n: int) -> np.ndarray | None:
-    for k in _SUCCESS_KEYS:
-        if k in info:
-            v = np.asarray(info[k]).reshape(-1)
-            if v.shape[0] == n:
-                mask = info.get("_" + k)
-                return v.astype(bool) & (np.asarray(mask, dtype=bool) if mask is not None else True)
-    return None
-
-
 # ============================================================================= trainer
 
 @dataclass
@@ -168,7 +158,7 @@ class PPOTrainer:
         pc = self.pcfg
         self.device = torch.device(device)
         self.n = pc.n_envs
-        keys = _SUCCESS_KEYS + (tuple(pc.privileged_keys) if pc.asymmetric else ())
+        keys = SUCCESS_KEYS + (tuple(pc.privileged_keys) if pc.asymmetric else ())
         self.envs = envs if envs is not None else make_vec_env(cfg.env, pc.n_envs, cfg.run.seed, pc.vector, keys)
         obs_space, act_space = self.envs.single_observation_space, self.envs.single_action_space
         if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
@@ -241,11 +231,11 @@ class PPOTrainer:
             self._ep_ret += r
             self._ep_len += 1
             final_info = info.get("final_info", {}) if done.any() else {}
-            s = _success(info, n)
+            s = vector_success(info, n)
             if s is not None:
                 self._ep_succ |= s & ~done  # for done envs, info is the *reset* info of the next episode
             if done.any():
-                s_final = _success(final_info, n)
+                s_final = vector_success(final_info, n)
                 if s_final is not None:
                     self._ep_succ |= s_final & done
             buf.rewards[t] = torch.as_tensor(self._scale_rewards(r, done), dtype=torch.float32)

@@ -373,7 +373,7 @@ def _count_clips(info: dict[str, Any]) -> int:
 def run(cfg: RunConfig, run_dir: Path, role: str = "local", learner_addr: str | None = None) -> int:
     """Entry point for ``roborl train`` with ``train.algo: sac``."""
     if role != "local":
-        from roborl.runners import distributed  # the actor/learner split (issue 7)
+        from roborl.runners import distributed  # the actor/learner split
 
         return distributed.run(cfg, run_dir, role, learner_addr)
     runner = SACRunner(cfg, run_dir)

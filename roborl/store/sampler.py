@@ -37,11 +37,12 @@ n-step targets are built at sample time from episode boundaries::
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+
+from roborl.batch import Batch  # noqa: F401  (the sampler's output type; re-exported)
 
 from roborl.errors import UsageError
 from roborl.store.config import SamplerConfig
@@ -51,26 +52,6 @@ from roborl.store.sumtree import SumTree
 
 if TYPE_CHECKING:
     from roborl.envs.goals import GoalRelabeler
-
-
-@dataclass
-class Batch:
-    """A batch of B transitions (torch tensors on the sampler's device).
-
-    obs / next_obs: [B, *obs_shape] (a dict of such tensors for Dict spaces);
-    action: [B, *act_shape] the EXECUTED action; reward: [B] n-step discounted sum;
-    discount: [B] gamma^k, 0 after a terminal; weight: [B] importance weights (ones
-    unless kind=per); index: [B] int64 row ids for update_priorities; is_demo: [B] bool.
-    """
-
-    obs: torch.Tensor | dict[str, torch.Tensor]
-    action: torch.Tensor
-    reward: torch.Tensor
-    next_obs: torch.Tensor | dict[str, torch.Tensor]
-    discount: torch.Tensor
-    weight: torch.Tensor
-    index: torch.Tensor
-    is_demo: torch.Tensor
 
 
 class _Mirror:

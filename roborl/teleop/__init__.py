@@ -1,5 +1,5 @@
 """roborl.teleop: teleoperation devices, demo collection, the fixed-rate control loop and
-interventions during online training (issue 6).
+interventions during online training (HIL-SERL).
 
 - :mod:`~roborl.teleop.device`: the :class:`Device` protocol, :class:`Command`, :class:`Event`,
   action-layout mapping and the :class:`ZeroWatchdog`;

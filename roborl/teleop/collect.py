@@ -19,6 +19,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from roborl.envs.success import step_success
+
 from roborl.teleop.config import TeleopConfig
 from roborl.teleop.device import DECISIONS, Device, Event, ZeroWatchdog, is_finite_command, to_env_action
 from roborl.teleop.intervention import Transition
@@ -56,10 +58,6 @@ class CollectSummary:
             out.append(f"warning: the device reported only zeros {self.zero_warnings} time(s) while driving")
         return out
 
-
-
-def _success(info: dict[str, Any]) -> bool:
-    return bool(info.get("is_success", info.get("success", False)))
 
 
 class DemoCollector:
@@ -177,7 +175,7 @@ class DemoCollector:
         next_obs, reward, terminated, truncated, info = self.env.step(action)
         executed = np.asarray(info.get("executed_action", action), dtype=np.float32)
         steps.append(Transition(obs, action, executed, float(reward), next_obs, bool(terminated), bool(truncated),
-                                _success(info), t))
+                                step_success(info), t))
         return next_obs, bool(terminated or truncated)
 
     def _finish(self, decision: Event, obs0: Any, steps: list[Transition], s: CollectSummary) -> None:

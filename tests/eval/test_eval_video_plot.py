@@ -71,7 +71,7 @@ def test_plot_from_real_run(roborl, ppo_run: Path, tmp_path: Path):
 
 def test_runs_sharing_a_config_are_grouped_with_ci(tmp_path: Path):
     from roborl import config as C
-    from roborl.cli.plot import group_runs, load_run, mean_ci, plot_runs, t95
+    from roborl.eval.plots import group_runs, load_run, mean_ci, plot_runs, t95
     from roborl.runners.config import RunConfig
 
     dirs = []

@@ -145,7 +145,7 @@ def test_role_actor_is_rejected(tmp_path):
 def test_last_action_observation_trains_and_evaluates_on_the_perturbation_grid(tmp_path):
     # env.obs_last_actions reaches the policy in training, in its checkpoint and in `roborl eval --perturb`
     # (which rebuilds the env stack from the checkpoint's env config).
-    from roborl.cli.eval import load_for_eval
+    from roborl.eval.load import load_for_eval
     from roborl.eval.perturb import evaluate_grid
 
     cfg = _cfg(env={"id": "InvertedPendulum-v5", "obs_last_actions": 1, "max_episode_steps": 50,

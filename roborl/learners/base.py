@@ -1,0 +1,100 @@
+"""What a learner offers its runner: the learner protocols (rsl_rl's algorithm/runner split).
+
+A learner holds networks, optimisers and losses. It sees tensors only: it never opens a store,
+an env, a socket or a file. The runner owns the loop (stepping envs, storing, sampling,
+checkpoint files, eval, logging) and talks to a learner only through these methods, so a new
+algorithm is one file in ``roborl/learners/`` plus one registry entry; no runner changes.
+
+Two protocols, one per runner:
+
+- :class:`OffPolicyLearner` (SAC today; TD3, DDPG, discrete SAC, MBPO next): the off-policy
+  runner samples a :class:`roborl.store.sampler.Batch` from the replay store and calls
+  ``update(batch)``, which returns metrics and the per-sample |TD error| used for priorities.
+- :class:`OnPolicyLearner` (PPO today; A2C, REINFORCE, TRPO next): the on-policy runner collects
+  a rollout with ``act``/``value`` and hands it to ``update``.
+
+Both expose :class:`Policy` for eval, robots and remote actors (``policy()``) and an exact
+``state_dict``/``load_state_dict`` pair for checkpoints and resume.
+"""
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+__all__ = ["Policy", "OffPolicyLearner", "OnPolicyLearner"]
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """What eval, robots and actors need from a trained learner."""
+
+    def act(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
+        """obs: [N, O] float32 raw (un-normalised) env observations -> actions [N, A] in [-1, 1]."""
+        ...
+
+
+@runtime_checkable
+class OffPolicyLearner(Protocol):
+    """An off-policy learner, driven by ``roborl.runners.off_policy``.
+
+    Life cycle: built from ``(obs_dim, act_dim, cfg, device)``; the runner acts with random
+    actions until ``warmup_steps``, then calls :meth:`start_learning` once (normaliser fit,
+    BC pretraining on demos, residual init), then per env step ``set_progress`` and ``utd``
+    times ``update``.
+    """
+
+    def act(self, obs: Any, deterministic: bool = False) -> Any:
+        """Raw obs [N, O] -> actions [N, A] in [-1, 1] (a tensor on the learner's device)."""
+        ...
+
+    def set_progress(self, env_step: int) -> None:
+        """Schedules that depend on the env-step count (e.g. a residual scale ramp)."""
+        ...
+
+    def update(self, batch: Any) -> tuple[dict[str, Any], Any]:
+        """One gradient step on a sampled batch -> (metrics as detached 0-d tensors, |TD error| [B]).
+
+        Metrics stay on the device: the runner accumulates them and syncs once per log row.
+        """
+        ...
+
+    def state_dict(self) -> dict[str, Any]:
+        """Weights only (what eval and actors need)."""
+        ...
+
+    def full_state(self) -> dict[str, Any]:
+        """Weights, optimiser states and counters: everything for an exact resume."""
+        ...
+
+    def load_full_state(self, state: dict[str, Any]) -> None:
+        ...
+
+
+@runtime_checkable
+class OnPolicyLearner(Protocol):
+    """An on-policy learner, driven by ``roborl.runners.on_policy``.
+
+    ``act`` returns what the rollout buffer keeps; ``update`` consumes one filled rollout
+    (advantages computed by the learner) and returns float metrics.
+    """
+
+    def act(self, obs: Any, priv: Any = None) -> tuple[Any, ...]:
+        """obs [N, O] -> (action [N, A] in [-1, 1], pre-squash sample, log-prob [N], mean, value [N])."""
+        ...
+
+    def value(self, obs: Any, priv: Any = None) -> Any:
+        """obs [N, O] -> V(s) [N] (bootstrap values at rollout ends and truncations)."""
+        ...
+
+    def update(self, rollout: Any) -> dict[str, float]:
+        ...
+
+    def policy(self) -> Policy:
+        ...
+
+    def state_dict(self) -> dict[str, Any]:
+        ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        ...

@@ -1,0 +1,116 @@
+"""The learners' hyperparameters: frozen config dataclasses that do not import torch.
+
+Each learner file (``roborl/learners/<algo>.py``) holds losses and updates only and imports its
+config from here, so loading, validating and printing a run config (``roborl config show``,
+``roborl --help``) never imports torch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from roborl.config import field, non_negative, open_unit_interval, positive, unit_interval
+
+__all__ = ["SACConfig", "PPOConfig"]
+
+
+@dataclass(frozen=True)
+class SACConfig:
+    """SAC / RLPD hyperparameters (Haarnoja 2018; Ball 2023 for the ensemble and demo mix)."""
+
+    hidden: tuple[int, ...] = field((256, 256), doc="Hidden layer sizes of actor and critics.")
+    lr: float = field(3e-4, doc="Adam learning rate for actor and critics.", check=positive)
+    alpha_lr: float = field(3e-4, doc="Adam learning rate for the temperature.", check=positive)
+    batch_size: int = field(256, doc="Transitions per update.", check=positive)
+    gamma: float = field(0.99, doc="Discount.", check=open_unit_interval)
+    reward_scale: float = field(1.0, doc="Rewards are multiplied by this before the TD target (Haarnoja 2018's main "
+                                "SAC hyperparameter: it sets the reward/entropy balance).", check=positive)
+    tau: float = field(0.005, doc="Polyak rate of the target critics.", check=unit_interval)
+    n_critics: int = field(2, doc="Critic ensemble size (2 = twin min; >2 = REDQ/RLPD random subset).", check=positive)
+    critic_subset: int = field(2, doc="Critics in the min for the target when n_critics > 2.", check=positive)
+    layer_norm: bool = field(False, doc="LayerNorm in the critics (RLPD).")
+    init_alpha: float = field(1.0, doc="Initial temperature.", check=positive)
+    learn_alpha: bool = field(True, doc="Tune the temperature toward target_entropy.")
+    target_entropy: float | None = field(None, doc="Target entropy; null = -|A|.")
+    utd: int = field(1, doc="Gradient updates per env step (update-to-data ratio).", check=positive)
+    actor_delay: int = field(0, doc="Critic-only updates before the actor starts learning (lets the critic fit the "
+                             "demo-seeded data before it steers a BC-initialised policy).", check=non_negative)
+    actor_every: int = field(1, doc="Critic updates per actor/temperature update.", check=positive)
+    grad_clip: float | None = field(None, doc="Max global grad norm (null = off).", check=positive)
+    warmup_steps: int = field(1_000, doc="Random-action env steps before learning starts.", check=non_negative)
+    # Demos: RLPD-style demo mix, BC pretraining and the residual policy
+    bc_pretrain_steps: int = field(0, doc="BC gradient steps on the demo partition before RL.", check=non_negative)
+    bc_weight: float = field(0.0, doc="Weight of a BC term on demo samples in the actor loss (0 = off).", check=non_negative)
+    residual: bool = field(False, doc="Residual mode: act = clip(a_base + beta*a_res) over a frozen BC base policy.")
+    residual_beta: float = field(0.2, doc="Residual scale beta (Policy Decorator / ResiP use 0.1-0.3).", check=positive)
+    residual_beta_final: float | None = field(None, doc="If set, beta ramps linearly to this value (progressive schedule).", check=positive)
+    residual_ramp_steps: int = field(10_000, doc="Env steps over which beta ramps to residual_beta_final.", check=positive)
+    precision: Literal["auto", "fp32", "bf16"] = field(
+        "fp32", doc="Matmul precision of the gradient updates. bf16 runs the hidden layers' forward and backward "
+        "matmuls under bfloat16 autocast (weights, Adam state, output layers, losses and targets stay float32; acting "
+        "stays float32): ~3x faster matmuls on CPUs with AVX512-BF16/AMX and on Ampere+ GPUs (BENCHMARKS.md). "
+        "auto = bf16 where the device runs it natively, else fp32.")
+    normalize_obs: bool = field(True, doc="Normalise observations with mean/std fitted once when learning starts (saved in checkpoints).")
+
+    def __post_init__(self) -> None:
+        if self.n_critics > 2 and self.critic_subset > self.n_critics:
+            raise ValueError(f"critic_subset ({self.critic_subset}) must be <= n_critics ({self.n_critics})")
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    """PPO hyperparameters and rollout settings. Defaults follow SB3/CleanRL MuJoCo PPO."""
+
+    # --- rollouts (read by the runner)
+    n_envs: int = field(8, doc="Parallel envs in the gymnasium vector env.", check=positive)
+    vector: Literal["sync", "async"] = field(
+        "sync", doc="sync: envs stepped in this process; async: one subprocess per env (pays off for slow envs / many cores).")
+    rollout_steps: int = field(256, doc="Steps per env per iteration (SB3's n_steps); batch = n_envs * rollout_steps.",
+                               check=positive)
+    # --- network
+    hidden: tuple[int, ...] = field((64, 64), doc="Hidden layer sizes of actor and critic (separate networks).")
+    activation: Literal["tanh", "relu", "elu"] = field("tanh", doc="Hidden activation (tanh is the SB3/CleanRL default).")
+    init_log_std: float = field(0.0, doc="Initial log-std of the state-independent Gaussian.")
+    action_squash: Literal["clip", "tanh"] = field(
+        "clip", doc="How a Gaussian sample u becomes an action in [-1, 1]: clip(u) (SB3/CleanRL) or tanh(u).")
+    asymmetric: bool = field(False, doc="Critic also sees privileged state (info keys in privileged_keys); actor does not.")
+    privileged_keys: tuple[str, ...] = field(
+        ("dr_params",), doc="info keys concatenated into the critic's privileged input when asymmetric (dict or array values).")
+    norm_obs: bool = field(True, doc="Running mean/std observation normalization inside the model (saved in checkpoints).")
+    obs_clip: float = field(10.0, doc="Clip normalized observations to [-obs_clip, obs_clip].", check=positive)
+    norm_reward: bool = field(False, doc="Scale rewards by the running std of the discounted return (SB3 VecNormalize).")
+    # --- optimisation
+    lr: float = field(3e-4, doc="Adam learning rate (initial value when kl_control=adaptive_lr or anneal_lr).", check=positive)
+    anneal_lr: bool = field(False, doc="Linearly anneal the learning rate to 0 over train.total_steps.")
+    epochs: int = field(10, doc="Passes over each rollout batch.", check=positive)
+    minibatch_size: int = field(64, doc="Samples per gradient step.", check=positive)
+    gamma: float = field(0.99, doc="Discount.", check=open_unit_interval)
+    gae_lambda: float = field(0.95, doc="GAE lambda (0 = one-step TD, 1 = Monte Carlo).", check=unit_interval)
+    norm_adv: bool = field(True, doc="Standardize advantages over the batch (makes eps=0.2 task-independent).")
+    vf_coef: float = field(0.5, doc="Value-loss coefficient (loss is the plain MSE, as SB3).", check=non_negative)
+    ent_coef: float = field(0.0, doc="Entropy-bonus coefficient.", check=non_negative)
+    max_grad_norm: float | None = field(0.5, doc="Global gradient-norm clip (null = off).", check=positive)
+    # --- surrogate
+    loss: Literal["clip", "kl"] = field("clip", doc="clip: PPO-clip (min of clipped/unclipped); kl: PPO-KL with adaptive beta.")
+    clip_eps: float = field(0.2, doc="PPO-clip ratio range [1-eps, 1+eps].", check=open_unit_interval)
+    clip_value: float | None = field(None, doc="Clip the value prediction to old_value +- this (null = no value clipping).",
+                                     check=positive)
+    kl_beta: float = field(1.0, doc="PPO-KL: initial penalty coefficient beta.", check=positive)
+    kl_target: float = field(0.01, doc="PPO-KL: target KL d_targ; beta doubles above 1.5 d_targ, halves below d_targ/1.5.",
+                             check=positive)
+    # --- trust-region control on top of either surrogate
+    target_kl: float | None = field(None, doc="Target KL per update for kl_control (null = off).", check=positive)
+    kl_control: Literal["early_stop", "adaptive_lr"] = field(
+        "early_stop", doc="early_stop: stop the epochs when a minibatch KL > 1.5 target_kl (SB3); "
+                          "adaptive_lr: lr /1.5 above 2 target_kl, x1.5 below target_kl/2 (rsl_rl).")
+    lr_min: float = field(1e-5, doc="Lower bound of the adaptive learning rate.", check=positive)
+    lr_max: float = field(1e-2, doc="Upper bound of the adaptive learning rate.", check=positive)
+    torch_threads: int | None = field(
+        None, doc="torch.set_num_threads for the runner (null = leave torch's default). 1 is fastest for small MLPs on CPU.",
+        check=positive)
+
+    def __post_init__(self) -> None:
+        if self.lr_min > self.lr_max:
+            raise ValueError("lr_min must be <= lr_max")
+        if not self.hidden or any(h <= 0 for h in self.hidden):
+            raise ValueError("hidden must be a non-empty list of positive sizes")
