@@ -158,6 +158,11 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, Any], dict[str, Any], i
         raise UsageError(f"corrupt checkpoint {ck}: tensors.safetensors unreadable ({type(e).__name__})") from None
     if not isinstance(doc, dict) or doc.get("format_version") != FORMAT_VERSION or "state" not in doc:
         raise UsageError(f"corrupt checkpoint {ck}: unknown format (state.json format_version)")
+    for name, t in tensors.items():
+        # A diverged run's weights (NaN/inf) would act as a held robot or a random policy; refuse them.
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise UsageError(f"checkpoint {ck}: tensor {name!r} has non-finite values (NaN or inf); "
+                             "the run diverged before this checkpoint: use an earlier one")
     try:
         state = unflatten_state(doc["state"], tensors)
     except KeyError as e:

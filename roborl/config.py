@@ -205,7 +205,8 @@ def _build(cls: type[T], data: dict[str, Any], source: str, prefix: str = "") ->
     try:
         obj = cls(**kwargs)
     except (ValueError, TypeError) as e:  # __post_init__ cross-field checks
-        raise ConfigError(f"config error: {prefix.rstrip('.') or cls.__name__}: {e} in {source}") from None
+        where = f"{prefix.rstrip('.')}: " if prefix else ""  # root-level checks name their own keys
+        raise ConfigError(f"config error: {where}{e} in {source}") from None
     return obj
 
 
@@ -231,8 +232,10 @@ def parse_overrides(items: typing.Iterable[str]) -> dict[str, Any]:
         if not key or any(not p for p in key.split(".")):
             raise ConfigError(f"config error: override {item!r} has an empty key (command line)")
         try:
-            value = _fix_floats(yaml.safe_load(raw)) if raw.strip() != "" else ""
-        except yaml.YAMLError:
+            value = _fix_floats(safe_load_yaml(raw, f"override {key!r}")) if raw.strip() != "" else ""
+        except ConfigError as e:
+            if "invalid YAML" not in str(e):
+                raise
             value = raw
         node = out
         parts = key.split(".")
@@ -269,19 +272,100 @@ def _fix_floats(obj: Any) -> Any:
     return obj
 
 
+# Limits on what a config may be. Real run configs are a few KB, a few levels deep and use few
+# aliases; anything far past these is a mistake or an attack (the "billion laughs": a few hundred
+# bytes of nested aliases that expand to gigabytes; see CVE-2003-1564 for the XML original).
+MAX_YAML_BYTES = 1 << 20
+MAX_DEPTH = 64
+MAX_NODES = 200_000
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate mapping keys (a silent last-one-wins hides typos)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        self.flatten_mapping(node)
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            try:
+                dup = key in seen
+            except TypeError:  # an unhashable key: SafeLoader reports it below
+                continue
+            if dup:
+                raise ConfigError(f"duplicate key {key!r} at line {key_node.start_mark.line + 1}")
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def _check_shape(obj: Any, where: str) -> None:
+    """Refuse a document nested deeper than MAX_DEPTH or expanding (aliases counted every time they
+    are used) to more than MAX_NODES values. Stops at the first excess, so its cost is bounded by
+    the limits, never by the expanded size."""
+    budget = MAX_NODES
+    stack: list[tuple[Any, int]] = [(obj, 1)]
+    while stack:
+        node, depth = stack.pop()
+        budget -= 1
+        if budget < 0:
+            raise ConfigError(f"config error: {where}: more than {MAX_NODES} values once aliases are expanded "
+                              f"(an alias bomb?)")
+        if depth > MAX_DEPTH:
+            raise ConfigError(f"config error: {where}: nested deeper than {MAX_DEPTH} levels")
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+
+
+def safe_load_yaml(text: str, where: str) -> Any:
+    """Parse YAML text with the limits above; every failure is a one-line ConfigError naming ``where``."""
+    if len(text) > MAX_YAML_BYTES:
+        raise ConfigError(f"config error: {where}: larger than {MAX_YAML_BYTES} bytes")
+    # Flow collections ([...], {...}) nest without indentation; count them before the parser
+    # recurses through them (brackets inside quoted strings can only over-count).
+    depth = peak = 0
+    for ch in text:
+        if ch in "[{":
+            depth += 1
+            peak = max(peak, depth)
+        elif ch in "]}":
+            depth -= 1
+    if peak > MAX_DEPTH:
+        raise ConfigError(f"config error: {where}: nested deeper than {MAX_DEPTH} levels")
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except ConfigError as e:
+        raise ConfigError(f"config error: {where}: {e}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"config error: {where}{at}: invalid YAML ({getattr(e, 'problem', None) or e})") from None
+    except RecursionError:
+        raise ConfigError(f"config error: {where}: nested deeper than {MAX_DEPTH} levels") from None
+    _check_shape(data, where)
+    return data
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping, with one-line errors for a missing or malformed file."""
+    """Read a YAML mapping, with one-line errors for a missing, unreadable, binary or malformed file."""
     p = Path(path)
     if not p.exists():
         raise ConfigError(f"config error: file not found: {p}")
     if p.is_dir():
         raise ConfigError(f"config error: {p} is a directory, not a YAML file")
     try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"config error: {p}{where}: invalid YAML ({getattr(e, 'problem', e)})") from None
+        with p.open("rb") as fh:  # bounded: a config path may name a device or a huge file
+            raw = fh.read(MAX_YAML_BYTES + 1)
+    except OSError as e:
+        raise ConfigError(f"config error: {p}: cannot read ({e.strerror or e})") from None
+    if b"\x00" in raw:
+        raise ConfigError(f"config error: {p}: a binary file, not YAML")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"config error: {p}: not UTF-8 text, not YAML") from None
+    data = safe_load_yaml(text, str(p))
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -28,6 +28,37 @@ def default_run_dir(name: str) -> Path:
     return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def check_run_dir(path: str | Path) -> Path:
+    """Check, without writing anything, that a run directory can be used (reused or created).
+
+    A path that is a file, under a file, or where nothing can be created is a one-line UsageError
+    naming ``run.dir``. A probe directory is made and removed in the nearest existing ancestor,
+    so special filesystems (``/proc``) and read-only mounts are caught too.
+    """
+    import os
+    import tempfile
+
+    from roborl.errors import UsageError
+
+    p = Path(path)
+    if p.exists():
+        if not p.is_dir():
+            raise UsageError(f"run.dir: {p} exists and is not a directory")
+        if not os.access(p, os.W_OK | os.X_OK):
+            raise UsageError(f"run.dir: {p} is not writable")
+        return p
+    anc = p.absolute().parent
+    while not anc.exists():
+        anc = anc.parent
+    if not anc.is_dir():
+        raise UsageError(f"run.dir: cannot create {p}: {anc} is not a directory")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".roborl-probe-", dir=anc))
+    except OSError as e:
+        raise UsageError(f"run.dir: cannot create {p} ({e.strerror or type(e).__name__})") from None
+    return p
+
+
 def resolve_device(device: str) -> str:
     """``auto`` -> ``cuda`` when available, else ``cpu``. Errors name the device."""
     import torch

@@ -136,3 +136,54 @@ def test_config_show_and_help_do_not_import_torch() -> None:
                        cwd=Path(__file__).resolve().parents[1])
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip().splitlines()[-1] == "False"
+
+
+BOMBS = {
+    # The "billion laughs": 9 levels of 9 aliases, 342 bytes, ~4e8 values once expanded.
+    "laughs.yaml": 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + "".join(
+        f"{c}: &{c} [{', '.join(['*' + p] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi")),
+    "deep_flow.yaml": "a: " + "[" * 5000 + "]" * 5000 + "\n",
+    "deep_block.yaml": "a:\n" + "".join(" " * (i + 1) + "a:\n" for i in range(500)),
+    "dup.yaml": "run:\n  seed: 1\nsac:\n  lr: 1.0e-4\n  lr: 3.0e-4\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(BOMBS))
+def test_yaml_bombs_and_duplicates_are_one_line(tmp_path: Path, name: str) -> None:
+    import time
+
+    p = tmp_path / name
+    p.write_text(BOMBS[name])
+    t0 = time.perf_counter()
+    with pytest.raises(C.ConfigError) as e:
+        C.load(RunConfig, p)
+    assert time.perf_counter() - t0 < 30  # a bomb used to run for minutes; this only guards a hang
+    msg = str(e.value)
+    assert "\n" not in msg and str(p) in msg
+    if name == "dup.yaml":
+        assert "duplicate key 'lr'" in msg and "line 5" in msg
+
+
+def test_binary_file_and_bad_run_dir_are_one_line(tmp_path: Path) -> None:
+    b = tmp_path / "bin.yaml"
+    b.write_bytes(bytes(range(256)) * 4)
+    p = run_cli("config", "show", str(b))
+    assert p.returncode == 2 and "binary" in p.stderr and "Traceback" not in p.stderr
+    f = tmp_path / "afile"
+    f.write_text("x")
+    for run_dir, needle in ((f, "not a directory"), (f / "sub", "cannot create"), ("/proc/x", "cannot create")):
+        p = run_cli("train", "configs/default.yaml", f"run.dir={run_dir}", "train.total_steps=10")
+        assert p.returncode == 2 and "run.dir" in p.stderr and needle in p.stderr, p.stderr
+        assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("overrides, needle", [
+    (["sac.batch_size=1e11"], "sac.batch_size (100000000000) is larger than store.online_capacity"),
+    (["sac.warmup_steps=5000", "train.total_steps=5000"], "sac.warmup_steps (5000) is not below train.total_steps"),
+])
+def test_impossible_values_are_refused(overrides: list[str], needle: str) -> None:
+    with pytest.raises(C.ConfigError) as e:
+        C.load(RunConfig, "configs/default.yaml", overrides)
+    assert needle in str(e.value)
+    # the PPO section is not checked against SAC's limits
+    C.load(RunConfig, "configs/default.yaml", ["train.algo=ppo", "sac.batch_size=1e11"])

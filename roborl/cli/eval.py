@@ -34,6 +34,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--perturb", nargs="?", const=_DEFAULT, default=None, metavar="GRID",
                    help=f"Also evaluate over a held-out dynamics grid (YAML; bare --perturb uses {DEFAULT_GRID}).")
     p.add_argument("--device", default=None, metavar="D", help="cpu, cuda or auto (default: the run's device).")
+    p.add_argument("--env-imports", default="", metavar="MOD[,MOD]",
+                   help="Modules the checkpoint's env.imports may import (never imported unless named here).")
+
+
+def _split(mods: str) -> tuple[str, ...]:
+    return tuple(m.strip() for m in mods.split(",") if m.strip())
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.episodes is not None and args.episodes <= 0:
         raise UsageError(f"--episodes must be positive, got {args.episodes}")
-    policy, env_cfg, meta, step, ckpt, obs_norm = load_for_eval(args.path, args.device, args.env)
+    policy, env_cfg, meta, step, ckpt, obs_norm = load_for_eval(args.path, args.device, args.env,
+                                                                  allow_imports=_split(args.env_imports))
     cfg = meta.get("config", {})
     seed = args.seed if args.seed is not None else eval_seed(int(cfg.get("run", {}).get("seed", 0) or 0))
     episodes = args.episodes if args.episodes is not None else int(cfg.get("train", {}).get("eval_episodes", 10) or 10)

@@ -27,6 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="Episodes of the fresh eval (default: the run's train.eval_episodes).")
     p.add_argument("--no-eval", action="store_true", help="Skip the fresh evaluation of the latest checkpoint.")
     p.add_argument("--device", default="cpu", metavar="D", help="Device for the fresh evaluation.")
+    p.add_argument("--env-imports", default="", metavar="MOD[,MOD]",
+                   help="Modules the checkpoint's env.imports may import (never imported unless named here).")
 
 
 def _f(x: Any, nd: int = 3) -> str:
@@ -69,7 +71,7 @@ def safety_stats(rows: list[dict[str, Any]]) -> list[list[Any]]:
 
 
 def write_report(run: str | Path, out: str | Path, *, episodes: int | None = None, fresh_eval: bool = True,
-                 device: str = "cpu") -> Path:
+                 device: str = "cpu", env_imports: tuple[str, ...] = ()) -> Path:
     """Write the report for ``run`` to ``out`` (plus ``<stem>_curves.png`` next to it)."""
     from roborl.checkpoint import find_checkpoint
     from roborl.errors import UsageError
@@ -108,7 +110,7 @@ def write_report(run: str | Path, out: str | Path, *, episodes: int | None = Non
         from roborl.eval.load import check_spaces, load_for_eval
         from roborl.eval.episodes import eval_seed, run_episodes
 
-        policy, env_cfg, meta, step, _, obs_norm = load_for_eval(str(ckpt), device)
+        policy, env_cfg, meta, step, _, obs_norm = load_for_eval(str(ckpt), device, allow_imports=env_imports)
         mcfg = meta.get("config", {})
         seed = eval_seed(int(mcfg.get("run", {}).get("seed", 0) or 0))
         n = episodes or int(mcfg.get("train", {}).get("eval_episodes", 10) or 10)
@@ -190,6 +192,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.episodes is not None and args.episodes <= 0:
         raise UsageError(f"--episodes must be positive, got {args.episodes}")
-    out = write_report(args.run, args.out, episodes=args.episodes, fresh_eval=not args.no_eval, device=args.device)
+    out = write_report(args.run, args.out, episodes=args.episodes, fresh_eval=not args.no_eval, device=args.device,
+                       env_imports=tuple(m.strip() for m in args.env_imports.split(",") if m.strip()))
     print(f"wrote {out} (+ {out.with_name(out.stem + '_curves.png').name})")
     return 0

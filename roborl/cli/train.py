@@ -25,12 +25,12 @@ def run(args: argparse.Namespace) -> int:
     from roborl.errors import UsageError
     from roborl.runners import RUNNERS
     from roborl.runners.config import RunConfig
-    from roborl.runs import default_run_dir
+    from roborl.runs import check_run_dir, default_run_dir
 
     cfg = C.load(RunConfig, args.config, args.overrides)
     if args.role == "actor" and not args.learner:
         raise UsageError("--role actor needs --learner HOST:PORT")
-    run_dir = Path(cfg.run.dir) if cfg.run.dir else default_run_dir(cfg.run.name)
+    run_dir = check_run_dir(Path(cfg.run.dir) if cfg.run.dir else default_run_dir(cfg.run.name))
     mod_name, fn_name = RUNNERS[cfg.train.algo].split(":")
     try:
         mod = importlib.import_module(mod_name)

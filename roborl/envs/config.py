@@ -66,13 +66,9 @@ class EnvConfig:
 def apply_safety(env: gym.Env, cfg: SafetyConfig) -> gym.Env:
     """Wrap ``env`` in the safety layer unless it already has one (our tasks do).
 
-    Returns ``env`` unchanged when :mod:`roborl.envs.safety` has no ``SafetyLayer`` or the env
-    cannot take one (a non-Box action space).
+    Returns ``env`` unchanged when the env cannot take one (a non-Box action space).
     """
-    try:
-        from roborl.envs.safety import SafetyLayer  # type: ignore[attr-defined]
-    except ImportError:
-        return env
+    from roborl.envs.safety import SafetyLayer
     from roborl.envs.wrappers import find_wrapper
 
     if find_wrapper(env, SafetyLayer) is not None or getattr(env.unwrapped, "safety_layer", None) is not None:
@@ -84,10 +80,8 @@ def apply_safety(env: gym.Env, cfg: SafetyConfig) -> gym.Env:
 
 def _applies_own_safety(env_id: str) -> bool:
     """True for our registered tasks, whose constructors take ``safety=SafetyConfig | False``."""
-    try:
-        from roborl.envs.registry import TASKS
-    except ImportError:
-        return False
+    from roborl.envs.registry import TASKS
+
     return env_id in TASKS
 
 

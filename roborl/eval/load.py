@@ -5,14 +5,19 @@ training code or the run's config file.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 
-def load_for_eval(path: str, device: str | None = None, env_id: str | None = None):
+def load_for_eval(path: str, device: str | None = None, env_id: str | None = None,
+                  allow_imports: Sequence[str] = ()):
     """Load a checkpoint and rebuild ``(policy, env_cfg, meta, step, ckpt_dir, obs_normalizer)`` from it alone.
 
     ``env_id`` replaces the env id (and drops the training env's constructor kwargs, which
     belong to the old env). Errors are one-line UsageErrors.
+
+    A checkpoint's ``env.imports`` names modules to import before making the env. A checkpoint
+    is data from elsewhere, so they are imported only when the user names each of them in
+    ``allow_imports`` (``--env-imports``); otherwise this stops and says which are asked for.
     """
     import dataclasses
 
@@ -34,6 +39,10 @@ def load_for_eval(path: str, device: str | None = None, env_id: str | None = Non
         raise UsageError(f"checkpoint {ckpt}: its env config no longer builds: {e}") from None
     if env_id is not None and env_id != env_cfg.id:
         env_cfg = dataclasses.replace(env_cfg, id=env_id, kwargs={})
+    refused = [m for m in env_cfg.imports if m not in set(allow_imports)]
+    if refused:
+        raise UsageError(f"checkpoint {ckpt} asks to import {', '.join(refused)} (env.imports); a checkpoint cannot "
+                         f"import code on its own: pass --env-imports {','.join(refused)} if you trust it")
     dev = resolve_device(device or str(cfg.get("device", "auto")))
     try:
         policy = load_policy(state, meta, dev)

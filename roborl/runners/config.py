@@ -68,3 +68,16 @@ class RunConfig:
                                              doc="Human/scripted takeovers during SAC training (HIL-SERL).")
     teleop: TeleopConfig = field(default_factory=TeleopConfig, doc="Teleop device used by intervention.source=device.")
     distributed: DistributedConfig = field(default_factory=DistributedConfig, doc="Actor/learner split (--role).")
+
+    def __post_init__(self) -> None:
+        # Values that pass each field's own check but cannot work together. Refused here, before
+        # anything runs, instead of a run that trains with zero updates and exits 0.
+        learner = getattr(self, self.train.algo, None)
+        batch = getattr(learner, "batch_size", None)
+        if batch is not None and batch > self.store.online_capacity:
+            raise ValueError(f"{self.train.algo}.batch_size ({batch}) is larger than store.online_capacity "
+                             f"({self.store.online_capacity}): no batch could ever be sampled")
+        warmup = getattr(learner, "warmup_steps", None)
+        if warmup is not None and warmup >= self.train.total_steps:
+            raise ValueError(f"{self.train.algo}.warmup_steps ({warmup}) is not below train.total_steps "
+                             f"({self.train.total_steps}): learning would never start")

@@ -103,7 +103,7 @@ def test_kill_9_then_resume_through_cli(tmp_path: Path) -> None:
 
 def test_bad_demo_path_is_one_line(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "roborl.cli", "train", "/dev/null", *SMALL, f"run.dir={tmp_path}/r",
-                        "store.demos=[no/such/demos]", "train.total_steps=10"], capture_output=True, text=True, timeout=120)
+                        "store.demos=[no/such/demos]", "train.total_steps=1000"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "store.demos" in r.stderr and "Traceback" not in r.stderr
 
 
@@ -112,7 +112,7 @@ def test_scripted_interventions_are_flagged_and_copied_to_demo(tmp_path: Path) -
     from roborl.store import ReplayStore
 
     cfg = C.load(RunConfig, None, ["env.id=roborl/Reach-v0", f"run.dir={tmp_path}/run", "train.total_steps=150",
-                                   "train.eval_every=0", "train.eval_episodes=1", "sac.warmup_steps=10000",
+                                   "train.eval_every=0", "train.eval_episodes=1", "sac.warmup_steps=149",
                                    "store.sampler.demo_fraction=0", "intervention.source=scripted",
                                    "intervention.every=1", "intervention.start_step=5", "intervention.duration=10"])
     r = SACRunner(cfg, tmp_path / "run")
@@ -149,7 +149,7 @@ def test_float64_gymnasium_mujoco_env_trains(tmp_path: Path) -> None:
 ])
 def test_her_misconfiguration_is_one_line(tmp_path: Path, overrides: list[str], needle: str) -> None:
     r = subprocess.run([sys.executable, "-m", "roborl.cli", "train", "/dev/null", f"run.dir={tmp_path}/r",
-                        "store.sampler.her_fraction=0.5", "train.total_steps=10", *overrides],
+                        "store.sampler.her_fraction=0.5", "train.total_steps=2000", *overrides],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "store.sampler.her_fraction" in r.stderr and needle in r.stderr, r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
