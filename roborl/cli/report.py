@@ -72,10 +72,10 @@ def safety_stats(rows: list[dict[str, Any]]) -> list[list[Any]]:
 
 def write_report(run: str | Path, out: str | Path, *, episodes: int | None = None, fresh_eval: bool = True,
                  device: str = "cpu", env_imports: tuple[str, ...] = ()) -> Path:
-    """Write the report for ``run`` to ``out`` (plus ``<stem>_curves.png`` next to it)."""
+    """Write the report for ``run`` to ``out`` (plus ``<stem>_curves.png`` and ``<stem>_training.png`` next to it)."""
     from roborl.checkpoint import find_checkpoint
     from roborl.errors import UsageError
-    from roborl.eval.plots import plot_runs
+    from roborl.eval.plots import plot_runs, plot_training
     from roborl.runs import read_metrics
 
     run = Path(run)
@@ -160,6 +160,14 @@ def write_report(run: str | Path, out: str | Path, *, episodes: int | None = Non
     except UsageError as e:
         lines.append(f"No curves: {e}")
     lines.append("")
+    lines += ["## Training diagnostics", ""]
+    diag = out.with_name(out.stem + "_training.png")
+    try:
+        plot_training([run], diag, title=f"{run.name}: training diagnostics")
+        lines.append(f"![training diagnostics]({os.path.relpath(diag, out.parent)})")
+    except UsageError as e:
+        lines.append(f"No training diagnostics: {e}")
+    lines.append("")
 
     # ------------------------------------------------------------------ safety
     lines += ["## Safety clips and interventions", ""]
@@ -194,5 +202,5 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--episodes must be positive, got {args.episodes}")
     out = write_report(args.run, args.out, episodes=args.episodes, fresh_eval=not args.no_eval, device=args.device,
                        env_imports=tuple(m.strip() for m in args.env_imports.split(",") if m.strip()))
-    print(f"wrote {out} (+ {out.with_name(out.stem + '_curves.png').name})")
+    print(f"wrote {out} (+ {out.with_name(out.stem + '_curves.png').name}, {out.with_name(out.stem + '_training.png').name})")
     return 0

@@ -144,11 +144,7 @@ def mean_ci(xs: list[np.ndarray], ys: list[np.ndarray], points: int = 200) -> tu
 
 def plot_runs(paths: list[str | Path], out: str | Path, title: str | None = None) -> Path:
     """Draw the four-panel figure for ``paths`` into ``out``; returns the written path."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     from roborl.errors import UsageError
 
     runs = [load_run(p) for p in paths]
@@ -206,6 +202,128 @@ def plot_runs(paths: list[str | Path], out: str | Path, title: str | None = None
         out.parent.mkdir(parents=True, exist_ok=True)
     try:
         fig.savefig(out, dpi=110)
+    except (ValueError, OSError) as e:
+        raise UsageError(f"--out {out}: cannot write the figure ({str(e).splitlines()[0]})") from None
+    finally:
+        plt.close(fig)
+    return out
+
+
+def _pyplot() -> Any:
+    """matplotlib.pyplot on the headless Agg backend; a one-line UsageError naming the extra if missing."""
+    from roborl.errors import UsageError
+
+    try:
+        import matplotlib
+    except ImportError:
+        raise UsageError("plots need matplotlib (not installed): pip install 'roborl[plot]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+#: The training diagnostics drawn by :func:`plot_training`, in panel order: (metrics.jsonl key,
+#: panel title). A panel is drawn when some run logged its key; the first key a run has wins.
+TRAINING_PANELS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("train/return",), "episode return (training)"),
+    (("train/success", "eval/success"), "success rate"),
+    (("alpha",), "temperature alpha"),
+    (("q_mean",), "mean Q"),
+    (("td_abs",), "|TD error|"),
+    (("critic_loss", "loss/value"), "critic / value loss"),
+    (("actor_loss", "loss/policy"), "actor / policy loss"),
+    (("entropy",), "policy entropy"),
+    (("approx_kl", "kl"), "KL (old || new)"),
+    (("train/safety_clips",), "safety clips per episode"),
+    (("train/intervention_rate",), "intervention rate"),
+    (("per/priority_mean", "per/priority_max"), "replay priority"),
+    (("env_steps_per_s", "fps"), "env steps / s"),
+)
+
+
+def training_series(rows: list[dict[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray]:
+    """(env steps [K], values [K]) of one metric over a run's rows, sorted by step, NaN-free."""
+    pts = [(float(r["step"]), float(r[key])) for r in rows
+           if r.get("step") is not None and isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool)]
+    if not pts:
+        return np.zeros(0), np.zeros(0)
+    a = np.array(pts, dtype=np.float64)
+    a = a[np.isfinite(a[:, 1])]
+    a = a[np.argsort(a[:, 0], kind="stable")]
+    return a[:, 0], a[:, 1]
+
+
+def _smooth(y: np.ndarray, window: int) -> np.ndarray:
+    """Trailing moving average over ``window`` points (episode returns are noisy)."""
+    if y.size < 3 or window <= 1:
+        return y
+    w = min(window, y.size)
+    c = np.cumsum(np.insert(y, 0, 0.0))
+    out = np.empty_like(y)
+    out[w - 1:] = (c[w:] - c[:-w]) / w
+    out[: w - 1] = c[1:w] / np.arange(1, w)
+    return out
+
+
+def plot_training(paths: list[str | Path], out: str | Path, title: str | None = None) -> Path:
+    """Draw every training diagnostic the runs logged (:data:`TRAINING_PANELS`) against env steps.
+
+    One line per run (episode-level series smoothed over 20 episodes, the raw points faint).
+    Returns the written path; UsageError when the runs logged none of them.
+    """
+    from roborl.errors import UsageError
+    from roborl.runs import read_metrics
+
+    plt = _pyplot()
+    runs = []
+    for path in paths:
+        run = Path(path)
+        if not (run / "metrics.jsonl").exists():
+            raise UsageError(f"{run}: no metrics.jsonl (is this a run directory?)")
+        runs.append((run, read_metrics(run)))
+    panels = []
+    for keys, label in TRAINING_PANELS:
+        series = []
+        for run, rows in runs:
+            for key in keys:
+                x, y = training_series(rows, key)
+                if x.size:
+                    series.append((run.name, key, x, y))
+                    break
+        if series:
+            panels.append((label, series))
+    if not panels:
+        raise UsageError(f"{', '.join(str(p) for p in paths)}: no training metrics logged yet")
+    ncol = 3
+    nrow = (len(panels) + ncol - 1) // ncol
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.2 * ncol, 2.9 * nrow), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key().get("color", ["C0"])
+    for i, (label, series) in enumerate(panels):
+        ax = axes[i // ncol][i % ncol]
+        for j, (name, key, x, y) in enumerate(series):
+            color = colors[j % len(colors)]
+            episodic = key.startswith("train/")
+            if episodic and y.size > 20:
+                ax.plot(x, y, color=color, alpha=0.15, lw=0.6)
+                ax.plot(x, _smooth(y, 20), color=color, lw=1.4, label=name)
+            else:
+                ax.plot(x, y, color=color, lw=1.2, label=name, marker="o" if y.size < 15 else None, ms=3)
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("env steps", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    for i in range(len(panels), nrow * ncol):
+        axes[i // ncol][i % ncol].axis("off")
+    if len(runs) > 1:
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False)
+    fig.suptitle(title or "training diagnostics")
+    fig.tight_layout(rect=(0, 0.04 if len(runs) > 1 else 0, 1, 0.96))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fig.savefig(out, dpi=100)
     except (ValueError, OSError) as e:
         raise UsageError(f"--out {out}: cannot write the figure ({str(e).splitlines()[0]})") from None
     finally:

@@ -110,3 +110,30 @@ def test_report_from_real_run(roborl, ppo_run: Path, tmp_path: Path):
 
     last = [r for r in read_metrics(ppo_run) if r.get("eval/return") is not None][-1]
     assert f"{last['eval/return']:.3f} ±" in md
+
+
+def test_training_diagnostics_figure(tmp_path: Path) -> None:
+    """plot_training draws each logged diagnostic (SAC and PPO keys) and refuses a run without any."""
+    pytest.importorskip("matplotlib")
+    from roborl.eval.plots import plot_training, training_series
+    from roborl.runs import MetricsLogger
+
+    run = tmp_path / "run"
+    log = MetricsLogger(run, tensorboard=False)
+    for step in range(0, 2000, 100):
+        log.log(step, {"train/return": -50 + step / 40, "train/success": float(step > 1000),
+                       "train/safety_clips": 3, "train/intervention_rate": 0.1}, prefix="")
+        log.log(step, {"alpha": 0.1 / (1 + step), "q_mean": -1.0, "td_abs": 0.5, "critic_loss": 0.1,
+                       "actor_loss": 1.0, "entropy": 2.0, "env_steps_per_s": 100.0}, prefix="")
+    log.close()
+    x, y = training_series([{"step": 2, "a": 1.0}, {"step": 1, "a": float("nan")}, {"step": 0, "a": 3}], "a")
+    assert x.tolist() == [0.0, 2.0] and y.tolist() == [3.0, 1.0]
+    out = plot_training([run], tmp_path / "diag.png")
+    assert out.exists() and out.stat().st_size > 10_000
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "metrics.jsonl").write_text("")
+    from roborl.errors import UsageError
+
+    with pytest.raises(UsageError, match="no training metrics"):
+        plot_training([empty], tmp_path / "none.png")
