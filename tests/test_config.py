@@ -187,3 +187,17 @@ def test_impossible_values_are_refused(overrides: list[str], needle: str) -> Non
     assert needle in str(e.value)
     # the PPO section is not checked against SAC's limits
     C.load(RunConfig, "configs/default.yaml", ["train.algo=ppo", "sac.batch_size=1e11"])
+
+
+def test_overrides_are_accepted_anywhere_on_the_line() -> None:
+    import json as _json
+
+    p = run_cli("config", "show", "configs/default.yaml", "--json", "sac.lr=0.5", "train.total_steps=1234")
+    assert p.returncode == 0, p.stderr
+    cfg = _json.loads(p.stdout)
+    assert cfg["sac"]["lr"] == 0.5 and cfg["train"]["total_steps"] == 1234
+    p = run_cli("config", "show", "configs/default.yaml", "--json", "--bogus")
+    assert p.returncode == 2 and "unrecognized arguments: --bogus" in p.stderr
+    # after --role: the override is parsed (and validated) like any other
+    p = run_cli("train", "configs/default.yaml", "--role", "local", "sac.nope=1")
+    assert p.returncode == 2 and "unknown key 'sac.nope'" in p.stderr, p.stderr

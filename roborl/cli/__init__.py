@@ -102,7 +102,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         only = None
     try:
         parser = build_parser(only)
-        args = parser.parse_args(argv)
+        # key=value overrides may come anywhere on the line, also after options such as --role:
+        # argparse stops a positional list at the first option, so collect the stragglers here.
+        args, extra = parser.parse_known_args(argv)
+        if extra:
+            stray = [a for a in extra if a.startswith("-") or "=" not in a or not hasattr(args, "overrides")]
+            if stray:
+                parser.error(f"unrecognized arguments: {' '.join(stray)}")
+            args.overrides = list(args.overrides or []) + extra
         if getattr(args, "quiet", False):
             os.environ["ROBORL_QUIET"] = "1"
         if not getattr(args, "_run", None):
