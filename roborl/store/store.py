@@ -30,6 +30,10 @@ not named by the commit, replay the valid WAL records, cut a torn tail, close an
 that was open at the crash as *interrupted* (it bootstraps at its end, like a
 truncation), and commit. Read-only opens (mode "r") see the last commit and never write.
 
+Modules: ``index`` (the per-partition episode index, the public read API for samplers and
+tools), ``layout`` (files and arrays), ``recovery`` (crash leftovers and WAL replay on a
+writable open), ``merge`` (copying another store in), ``wal``; this module is the facade.
+
 Episode semantics: an episode is visible to samplers once it has ended (terminated or
 truncated step, ``start_episode`` on an open one, or recovery). A discarded episode
 never reaches disk or a batch.
@@ -42,7 +46,6 @@ import os
 import shutil
 import time
 import uuid
-import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Literal
@@ -51,72 +54,31 @@ import gymnasium as gym
 import numpy as np
 
 from roborl.fsutil import atomic_write_text, fsync_path
+from roborl.store import merge as mergemod
+from roborl.store import recovery
 from roborl.store import wal as walmod
+from roborl.store.index import (EP_INTERRUPTED, EP_SUCCESS, EP_TERMINATED, EP_TRUNCATED, PART_ID, PARTITIONS,
+                                PartitionIndex)
+from roborl.store.layout import (EPISODE_CHUNK, EPISODES_SPEC, FORMAT_VERSION, auto_chunk_rows, chunk_path,
+                                 create_arrays, empty_commit, read_commit, read_meta)
 from roborl.store.schema import (OPTIONAL_FIELDS, FieldSpec, StoreError, build_fields, compare_spaces, obs_keys,
                                  row_dtype, space_from_json, space_to_json)
 
-FORMAT_VERSION = 1
-PARTITIONS: tuple[str, str] = ("demo", "online")
-PART_ID = {"demo": 0, "online": 1}
-
-# Episode flags (bit field in _episodes[:, 2]).
-EP_SUCCESS = 1       # some step had is_success
-EP_TERMINATED = 2    # last step terminated (no bootstrap)
-EP_TRUNCATED = 4     # last step truncated
-EP_INTERRUPTED = 8   # closed without terminated/truncated (crash, start_episode, close)
+# Re-exported: callers import the flags and partition names from here.
+__all__ = ["ReplayStore", "PartitionIndex", "PARTITIONS", "PART_ID", "EP_SUCCESS", "EP_TERMINATED", "EP_TRUNCATED",
+           "EP_INTERRUPTED", "FORMAT_VERSION", "auto_chunk_rows"]
 
 Partition = Literal["demo", "online"]
 
 
-def _zarr_codecs(f: FieldSpec) -> list[Any]:
-    """zstd with a content checksum: a corrupt chunk raises on read instead of returning garbage.
-
-    Images use a faster level (they dominate the write cost).
-    """
-    from zarr.codecs import ZstdCodec
-
-    return [ZstdCodec(level=1 if f.is_image else 3, checksum=True)]
-
-
-def auto_chunk_rows(fields: list[FieldSpec]) -> int:
-    """~4 MiB of the largest field per chunk, a power of two in [16, 16384]."""
-    biggest = max(int(np.prod(f.shape, dtype=np.int64)) * np.dtype(f.dtype).itemsize for f in fields)
-    rows = max(1, (4 << 20) // max(1, biggest))
-    p = 1 << (rows.bit_length() - 1)
-    return int(min(16384, max(16, p)))
-
-
 @dataclass
-class _Part:
-    """In-memory state of one partition."""
+class _Part(PartitionIndex):
+    """A partition's index plus its zarr arrays and the pending (not yet flushed) block."""
 
-    name: str
-    pid: int
     arrays: dict[str, Any] = field(default_factory=dict)   # field -> zarr array
     episodes_arr: Any = None                                # zarr [n, 3] int64
-    rows: int = 0            # rows durably in zarr and committed (R)
-    end: int = 0             # next logical row (R + pending)
-    head_row: int = 0        # first live row (online eviction)
-    head_ep: int = 0         # first live episode
-    n_eps: int = 0           # episodes ended (absolute count, incl. evicted)
-    eps_flushed: int = 0     # episodes written to the zarr index
-    freed_chunks: int = 0    # chunks [0, freed_chunks) deleted from disk
-    ep: np.ndarray = field(default_factory=lambda: np.zeros((64, 3), np.int64))  # [cap, 3] start, length, flags
     pending: np.ndarray | None = None  # structured [chunk_rows]
     n_pend: int = 0
-    open_start: int = 0      # start row of the (possibly empty) episode being written
-
-    def ep_append(self, start: int, length: int, flags: int) -> None:
-        if self.n_eps >= len(self.ep):
-            self.ep = np.concatenate([self.ep, np.zeros_like(self.ep)])
-        self.ep[self.n_eps] = (start, length, flags)
-        self.n_eps += 1
-
-    def live_steps(self) -> int:
-        """Steps in ended, live episodes."""
-        if self.n_eps == self.head_ep:
-            return 0
-        return int(self.ep[self.n_eps - 1, 0] + self.ep[self.n_eps - 1, 1] - self.head_row)
 
 
 class ReplayStore:
@@ -162,11 +124,11 @@ class ReplayStore:
         self._buffered = False
         self._buf: list[bytes] = []
         self._buf_rows: list[np.ndarray] = []
-        self._listeners: list[weakref.ref] = []
         self.recovered: dict[str, Any] = {}
         self._group: Any = None
         self._closed = False
         self._replay_flags: dict[str, int] = {}  # success flags of episodes rebuilt from the WAL
+        self._spec = {f.name: f for f in self.fields}
         self.obs_fields: list[str] = [("obs." + k) if k else "obs" for k in self.obs_keys]
         self.next_obs_fields: list[str] = [("next_obs." + k) if k else "next_obs" for k in self.obs_keys]
 
@@ -204,19 +166,8 @@ class ReplayStore:
             shutil.rmtree(stale, ignore_errors=True)
         tmp = p.parent / f".{p.name}.creating-{uuid.uuid4().hex[:8]}"
         tmp.mkdir()
-        import zarr
-
-        root = zarr.open_group(str(tmp / "data.zarr"), mode="w")
-        for part in PARTITIONS:
-            g = root.create_group(part)
-            for f in fields:
-                g.create_array(f.name, shape=(0, *f.shape), chunks=(cr, *f.shape), dtype=f.dtype,
-                               compressors=_zarr_codecs(f), fill_value=np.zeros((), f.dtype).item())
-            g.create_array("_episodes", shape=(0, 3), chunks=(16384, 3), dtype="int64",
-                           compressors=_zarr_codecs(FieldSpec("_episodes", "int64", (3,))), fill_value=0)
-        commit = {"format_version": FORMAT_VERSION, "generation": 0, "time": time.time(), "wal": None, "merged": [],
-                  "partitions": {n: {"rows": 0, "episodes": 0, "head_row": 0, "head_episode": 0, "freed_chunks": 0}
-                                 for n in PARTITIONS}}
+        create_arrays(tmp / "data.zarr", fields, cr)
+        commit = dict(empty_commit(), time=time.time())
         atomic_write_text(tmp / "COMMIT.json", json.dumps(commit))
         atomic_write_text(tmp / "meta.json", json.dumps(meta, indent=1))
         if fsync != "never":
@@ -246,15 +197,7 @@ class ReplayStore:
             raise StoreError(f"store {p}: mode must be 'r' or 'a', got {mode!r}")
         if not p.is_dir():
             raise StoreError(f"store not found: {p}")
-        try:
-            meta = json.loads((p / "meta.json").read_text())
-        except FileNotFoundError:
-            raise StoreError(f"store {p}: not a replay store (no meta.json)") from None
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise StoreError(f"store {p}: meta.json is corrupt") from None
-        if meta.get("format") != "roborl.replay_store" or meta.get("format_version") != FORMAT_VERSION:
-            raise StoreError(f"store {p}: meta.json format_version is {meta.get('format_version')!r}, "
-                             f"this roborl reads {FORMAT_VERSION}")
+        meta = read_meta(p)
         for name, given in (("observation_space", observation_space), ("action_space", action_space)):
             if given is not None:
                 why = compare_spaces(meta[name], given, name)
@@ -325,59 +268,6 @@ class ReplayStore:
         except (KeyError, FileNotFoundError) as e:
             raise StoreError(f"store {self.path}: data.zarr is missing array {e}") from None
 
-    def _cleanup_temp_files(self, commit: dict[str, Any]) -> list[str]:
-        """Remove zarr ``*.partial`` files and our ``*.tmp`` files left by a crash.
-
-        Only places a writer can have been writing are scanned: the store root, array
-        metadata, and chunks from the last committed chunk on (earlier chunks are never
-        rewritten), so a reopen stays fast however many chunks a store has.
-        """
-        removed: list[str] = []
-
-        def sweep(d: Path, recursive: bool) -> None:
-            try:
-                entries = list(os.scandir(d))
-            except FileNotFoundError:
-                return
-            for e in entries:
-                if e.name.endswith((".partial", ".tmp")):
-                    shutil.rmtree(e.path, ignore_errors=True) if e.is_dir() else os.unlink(e.path)
-                    removed.append(os.path.relpath(e.path, self.path))
-                elif recursive and e.is_dir():
-                    sweep(Path(e.path), True)
-
-        sweep(self.path, False)
-        data = self.path / "data.zarr"
-        sweep(data, False)
-        for name in PARTITIONS:
-            sweep(data / name, False)
-            first = int(commit["partitions"][name]["rows"]) // self.chunk_rows
-            first_ep = int(commit["partitions"][name]["episodes"]) // 16384
-            for fname in self.field_names + ["_episodes"]:
-                fdir = data / name / fname
-                sweep(fdir, False)
-                lo = first_ep if fname == "_episodes" else first
-                try:
-                    entries = list(os.scandir(fdir / "c"))
-                except FileNotFoundError:
-                    continue
-                for e in entries:
-                    head = e.name.split(".", 1)[0]
-                    if e.name.endswith(".partial"):
-                        os.unlink(e.path)
-                        removed.append(os.path.relpath(e.path, self.path))
-                    elif e.is_dir() and (not head.isdigit() or int(head) >= lo):
-                        sweep(Path(e.path), True)
-        return removed
-
-    def _read_commit(self) -> dict[str, Any]:
-        try:
-            return json.loads((self.path / "COMMIT.json").read_text())
-        except FileNotFoundError:
-            raise StoreError(f"store {self.path}: COMMIT.json is missing") from None
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise StoreError(f"store {self.path}: COMMIT.json is corrupt") from None
-
     def _apply_commit(self, c: dict[str, Any]) -> None:
         self.generation = int(c["generation"])
         self.merged = list(c.get("merged", []))
@@ -392,59 +282,25 @@ class ReplayStore:
             part.n_pend = 0
 
     def _load(self) -> None:
-        c = self._read_commit()
-        removed = self._cleanup_temp_files(c) if self.mode == "a" else []
+        c = read_commit(self.path)
+        removed = recovery.cleanup_temp_files(self.path, c, self.chunk_rows, self.field_names) \
+            if self.mode == "a" else []
         self._open_zarr()
         self._apply_commit(c)
         for name, part in self.parts.items():
             n = part.n_eps
-            part.ep = np.zeros((max(64, 1 << max(0, n).bit_length()), 3), np.int64)
             if part.episodes_arr.shape[0] < n:
                 raise StoreError(f"store {self.path}: COMMIT.json says {name} has {n} episodes but "
                                  f"data.zarr/{name}/_episodes holds {part.episodes_arr.shape[0]}")
-            if n:
-                part.ep[:n] = np.asarray(part.episodes_arr[:n], dtype=np.int64)
-            part.open_start = int(part.ep[n - 1, 0] + part.ep[n - 1, 1]) if n else part.head_row
-            if n == 0:
-                part.open_start = part.head_row
+            part.load_table(np.asarray(part.episodes_arr[:n], dtype=np.int64) if n else np.zeros((0, 3), np.int64))
+            part.open_start = int(part.episode_ends(n - 1, n)[0]) if n else part.head_row
         if self.mode == "r":
             return
-        # Stale WALs (a crash between creating the next WAL and renaming COMMIT.json).
-        for f in self.path.glob("wal-*.log"):
-            if f.name != self._wal_name:
-                f.unlink()
-                removed.append(f.name)
-        replayed, torn, interrupted = 0, 0, []
-        if self._wal_name:
-            records, valid, size = walmod.read(self.path / self._wal_name)
-            torn = size - valid
-            for pid, row, payload in records:
-                part = self.parts[PARTITIONS[pid]]
-                if row < part.end:
-                    continue  # already flushed into zarr before the crash
-                if row != part.end or len(payload) != self.dtype.itemsize:
-                    torn += 1  # cannot happen with one writer; stop rather than guess
-                    break
-                rec = np.frombuffer(payload, dtype=self.dtype)
-                self._append_row_array(part, rec)
-                replayed += 1
-                r = rec[0]
-                if bool(r["is_success"]):
-                    self._open_flags_by_part(part, EP_SUCCESS)
-                if r["terminated"] or r["truncated"]:
-                    self._end_episode(part, EP_TERMINATED if r["terminated"] else EP_TRUNCATED)
-        for part in self.parts.values():
-            if part.end > part.open_start:
-                interrupted.append(part.name)
-                self._end_episode(part, EP_INTERRUPTED)
-        self.recovered = {"replayed_steps": replayed, "torn_bytes": torn, "interrupted_episodes": interrupted,
-                          "removed_files": removed}
-        if replayed or torn or interrupted or self._wal_name:
+        self.recovered = recovery.recover(self, removed)
+        if (self.recovered["replayed_steps"] or self.recovered["torn_bytes"]
+                or self.recovered["interrupted_episodes"] or self._wal_name):
             # Make the recovered state durable and start without a WAL (a fresh one on the first step).
             self._commit(new_wal=False)
-
-    def _open_flags_by_part(self, part: _Part, flag: int) -> None:
-        self._replay_flags[part.name] = self._replay_flags.get(part.name, 0) | flag
 
     # ------------------------------------------------------------------ writing
 
@@ -625,13 +481,13 @@ class ReplayStore:
         flags |= self._replay_flags.pop(part.name, 0)
         if length <= 0:
             return
-        part.ep_append(start, length, flags)
+        part.append_episode(start, length, flags)
         part.open_start = part.end
         if part.name == "online":
             # FIFO eviction of whole oldest episodes; always keep the newest one.
             while part.live_steps() > self.online_capacity and part.head_ep < part.n_eps - 1:
                 part.head_ep += 1
-                part.head_row = int(part.ep[part.head_ep, 0])
+                part.head_row = int(part.episode_starts(part.head_ep, part.head_ep + 1)[0])
 
     # ------------------------------------------------------------------ flush / commit
 
@@ -647,10 +503,10 @@ class ReplayStore:
             self._wal.fsync()
             self._last_fsync = now
 
-    def _chunk_path(self, part: _Part, fname: str, ci: int) -> Path:
-        f = next(x for x in self.fields if x.name == fname) if fname != "_episodes" else FieldSpec("_episodes", "int64", (3,))
-        key = "/".join(["c", str(ci)] + ["0"] * len(f.shape))
-        return self.path / "data.zarr" / part.name / fname / key
+    def chunk_path(self, partition: str, fname: str, ci: int) -> Path:
+        """File of chunk ``ci`` of array ``<partition>/<fname>`` (``_episodes`` for the index)."""
+        f = self._spec[fname] if fname != "_episodes" else EPISODES_SPEC
+        return chunk_path(self.path, partition, f, ci)
 
     def _flush_part(self, part: _Part) -> None:
         """Write pending rows into zarr at [rows, rows + n_pend) (not yet committed)."""
@@ -667,7 +523,7 @@ class ReplayStore:
         if self.fsync_policy != "never":
             for f in self.fields:
                 for ci in range(a // cr, (b - 1) // cr + 1):
-                    cp = self._chunk_path(part, f.name, ci)
+                    cp = self.chunk_path(part.name, f.name, ci)
                     fsync_path(cp)
                     fsync_path(cp.parent)
                 fsync_path(self.path / "data.zarr" / part.name / f.name / "zarr.json")
@@ -679,11 +535,11 @@ class ReplayStore:
         if n1 > n0:
             arr = part.episodes_arr
             if arr.shape[0] < n1:
-                arr.resize((-(-n1 // 16384) * 16384, 3))
-            arr[n0:n1] = part.ep[n0:n1]
+                arr.resize((-(-n1 // EPISODE_CHUNK) * EPISODE_CHUNK, 3))
+            arr[n0:n1] = part.raw_table(n0, n1)
             if self.fsync_policy != "never":
-                for ci in range(n0 // 16384, (n1 - 1) // 16384 + 1):
-                    fsync_path(self._chunk_path(part, "_episodes", ci))
+                for ci in range(n0 // EPISODE_CHUNK, (n1 - 1) // EPISODE_CHUNK + 1):
+                    fsync_path(self.chunk_path(part.name, "_episodes", ci))
                 fsync_path(self.path / "data.zarr" / part.name / "_episodes" / "zarr.json")
             part.eps_flushed = n1
         elif n1 < n0:
@@ -814,14 +670,32 @@ class ReplayStore:
         return self._part(partition).head_row
 
     def episodes(self, partition: Partition) -> np.ndarray:
-        """Live episodes: int64 [E, 3] (start row, length, flags)."""
-        p = self._part(partition)
-        return p.ep[p.head_ep: p.n_eps].copy()
+        """Live episodes: int64 [E, 3] (start row, length, flags), a copy."""
+        return self._part(partition).episodes().copy()
 
     def episode_counts(self, partition: Partition) -> tuple[int, int]:
         """(head_episode, ended episodes): cheap change detection for samplers."""
+        return self._part(partition).episode_counts()
+
+    def index(self, partition: Partition) -> PartitionIndex:
+        """The live episode index of ``partition`` (see roborl/store/index.py); read it, never write it."""
+        return self._part(partition)
+
+    def committed_rows(self, partition: Partition) -> int:
+        """Rows of ``partition`` durably in zarr and named by COMMIT.json (logical rows, from 0)."""
+        return self._part(partition).rows
+
+    def array_shape(self, partition: Partition, fname: str) -> tuple[tuple[int, ...], np.dtype]:
+        """(shape, dtype) of array ``<partition>/<fname>`` as zarr opened it (the row count is
+        a multiple of chunk_rows while writing; only COMMIT.json says which rows hold data)."""
         p = self._part(partition)
-        return p.head_ep, p.n_eps
+        arr = p.episodes_arr if fname == "_episodes" else p.arrays[fname]
+        return tuple(arr.shape), np.dtype(arr.dtype)
+
+    @property
+    def wal_name(self) -> str | None:
+        """The WAL file named by the last commit (None when there is none)."""
+        return self._wal_name
 
     def read_rows(self, partition: Partition, start: int, stop: int,
                   fields: Iterable[str] | None = None) -> dict[str, np.ndarray]:
@@ -871,7 +745,7 @@ class ReplayStore:
         is merged once: merging the same store again returns 0. Returns episodes copied.
         """
         self._check_writable()
-        part = self._part(partition)
+        self._part(partition)
         if self._open is not None:
             raise StoreError(f"store {self.path}: end or discard the open episode before merging")
         src_p = Path(src_path)
@@ -879,57 +753,9 @@ class ReplayStore:
             raise StoreError(f"store {self.path}: cannot merge a store into itself")
         src = ReplayStore.open(src_p, mode="r", observation_space=self.observation_space,
                                action_space=self.action_space)
-        try:
-            if [f.to_json() for f in src.fields] != [f.to_json() for f in self.fields]:
-                mine = {f.name: f for f in self.fields}
-                theirs = {f.name: f for f in src.fields}
-                diff = sorted(set(mine) ^ set(theirs)) or [n for n in mine if mine[n] != theirs.get(n)]
-                raise StoreError(f"store {src_p}: schema mismatch with {self.path}: field {diff[0]!r} differs")
-            if src.meta["uuid"] in self.merged:
-                return 0
-            self.commit()  # nothing pending: merged rows go straight to zarr, committed once at the end
-            copied = 0
-            for sp in PARTITIONS:
-                eps = src.episodes(sp)  # type: ignore[arg-type]
-                i = 0
-                while i < len(eps):
-                    # Batches of whole episodes, ~ a few chunks at a time.
-                    j = i
-                    rows = 0
-                    while j < len(eps) and (rows == 0 or rows + eps[j, 1] <= 4 * self.chunk_rows):
-                        rows += int(eps[j, 1])
-                        j += 1
-                    s0 = int(eps[i, 0])
-                    s1 = int(eps[j - 1, 0] + eps[j - 1, 1])
-                    data = src.read_rows(sp, s0, s1)  # type: ignore[arg-type]
-                    base = part.end
-                    a, b = base, base + (s1 - s0)
-                    for f in self.fields:
-                        arr = part.arrays[f.name]
-                        if arr.shape[0] < b:
-                            arr.resize((-(-b // self.chunk_rows) * self.chunk_rows, *f.shape))
-                        arr[a:b] = data[f.name]
-                    part.rows = part.end = b
-                    for k in range(i, j):
-                        part.open_start = base + int(eps[k, 0]) - s0
-                        part.end = part.open_start + int(eps[k, 1])
-                        self._end_episode(part, int(eps[k, 2]))
-                    part.end = part.open_start = b
-                    copied += j - i
-                    i = j
-            if self.fsync_policy != "never":
-                for f in self.fields:
-                    fsync_path(self.path / "data.zarr" / part.name / f.name / "zarr.json")
-            self.merged.append(src.meta["uuid"])
-            self._commit(new_wal=self._wal is not None)
-            return copied
-        finally:
-            src.close()
+        return mergemod.merge_into(self, src, partition)
 
-    # ------------------------------------------------------------------ samplers
-
-    def _register(self, sampler: Any) -> None:
-        self._listeners.append(weakref.ref(sampler))
+    # ------------------------------------------------------------------ summary
 
     def info(self) -> dict[str, Any]:
         """Summary for `roborl store info`."""

@@ -10,7 +10,8 @@ import numpy as np
 
 from roborl.store import wal as walmod
 from roborl.store.schema import StoreError
-from roborl.store.store import (EP_INTERRUPTED, EP_TERMINATED, EP_TRUNCATED, PARTITIONS, ReplayStore)
+from roborl.store.index import EP_INTERRUPTED, EP_TERMINATED, EP_TRUNCATED, PARTITIONS
+from roborl.store.store import ReplayStore
 
 
 def verify_store(path: str | Path, *, read_data: bool = True) -> dict[str, Any]:
@@ -57,14 +58,14 @@ def _verify_once(p: Path, read_data: bool) -> dict[str, Any]:
                     warnings.append(f"leftover temp file {os.path.relpath(os.path.join(root, fn), p)} "
                                     f"(removed on the next writable open)")
         for f in p.glob("wal-*.log"):
-            if f.name != st._wal_name:
+            if f.name != st.wal_name:
                 warnings.append(f"stale WAL {f.name} not named by COMMIT.json (removed on the next writable open)")
-        if st._wal_name:
-            recs, valid, size = walmod.read(p / st._wal_name)
+        if st.wal_name:
+            recs, valid, size = walmod.read(p / st.wal_name)
             if recs:
-                warnings.append(f"{len(recs)} steps in {st._wal_name} not yet flushed (replayed on the next writable open)")
+                warnings.append(f"{len(recs)} steps in {st.wal_name} not yet flushed (replayed on the next writable open)")
             if size > valid:
-                warnings.append(f"torn tail of {size - valid} bytes in {st._wal_name} (cut on the next writable open)")
+                warnings.append(f"torn tail of {size - valid} bytes in {st.wal_name} (cut on the next writable open)")
         for name in PARTITIONS:
             _check_partition(st, name, problems, read_data)
             out[name] = {"episodes": st.num_episodes(name), "steps": st.num_steps(name)}  # type: ignore[arg-type]
@@ -75,35 +76,26 @@ def _verify_once(p: Path, read_data: bool) -> dict[str, Any]:
 
 
 def _check_partition(st: ReplayStore, name: str, problems: list[str], read_data: bool) -> None:
-    part = st.parts[name]
+    part = st.index(name)  # type: ignore[arg-type]
     where = f"{name}:"
     if not (0 <= part.head_ep <= part.n_eps):
         problems.append(f"{where} head_episode {part.head_ep} outside [0, {part.n_eps}]")
         return
-    if part.episodes_arr.shape[0] < part.n_eps:
-        problems.append(f"{where} _episodes has {part.episodes_arr.shape[0]} rows but COMMIT.json says {part.n_eps}")
+    eps = part.episodes()
+    table = part.table_problems()
+    problems.extend(f"{where} {msg}" for msg in table)
+    if any("past the committed rows" in msg for msg in table):
         return
-    eps = part.ep[part.head_ep: part.n_eps]
-    if len(eps):
-        if eps[0, 0] != part.head_row:
-            problems.append(f"{where} first live episode starts at row {eps[0, 0]}, head_row is {part.head_row}")
-        if np.any(eps[:, 1] <= 0):
-            problems.append(f"{where} episode with length <= 0")
-        if np.any(eps[1:, 0] != eps[:-1, 0] + eps[:-1, 1]):
-            problems.append(f"{where} episodes are not contiguous")
-        if eps[-1, 0] + eps[-1, 1] > part.rows:
-            problems.append(f"{where} last episode ends at row {eps[-1, 0] + eps[-1, 1]} past the committed rows {part.rows}")
-            return
     cr = st.chunk_rows
     for f in st.fields:
-        arr = part.arrays[f.name]
-        if arr.shape[0] < part.rows or tuple(arr.shape[1:]) != f.shape or np.dtype(arr.dtype) != np.dtype(f.dtype):
-            problems.append(f"{where} array {f.name} has shape {arr.shape} {arr.dtype}, expected "
+        shape, dtype = st.array_shape(name, f.name)
+        if shape[0] < part.rows or tuple(shape[1:]) != f.shape or dtype != np.dtype(f.dtype):
+            problems.append(f"{where} array {f.name} has shape {shape} {dtype}, expected "
                             f">= ({part.rows}, {', '.join(map(str, f.shape))}) {f.dtype}")
             continue
         if part.rows > part.head_row:
             for ci in range(part.head_row // cr, (part.rows - 1) // cr + 1):
-                if not st._chunk_path(part, f.name, ci).exists():
+                if not st.chunk_path(name, f.name, ci).exists():
                     problems.append(f"{where} {f.name} chunk {ci} is missing under committed rows (would read as zeros)")
                     break
     if problems or not read_data or not len(eps):
