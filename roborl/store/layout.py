@@ -4,7 +4,9 @@ See :mod:`roborl.store.store` for the directory tree. Nothing here holds state.
 """
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +79,30 @@ def read_commit(p: Path) -> dict[str, Any]:
         raise StoreError(f"store {p}: COMMIT.json is missing") from None
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise StoreError(f"store {p}: COMMIT.json is corrupt") from None
+
+
+def acquire_lock(p: Path) -> int:
+    """flock ``p/LOCK`` for the one writer -> fd (StoreError when another process holds it)."""
+    fd = os.open(p / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise StoreError(f"store {p}: open for writing by another process (LOCK held); "
+                         f"open it with mode='r' to read") from None
+    return fd
+
+
+def release_lock(fd: int) -> None:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def wal_side_file(wal_name: str) -> str:
+    """Where a WAL's bytes from a corrupt record on are kept (not matched by ``wal-*.log``)."""
+    return wal_name + ".after-corruption"
 
 
 def chunk_path(root: Path, partition: str, f: FieldSpec, ci: int) -> Path:

@@ -28,11 +28,18 @@ def merge_into(dst: Any, src: Any, partition: str) -> int:
     """Copy ``src`` (open read-only) into ``partition`` of ``dst`` (writable, no open episode);
     closes ``src``. See :meth:`ReplayStore.merge_from`."""
     part = dst._part(partition)
+    # On any failure (a corrupt source chunk found mid-way) roll the index back, so that a
+    # later commit (close) never publishes a half-merged source; rows written to zarr past
+    # the committed end are overwritten later.
+    gen0 = -1
+    saved = (part.rows, part.end, part.n_eps, part.head_ep, part.head_row, part.open_start, part.eps_flushed,
+             list(dst.merged), dict(dst._replay_flags))
     try:
         check_same_fields(dst, src)
         if src.meta["uuid"] in dst.merged:
             return 0
         dst.commit()  # nothing pending: merged rows go straight to zarr, committed once at the end
+        gen0 = dst.generation
         cr = dst.chunk_rows
         copied = 0
         for sp in PARTITIONS:
@@ -69,5 +76,10 @@ def merge_into(dst: Any, src: Any, partition: str) -> int:
         dst.merged.append(src.meta["uuid"])
         dst._commit(new_wal=dst._wal is not None)
         return copied
+    except BaseException:
+        if dst.generation == gen0:
+            (part.rows, part.end, part.n_eps, part.head_ep, part.head_row, part.open_start, part.eps_flushed,
+             dst.merged, dst._replay_flags) = saved
+        raise
     finally:
         src.close()

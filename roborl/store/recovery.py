@@ -15,9 +15,12 @@ from typing import Any
 
 import numpy as np
 
+from roborl.fsutil import fsync_path
+
 from roborl.store import wal as walmod
 from roborl.store.index import EP_INTERRUPTED, EP_SUCCESS, EP_TERMINATED, EP_TRUNCATED, PARTITIONS
-from roborl.store.layout import EPISODE_CHUNK
+from roborl.store.layout import EPISODE_CHUNK, wal_side_file
+from roborl.store.schema import WalCorruptError
 
 
 def cleanup_temp_files(root: Path, commit: dict[str, Any], chunk_rows: int, field_names: list[str]) -> list[str]:
@@ -76,6 +79,20 @@ def remove_stale_wals(root: Path, keep: str | None) -> list[str]:
     return removed
 
 
+def keep_wal_tail(root: Path, wal_name: str, scan: walmod.WalScan) -> Path:
+    """Copy the WAL's bytes from its first bad record on into a side file (once) -> its path."""
+    side = root / wal_side_file(wal_name)
+    if not side.exists():
+        tmp = side.with_name(side.name + ".tmp")  # a crash leaves a *.tmp, swept on the next open
+        with open(tmp, "wb") as f:
+            f.write((root / wal_name).read_bytes()[scan.valid_bytes:])
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, side)
+        fsync_path(root)
+    return side
+
+
 def recover(store: Any, removed: list[str]) -> dict[str, Any]:
     """Replay the committed WAL into ``store`` (a ReplayStore opened writable, index loaded;
     typed Any because store.py imports this module) and close open
@@ -84,7 +101,15 @@ def recover(store: Any, removed: list[str]) -> dict[str, Any]:
     removed = removed + remove_stale_wals(store.path, store.wal_name)
     replayed, torn, interrupted = 0, 0, []
     if store.wal_name:
-        records, valid, size = walmod.read(store.path / store.wal_name)
+        scan = walmod.scan(store.path / store.wal_name)
+        if scan.corrupt_middle:
+            side = keep_wal_tail(store.path, store.wal_name, scan)
+            raise WalCorruptError(
+                f"store {store.path}: {store.wal_name} has a corrupt record at byte {scan.valid_bytes} followed by "
+                f"{len(scan.after)} valid records (bytes from there on kept in {side.name}); refusing to open "
+                f"writable: run `roborl store repair {store.path}` to keep the {len(scan.records)} records before "
+                f"it and drop the rest")
+        records, valid, size = scan.records, scan.valid_bytes, scan.file_bytes
         torn = size - valid
         for pid, row, payload in records:
             part = store.parts[PARTITIONS[pid]]

@@ -40,7 +40,6 @@ never reaches disk or a batch.
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
@@ -59,10 +58,11 @@ from roborl.store import recovery
 from roborl.store import wal as walmod
 from roborl.store.index import (EP_INTERRUPTED, EP_SUCCESS, EP_TERMINATED, EP_TRUNCATED, PART_ID, PARTITIONS,
                                 PartitionIndex)
-from roborl.store.layout import (EPISODE_CHUNK, EPISODES_SPEC, FORMAT_VERSION, auto_chunk_rows, chunk_path,
-                                 create_arrays, empty_commit, read_commit, read_meta)
-from roborl.store.schema import (OPTIONAL_FIELDS, FieldSpec, StoreError, build_fields, compare_spaces, obs_keys,
-                                 row_dtype, space_from_json, space_to_json)
+from roborl.store.integrity import chunk_problem
+from roborl.store.layout import (EPISODE_CHUNK, EPISODES_SPEC, FORMAT_VERSION, acquire_lock, auto_chunk_rows,
+                                 chunk_path, create_arrays, empty_commit, read_commit, read_meta, release_lock)
+from roborl.store.schema import (OPTIONAL_FIELDS, FieldSpec, StoreCorruptError, StoreError, WalCorruptError,
+                                 build_fields, compare_spaces, obs_keys, row_dtype, space_from_json, space_to_json)
 
 # Re-exported: callers import the flags and partition names from here.
 __all__ = ["ReplayStore", "PartitionIndex", "PARTITIONS", "PART_ID", "EP_SUCCESS", "EP_TERMINATED", "EP_TRUNCATED",
@@ -235,51 +235,64 @@ class ReplayStore:
     # ------------------------------------------------------------------ locking / files
 
     def _acquire_lock(self) -> None:
-        fd = os.open(self.path / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            raise StoreError(f"store {self.path}: open for writing by another process (LOCK held); "
-                             f"open it with mode='r' to read") from None
-        self._lock_fd = fd
+        self._lock_fd = acquire_lock(self.path)
 
     def _release_lock(self) -> None:
         if self._lock_fd is not None:
-            try:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-            finally:
-                os.close(self._lock_fd)
-                self._lock_fd = None
+            fd, self._lock_fd = self._lock_fd, None
+            release_lock(fd)
 
     def _open_zarr(self) -> None:
         import zarr
 
+        where = "data.zarr"
         try:
             self._group = zarr.open_group(str(self.path / "data.zarr"), mode="r" if self.mode == "r" else "r+")
             for name, part in self.parts.items():
+                where = f"data.zarr/{name}"
                 g = self._group[name]
                 # write_empty_chunks: zarr skips chunks equal to the fill value by default, which
                 # would make an all-False column indistinguishable from a missing (lost) chunk.
-                part.arrays = {f.name: g[f.name].with_config({"write_empty_chunks": True}) for f in self.fields}
-                part.episodes_arr = g["_episodes"].with_config({"write_empty_chunks": True})
+                for f in self.fields + [EPISODES_SPEC]:
+                    where = f"data.zarr/{name}/{f.name}"
+                    arr = g[f.name].with_config({"write_empty_chunks": True})
+                    # An edited zarr.json would make zarr decode the chunks as something else.
+                    if np.dtype(arr.dtype) != np.dtype(f.dtype) or tuple(arr.shape[1:]) != f.shape:
+                        raise StoreCorruptError(
+                            f"store {self.path}: {where}/zarr.json says {arr.dtype} {list(arr.shape[1:])} per row, "
+                            f"meta.json says {f.dtype} {list(f.shape)}")
+                    if f is EPISODES_SPEC:
+                        part.episodes_arr = arr
+                    else:
+                        part.arrays[f.name] = arr
                 if part.pending is None and self.mode == "a":
                     part.pending = np.zeros(self.chunk_rows, dtype=self.dtype)
         except (KeyError, FileNotFoundError) as e:
-            raise StoreError(f"store {self.path}: data.zarr is missing array {e}") from None
+            raise StoreCorruptError(f"store {self.path}: data.zarr is missing array {e}") from None
+        except StoreError:
+            raise
+        except Exception as e:  # a damaged zarr.json: zarr raises JSON, value or type errors
+            raise StoreCorruptError(f"store {self.path}: {where}/zarr.json is unreadable: "
+                                    f"{type(e).__name__}: {_first_line(e)}") from None
 
     def _apply_commit(self, c: dict[str, Any]) -> None:
-        self.generation = int(c["generation"])
-        self.merged = list(c.get("merged", []))
-        self._wal_name = c.get("wal")
-        for name, part in self.parts.items():
-            d = c["partitions"][name]
-            part.rows = part.end = int(d["rows"])
-            part.head_row = int(d["head_row"])
-            part.head_ep = int(d["head_episode"])
-            part.n_eps = part.eps_flushed = int(d["episodes"])
-            part.freed_chunks = int(d.get("freed_chunks", 0))
-            part.n_pend = 0
+        try:
+            self.generation = int(c["generation"])
+            self.merged = list(c.get("merged", []))
+            self._wal_name = c.get("wal")
+            for name, part in self.parts.items():
+                d = c["partitions"][name]
+                part.rows = part.end = int(d["rows"])
+                part.head_row = int(d["head_row"])
+                part.head_ep = int(d["head_episode"])
+                part.n_eps = part.eps_flushed = int(d["episodes"])
+                part.freed_chunks = int(d.get("freed_chunks", 0))
+                part.n_pend = 0
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise StoreCorruptError(f"store {self.path}: COMMIT.json is malformed "
+                                    f"({type(e).__name__}: {_first_line(e)})") from None
+        if self._wal_name is not None and (not isinstance(self._wal_name, str) or "/" in self._wal_name):
+            raise StoreCorruptError(f"store {self.path}: COMMIT.json names a bad WAL {self._wal_name!r}")
 
     def _load(self) -> None:
         c = read_commit(self.path)
@@ -289,10 +302,19 @@ class ReplayStore:
         self._apply_commit(c)
         for name, part in self.parts.items():
             n = part.n_eps
-            if part.episodes_arr.shape[0] < n:
-                raise StoreError(f"store {self.path}: COMMIT.json says {name} has {n} episodes but "
-                                 f"data.zarr/{name}/_episodes holds {part.episodes_arr.shape[0]}")
-            part.load_table(np.asarray(part.episodes_arr[:n], dtype=np.int64) if n else np.zeros((0, 3), np.int64))
+            if part.episodes_arr.shape[0] < n or n < 0:
+                raise StoreCorruptError(f"store {self.path}: COMMIT.json says {name} has {n} episodes but "
+                                        f"data.zarr/{name}/_episodes holds {part.episodes_arr.shape[0]}")
+            for f in self.fields:
+                if part.arrays[f.name].shape[0] < part.rows or part.rows < 0:
+                    raise StoreCorruptError(f"store {self.path}: COMMIT.json says {name} has {part.rows} rows but "
+                                            f"data.zarr/{name}/{f.name} holds {part.arrays[f.name].shape[0]}")
+            table = self._read_checked(part, "_episodes", 0, n, EPISODE_CHUNK) if n else np.zeros((0, 3), np.int64)
+            part.load_table(np.asarray(table, dtype=np.int64))
+            bad = part.table_problems()
+            if bad:
+                raise StoreCorruptError(f"store {self.path}: data.zarr/{name}/_episodes disagrees with COMMIT.json: "
+                                        f"{bad[0]}")
             part.open_start = int(part.episode_ends(n - 1, n)[0]) if n else part.head_row
         if self.mode == "r":
             return
@@ -710,12 +732,63 @@ class ReplayStore:
         for n in names:
             parts = []
             if start < z_stop:
-                parts.append(np.asarray(p.arrays[n][start:z_stop]))
+                parts.append(self._read_checked(p, n, start, z_stop, self.chunk_rows))
             if stop > p.rows:
                 a = max(start, p.rows) - p.rows
                 parts.append(np.array(p.pending[n][a: stop - p.rows]))  # type: ignore[index]
             out[n] = parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else \
                 np.zeros((0, *self.dtype[n].shape), self.dtype[n].base)
+        return out
+
+    def _chunk_error(self, p: _Part, fname: str, ci: int, cr: int, problem: str) -> StoreCorruptError:
+        what = "episodes" if fname == "_episodes" else "rows"
+        return StoreCorruptError(f"store {self.path}: data.zarr/{p.name}/{fname} chunk {ci} {problem} "
+                                 f"({what} [{ci * cr}, {(ci + 1) * cr}))")
+
+    def _read_checked(self, p: _Part, fname: str, a: int, b: int, cr: int) -> np.ndarray:
+        """Rows [a, b) of one committed array; StoreCorruptError naming the chunk when one is
+        missing (zarr would return fill values) or fails to decode (zstd checksum)."""
+        arr = p.episodes_arr if fname == "_episodes" else p.arrays[fname]
+        for ci in range(a // cr, (b - 1) // cr + 1):
+            if not os.path.exists(self.chunk_path(p.name, fname, ci)):
+                if self.mode == "r" and fname != "_episodes":
+                    try:  # a writer may have evicted it since this reader opened
+                        freed = int(read_commit(self.path)["partitions"][p.name].get("freed_chunks", 0))
+                    except (StoreError, KeyError, TypeError, ValueError):
+                        freed = 0
+                    if ci < freed:
+                        raise StoreError(f"store {self.path}: {p.name} rows [{a}, {b}) were evicted by the "
+                                         f"writer after this reader opened the store; reopen it")
+                raise self._chunk_error(p, fname, ci, cr, "is missing (zarr would read it as zeros)")
+        try:
+            return np.asarray(arr[a:b])
+        except Exception:  # zstd: checksum or frame errors; find the chunk to name it
+            for ci in range(a // cr, (b - 1) // cr + 1):
+                try:
+                    arr[max(a, ci * cr): min(b, (ci + 1) * cr)]
+                except Exception as e:
+                    raise self._chunk_error(p, fname, ci, cr, f"is corrupt ({type(e).__name__}: "
+                                            f"{_first_line(e)})") from None
+            raise
+
+    def check_chunks(self, partitions: Iterable[str] = PARTITIONS) -> list[str]:
+        """Quick integrity check without decoding: every chunk of every array under the live
+        committed rows (and of the episode index) exists and is a whole zstd frame of the
+        right size (see integrity.py). Returns problems, at most one per array."""
+        out = []
+        for name in partitions:
+            p = self._part(name)
+            cr = self.chunk_rows
+            spans = [(f, p.head_row // cr, (p.rows - 1) // cr + 1 if p.rows > p.head_row else 0, cr)
+                     for f in self.fields]
+            spans.append((EPISODES_SPEC, 0, (p.n_eps - 1) // EPISODE_CHUNK + 1 if p.n_eps else 0, EPISODE_CHUNK))
+            for f, c0, c1, rows in spans:
+                nbytes = rows * int(np.prod(f.shape, dtype=np.int64)) * np.dtype(f.dtype).itemsize
+                for ci in range(c0, c1):
+                    why = chunk_problem(self.chunk_path(name, f.name, ci), nbytes)
+                    if why:
+                        out.append(str(self._chunk_error(p, f.name, ci, rows, why)).split(": ", 1)[1])
+                        break
         return out
 
     def read_episode(self, partition: Partition, i: int) -> dict[str, np.ndarray]:
@@ -738,11 +811,15 @@ class ReplayStore:
 
     # ------------------------------------------------------------------ merge
 
-    def merge_from(self, src_path: str | Path, partition: Partition = "demo") -> int:
+    def merge_from(self, src_path: str | Path, partition: Partition = "demo", *,
+                   allow_env_mismatch: bool = False) -> int:
         """Copy every live episode of another store (both its partitions) into ``partition``.
 
-        Schemas must match (spaces and fields; else StoreError naming the field). A source
-        is merged once: merging the same store again returns 0. Returns episodes copied.
+        Schemas must match (spaces and fields; else StoreError naming the field), and so must
+        the env ids unless ``allow_env_mismatch`` (same spaces do not make the same task). A
+        source is merged once: merging the same store again returns 0. Returns episodes
+        copied. Every row read is checked (StoreCorruptError naming the chunk; nothing is
+        committed then).
         """
         self._check_writable()
         self._part(partition)
@@ -753,12 +830,25 @@ class ReplayStore:
             raise StoreError(f"store {self.path}: cannot merge a store into itself")
         src = ReplayStore.open(src_p, mode="r", observation_space=self.observation_space,
                                action_space=self.action_space)
+        if src.env_id != self.env_id and not allow_env_mismatch and src.meta["uuid"] not in self.merged:
+            src.close()
+            raise StoreError(f"store {src_p}: env_id is {src.env_id!r} but {self.path} holds {self.env_id!r}; "
+                             f"merge anyway with --allow-env-mismatch (store.allow_env_mismatch=true)")
         return mergemod.merge_into(self, src, partition)
 
     # ------------------------------------------------------------------ summary
 
     def info(self) -> dict[str, Any]:
-        """Summary for `roborl store info`."""
+        """Summary for `roborl store info`; StoreCorruptError when a chunk check fails (check_chunks)."""
+        bad = self.check_chunks()
+        if bad:
+            more = f" (and {len(bad) - 1} more problems; see roborl store verify)" if len(bad) > 1 else ""
+            raise StoreCorruptError(f"store {self.path}: {bad[0]}{more}")
+        scan = walmod.scan(self.path / self._wal_name) if self._wal_name else None
+        if scan is not None and scan.corrupt_middle:
+            raise WalCorruptError(f"store {self.path}: {self._wal_name} has a corrupt record at byte "
+                                  f"{scan.valid_bytes} followed by {len(scan.after)} valid records; "
+                                  f"run `roborl store repair {self.path}`")
         return {
             "path": str(self.path),
             "env_id": self.env_id,
@@ -774,5 +864,10 @@ class ReplayStore:
                        "evicted_episodes": self.parts["online"].head_ep},
             "fields": {f.name: {"dtype": f.dtype, "shape": list(f.shape)} for f in self.fields},
             "size_bytes": self.size_bytes(),
-            "uncommitted_wal_steps": len(walmod.read(self.path / self._wal_name)[0]) if self._wal_name else 0,
+            "uncommitted_wal_steps": len(scan.records) if scan is not None else 0,
         }
+
+
+def _first_line(e: BaseException) -> str:
+    """An exception's message as one short line."""
+    return (str(e).strip().splitlines() or [""])[0][:200]

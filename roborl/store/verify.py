@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 
 from roborl.store import wal as walmod
-from roborl.store.schema import StoreError
 from roborl.store.index import EP_INTERRUPTED, EP_TERMINATED, EP_TRUNCATED, PARTITIONS
+from roborl.store.layout import wal_side_file
+from roborl.store.schema import StoreError
 from roborl.store.store import ReplayStore
 
 
@@ -18,16 +19,24 @@ def verify_store(path: str | Path, *, read_data: bool = True) -> dict[str, Any]:
     """Return ``{"ok", "demo": {episodes, steps}, "online": {...}, "problems": [...], "warnings": [...]}``.
 
     Problems (``ok`` false): unreadable metadata or commit, inconsistent episode index,
-    arrays shorter than the committed rows, missing chunks under committed rows (they
-    would read back as fill-value zeros), chunks failing their zstd checksum, terminal
-    flags inside an episode, episode flags disagreeing with the last step, non-finite
-    rewards. Warnings: leftover temp files, stale or uncommitted WAL records (a writable
-    open cleans and replays those). Retries when a concurrent writer commits meanwhile.
+    arrays shorter than the committed rows or with another dtype, missing chunks under
+    committed rows (they would read back as fill-value zeros), chunk files that are not a
+    whole zstd frame of the right size (``read_data=False`` stops here), chunks failing
+    their zstd checksum, terminal flags inside an episode, episode flags disagreeing with
+    the last step, non-finite rewards, a WAL with a corrupt record before valid ones.
+    Warnings: leftover temp files, stale or uncommitted WAL records (a writable open cleans
+    and replays those). Retries when a concurrent writer commits meanwhile. Never raises:
+    anything unexpected is a problem too, so the caller can always print the result.
     """
     p = Path(path)
     for _ in range(3):
         gen0 = _generation(p)
-        res = _verify_once(p, read_data)
+        try:
+            res = _verify_once(p, read_data)
+        except Exception as e:  # never a traceback instead of a report
+            res = {"ok": False, "path": str(p), "demo": {"episodes": 0, "steps": 0},
+                   "online": {"episodes": 0, "steps": 0}, "warnings": [],
+                   "problems": [f"unexpected {type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]}"]}
         if res["ok"] or _generation(p) == gen0:
             return res
     return res
@@ -47,7 +56,7 @@ def _verify_once(p: Path, read_data: bool) -> dict[str, Any]:
                            "online": {"episodes": 0, "steps": 0}, "problems": problems, "warnings": warnings}
     try:
         st = ReplayStore.open(p, mode="r")
-    except StoreError as e:
+    except StoreError as e:  # incl. StoreCorruptError: a damaged index, commit or zarr.json
         problems.append(str(e))
         return out
     try:
@@ -61,11 +70,16 @@ def _verify_once(p: Path, read_data: bool) -> dict[str, Any]:
             if f.name != st.wal_name:
                 warnings.append(f"stale WAL {f.name} not named by COMMIT.json (removed on the next writable open)")
         if st.wal_name:
-            recs, valid, size = walmod.read(p / st.wal_name)
+            scan = walmod.scan(p / st.wal_name)
+            recs, valid, size = scan.records, scan.valid_bytes, scan.file_bytes
+            if scan.corrupt_middle:
+                problems.append(f"{st.wal_name} has a corrupt record at byte {valid} followed by {len(scan.after)} "
+                                f"valid records; writable opens refuse (bytes kept in {wal_side_file(st.wal_name)}) "
+                                f"until `roborl store repair {p}`")
+            elif size > valid:
+                warnings.append(f"torn tail of {size - valid} bytes in {st.wal_name} (cut on the next writable open)")
             if recs:
                 warnings.append(f"{len(recs)} steps in {st.wal_name} not yet flushed (replayed on the next writable open)")
-            if size > valid:
-                warnings.append(f"torn tail of {size - valid} bytes in {st.wal_name} (cut on the next writable open)")
         for name in PARTITIONS:
             _check_partition(st, name, problems, read_data)
             out[name] = {"episodes": st.num_episodes(name), "steps": st.num_steps(name)}  # type: ignore[arg-type]
@@ -92,12 +106,7 @@ def _check_partition(st: ReplayStore, name: str, problems: list[str], read_data:
         if shape[0] < part.rows or tuple(shape[1:]) != f.shape or dtype != np.dtype(f.dtype):
             problems.append(f"{where} array {f.name} has shape {shape} {dtype}, expected "
                             f">= ({part.rows}, {', '.join(map(str, f.shape))}) {f.dtype}")
-            continue
-        if part.rows > part.head_row:
-            for ci in range(part.head_row // cr, (part.rows - 1) // cr + 1):
-                if not st.chunk_path(name, f.name, ci).exists():
-                    problems.append(f"{where} {f.name} chunk {ci} is missing under committed rows (would read as zeros)")
-                    break
+    problems.extend(f"{where} {msg}" for msg in st.check_chunks([name]))
     if problems or not read_data or not len(eps):
         return
     # Decode every live row (zstd checksums catch corrupt chunks) and check step flags.
@@ -109,7 +118,10 @@ def _check_partition(st: ReplayStore, name: str, problems: list[str], read_data:
         b = min(s1, a + step)
         try:
             cols = st.read_rows(name, a, b)  # type: ignore[arg-type]
-        except Exception as e:  # a corrupt chunk: zstd checksum or decode error
+        except StoreError as e:  # a corrupt chunk (zstd checksum or decode error), named
+            problems.append(f"{where} rows [{a}, {b}) unreadable: {str(e).split(': ', 1)[-1]}")
+            return
+        except Exception as e:
             problems.append(f"{where} rows [{a}, {b}) unreadable: {type(e).__name__}: {str(e)[:120]}")
             return
         term[a - s0: b - s0] = cols["terminated"]
