@@ -781,7 +781,9 @@ class ReplayStore:
             cr = self.chunk_rows
             spans = [(f, p.head_row // cr, (p.rows - 1) // cr + 1 if p.rows > p.head_row else 0, cr)
                      for f in self.fields]
-            spans.append((EPISODES_SPEC, 0, (p.n_eps - 1) // EPISODE_CHUNK + 1 if p.n_eps else 0, EPISODE_CHUNK))
+            # eps_flushed, not n_eps: a writer's ended episodes reach zarr at its next commit.
+            ne = p.eps_flushed
+            spans.append((EPISODES_SPEC, 0, (ne - 1) // EPISODE_CHUNK + 1 if ne else 0, EPISODE_CHUNK))
             for f, c0, c1, rows in spans:
                 nbytes = rows * int(np.prod(f.shape, dtype=np.int64)) * np.dtype(f.dtype).itemsize
                 for ci in range(c0, c1):

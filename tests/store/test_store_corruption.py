@@ -37,6 +37,7 @@ def _store(tmp_path: Path, name: str = "s", env_id: str = "t") -> Path:
     st = ReplayStore.create(p, env_id=env_id, observation_space=OBS, action_space=ACT, chunk_rows=16)
     _fill(st, 4, 10)
     _fill(st, 2, 9, "demo", 100.0)
+    assert st.check_chunks() == [] and st.info()["online"]["episodes"] == 4  # a live writer is sound too
     st.close()
     assert verify_store(p)["ok"]
     return p
@@ -185,6 +186,7 @@ def test_wal_corrupt_in_the_middle_needs_repair(tmp_path: Path, capsys) -> None:
     p = tmp_path / "s"
     st = ReplayStore.create(p, env_id="t", observation_space=OBS, action_space=ACT, chunk_rows=1024)
     _fill(st, 2, 10)  # 20 steps, all in the WAL
+    assert st.check_chunks() == [], "ended episodes not yet committed are not missing chunks"
     wal = p / st.wal_name  # type: ignore[operator]
     _crash(st)
     data = wal.read_bytes()
