@@ -30,9 +30,20 @@ not named by the commit, replay the valid WAL records, cut a torn tail, close an
 that was open at the crash as *interrupted* (it bootstraps at its end, like a
 truncation), and commit. Read-only opens (mode "r") see the last commit and never write.
 
+Corruption is never read silently (checks at open and load time, none per append or sample):
+an open checks COMMIT.json, each array's zarr.json against meta.json, the committed rows
+against the arrays and the episode index (its chunks must exist and decode, and its episodes
+must be contiguous within the committed rows); every committed row read (``read_rows``: the
+sampler's RAM mirror, merges, verify) checks that its chunks exist (zarr would return fill
+values) and names the chunk that fails to decode; ``info`` and ``verify --quick`` check that
+every live chunk is a whole zstd frame (integrity.py). All raise :class:`StoreCorruptError`
+(one line, exit 2 in the CLI). A WAL with a bad record followed by valid ones is not a torn
+tail: writable opens refuse until ``roborl store repair`` (repair.py).
+
 Modules: ``index`` (the per-partition episode index, the public read API for samplers and
 tools), ``layout`` (files and arrays), ``recovery`` (crash leftovers and WAL replay on a
-writable open), ``merge`` (copying another store in), ``wal``; this module is the facade.
+writable open), ``merge`` (copying another store in), ``integrity`` (chunk file checks),
+``repair``, ``wal``; this module is the facade.
 
 Episode semantics: an episode is visible to samplers once it has ended (terminated or
 truncated step, ``start_episode`` on an open one, or recovery). A discarded episode

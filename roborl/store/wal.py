@@ -83,16 +83,18 @@ def scan(path: str | Path) -> WalScan:
     except FileNotFoundError:
         return WalScan([], 0, 0)
     n = len(data)
-    if n < len(FILE_HEADER) or data[: len(FILE_HEADER)] != FILE_HEADER:
-        # A crash between creating the file and writing its header leaves it shorter.
-        return WalScan([], 0, n)
     mv = memoryview(data)
     out: list[tuple[int, int, bytes]] = []
-    off = len(FILE_HEADER)
-    while (got := _record_at(data, mv, off)) is not None:
-        out.append(got[0])
-        off = got[1]
-    res = WalScan(out, off, n)
+    if n < len(FILE_HEADER):
+        # A crash between creating the file and writing its header leaves it shorter.
+        return WalScan([], 0, n)
+    off = 0
+    if data[: len(FILE_HEADER)] == FILE_HEADER:
+        off = len(FILE_HEADER)
+        while (got := _record_at(data, mv, off)) is not None:
+            out.append(got[0])
+            off = got[1]
+    res = WalScan(out, off, n)  # a damaged file header: every record is "after" it
     # Past the bad record: look for more valid records (a torn tail has none; the search
     # covers at most the rest of the file, which is at most one chunk of rows).
     pos = data.find(_MAGIC_BYTES, off + 1)

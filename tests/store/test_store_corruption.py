@@ -224,6 +224,23 @@ def test_wal_corrupt_in_the_middle_needs_repair(tmp_path: Path, capsys) -> None:
     assert rc == 0 and "nothing to repair" in out
 
 
+def test_wal_damaged_file_header_is_not_a_torn_tail(tmp_path: Path, capsys) -> None:
+    p = tmp_path / "s"
+    st = ReplayStore.create(p, env_id="t", observation_space=OBS, action_space=ACT, chunk_rows=1024)
+    _fill(st, 1, 6)
+    wal = p / st.wal_name  # type: ignore[operator]
+    _crash(st)
+    bad = bytearray(wal.read_bytes())
+    bad[2] ^= 0x01
+    wal.write_bytes(bytes(bad))
+    with pytest.raises(WalCorruptError, match="at byte 0 followed by 6 valid records"):
+        ReplayStore.open(p)
+    rc, out, _ = _cli(capsys, "store", "repair", str(p))
+    assert rc == 0 and "kept:    0 records" in out and "6 valid records after it" in out
+    with ReplayStore.open(p) as st2:
+        assert st2.num_steps("online") == 0
+
+
 def test_demos_from_another_env_are_refused(tmp_path: Path, capsys) -> None:
     src = _store(tmp_path, "src", env_id="roborl/Reach-v0")
     dst = tmp_path / "dst"
