@@ -762,14 +762,9 @@ class ReplayStore:
         arr = p.episodes_arr if fname == "_episodes" else p.arrays[fname]
         for ci in range(a // cr, (b - 1) // cr + 1):
             if not os.path.exists(self.chunk_path(p.name, fname, ci)):
-                if self.mode == "r" and fname != "_episodes":
-                    try:  # a writer may have evicted it since this reader opened
-                        freed = int(read_commit(self.path)["partitions"][p.name].get("freed_chunks", 0))
-                    except (StoreError, KeyError, TypeError, ValueError):
-                        freed = 0
-                    if ci < freed:
-                        raise StoreError(f"store {self.path}: {p.name} rows [{a}, {b}) were evicted by the "
-                                         f"writer after this reader opened the store; reopen it")
+                if fname != "_episodes" and ci < self._freed_by_writer(p):
+                    raise StoreError(f"store {self.path}: {p.name} rows [{a}, {b}) were evicted by the "
+                                     f"writer after this reader opened the store; reopen it")
                 raise self._chunk_error(p, fname, ci, cr, "is missing (zarr would read it as zeros)")
         try:
             return np.asarray(arr[a:b])
@@ -781,6 +776,16 @@ class ReplayStore:
                     raise self._chunk_error(p, fname, ci, cr, f"is corrupt ({type(e).__name__}: "
                                             f"{_first_line(e)})") from None
             raise
+
+    def _freed_by_writer(self, p: _Part) -> int:
+        """Chunks [0, n) of ``p`` a concurrent writer has freed by now (readers only: COMMIT.json
+        is re-read; a writer knows its own evictions)."""
+        if self.mode != "r":
+            return p.freed_chunks
+        try:
+            return int(read_commit(self.path)["partitions"][p.name].get("freed_chunks", 0))
+        except (StoreError, KeyError, TypeError, ValueError, AttributeError):
+            return 0
 
     def check_chunks(self, partitions: Iterable[str] = PARTITIONS) -> list[str]:
         """Quick integrity check without decoding: every chunk of every array under the live
@@ -799,6 +804,8 @@ class ReplayStore:
                 nbytes = rows * int(np.prod(f.shape, dtype=np.int64)) * np.dtype(f.dtype).itemsize
                 for ci in range(c0, c1):
                     why = chunk_problem(self.chunk_path(name, f.name, ci), nbytes)
+                    if why and f is not EPISODES_SPEC and ci < self._freed_by_writer(p):
+                        continue  # evicted since this reader opened: not corruption
                     if why:
                         out.append(str(self._chunk_error(p, f.name, ci, rows, why)).split(": ", 1)[1])
                         break

@@ -241,6 +241,21 @@ def test_wal_damaged_file_header_is_not_a_torn_tail(tmp_path: Path, capsys) -> N
         assert st2.num_steps("online") == 0
 
 
+def test_eviction_by_a_live_writer_is_not_corruption(tmp_path: Path) -> None:
+    p = tmp_path / "s"
+    st = ReplayStore.create(p, env_id="t", observation_space=OBS, action_space=ACT, online_capacity=40, chunk_rows=16)
+    _fill(st, 4, 10)
+    with ReplayStore.open(p, mode="r") as ro:
+        head = ro.head_row("online")
+        _fill(st, 6, 10)  # the writer evicts and frees the chunks this reader still counts as live
+        assert not (p / "data.zarr" / "online" / "obs" / "c" / "0").exists()
+        assert ro.check_chunks() == []
+        with pytest.raises(StoreError, match="evicted by the writer after this reader opened") as e:
+            ro.read_rows("online", head, head + 5)
+        assert not isinstance(e.value, StoreCorruptError)
+    st.close()
+
+
 def test_demos_from_another_env_are_refused(tmp_path: Path, capsys) -> None:
     src = _store(tmp_path, "src", env_id="roborl/Reach-v0")
     dst = tmp_path / "dst"
