@@ -39,13 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _make_env(env_id: str, seed: int, max_steps: int | None, terminate_on_success: bool = False):
-    try:
-        from roborl.envs.config import EnvConfig, build_env
-    except ImportError:  # env glue not there: plain make_env
-        import roborl
-
-        return roborl.make_env(env_id, **({"max_episode_steps": max_steps} if max_steps else {}))
     from roborl.config import build
+    from roborl.envs.config import EnvConfig, build_env
 
     cfg = build(EnvConfig, {"id": env_id, "terminate_on_success": terminate_on_success,
                             **({"max_episode_steps": max_steps} if max_steps else {})}, "command line")

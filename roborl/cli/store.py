@@ -1,16 +1,17 @@
-"""`roborl store info|verify|merge`: inspect, check and combine replay stores."""
+"""`roborl store info|verify|merge|repair`: inspect, check, combine and repair replay stores."""
 from __future__ import annotations
 
 import argparse
 import json
 
-HELP = "Inspect, verify or merge replay stores."
-DESCRIPTION = """Inspect, verify or merge replay stores (crash-safe zarr stores; see roborl/store/store.py).
+HELP = "Inspect, verify, merge or repair replay stores."
+DESCRIPTION = """Inspect, verify, merge or repair replay stores (crash-safe zarr stores; see roborl/store/store.py).
 
 Examples:
-  roborl store info demos/push
-  roborl store verify runs/sac-push/store --json     # exit 0 sound, 1 with problems
+  roborl store info demos/push                       # exit 2 with one line if a chunk is missing or damaged
+  roborl store verify runs/sac-push/store --json     # exit 0 sound, 1 with problems (always prints the report)
   roborl store merge demos/push --into runs/sac-push/store --partition demo
+  roborl store repair runs/sac-push/store            # after "corrupt record ... run roborl store repair"
 """
 
 
@@ -27,6 +28,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     mer.add_argument("src", help="Source store directory.")
     mer.add_argument("--into", required=True, help="Destination store directory (must exist).")
     mer.add_argument("--partition", choices=["demo", "online"], default="demo", help="Destination partition.")
+    mer.add_argument("--allow-env-mismatch", action="store_true",
+                     help="Merge even when SRC was recorded on another env_id (same spaces are not the same task).")
+    rep = sub.add_parser("repair", help="Make a store whose WAL has a corrupt record writable again; "
+                                        "prints what it keeps and what it drops.")
+    rep.add_argument("path", help="Store directory.")
+    rep.add_argument("--json", action="store_true", help="Print JSON.")
 
 
 def _human(n: int) -> str:
@@ -43,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
 
     cmd = getattr(args, "store_cmd", None)
     if cmd is None:
-        raise UsageError("roborl store: choose an action: info, verify or merge (see roborl store --help)")
+        raise UsageError("roborl store: choose an action: info, verify, merge or repair (see roborl store --help)")
     if cmd == "info":
         with ReplayStore.open(args.path, mode="r") as st:
             info = st.info()
@@ -77,9 +84,30 @@ def run(args: argparse.Namespace) -> int:
         return 0 if res["ok"] else 1
     if cmd == "merge":
         with ReplayStore.open(args.into, mode="a") as dst:
-            n = dst.merge_from(args.src, partition=args.partition)
+            n = dst.merge_from(args.src, partition=args.partition, allow_env_mismatch=args.allow_env_mismatch)
             total = dst.num_episodes(args.partition)
         print(f"merged {n} episodes from {args.src} into {args.into} ({args.partition}: {total} episodes)"
               + (" (already merged before)" if n == 0 else ""))
+        return 0
+    if cmd == "repair":
+        from roborl.store.repair import repair_store
+
+        res = repair_store(args.path)
+        if args.json:
+            print(json.dumps(res, indent=1))
+            return 0
+        if not res["repaired"]:
+            print(f"{res['path']}: nothing to repair (WAL {res['wal'] or 'none'} has no corrupt record before valid ones)")
+            return 0
+        rows = lambda d: ", ".join(f"{k} rows {v[0]}..{v[1]} ({v[2]} records)" for k, v in d.items()) or "none"  # noqa: E731
+        rec = res["recovered"]
+        print(f"repaired {res['path']} ({res['wal']} had a corrupt record at byte {res['corrupt_at_byte']})")
+        print(f"  kept:    {res['kept_records']} records before it ({rows(res['kept_rows'])}); "
+              f"{rec['replayed_steps']} steps replayed into the store"
+              + (f", open episode closed as interrupted in {', '.join(rec['interrupted_episodes'])}"
+                 if rec["interrupted_episodes"] else ""))
+        print(f"  dropped: {res['dropped_bytes']} bytes from byte {res['corrupt_at_byte']} on: the corrupt record and "
+              f"{res['dropped_records']} valid records after it ({rows(res['dropped_rows'])})")
+        print(f"  the dropped bytes stay in {res['side_file']} (delete it when done)")
         return 0
     raise UsageError(f"roborl store: unknown action {cmd!r}")

@@ -119,7 +119,7 @@ class SACRunner:
                                                 action_space=act_space, online_capacity=cfg.store.online_capacity)
         if fresh_store:
             for p in cfg.store.demos:
-                self.store.merge_from(resolve_demo_path(p), partition="demo")
+                self.store.merge_from(resolve_demo_path(p), partition="demo", allow_env_mismatch=cfg.store.allow_env_mismatch)
         self.sampler = Sampler(self.store, cfg.store.sampler, device=self.device, seed=self.seed,
                                relabeler=relabeler)
         self.intervention = None

@@ -9,10 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 from roborl.store.config import SamplerConfig, StoreConfig
-from roborl.store.schema import StoreError
+from roborl.store.schema import StoreCorruptError, StoreError
 from roborl.store.store import PARTITIONS, ReplayStore
 
-__all__ = ["ReplayStore", "Sampler", "Batch", "StoreError", "StoreConfig", "SamplerConfig", "PARTITIONS"]
+__all__ = ["ReplayStore", "Sampler", "Batch", "StoreError", "StoreCorruptError", "StoreConfig", "SamplerConfig",
+           "PARTITIONS"]
 
 
 def __getattr__(name: str) -> Any:

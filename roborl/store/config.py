@@ -53,4 +53,6 @@ class StoreConfig:
                       "(power loss loses at most that long); always: fsync the WAL after every step (slow); never: rely on "
                       "the OS (still safe against kill -9).")
     fsync_interval_s: float = field(1.0, doc="With fsync=commit, max seconds between WAL fsyncs.", check=non_negative)
+    allow_env_mismatch: bool = field(False, doc="Merge demo stores recorded on another env_id than env.id (refused by "
+                                            "default: the same spaces do not make the same task).")
     sampler: SamplerConfig = field(default_factory=SamplerConfig, doc="Sampler.")

@@ -47,7 +47,8 @@ from roborl.batch import Batch  # noqa: F401  (the sampler's output type; re-exp
 from roborl.errors import UsageError
 from roborl.store.config import SamplerConfig
 from roborl.store.schema import StoreError
-from roborl.store.store import EP_SUCCESS, EP_TERMINATED, PART_ID, PARTITIONS, ReplayStore
+from roborl.store.index import EP_SUCCESS, EP_TERMINATED, PART_ID, PARTITIONS
+from roborl.store.store import ReplayStore
 from roborl.store.sumtree import SumTree
 
 if TYPE_CHECKING:
@@ -157,14 +158,14 @@ class Sampler:
     def sync(self) -> None:
         """Pull ended episodes and evictions from the store (cheap when nothing changed)."""
         for name, m in self.mirrors.items():
-            head_ep, n_eps = self.store.episode_counts(name)  # type: ignore[arg-type]
-            part = self.store.parts[name]
-            if part.head_row > m.head:
+            idx = self.store.index(name)  # type: ignore[arg-type]
+            head_ep, n_eps = idx.episode_counts()
+            if idx.head_row > m.head:
                 # Evictions: zero the priorities of mirrored rows now gone, so they are never drawn.
-                a, b = m.head, min(part.head_row, m.end)
+                a, b = m.head, min(idx.head_row, m.end)
                 if m.tree is not None and m.alloc and b > a:
                     self._zero_rows(m, a, b)
-                m.head = part.head_row
+                m.head = idx.head_row
                 m.end = max(m.end, m.head)
             if n_eps <= m.synced_eps:
                 continue
@@ -172,7 +173,7 @@ class Sampler:
             m.synced_eps = n_eps
             if first >= n_eps:
                 continue
-            eps = part.ep[first:n_eps]
+            eps = idx.episodes(first, n_eps)
             s0 = int(eps[0, 0])
             s1 = int(eps[-1, 0] + eps[-1, 1])
             if m.end < s0:

@@ -23,6 +23,15 @@ class StoreError(UsageError):
     """A store problem for the user: one line naming the store path and the file/field."""
 
 
+class StoreCorruptError(StoreError):
+    """Stored data failed a check (a missing, truncated or corrupt chunk, an index or commit that
+    disagrees with the data, a WAL with a bad record before valid ones). Never read past it."""
+
+
+class WalCorruptError(StoreCorruptError):
+    """The WAL has a bad record followed by valid ones: writable opens refuse until ``roborl store repair``."""
+
+
 # Always present after the observation/action fields; (name, dtype, default).
 OPTIONAL_FIELDS: tuple[tuple[str, str, Any], ...] = (
     ("is_success", "bool", False),

@@ -30,19 +30,32 @@ not named by the commit, replay the valid WAL records, cut a torn tail, close an
 that was open at the crash as *interrupted* (it bootstraps at its end, like a
 truncation), and commit. Read-only opens (mode "r") see the last commit and never write.
 
+Corruption is never read silently (checks at open and load time, none per append or sample):
+an open checks COMMIT.json, each array's zarr.json against meta.json, the committed rows
+against the arrays and the episode index (its chunks must exist and decode, and its episodes
+must be contiguous within the committed rows); every committed row read (``read_rows``: the
+sampler's RAM mirror, merges, verify) checks that its chunks exist (zarr would return fill
+values) and names the chunk that fails to decode; ``info`` and ``verify --quick`` check that
+every live chunk is a whole zstd frame (integrity.py). All raise :class:`StoreCorruptError`
+(one line, exit 2 in the CLI). A WAL with a bad record followed by valid ones is not a torn
+tail: writable opens refuse until ``roborl store repair`` (repair.py).
+
+Modules: ``index`` (the per-partition episode index, the public read API for samplers and
+tools), ``layout`` (files and arrays), ``recovery`` (crash leftovers and WAL replay on a
+writable open), ``merge`` (copying another store in), ``integrity`` (chunk file checks),
+``repair``, ``wal``; this module is the facade.
+
 Episode semantics: an episode is visible to samplers once it has ended (terminated or
 truncated step, ``start_episode`` on an open one, or recovery). A discarded episode
 never reaches disk or a batch.
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
 import time
 import uuid
-import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Literal
@@ -51,72 +64,32 @@ import gymnasium as gym
 import numpy as np
 
 from roborl.fsutil import atomic_write_text, fsync_path
+from roborl.store import merge as mergemod
+from roborl.store import recovery
 from roborl.store import wal as walmod
-from roborl.store.schema import (OPTIONAL_FIELDS, FieldSpec, StoreError, build_fields, compare_spaces, obs_keys,
-                                 row_dtype, space_from_json, space_to_json)
+from roborl.store.index import (EP_INTERRUPTED, EP_SUCCESS, EP_TERMINATED, EP_TRUNCATED, PART_ID, PARTITIONS,
+                                PartitionIndex)
+from roborl.store.integrity import chunk_problem
+from roborl.store.layout import (EPISODE_CHUNK, EPISODES_SPEC, FORMAT_VERSION, acquire_lock, auto_chunk_rows,
+                                 chunk_path, create_arrays, empty_commit, read_commit, read_meta, release_lock)
+from roborl.store.schema import (OPTIONAL_FIELDS, FieldSpec, StoreCorruptError, StoreError, WalCorruptError,
+                                 build_fields, compare_spaces, obs_keys, row_dtype, space_from_json, space_to_json)
 
-FORMAT_VERSION = 1
-PARTITIONS: tuple[str, str] = ("demo", "online")
-PART_ID = {"demo": 0, "online": 1}
-
-# Episode flags (bit field in _episodes[:, 2]).
-EP_SUCCESS = 1       # some step had is_success
-EP_TERMINATED = 2    # last step terminated (no bootstrap)
-EP_TRUNCATED = 4     # last step truncated
-EP_INTERRUPTED = 8   # closed without terminated/truncated (crash, start_episode, close)
+# Re-exported: callers import the flags and partition names from here.
+__all__ = ["ReplayStore", "PartitionIndex", "PARTITIONS", "PART_ID", "EP_SUCCESS", "EP_TERMINATED", "EP_TRUNCATED",
+           "EP_INTERRUPTED", "FORMAT_VERSION", "auto_chunk_rows"]
 
 Partition = Literal["demo", "online"]
 
 
-def _zarr_codecs(f: FieldSpec) -> list[Any]:
-    """zstd with a content checksum: a corrupt chunk raises on read instead of returning garbage.
-
-    Images use a faster level (they dominate the write cost).
-    """
-    from zarr.codecs import ZstdCodec
-
-    return [ZstdCodec(level=1 if f.is_image else 3, checksum=True)]
-
-
-def auto_chunk_rows(fields: list[FieldSpec]) -> int:
-    """~4 MiB of the largest field per chunk, a power of two in [16, 16384]."""
-    biggest = max(int(np.prod(f.shape, dtype=np.int64)) * np.dtype(f.dtype).itemsize for f in fields)
-    rows = max(1, (4 << 20) // max(1, biggest))
-    p = 1 << (rows.bit_length() - 1)
-    return int(min(16384, max(16, p)))
-
-
 @dataclass
-class _Part:
-    """In-memory state of one partition."""
+class _Part(PartitionIndex):
+    """A partition's index plus its zarr arrays and the pending (not yet flushed) block."""
 
-    name: str
-    pid: int
     arrays: dict[str, Any] = field(default_factory=dict)   # field -> zarr array
     episodes_arr: Any = None                                # zarr [n, 3] int64
-    rows: int = 0            # rows durably in zarr and committed (R)
-    end: int = 0             # next logical row (R + pending)
-    head_row: int = 0        # first live row (online eviction)
-    head_ep: int = 0         # first live episode
-    n_eps: int = 0           # episodes ended (absolute count, incl. evicted)
-    eps_flushed: int = 0     # episodes written to the zarr index
-    freed_chunks: int = 0    # chunks [0, freed_chunks) deleted from disk
-    ep: np.ndarray = field(default_factory=lambda: np.zeros((64, 3), np.int64))  # [cap, 3] start, length, flags
     pending: np.ndarray | None = None  # structured [chunk_rows]
     n_pend: int = 0
-    open_start: int = 0      # start row of the (possibly empty) episode being written
-
-    def ep_append(self, start: int, length: int, flags: int) -> None:
-        if self.n_eps >= len(self.ep):
-            self.ep = np.concatenate([self.ep, np.zeros_like(self.ep)])
-        self.ep[self.n_eps] = (start, length, flags)
-        self.n_eps += 1
-
-    def live_steps(self) -> int:
-        """Steps in ended, live episodes."""
-        if self.n_eps == self.head_ep:
-            return 0
-        return int(self.ep[self.n_eps - 1, 0] + self.ep[self.n_eps - 1, 1] - self.head_row)
 
 
 class ReplayStore:
@@ -162,11 +135,11 @@ class ReplayStore:
         self._buffered = False
         self._buf: list[bytes] = []
         self._buf_rows: list[np.ndarray] = []
-        self._listeners: list[weakref.ref] = []
         self.recovered: dict[str, Any] = {}
         self._group: Any = None
         self._closed = False
         self._replay_flags: dict[str, int] = {}  # success flags of episodes rebuilt from the WAL
+        self._spec = {f.name: f for f in self.fields}
         self.obs_fields: list[str] = [("obs." + k) if k else "obs" for k in self.obs_keys]
         self.next_obs_fields: list[str] = [("next_obs." + k) if k else "next_obs" for k in self.obs_keys]
 
@@ -204,19 +177,8 @@ class ReplayStore:
             shutil.rmtree(stale, ignore_errors=True)
         tmp = p.parent / f".{p.name}.creating-{uuid.uuid4().hex[:8]}"
         tmp.mkdir()
-        import zarr
-
-        root = zarr.open_group(str(tmp / "data.zarr"), mode="w")
-        for part in PARTITIONS:
-            g = root.create_group(part)
-            for f in fields:
-                g.create_array(f.name, shape=(0, *f.shape), chunks=(cr, *f.shape), dtype=f.dtype,
-                               compressors=_zarr_codecs(f), fill_value=np.zeros((), f.dtype).item())
-            g.create_array("_episodes", shape=(0, 3), chunks=(16384, 3), dtype="int64",
-                           compressors=_zarr_codecs(FieldSpec("_episodes", "int64", (3,))), fill_value=0)
-        commit = {"format_version": FORMAT_VERSION, "generation": 0, "time": time.time(), "wal": None, "merged": [],
-                  "partitions": {n: {"rows": 0, "episodes": 0, "head_row": 0, "head_episode": 0, "freed_chunks": 0}
-                                 for n in PARTITIONS}}
+        create_arrays(tmp / "data.zarr", fields, cr)
+        commit = dict(empty_commit(), time=time.time())
         atomic_write_text(tmp / "COMMIT.json", json.dumps(commit))
         atomic_write_text(tmp / "meta.json", json.dumps(meta, indent=1))
         if fsync != "never":
@@ -246,15 +208,7 @@ class ReplayStore:
             raise StoreError(f"store {p}: mode must be 'r' or 'a', got {mode!r}")
         if not p.is_dir():
             raise StoreError(f"store not found: {p}")
-        try:
-            meta = json.loads((p / "meta.json").read_text())
-        except FileNotFoundError:
-            raise StoreError(f"store {p}: not a replay store (no meta.json)") from None
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise StoreError(f"store {p}: meta.json is corrupt") from None
-        if meta.get("format") != "roborl.replay_store" or meta.get("format_version") != FORMAT_VERSION:
-            raise StoreError(f"store {p}: meta.json format_version is {meta.get('format_version')!r}, "
-                             f"this roborl reads {FORMAT_VERSION}")
+        meta = read_meta(p)
         for name, given in (("observation_space", observation_space), ("action_space", action_space)):
             if given is not None:
                 why = compare_spaces(meta[name], given, name)
@@ -292,159 +246,94 @@ class ReplayStore:
     # ------------------------------------------------------------------ locking / files
 
     def _acquire_lock(self) -> None:
-        fd = os.open(self.path / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            raise StoreError(f"store {self.path}: open for writing by another process (LOCK held); "
-                             f"open it with mode='r' to read") from None
-        self._lock_fd = fd
+        self._lock_fd = acquire_lock(self.path)
 
     def _release_lock(self) -> None:
         if self._lock_fd is not None:
-            try:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-            finally:
-                os.close(self._lock_fd)
-                self._lock_fd = None
+            fd, self._lock_fd = self._lock_fd, None
+            release_lock(fd)
 
     def _open_zarr(self) -> None:
         import zarr
 
+        where = "data.zarr"
         try:
             self._group = zarr.open_group(str(self.path / "data.zarr"), mode="r" if self.mode == "r" else "r+")
             for name, part in self.parts.items():
+                where = f"data.zarr/{name}"
                 g = self._group[name]
                 # write_empty_chunks: zarr skips chunks equal to the fill value by default, which
                 # would make an all-False column indistinguishable from a missing (lost) chunk.
-                part.arrays = {f.name: g[f.name].with_config({"write_empty_chunks": True}) for f in self.fields}
-                part.episodes_arr = g["_episodes"].with_config({"write_empty_chunks": True})
+                for f in self.fields + [EPISODES_SPEC]:
+                    where = f"data.zarr/{name}/{f.name}"
+                    arr = g[f.name].with_config({"write_empty_chunks": True})
+                    # An edited zarr.json would make zarr decode the chunks as something else.
+                    if np.dtype(arr.dtype) != np.dtype(f.dtype) or tuple(arr.shape[1:]) != f.shape:
+                        raise StoreCorruptError(
+                            f"store {self.path}: {where}/zarr.json says {arr.dtype} {list(arr.shape[1:])} per row, "
+                            f"meta.json says {f.dtype} {list(f.shape)}")
+                    if f is EPISODES_SPEC:
+                        part.episodes_arr = arr
+                    else:
+                        part.arrays[f.name] = arr
                 if part.pending is None and self.mode == "a":
                     part.pending = np.zeros(self.chunk_rows, dtype=self.dtype)
         except (KeyError, FileNotFoundError) as e:
-            raise StoreError(f"store {self.path}: data.zarr is missing array {e}") from None
-
-    def _cleanup_temp_files(self, commit: dict[str, Any]) -> list[str]:
-        """Remove zarr ``*.partial`` files and our ``*.tmp`` files left by a crash.
-
-        Only places a writer can have been writing are scanned: the store root, array
-        metadata, and chunks from the last committed chunk on (earlier chunks are never
-        rewritten), so a reopen stays fast however many chunks a store has.
-        """
-        removed: list[str] = []
-
-        def sweep(d: Path, recursive: bool) -> None:
-            try:
-                entries = list(os.scandir(d))
-            except FileNotFoundError:
-                return
-            for e in entries:
-                if e.name.endswith((".partial", ".tmp")):
-                    shutil.rmtree(e.path, ignore_errors=True) if e.is_dir() else os.unlink(e.path)
-                    removed.append(os.path.relpath(e.path, self.path))
-                elif recursive and e.is_dir():
-                    sweep(Path(e.path), True)
-
-        sweep(self.path, False)
-        data = self.path / "data.zarr"
-        sweep(data, False)
-        for name in PARTITIONS:
-            sweep(data / name, False)
-            first = int(commit["partitions"][name]["rows"]) // self.chunk_rows
-            first_ep = int(commit["partitions"][name]["episodes"]) // 16384
-            for fname in self.field_names + ["_episodes"]:
-                fdir = data / name / fname
-                sweep(fdir, False)
-                lo = first_ep if fname == "_episodes" else first
-                try:
-                    entries = list(os.scandir(fdir / "c"))
-                except FileNotFoundError:
-                    continue
-                for e in entries:
-                    head = e.name.split(".", 1)[0]
-                    if e.name.endswith(".partial"):
-                        os.unlink(e.path)
-                        removed.append(os.path.relpath(e.path, self.path))
-                    elif e.is_dir() and (not head.isdigit() or int(head) >= lo):
-                        sweep(Path(e.path), True)
-        return removed
-
-    def _read_commit(self) -> dict[str, Any]:
-        try:
-            return json.loads((self.path / "COMMIT.json").read_text())
-        except FileNotFoundError:
-            raise StoreError(f"store {self.path}: COMMIT.json is missing") from None
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise StoreError(f"store {self.path}: COMMIT.json is corrupt") from None
+            raise StoreCorruptError(f"store {self.path}: data.zarr is missing array {e}") from None
+        except StoreError:
+            raise
+        except Exception as e:  # a damaged zarr.json: zarr raises JSON, value or type errors
+            raise StoreCorruptError(f"store {self.path}: {where}/zarr.json is unreadable: "
+                                    f"{type(e).__name__}: {_first_line(e)}") from None
 
     def _apply_commit(self, c: dict[str, Any]) -> None:
-        self.generation = int(c["generation"])
-        self.merged = list(c.get("merged", []))
-        self._wal_name = c.get("wal")
-        for name, part in self.parts.items():
-            d = c["partitions"][name]
-            part.rows = part.end = int(d["rows"])
-            part.head_row = int(d["head_row"])
-            part.head_ep = int(d["head_episode"])
-            part.n_eps = part.eps_flushed = int(d["episodes"])
-            part.freed_chunks = int(d.get("freed_chunks", 0))
-            part.n_pend = 0
+        try:
+            self.generation = int(c["generation"])
+            self.merged = list(c.get("merged", []))
+            self._wal_name = c.get("wal")
+            for name, part in self.parts.items():
+                d = c["partitions"][name]
+                part.rows = part.end = int(d["rows"])
+                part.head_row = int(d["head_row"])
+                part.head_ep = int(d["head_episode"])
+                part.n_eps = part.eps_flushed = int(d["episodes"])
+                part.freed_chunks = int(d.get("freed_chunks", 0))
+                part.n_pend = 0
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise StoreCorruptError(f"store {self.path}: COMMIT.json is malformed "
+                                    f"({type(e).__name__}: {_first_line(e)})") from None
+        if self._wal_name is not None and (not isinstance(self._wal_name, str) or "/" in self._wal_name):
+            raise StoreCorruptError(f"store {self.path}: COMMIT.json names a bad WAL {self._wal_name!r}")
 
     def _load(self) -> None:
-        c = self._read_commit()
-        removed = self._cleanup_temp_files(c) if self.mode == "a" else []
+        c = read_commit(self.path)
+        removed = recovery.cleanup_temp_files(self.path, c, self.chunk_rows, self.field_names) \
+            if self.mode == "a" else []
         self._open_zarr()
         self._apply_commit(c)
         for name, part in self.parts.items():
             n = part.n_eps
-            part.ep = np.zeros((max(64, 1 << max(0, n).bit_length()), 3), np.int64)
-            if part.episodes_arr.shape[0] < n:
-                raise StoreError(f"store {self.path}: COMMIT.json says {name} has {n} episodes but "
-                                 f"data.zarr/{name}/_episodes holds {part.episodes_arr.shape[0]}")
-            if n:
-                part.ep[:n] = np.asarray(part.episodes_arr[:n], dtype=np.int64)
-            part.open_start = int(part.ep[n - 1, 0] + part.ep[n - 1, 1]) if n else part.head_row
-            if n == 0:
-                part.open_start = part.head_row
+            if part.episodes_arr.shape[0] < n or n < 0:
+                raise StoreCorruptError(f"store {self.path}: COMMIT.json says {name} has {n} episodes but "
+                                        f"data.zarr/{name}/_episodes holds {part.episodes_arr.shape[0]}")
+            for f in self.fields:
+                if part.arrays[f.name].shape[0] < part.rows or part.rows < 0:
+                    raise StoreCorruptError(f"store {self.path}: COMMIT.json says {name} has {part.rows} rows but "
+                                            f"data.zarr/{name}/{f.name} holds {part.arrays[f.name].shape[0]}")
+            table = self._read_checked(part, "_episodes", 0, n, EPISODE_CHUNK) if n else np.zeros((0, 3), np.int64)
+            part.load_table(np.asarray(table, dtype=np.int64))
+            bad = part.table_problems()
+            if bad:
+                raise StoreCorruptError(f"store {self.path}: data.zarr/{name}/_episodes disagrees with COMMIT.json: "
+                                        f"{bad[0]}")
+            part.open_start = int(part.episode_ends(n - 1, n)[0]) if n else part.head_row
         if self.mode == "r":
             return
-        # Stale WALs (a crash between creating the next WAL and renaming COMMIT.json).
-        for f in self.path.glob("wal-*.log"):
-            if f.name != self._wal_name:
-                f.unlink()
-                removed.append(f.name)
-        replayed, torn, interrupted = 0, 0, []
-        if self._wal_name:
-            records, valid, size = walmod.read(self.path / self._wal_name)
-            torn = size - valid
-            for pid, row, payload in records:
-                part = self.parts[PARTITIONS[pid]]
-                if row < part.end:
-                    continue  # already flushed into zarr before the crash
-                if row != part.end or len(payload) != self.dtype.itemsize:
-                    torn += 1  # cannot happen with one writer; stop rather than guess
-                    break
-                rec = np.frombuffer(payload, dtype=self.dtype)
-                self._append_row_array(part, rec)
-                replayed += 1
-                r = rec[0]
-                if bool(r["is_success"]):
-                    self._open_flags_by_part(part, EP_SUCCESS)
-                if r["terminated"] or r["truncated"]:
-                    self._end_episode(part, EP_TERMINATED if r["terminated"] else EP_TRUNCATED)
-        for part in self.parts.values():
-            if part.end > part.open_start:
-                interrupted.append(part.name)
-                self._end_episode(part, EP_INTERRUPTED)
-        self.recovered = {"replayed_steps": replayed, "torn_bytes": torn, "interrupted_episodes": interrupted,
-                          "removed_files": removed}
-        if replayed or torn or interrupted or self._wal_name:
+        self.recovered = recovery.recover(self, removed)
+        if (self.recovered["replayed_steps"] or self.recovered["torn_bytes"]
+                or self.recovered["interrupted_episodes"] or self._wal_name):
             # Make the recovered state durable and start without a WAL (a fresh one on the first step).
             self._commit(new_wal=False)
-
-    def _open_flags_by_part(self, part: _Part, flag: int) -> None:
-        self._replay_flags[part.name] = self._replay_flags.get(part.name, 0) | flag
 
     # ------------------------------------------------------------------ writing
 
@@ -625,13 +514,13 @@ class ReplayStore:
         flags |= self._replay_flags.pop(part.name, 0)
         if length <= 0:
             return
-        part.ep_append(start, length, flags)
+        part.append_episode(start, length, flags)
         part.open_start = part.end
         if part.name == "online":
             # FIFO eviction of whole oldest episodes; always keep the newest one.
             while part.live_steps() > self.online_capacity and part.head_ep < part.n_eps - 1:
                 part.head_ep += 1
-                part.head_row = int(part.ep[part.head_ep, 0])
+                part.head_row = int(part.episode_starts(part.head_ep, part.head_ep + 1)[0])
 
     # ------------------------------------------------------------------ flush / commit
 
@@ -647,10 +536,10 @@ class ReplayStore:
             self._wal.fsync()
             self._last_fsync = now
 
-    def _chunk_path(self, part: _Part, fname: str, ci: int) -> Path:
-        f = next(x for x in self.fields if x.name == fname) if fname != "_episodes" else FieldSpec("_episodes", "int64", (3,))
-        key = "/".join(["c", str(ci)] + ["0"] * len(f.shape))
-        return self.path / "data.zarr" / part.name / fname / key
+    def chunk_path(self, partition: str, fname: str, ci: int) -> Path:
+        """File of chunk ``ci`` of array ``<partition>/<fname>`` (``_episodes`` for the index)."""
+        f = self._spec[fname] if fname != "_episodes" else EPISODES_SPEC
+        return chunk_path(self.path, partition, f, ci)
 
     def _flush_part(self, part: _Part) -> None:
         """Write pending rows into zarr at [rows, rows + n_pend) (not yet committed)."""
@@ -667,7 +556,7 @@ class ReplayStore:
         if self.fsync_policy != "never":
             for f in self.fields:
                 for ci in range(a // cr, (b - 1) // cr + 1):
-                    cp = self._chunk_path(part, f.name, ci)
+                    cp = self.chunk_path(part.name, f.name, ci)
                     fsync_path(cp)
                     fsync_path(cp.parent)
                 fsync_path(self.path / "data.zarr" / part.name / f.name / "zarr.json")
@@ -679,11 +568,11 @@ class ReplayStore:
         if n1 > n0:
             arr = part.episodes_arr
             if arr.shape[0] < n1:
-                arr.resize((-(-n1 // 16384) * 16384, 3))
-            arr[n0:n1] = part.ep[n0:n1]
+                arr.resize((-(-n1 // EPISODE_CHUNK) * EPISODE_CHUNK, 3))
+            arr[n0:n1] = part.raw_table(n0, n1)
             if self.fsync_policy != "never":
-                for ci in range(n0 // 16384, (n1 - 1) // 16384 + 1):
-                    fsync_path(self._chunk_path(part, "_episodes", ci))
+                for ci in range(n0 // EPISODE_CHUNK, (n1 - 1) // EPISODE_CHUNK + 1):
+                    fsync_path(self.chunk_path(part.name, "_episodes", ci))
                 fsync_path(self.path / "data.zarr" / part.name / "_episodes" / "zarr.json")
             part.eps_flushed = n1
         elif n1 < n0:
@@ -814,14 +703,32 @@ class ReplayStore:
         return self._part(partition).head_row
 
     def episodes(self, partition: Partition) -> np.ndarray:
-        """Live episodes: int64 [E, 3] (start row, length, flags)."""
-        p = self._part(partition)
-        return p.ep[p.head_ep: p.n_eps].copy()
+        """Live episodes: int64 [E, 3] (start row, length, flags), a copy."""
+        return self._part(partition).episodes().copy()
 
     def episode_counts(self, partition: Partition) -> tuple[int, int]:
         """(head_episode, ended episodes): cheap change detection for samplers."""
+        return self._part(partition).episode_counts()
+
+    def index(self, partition: Partition) -> PartitionIndex:
+        """The live episode index of ``partition`` (see roborl/store/index.py); read it, never write it."""
+        return self._part(partition)
+
+    def committed_rows(self, partition: Partition) -> int:
+        """Rows of ``partition`` durably in zarr and named by COMMIT.json (logical rows, from 0)."""
+        return self._part(partition).rows
+
+    def array_shape(self, partition: Partition, fname: str) -> tuple[tuple[int, ...], np.dtype]:
+        """(shape, dtype) of array ``<partition>/<fname>`` as zarr opened it (the row count is
+        a multiple of chunk_rows while writing; only COMMIT.json says which rows hold data)."""
         p = self._part(partition)
-        return p.head_ep, p.n_eps
+        arr = p.episodes_arr if fname == "_episodes" else p.arrays[fname]
+        return tuple(arr.shape), np.dtype(arr.dtype)
+
+    @property
+    def wal_name(self) -> str | None:
+        """The WAL file named by the last commit (None when there is none)."""
+        return self._wal_name
 
     def read_rows(self, partition: Partition, start: int, stop: int,
                   fields: Iterable[str] | None = None) -> dict[str, np.ndarray]:
@@ -836,12 +743,72 @@ class ReplayStore:
         for n in names:
             parts = []
             if start < z_stop:
-                parts.append(np.asarray(p.arrays[n][start:z_stop]))
+                parts.append(self._read_checked(p, n, start, z_stop, self.chunk_rows))
             if stop > p.rows:
                 a = max(start, p.rows) - p.rows
                 parts.append(np.array(p.pending[n][a: stop - p.rows]))  # type: ignore[index]
             out[n] = parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else \
                 np.zeros((0, *self.dtype[n].shape), self.dtype[n].base)
+        return out
+
+    def _chunk_error(self, p: _Part, fname: str, ci: int, cr: int, problem: str) -> StoreCorruptError:
+        what = "episodes" if fname == "_episodes" else "rows"
+        return StoreCorruptError(f"store {self.path}: data.zarr/{p.name}/{fname} chunk {ci} {problem} "
+                                 f"({what} [{ci * cr}, {(ci + 1) * cr}))")
+
+    def _read_checked(self, p: _Part, fname: str, a: int, b: int, cr: int) -> np.ndarray:
+        """Rows [a, b) of one committed array; StoreCorruptError naming the chunk when one is
+        missing (zarr would return fill values) or fails to decode (zstd checksum)."""
+        arr = p.episodes_arr if fname == "_episodes" else p.arrays[fname]
+        for ci in range(a // cr, (b - 1) // cr + 1):
+            if not os.path.exists(self.chunk_path(p.name, fname, ci)):
+                if fname != "_episodes" and ci < self._freed_by_writer(p):
+                    raise StoreError(f"store {self.path}: {p.name} rows [{a}, {b}) were evicted by the "
+                                     f"writer after this reader opened the store; reopen it")
+                raise self._chunk_error(p, fname, ci, cr, "is missing (zarr would read it as zeros)")
+        try:
+            return np.asarray(arr[a:b])
+        except Exception:  # zstd: checksum or frame errors; find the chunk to name it
+            for ci in range(a // cr, (b - 1) // cr + 1):
+                try:
+                    arr[max(a, ci * cr): min(b, (ci + 1) * cr)]
+                except Exception as e:
+                    raise self._chunk_error(p, fname, ci, cr, f"is corrupt ({type(e).__name__}: "
+                                            f"{_first_line(e)})") from None
+            raise
+
+    def _freed_by_writer(self, p: _Part) -> int:
+        """Chunks [0, n) of ``p`` a concurrent writer has freed by now (readers only: COMMIT.json
+        is re-read; a writer knows its own evictions)."""
+        if self.mode != "r":
+            return p.freed_chunks
+        try:
+            return int(read_commit(self.path)["partitions"][p.name].get("freed_chunks", 0))
+        except (StoreError, KeyError, TypeError, ValueError, AttributeError):
+            return 0
+
+    def check_chunks(self, partitions: Iterable[str] = PARTITIONS) -> list[str]:
+        """Quick integrity check without decoding: every chunk of every array under the live
+        committed rows (and of the episode index) exists and is a whole zstd frame of the
+        right size (see integrity.py). Returns problems, at most one per array."""
+        out = []
+        for name in partitions:
+            p = self._part(name)
+            cr = self.chunk_rows
+            spans = [(f, p.head_row // cr, (p.rows - 1) // cr + 1 if p.rows > p.head_row else 0, cr)
+                     for f in self.fields]
+            # eps_flushed, not n_eps: a writer's ended episodes reach zarr at its next commit.
+            ne = p.eps_flushed
+            spans.append((EPISODES_SPEC, 0, (ne - 1) // EPISODE_CHUNK + 1 if ne else 0, EPISODE_CHUNK))
+            for f, c0, c1, rows in spans:
+                nbytes = rows * int(np.prod(f.shape, dtype=np.int64)) * np.dtype(f.dtype).itemsize
+                for ci in range(c0, c1):
+                    why = chunk_problem(self.chunk_path(name, f.name, ci), nbytes)
+                    if why and f is not EPISODES_SPEC and ci < self._freed_by_writer(p):
+                        continue  # evicted since this reader opened: not corruption
+                    if why:
+                        out.append(str(self._chunk_error(p, f.name, ci, rows, why)).split(": ", 1)[1])
+                        break
         return out
 
     def read_episode(self, partition: Partition, i: int) -> dict[str, np.ndarray]:
@@ -864,14 +831,18 @@ class ReplayStore:
 
     # ------------------------------------------------------------------ merge
 
-    def merge_from(self, src_path: str | Path, partition: Partition = "demo") -> int:
+    def merge_from(self, src_path: str | Path, partition: Partition = "demo", *,
+                   allow_env_mismatch: bool = False) -> int:
         """Copy every live episode of another store (both its partitions) into ``partition``.
 
-        Schemas must match (spaces and fields; else StoreError naming the field). A source
-        is merged once: merging the same store again returns 0. Returns episodes copied.
+        Schemas must match (spaces and fields; else StoreError naming the field), and so must
+        the env ids unless ``allow_env_mismatch`` (same spaces do not make the same task). A
+        source is merged once: merging the same store again returns 0. Returns episodes
+        copied. Every row read is checked (StoreCorruptError naming the chunk; nothing is
+        committed then).
         """
         self._check_writable()
-        part = self._part(partition)
+        self._part(partition)
         if self._open is not None:
             raise StoreError(f"store {self.path}: end or discard the open episode before merging")
         src_p = Path(src_path)
@@ -879,60 +850,25 @@ class ReplayStore:
             raise StoreError(f"store {self.path}: cannot merge a store into itself")
         src = ReplayStore.open(src_p, mode="r", observation_space=self.observation_space,
                                action_space=self.action_space)
-        try:
-            if [f.to_json() for f in src.fields] != [f.to_json() for f in self.fields]:
-                mine = {f.name: f for f in self.fields}
-                theirs = {f.name: f for f in src.fields}
-                diff = sorted(set(mine) ^ set(theirs)) or [n for n in mine if mine[n] != theirs.get(n)]
-                raise StoreError(f"store {src_p}: schema mismatch with {self.path}: field {diff[0]!r} differs")
-            if src.meta["uuid"] in self.merged:
-                return 0
-            self.commit()  # nothing pending: merged rows go straight to zarr, committed once at the end
-            copied = 0
-            for sp in PARTITIONS:
-                eps = src.episodes(sp)  # type: ignore[arg-type]
-                i = 0
-                while i < len(eps):
-                    # Batches of whole episodes, ~ a few chunks at a time.
-                    j = i
-                    rows = 0
-                    while j < len(eps) and (rows == 0 or rows + eps[j, 1] <= 4 * self.chunk_rows):
-                        rows += int(eps[j, 1])
-                        j += 1
-                    s0 = int(eps[i, 0])
-                    s1 = int(eps[j - 1, 0] + eps[j - 1, 1])
-                    data = src.read_rows(sp, s0, s1)  # type: ignore[arg-type]
-                    base = part.end
-                    a, b = base, base + (s1 - s0)
-                    for f in self.fields:
-                        arr = part.arrays[f.name]
-                        if arr.shape[0] < b:
-                            arr.resize((-(-b // self.chunk_rows) * self.chunk_rows, *f.shape))
-                        arr[a:b] = data[f.name]
-                    part.rows = part.end = b
-                    for k in range(i, j):
-                        part.open_start = base + int(eps[k, 0]) - s0
-                        part.end = part.open_start + int(eps[k, 1])
-                        self._end_episode(part, int(eps[k, 2]))
-                    part.end = part.open_start = b
-                    copied += j - i
-                    i = j
-            if self.fsync_policy != "never":
-                for f in self.fields:
-                    fsync_path(self.path / "data.zarr" / part.name / f.name / "zarr.json")
-            self.merged.append(src.meta["uuid"])
-            self._commit(new_wal=self._wal is not None)
-            return copied
-        finally:
+        if src.env_id != self.env_id and not allow_env_mismatch and src.meta["uuid"] not in self.merged:
             src.close()
+            raise StoreError(f"store {src_p}: env_id is {src.env_id!r} but {self.path} holds {self.env_id!r}; "
+                             f"merge anyway with --allow-env-mismatch (store.allow_env_mismatch=true)")
+        return mergemod.merge_into(self, src, partition)
 
-    # ------------------------------------------------------------------ samplers
-
-    def _register(self, sampler: Any) -> None:
-        self._listeners.append(weakref.ref(sampler))
+    # ------------------------------------------------------------------ summary
 
     def info(self) -> dict[str, Any]:
-        """Summary for `roborl store info`."""
+        """Summary for `roborl store info`; StoreCorruptError when a chunk check fails (check_chunks)."""
+        bad = self.check_chunks()
+        if bad:
+            more = f" (and {len(bad) - 1} more problems; see roborl store verify)" if len(bad) > 1 else ""
+            raise StoreCorruptError(f"store {self.path}: {bad[0]}{more}")
+        scan = walmod.scan(self.path / self._wal_name) if self._wal_name else None
+        if scan is not None and scan.corrupt_middle:
+            raise WalCorruptError(f"store {self.path}: {self._wal_name} has a corrupt record at byte "
+                                  f"{scan.valid_bytes} followed by {len(scan.after)} valid records; "
+                                  f"run `roborl store repair {self.path}`")
         return {
             "path": str(self.path),
             "env_id": self.env_id,
@@ -948,5 +884,10 @@ class ReplayStore:
                        "evicted_episodes": self.parts["online"].head_ep},
             "fields": {f.name: {"dtype": f.dtype, "shape": list(f.shape)} for f in self.fields},
             "size_bytes": self.size_bytes(),
-            "uncommitted_wal_steps": len(walmod.read(self.path / self._wal_name)[0]) if self._wal_name else 0,
+            "uncommitted_wal_steps": len(scan.records) if scan is not None else 0,
         }
+
+
+def _first_line(e: BaseException) -> str:
+    """An exception's message as one short line."""
+    return (str(e).strip().splitlines() or [""])[0][:200]

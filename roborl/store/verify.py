@@ -9,24 +9,34 @@ from typing import Any
 import numpy as np
 
 from roborl.store import wal as walmod
+from roborl.store.index import EP_INTERRUPTED, EP_TERMINATED, EP_TRUNCATED, PARTITIONS
+from roborl.store.layout import wal_side_file
 from roborl.store.schema import StoreError
-from roborl.store.store import (EP_INTERRUPTED, EP_TERMINATED, EP_TRUNCATED, PARTITIONS, ReplayStore)
+from roborl.store.store import ReplayStore
 
 
 def verify_store(path: str | Path, *, read_data: bool = True) -> dict[str, Any]:
     """Return ``{"ok", "demo": {episodes, steps}, "online": {...}, "problems": [...], "warnings": [...]}``.
 
     Problems (``ok`` false): unreadable metadata or commit, inconsistent episode index,
-    arrays shorter than the committed rows, missing chunks under committed rows (they
-    would read back as fill-value zeros), chunks failing their zstd checksum, terminal
-    flags inside an episode, episode flags disagreeing with the last step, non-finite
-    rewards. Warnings: leftover temp files, stale or uncommitted WAL records (a writable
-    open cleans and replays those). Retries when a concurrent writer commits meanwhile.
+    arrays shorter than the committed rows or with another dtype, missing chunks under
+    committed rows (they would read back as fill-value zeros), chunk files that are not a
+    whole zstd frame of the right size (``read_data=False`` stops here), chunks failing
+    their zstd checksum, terminal flags inside an episode, episode flags disagreeing with
+    the last step, non-finite rewards, a WAL with a corrupt record before valid ones.
+    Warnings: leftover temp files, stale or uncommitted WAL records (a writable open cleans
+    and replays those). Retries when a concurrent writer commits meanwhile. Never raises:
+    anything unexpected is a problem too, so the caller can always print the result.
     """
     p = Path(path)
     for _ in range(3):
         gen0 = _generation(p)
-        res = _verify_once(p, read_data)
+        try:
+            res = _verify_once(p, read_data)
+        except Exception as e:  # never a traceback instead of a report
+            res = {"ok": False, "path": str(p), "demo": {"episodes": 0, "steps": 0},
+                   "online": {"episodes": 0, "steps": 0}, "warnings": [],
+                   "problems": [f"unexpected {type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:200]}"]}
         if res["ok"] or _generation(p) == gen0:
             return res
     return res
@@ -46,7 +56,7 @@ def _verify_once(p: Path, read_data: bool) -> dict[str, Any]:
                            "online": {"episodes": 0, "steps": 0}, "problems": problems, "warnings": warnings}
     try:
         st = ReplayStore.open(p, mode="r")
-    except StoreError as e:
+    except StoreError as e:  # incl. StoreCorruptError: a damaged index, commit or zarr.json
         problems.append(str(e))
         return out
     try:
@@ -57,14 +67,19 @@ def _verify_once(p: Path, read_data: bool) -> dict[str, Any]:
                     warnings.append(f"leftover temp file {os.path.relpath(os.path.join(root, fn), p)} "
                                     f"(removed on the next writable open)")
         for f in p.glob("wal-*.log"):
-            if f.name != st._wal_name:
+            if f.name != st.wal_name:
                 warnings.append(f"stale WAL {f.name} not named by COMMIT.json (removed on the next writable open)")
-        if st._wal_name:
-            recs, valid, size = walmod.read(p / st._wal_name)
+        if st.wal_name:
+            scan = walmod.scan(p / st.wal_name)
+            recs, valid, size = scan.records, scan.valid_bytes, scan.file_bytes
+            if scan.corrupt_middle:
+                problems.append(f"{st.wal_name} has a corrupt record at byte {valid} followed by {len(scan.after)} "
+                                f"valid records; writable opens refuse (bytes kept in {wal_side_file(st.wal_name)}) "
+                                f"until `roborl store repair {p}`")
+            elif size > valid:
+                warnings.append(f"torn tail of {size - valid} bytes in {st.wal_name} (cut on the next writable open)")
             if recs:
-                warnings.append(f"{len(recs)} steps in {st._wal_name} not yet flushed (replayed on the next writable open)")
-            if size > valid:
-                warnings.append(f"torn tail of {size - valid} bytes in {st._wal_name} (cut on the next writable open)")
+                warnings.append(f"{len(recs)} steps in {st.wal_name} not yet flushed (replayed on the next writable open)")
         for name in PARTITIONS:
             _check_partition(st, name, problems, read_data)
             out[name] = {"episodes": st.num_episodes(name), "steps": st.num_steps(name)}  # type: ignore[arg-type]
@@ -75,37 +90,23 @@ def _verify_once(p: Path, read_data: bool) -> dict[str, Any]:
 
 
 def _check_partition(st: ReplayStore, name: str, problems: list[str], read_data: bool) -> None:
-    part = st.parts[name]
+    part = st.index(name)  # type: ignore[arg-type]
     where = f"{name}:"
     if not (0 <= part.head_ep <= part.n_eps):
         problems.append(f"{where} head_episode {part.head_ep} outside [0, {part.n_eps}]")
         return
-    if part.episodes_arr.shape[0] < part.n_eps:
-        problems.append(f"{where} _episodes has {part.episodes_arr.shape[0]} rows but COMMIT.json says {part.n_eps}")
+    eps = part.episodes()
+    table = part.table_problems()
+    problems.extend(f"{where} {msg}" for msg in table)
+    if any("past the committed rows" in msg for msg in table):
         return
-    eps = part.ep[part.head_ep: part.n_eps]
-    if len(eps):
-        if eps[0, 0] != part.head_row:
-            problems.append(f"{where} first live episode starts at row {eps[0, 0]}, head_row is {part.head_row}")
-        if np.any(eps[:, 1] <= 0):
-            problems.append(f"{where} episode with length <= 0")
-        if np.any(eps[1:, 0] != eps[:-1, 0] + eps[:-1, 1]):
-            problems.append(f"{where} episodes are not contiguous")
-        if eps[-1, 0] + eps[-1, 1] > part.rows:
-            problems.append(f"{where} last episode ends at row {eps[-1, 0] + eps[-1, 1]} past the committed rows {part.rows}")
-            return
     cr = st.chunk_rows
     for f in st.fields:
-        arr = part.arrays[f.name]
-        if arr.shape[0] < part.rows or tuple(arr.shape[1:]) != f.shape or np.dtype(arr.dtype) != np.dtype(f.dtype):
-            problems.append(f"{where} array {f.name} has shape {arr.shape} {arr.dtype}, expected "
+        shape, dtype = st.array_shape(name, f.name)
+        if shape[0] < part.rows or tuple(shape[1:]) != f.shape or dtype != np.dtype(f.dtype):
+            problems.append(f"{where} array {f.name} has shape {shape} {dtype}, expected "
                             f">= ({part.rows}, {', '.join(map(str, f.shape))}) {f.dtype}")
-            continue
-        if part.rows > part.head_row:
-            for ci in range(part.head_row // cr, (part.rows - 1) // cr + 1):
-                if not st._chunk_path(part, f.name, ci).exists():
-                    problems.append(f"{where} {f.name} chunk {ci} is missing under committed rows (would read as zeros)")
-                    break
+    problems.extend(f"{where} {msg}" for msg in st.check_chunks([name]))
     if problems or not read_data or not len(eps):
         return
     # Decode every live row (zstd checksums catch corrupt chunks) and check step flags.
@@ -117,7 +118,10 @@ def _check_partition(st: ReplayStore, name: str, problems: list[str], read_data:
         b = min(s1, a + step)
         try:
             cols = st.read_rows(name, a, b)  # type: ignore[arg-type]
-        except Exception as e:  # a corrupt chunk: zstd checksum or decode error
+        except StoreError as e:  # a corrupt chunk (zstd checksum or decode error), named
+            problems.append(f"{where} rows [{a}, {b}) unreadable: {str(e).split(': ', 1)[-1]}")
+            return
+        except Exception as e:
             problems.append(f"{where} rows [{a}, {b}) unreadable: {type(e).__name__}: {str(e)[:120]}")
             return
         term[a - s0: b - s0] = cols["terminated"]

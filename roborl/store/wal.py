@@ -9,7 +9,10 @@ once ``os.write`` returns (the bytes sit in the kernel page cache); power-loss
 durability depends on the fsync policy (see :class:`roborl.store.config.StoreConfig`).
 
 A reader stops at the first record that is short, has a bad magic or a bad CRC: that
-is a torn tail from a crash (the step being written), and the writer truncates it.
+is a torn tail from a crash (the step being written), and the writer truncates it. If
+valid records FOLLOW the bad one (a hole from power loss or a flipped bit, never a crash
+of one writer), it is not a tail: :func:`scan` reports them, and the store refuses to
+cut them silently (``roborl store repair``).
 The WAL in use is named in the commit file; each commit starts a fresh one, so a stale
 log is never replayed twice.
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 import os
 import struct
 import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
 
 FILE_HEADER = b"RLWAL\x01\n\n"
@@ -32,6 +36,78 @@ def encode(partition: int, row: int, payload: bytes) -> bytes:
     key = _KEY.pack(partition, row)
     crc = zlib.crc32(payload, zlib.crc32(key))
     return _HDR.pack(MAGIC, len(payload), crc) + key + payload
+
+
+@dataclass
+class WalScan:
+    """A parsed WAL: ``records`` [(partition, row, payload)] up to the first bad byte
+    ``valid_bytes`` of ``file_bytes``; ``after`` are the valid records found past it (resyncing
+    on the magic number), the first at byte ``resync_at`` (None when there are none)."""
+
+    records: list[tuple[int, int, bytes]]
+    valid_bytes: int
+    file_bytes: int
+    after: list[tuple[int, int, bytes]] = field(default_factory=list)
+    resync_at: int | None = None
+
+    @property
+    def corrupt_middle(self) -> bool:
+        """A bad record followed by valid ones: not a torn tail."""
+        return bool(self.after)
+
+
+_MAGIC_BYTES = struct.pack("<I", MAGIC)
+
+
+def _record_at(data: bytes, mv: memoryview, off: int) -> tuple[tuple[int, int, bytes], int] | None:
+    """The valid record at ``off`` and its end, or None."""
+    n = len(data)
+    if off + HEADER_SIZE > n:
+        return None
+    magic, plen, crc = _HDR.unpack_from(data, off)
+    end = off + HEADER_SIZE + plen
+    if magic != MAGIC or end > n:
+        return None
+    key = mv[off + _HDR.size: off + HEADER_SIZE]
+    payload = mv[off + HEADER_SIZE: end]
+    if zlib.crc32(payload, zlib.crc32(key)) != crc:
+        return None
+    part, row = _KEY.unpack(key)
+    return (part, row, bytes(payload)), end
+
+
+def scan(path: str | Path) -> WalScan:
+    """Parse a WAL file, including valid records past a bad one (see :class:`WalScan`)."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return WalScan([], 0, 0)
+    n = len(data)
+    mv = memoryview(data)
+    out: list[tuple[int, int, bytes]] = []
+    if n < len(FILE_HEADER):
+        # A crash between creating the file and writing its header leaves it shorter.
+        return WalScan([], 0, n)
+    off = 0
+    if data[: len(FILE_HEADER)] == FILE_HEADER:
+        off = len(FILE_HEADER)
+        while (got := _record_at(data, mv, off)) is not None:
+            out.append(got[0])
+            off = got[1]
+    res = WalScan(out, off, n)  # a damaged file header: every record is "after" it
+    # Past the bad record: look for more valid records (a torn tail has none; the search
+    # covers at most the rest of the file, which is at most one chunk of rows).
+    pos = data.find(_MAGIC_BYTES, off + 1)
+    while pos != -1:
+        got = _record_at(data, mv, pos)
+        if got is None:
+            pos = data.find(_MAGIC_BYTES, pos + 1)
+            continue
+        if res.resync_at is None:
+            res.resync_at = pos
+        res.after.append(got[0])
+        pos = got[1]
+    return res
 
 
 def read(path: str | Path) -> tuple[list[tuple[int, int, bytes]], int, int]:

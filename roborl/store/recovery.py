@@ -1,0 +1,134 @@
+"""Recovery on a writable open: remove crash leftovers, replay the WAL, close the open episode.
+
+After ``kill -9`` (or power loss) a store can hold: zarr ``*.partial`` and our ``*.tmp``
+files, a WAL not named by COMMIT.json (a crash between creating the next WAL and renaming
+the commit), and WAL records not yet flushed into zarr. :func:`recover` undoes the first two
+and replays the third; an episode open at the crash is closed as *interrupted* (it
+bootstraps at its end, like a truncation). Read-only opens never call this.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from roborl.fsutil import fsync_path
+
+from roborl.store import wal as walmod
+from roborl.store.index import EP_INTERRUPTED, EP_SUCCESS, EP_TERMINATED, EP_TRUNCATED, PARTITIONS
+from roborl.store.layout import EPISODE_CHUNK, wal_side_file
+from roborl.store.schema import WalCorruptError
+
+
+def cleanup_temp_files(root: Path, commit: dict[str, Any], chunk_rows: int, field_names: list[str]) -> list[str]:
+    """Remove zarr ``*.partial`` files and our ``*.tmp`` files left by a crash; returns their paths.
+
+    Only places a writer can have been writing are scanned: the store root, array
+    metadata, and chunks from the last committed chunk on (earlier chunks are never
+    rewritten), so a reopen stays fast however many chunks a store has.
+    """
+    removed: list[str] = []
+
+    def sweep(d: Path, recursive: bool) -> None:
+        try:
+            entries = list(os.scandir(d))
+        except FileNotFoundError:
+            return
+        for e in entries:
+            if e.name.endswith((".partial", ".tmp")):
+                shutil.rmtree(e.path, ignore_errors=True) if e.is_dir() else os.unlink(e.path)
+                removed.append(os.path.relpath(e.path, root))
+            elif recursive and e.is_dir():
+                sweep(Path(e.path), True)
+
+    sweep(root, False)
+    data = root / "data.zarr"
+    sweep(data, False)
+    for name in PARTITIONS:
+        sweep(data / name, False)
+        first = int(commit["partitions"][name]["rows"]) // chunk_rows
+        first_ep = int(commit["partitions"][name]["episodes"]) // EPISODE_CHUNK
+        for fname in field_names + ["_episodes"]:
+            fdir = data / name / fname
+            sweep(fdir, False)
+            lo = first_ep if fname == "_episodes" else first
+            try:
+                entries = list(os.scandir(fdir / "c"))
+            except FileNotFoundError:
+                continue
+            for e in entries:
+                head = e.name.split(".", 1)[0]
+                if e.name.endswith(".partial"):
+                    os.unlink(e.path)
+                    removed.append(os.path.relpath(e.path, root))
+                elif e.is_dir() and (not head.isdigit() or int(head) >= lo):
+                    sweep(Path(e.path), True)
+    return removed
+
+
+def remove_stale_wals(root: Path, keep: str | None) -> list[str]:
+    """Delete ``wal-*.log`` files other than ``keep`` (the one COMMIT.json names)."""
+    removed = []
+    for f in root.glob("wal-*.log"):
+        if f.name != keep:
+            f.unlink()
+            removed.append(f.name)
+    return removed
+
+
+def keep_wal_tail(root: Path, wal_name: str, scan: walmod.WalScan) -> Path:
+    """Copy the WAL's bytes from its first bad record on into a side file (once) -> its path."""
+    side = root / wal_side_file(wal_name)
+    if not side.exists():
+        tmp = side.with_name(side.name + ".tmp")  # a crash leaves a *.tmp, swept on the next open
+        with open(tmp, "wb") as f:
+            f.write((root / wal_name).read_bytes()[scan.valid_bytes:])
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, side)
+        fsync_path(root)
+    return side
+
+
+def recover(store: Any, removed: list[str]) -> dict[str, Any]:
+    """Replay the committed WAL into ``store`` (a ReplayStore opened writable, index loaded;
+    typed Any because store.py imports this module) and close open
+    episodes as interrupted. Returns ``{replayed_steps, torn_bytes, interrupted_episodes,
+    removed_files}``; the caller commits."""
+    removed = removed + remove_stale_wals(store.path, store.wal_name)
+    replayed, torn, interrupted = 0, 0, []
+    if store.wal_name:
+        scan = walmod.scan(store.path / store.wal_name)
+        if scan.corrupt_middle:
+            side = keep_wal_tail(store.path, store.wal_name, scan)
+            raise WalCorruptError(
+                f"store {store.path}: {store.wal_name} has a corrupt record at byte {scan.valid_bytes} followed by "
+                f"{len(scan.after)} valid records (bytes from there on kept in {side.name}); refusing to open "
+                f"writable: run `roborl store repair {store.path}` to keep the {len(scan.records)} records before "
+                f"it and drop the rest")
+        records, valid, size = scan.records, scan.valid_bytes, scan.file_bytes
+        torn = size - valid
+        for pid, row, payload in records:
+            part = store.parts[PARTITIONS[pid]]
+            if row < part.end:
+                continue  # already flushed into zarr before the crash
+            if row != part.end or len(payload) != store.dtype.itemsize:
+                torn += 1  # cannot happen with one writer; stop rather than guess
+                break
+            rec = np.frombuffer(payload, dtype=store.dtype)
+            store._append_row_array(part, rec)
+            replayed += 1
+            r = rec[0]
+            if bool(r["is_success"]):
+                store._replay_flags[part.name] = store._replay_flags.get(part.name, 0) | EP_SUCCESS
+            if r["terminated"] or r["truncated"]:
+                store._end_episode(part, EP_TERMINATED if r["terminated"] else EP_TRUNCATED)
+    for part in store.parts.values():
+        if part.end > part.open_start:
+            interrupted.append(part.name)
+            store._end_episode(part, EP_INTERRUPTED)
+    return {"replayed_steps": replayed, "torn_bytes": torn, "interrupted_episodes": interrupted,
+            "removed_files": removed}
