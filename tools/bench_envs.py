@@ -29,9 +29,10 @@ depends on the load (other processes evict the caches the many small per-step ca
 observation cameras at 64x64 and 128x128: ``frames_per_s`` of one camera alone
 (``render_cameras([camera])`` on a state that changes every frame), and env ``steps_per_s`` in
 ``proprio+pixels`` (both cameras) against ``proprio`` (no images). Wall clock and CPU time
-(the software renderer, OSMesa's llvmpipe, runs threads of its own, which CPU time includes);
-``gl`` names the backend (``MUJOCO_GL``). ``--png-dir`` also writes front|wrist PNGs of every
-task at reset and mid-episode (scripted expert), to look at.
+(the software renderer, OSMesa's llvmpipe, runs threads of its own, which CPU time includes),
+each with MuJoCo's default 4x multisampling and with ``antialias=False``; ``gl`` names the
+backend (``MUJOCO_GL``). ``--png-dir`` also writes front|wrist PNGs of every task at reset and
+mid-episode (scripted expert), to look at.
 """
 from __future__ import annotations
 
@@ -191,8 +192,8 @@ def bench_cameras(env_id: str, frames: int, repeats: int) -> dict[str, Any]:
 
     actions = np.random.default_rng(0).uniform(-1, 1, size=(997, 4)).astype(np.float32)
     out: dict[str, Any] = {}
-    for size in CAMERA_SIZES:
-        env = gym.make(env_id, obs_mode="proprio+pixels", image_size=size)
+    for size, antialias in [(z, a) for z in CAMERA_SIZES for a in (True, False)]:
+        env = gym.make(env_id, obs_mode="proprio+pixels", image_size=size, antialias=antialias)
         u = env.unwrapped
         env.reset(seed=0)
         qpos0 = u.data.qpos.copy()
@@ -220,7 +221,7 @@ def bench_cameras(env_id: str, frames: int, repeats: int) -> dict[str, Any]:
         env.close()
         row["env_steps_per_s_proprio+pixels_wall"] = round(px[0], 1)
         row["env_steps_per_s_proprio+pixels_cpu"] = round(px[1], 1)
-        out[f"{size}x{size}"] = row
+        out[f"{size}x{size}" + ("" if antialias else "_antialias_off")] = row
     blind = gym.make(env_id, obs_mode="proprio")
     blind.reset(seed=0)
     st = max((_timed(lambda i: blind.step(actions[i % len(actions)]), frames * 4) for _ in range(repeats)),

@@ -11,9 +11,14 @@ EGL (a GPU or Mesa's EGL). It runs before any env module imports mujoco; an expl
 ("PYOPENGL_PLATFORM ... should be either unset or 'egl'").
 """
 import os as _os
+import sys as _sys
 
+#: True when this package chose MUJOCO_GL after mujoco had already been imported (too late to apply).
+GL_DEFAULT_TOO_LATE = False
 if not _os.environ.get("DISPLAY") and "MUJOCO_GL" not in _os.environ:
     import ctypes.util as _ctypes_util
+
+    GL_DEFAULT_TOO_LATE = "mujoco" in _sys.modules
 
     _os.environ["MUJOCO_GL"] = "osmesa" if _ctypes_util.find_library("OSMesa") else "egl"
     _os.environ.setdefault("PYOPENGL_PLATFORM", _os.environ["MUJOCO_GL"])

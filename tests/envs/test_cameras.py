@@ -304,3 +304,37 @@ def test_dmc_pixel_kwargs_are_checked():
         with pytest.raises(UsageError) as e:
             make_dmc_env("dmc:cartpole-swingup", **kw)
         assert "\n" not in str(e.value)
+
+
+def test_antialias_off_renders_the_same_scene(gl):
+    on = _raw("roborl/Push-v0", obs_mode="pixels", image_size=32)
+    off = _raw("roborl/Push-v0", obs_mode="pixels", image_size=32, antialias=False)
+    a, _ = on.reset(seed=0)
+    b, _ = off.reset(seed=0)
+    for cam in ("front", "wrist"):
+        x, y = a["pixels"][cam].astype(int), b["pixels"][cam].astype(int)
+        assert not np.array_equal(x, y) and np.abs(x - y).mean() < 10  # edges differ, the scene does not
+    on.close()
+    off.close()
+
+
+def test_no_gl_backend_is_one_line(tmp_path):
+    """mujoco imported first with no MUJOCO_GL and no display: GLFW cannot start; a pixel env says so in one line."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import mujoco, gymnasium as gym, roborl\n"
+            "from roborl.errors import UsageError\n"
+            "env = gym.make('roborl/Push-v0', obs_mode='pixels')\n"
+            "try:\n"
+            "    env.reset(seed=0)\n"
+            "    print('RENDERED')\n"
+            "except UsageError as e:\n"
+            "    print('USAGE', e)\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "MUJOCO_GL", "PYOPENGL_PLATFORM")}
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    if "RENDERED" in p.stdout:
+        pytest.skip("GLFW renders here (a display or a GLFW that works headless)")
+    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("USAGE")]
+    assert len(lines) == 1 and "MUJOCO_GL=osmesa" in lines[0], (p.stdout, p.stderr)

@@ -33,6 +33,22 @@ _PROPRIO_MODES = ("proprio", "proprio+pixels", "state+pixels")
 MAX_IMAGE_SIZE = 480
 
 
+def _new_renderer(model: mujoco.MjModel, height: int, width: int) -> mujoco.Renderer:
+    """A ``mujoco.Renderer``, or one UsageError line saying how to get an OpenGL backend."""
+    try:
+        return mujoco.Renderer(model, height, width)
+    except Exception as e:  # noqa: BLE001 - mujoco.FatalError, GLFW/EGL/OSMesa errors: all mean "no GL"
+        import os
+
+        import roborl.envs
+
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        late = " (mujoco was imported before roborl.envs could choose it)" if roborl.envs.GL_DEFAULT_TOO_LATE else ""
+        raise UsageError(f"camera images need an OpenGL backend (MUJOCO_GL={os.environ.get('MUJOCO_GL', '')!r}{late}): "
+                         f"set MUJOCO_GL=osmesa PYOPENGL_PLATFORM=osmesa (apt libosmesa6) or egl in the environment "
+                         f"({why})") from None
+
+
 def _safe_close(renderer: mujoco.Renderer) -> None:
     """Close a renderer with its own GL context current.
 
@@ -99,7 +115,7 @@ class ArmEnv(gym.Env):
     def __init__(self, *, reward_type: str = "dense", obs_mode: str = "state", render_mode: str | None = None,
                  yaw: bool = False, control_hz: float = 10.0, max_delta: float = 0.03, max_dyaw: float = 0.2,
                  yaw_limit: float = np.pi / 2, image_size: int = 64, camera: str = "front",
-                 cameras: Sequence[str] = ("front", "wrist"),
+                 cameras: Sequence[str] = ("front", "wrist"), antialias: bool = True,
                  reach_margin: float = 0.05, robot_xml: str | None = None, ee_site: str | None = None,
                  arm_joints: Sequence[str] | None = None, gripper_actuator: str | None = None,
                  finger_joints: Sequence[str] | None = None, home_qpos: Sequence[float] | None = None,
@@ -139,6 +155,11 @@ class ArmEnv(gym.Env):
         self._cam_ids = {c: self._camera_id(c, "cameras") for c in self.cameras}
         self.camera = str(camera)
         self._render_cam = self._camera_id(self.camera, "camera")
+        if not antialias:
+            # 4x multisampling (MuJoCo's default) makes edges look like a real camera's, which
+            # integrates light over each pixel; without it a software renderer (OSMesa) draws a
+            # frame ~3x faster (BENCHMARKS.md, "Cameras: rendering"), with jagged edges.
+            self.model.vis.quality.offsamples = 0
         self.data = mujoco.MjData(self.model)
         self.n_substeps = max(1, int(round(1.0 / (float(control_hz) * self.model.opt.timestep))))
         self.control_dt = self.n_substeps * self.model.opt.timestep
@@ -404,7 +425,7 @@ class ArmEnv(gym.Env):
         """
         ids = self._cam_ids if cameras is None else {c: self._camera_id(c, "cameras") for c in cameras}
         if self._obs_renderer is None:
-            self._obs_renderer = mujoco.Renderer(self.model, self.image_size, self.image_size)
+            self._obs_renderer = _new_renderer(self.model, self.image_size, self.image_size)
         r = self._obs_renderer
         out = {}
         for name, cid in ids.items():
@@ -417,7 +438,7 @@ class ArmEnv(gym.Env):
         if self.render_mode != "rgb_array":
             return None
         if self._renderer is None:
-            self._renderer = mujoco.Renderer(self.model, 240, 320)
+            self._renderer = _new_renderer(self.model, 240, 320)
         self._renderer.update_scene(self.data, camera=self._render_cam)
         return self._renderer.render()
 
