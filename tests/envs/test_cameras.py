@@ -338,3 +338,37 @@ def test_no_gl_backend_is_one_line(tmp_path):
         pytest.skip("GLFW renders here (a display or a GLFW that works headless)")
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("USAGE")]
     assert len(lines) == 1 and "MUJOCO_GL=osmesa" in lines[0], (p.stdout, p.stderr)
+
+
+def test_robots_get_a_wrist_camera_unless_they_bring_one(tmp_path):
+    from pathlib import Path
+
+    from roborl.envs.arm.robot import asset_path
+
+    xml = Path(asset_path("arm.xml")).read_text()
+    arm = dict(ee_site="ee", arm_joints=["j1", "j2", "j3", "j4", "j5", "j6"], gripper_actuator="gripper",
+               finger_joints=["finger_l", "finger_r"])
+    plain = tmp_path / "plain.xml"
+    plain.write_text(xml)
+    a = _raw("roborl/Push-v0", robot_xml=str(plain), obs_mode="proprio", **arm)
+    b = _raw("roborl/Push-v0", obs_mode="proprio")
+    ca, cb = a.model.camera("robot/wrist"), b.model.camera("robot/wrist")
+    np.testing.assert_allclose(ca.pos, cb.pos)
+    np.testing.assert_allclose(ca.quat, cb.quat)
+    own = tmp_path / "own.xml"  # a robot with its own wrist camera: kept, not replaced
+    own.write_text(xml.replace('<site name="ee"', '<camera name="wrist" pos="0.01 0 0" fovy="60"/>\n<site name="ee"'))
+    c = _raw("roborl/Push-v0", robot_xml=str(own), obs_mode="proprio", **arm)
+    assert c.model.camera("robot/wrist").fovy[0] == 60.0
+    assert sum(c.model.camera(i).name.endswith("wrist") for i in range(c.model.ncam)) == 1
+    for u in (a, b, c):
+        u.close()
+
+
+def test_history_wrapper_refuses_dict_observations_in_one_line():
+    from roborl.envs.wrappers import HistoryObservation
+
+    env = gym.make("roborl/Push-v0", obs_mode="proprio")
+    with pytest.raises(UsageError) as e:
+        HistoryObservation(env, actions=1)
+    assert "\n" not in str(e.value) and "flat float Box" in str(e.value)
+    env.close()
