@@ -93,7 +93,9 @@ class ArmEnv(gym.Env):
     ``model`` (mujoco.MjModel), ``data`` (mujoco.MjData), ``ee_pos`` [3], ``workspace_bounds``
     (low [3], high [3]), ``max_delta`` (m per unit action), ``control_dt`` (s), ``grip_command``
     (last executed grip in [-1, 1]), ``yaw`` (bool), ``arm_jacobian()`` [3, n_arm],
-    ``joint_vel_limits`` [n_arm] (rad/s).
+    ``joint_vel_limits`` [n_arm] (rad/s). Cameras: ``cameras`` (the observation cameras),
+    ``camera_names()`` (all of the model's), ``render_cameras()`` -> ``{camera: uint8 [H, W, 3]}``;
+    layouts: ``state_layout``, ``proprio_layout``, ``privileged_state_names``.
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 10}
@@ -115,7 +117,7 @@ class ArmEnv(gym.Env):
     def __init__(self, *, reward_type: str = "dense", obs_mode: str = "state", render_mode: str | None = None,
                  yaw: bool = False, control_hz: float = 10.0, max_delta: float = 0.03, max_dyaw: float = 0.2,
                  yaw_limit: float = np.pi / 2, image_size: int = 64, camera: str = "front",
-                 cameras: Sequence[str] = ("front", "wrist"), antialias: bool = True,
+                 cameras: Sequence[str] | None = ("front", "wrist"), antialias: bool = True,
                  reach_margin: float = 0.05, robot_xml: str | None = None, ee_site: str | None = None,
                  arm_joints: Sequence[str] | None = None, gripper_actuator: str | None = None,
                  finger_joints: Sequence[str] | None = None, home_qpos: Sequence[float] | None = None,
@@ -144,7 +146,9 @@ class ArmEnv(gym.Env):
         self.robot = _robot_from_kwargs(robot_xml, ee_site, arm_joints, gripper_actuator, finger_joints,
                                         home_qpos, robot_base_pos, joint_vel_limit)
         self.model, self._r = build_model(asset_path(self.scene_xml), self.robot, self.home_tcp)
-        if isinstance(cameras, str):
+        if cameras is None:  # YAML null: the default pair
+            cameras = ("front", "wrist")
+        elif isinstance(cameras, str):
             cameras = (cameras,)
         self.cameras: tuple[str, ...] = tuple(str(c) for c in cameras)
         if obs_mode in _PIXEL_MODES and not self.cameras:
