@@ -1,8 +1,9 @@
 """Env throughput: steps/s of each of our tasks, raw and through the full wrapper stack.
 
     python tools/bench_envs.py [--steps 2000] [--repeats 3] [--ids roborl/Push-v0 HalfCheetah-v5]
+    python tools/bench_envs.py --part cameras [--ids roborl/Push-v0] [--frames 300] [--png-dir DIR]
 
-Prints one JSON object. Per env id:
+Prints one JSON object. ``--part stack`` (default), per env id:
 
 * ``raw``: the unwrapped env's own ``step`` (no safety layer, no gymnasium wrappers);
 * ``made``: what ``make_env`` returns (gymnasium's TimeLimit/OrderEnforcing, plus
@@ -23,6 +24,15 @@ end (every ``max_episode_steps`` for the raw env), so reset costs (DR resampling
 are counted. Each figure is the best of ``--repeats`` alternating runs. CPU time still
 depends on the load (other processes evict the caches the many small per-step calls need):
 ``loadavg_1min`` gives the 1-minute load average before and after the run.
+
+``--part cameras`` (the first id, default roborl/Push-v0): rendering throughput of the
+observation cameras at 64x64 and 128x128: ``frames_per_s`` of one camera alone
+(``render_cameras([camera])`` on a state that changes every frame), and env ``steps_per_s`` in
+``proprio+pixels`` (both cameras) against ``proprio`` (no images). Wall clock and CPU time
+(the software renderer, OSMesa's llvmpipe, runs threads of its own, which CPU time includes),
+each with MuJoCo's default 4x multisampling and with ``antialias=False``; ``gl`` names the
+backend (``MUJOCO_GL``). ``--png-dir`` also writes front|wrist PNGs of every task at reset and
+mid-episode (scripted expert), to look at.
 """
 from __future__ import annotations
 
@@ -165,14 +175,113 @@ def bench_one(env_id: str, steps: int, repeats: int) -> dict[str, Any]:
             "stack": desc}
 
 
+CAMERA_SIZES = (64, 128)
+
+
+def _timed(fn: Any, n: int) -> tuple[float, float]:
+    """(calls/s wall clock, calls/s CPU time) of ``n`` calls of ``fn(i)``."""
+    w0, c0 = time.perf_counter(), _clock()
+    for i in range(n):
+        fn(i)
+    return n / (time.perf_counter() - w0), n / (_clock() - c0)
+
+
+def bench_cameras(env_id: str, frames: int, repeats: int) -> dict[str, Any]:
+    """Frames/s per camera and env steps/s with and without images (see the module docstring)."""
+    import mujoco
+
+    actions = np.random.default_rng(0).uniform(-1, 1, size=(997, 4)).astype(np.float32)
+    out: dict[str, Any] = {}
+    for size, antialias in [(z, a) for z in CAMERA_SIZES for a in (True, False)]:
+        env = gym.make(env_id, obs_mode="proprio+pixels", image_size=size, antialias=antialias)
+        u = env.unwrapped
+        env.reset(seed=0)
+        qpos0 = u.data.qpos.copy()
+        arm = u._r.arm_qpos
+
+        def render(i: int, cam: str) -> None:
+            # a new arm pose every frame (kinematics only), so no frame repeats a cached scene
+            u.data.qpos[arm] = qpos0[arm] + 0.05 * np.sin(0.1 * i + np.arange(len(arm)))
+            mujoco.mj_kinematics(u.model, u.data)
+            u.render_cameras([cam])
+
+        row: dict[str, Any] = {}
+        for cam in u.cameras:
+            render(0, cam)  # warm-up: context and textures
+            best = max((_timed(lambda i, c=cam: render(i, c), frames) for _ in range(repeats)), key=lambda t: t[0])
+            row[cam] = {"frames_per_s_wall": round(best[0], 1), "frames_per_s_cpu": round(best[1], 1)}
+        kin = max((_timed(lambda i: (u.data.qpos.__setitem__(arm, qpos0[arm] + 0.05 * np.sin(0.1 * i)),
+                                     mujoco.mj_kinematics(u.model, u.data)), frames) for _ in range(repeats)),
+                  key=lambda t: t[0])
+        row["pose_update_only_per_s_wall"] = round(kin[0], 1)  # the loop's own cost, to subtract if wanted
+        env.reset(seed=0)
+        steps = max(50, frames // 2)
+        px = max((_timed(lambda i: env.step(actions[i % len(actions)]), steps) for _ in range(repeats)),
+                 key=lambda t: t[0])
+        env.close()
+        row["env_steps_per_s_proprio+pixels_wall"] = round(px[0], 1)
+        row["env_steps_per_s_proprio+pixels_cpu"] = round(px[1], 1)
+        out[f"{size}x{size}" + ("" if antialias else "_antialias_off")] = row
+    blind = gym.make(env_id, obs_mode="proprio")
+    blind.reset(seed=0)
+    st = max((_timed(lambda i: blind.step(actions[i % len(actions)]), frames * 4) for _ in range(repeats)),
+             key=lambda t: t[0])
+    blind.close()
+    out["env_steps_per_s_proprio_wall"] = round(st[0], 1)
+    out["env_steps_per_s_proprio_cpu"] = round(st[1], 1)
+    return out
+
+
+def save_pngs(directory: str) -> list[str]:
+    """front|wrist PNG (64x64 each, scaled 4x) of every task: at reset, and after 12 and 40 expert steps."""
+    from PIL import Image  # optional: only for looking at the images
+
+    import roborl.envs
+
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    written = []
+    for env_id in _our_ids():
+        env = gym.make(env_id, obs_mode="proprio+pixels", image_size=64)
+        expert = roborl.envs.expert(env, seed=0)
+        obs, _ = env.reset(seed=3)
+        expert.reset()
+        tiles = [obs]
+        for t in range(40):
+            obs, *_ = env.step(expert(obs))
+            if t in (11, 39):
+                tiles.append(obs)
+        env.close()
+        img = np.concatenate([np.concatenate([o["pixels"]["front"], o["pixels"]["wrist"]], 1) for o in tiles], 1)
+        path = str(Path(directory) / (env_id.split("/")[-1] + ".png"))
+        Image.fromarray(img).resize((img.shape[1] * 4, img.shape[0] * 4), Image.NEAREST).save(path)
+        written.append(path)
+    return written
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--part", choices=("stack", "cameras"), default="stack", help="What to measure (module docstring).")
     p.add_argument("--steps", type=int, default=2000, help="Env steps per timed run.")
     p.add_argument("--repeats", type=int, default=3, help="Alternating raw/stack runs; the best of each is kept.")
     p.add_argument("--ids", nargs="*", default=None, help="Env ids (default: every task in roborl.envs.registry.TASKS).")
+    p.add_argument("--frames", type=int, default=300, help="--part cameras: frames per timed run.")
+    p.add_argument("--png-dir", default=None, help="--part cameras: also write front|wrist PNGs of every task here.")
     args = p.parse_args(argv)
 
     import roborl  # noqa: F401 - registers our tasks
+
+    if args.part == "cameras":
+        env_id = (args.ids or ["roborl/Push-v0"])[0]
+        load_start = _loadavg()
+        res = bench_cameras(env_id, args.frames, args.repeats)
+        cam_out = {"bench": "envs/cameras", "date": _dt.date.today().isoformat(),
+                   "machine": f"{platform.machine()} {os.cpu_count()} CPU(s), python {platform.python_version()}",
+                   "gl": os.environ.get("MUJOCO_GL"), "env": env_id, "frames": args.frames, "repeats": args.repeats,
+                   "loadavg_1min": {"start": load_start, "end": _loadavg()}, "results": res}
+        if args.png_dir:
+            cam_out["pngs"] = save_pngs(args.png_dir)
+        print(json.dumps(cam_out, indent=2))
+        return 0
 
     ids = args.ids or _our_ids()
     load_start = _loadavg()

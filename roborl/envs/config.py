@@ -39,6 +39,10 @@ from roborl.envs.safety import SafetyConfig
 __all__ = ["EnvConfig", "build_env", "apply_safety"]
 
 
+def _non_empty(v: str | None) -> str | None:
+    return None if v is None or (isinstance(v, str) and v.strip()) else "must be a non-empty string or null"
+
+
 @dataclass(frozen=True)
 class EnvConfig:
     """Which env to make and how to wrap it."""
@@ -59,6 +63,9 @@ class EnvConfig:
                              check=non_negative)
     terminate_on_success: bool = field(False, doc="End an episode (terminated) on its first info['is_success'] step, as "
                                                   "HIL-SERL does on a robot (roborl.envs.wrappers.TerminateOnSuccess).")
+    success_key: str | None = field(None, doc="info key that flags a successful step (read by "
+                                              "roborl.envs.success.step_success); null tries 'is_success', then 'success'.",
+                                    check=_non_empty)
     safety: SafetyConfig = field(default_factory=SafetyConfig, doc="Safety layer.")
     dr: DRConfig = field(default_factory=DRConfig, doc="Domain randomization.")
 
@@ -112,7 +119,7 @@ def build_env(cfg: EnvConfig, seed: int | None = None, *, eval: bool = False,  #
         if cfg.safety.enabled:
             env = apply_safety(env, cfg.safety)
         if cfg.terminate_on_success:
-            env = TerminateOnSuccess(env, cfg.id)
+            env = TerminateOnSuccess(env, cfg.id, success_key=cfg.success_key)
         if cfg.scale_actions and isinstance(env.action_space, spaces.Box):
             env = RescaleAction(env)
         if cfg.dr.enabled and (not eval or cfg.dr.at_eval):

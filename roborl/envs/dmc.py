@@ -3,7 +3,11 @@
 The adapter turns a ``dm_env.Environment`` into a ``gymnasium.Env``:
 
 * observations: the task's observation dict flattened (in spec order) into one
-  float32 vector of shape ``(obs_dim,)``;
+  float32 vector of shape ``(obs_dim,)``; with ``from_pixels=True`` (as DrQ) a Dict in our
+  convention (docs/tasks.md): ``{"pixels": {<camera>: uint8 (height, width, 3)}}`` from
+  ``camera_id`` (named by the model's camera name, ``camera<id>`` when it has none), plus
+  ``"proprio"`` = that state vector only with ``proprio=True``; the state vector is then
+  privileged (``privileged_info_keys``) and travels in ``info["privileged_state"]``;
 * actions: ``Box`` with the bounds of the dm_control action spec, float32;
 * the suite's time limit ends an episode with ``truncated=True`` (dm_control signals
   it with ``discount=1``; a bootstrapping learner must not treat it as terminal), and a
@@ -17,7 +21,6 @@ The adapter turns a ``dm_env.Environment`` into a ``gymnasium.Env``:
 """
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import gymnasium as gym
@@ -28,16 +31,8 @@ from roborl.errors import UsageError
 
 __all__ = ["DMCEnv", "make_dmc_env", "parse_dmc_id"]
 
-# dm_control picks its GL backend when first imported and defaults to GLFW, which needs
-# an X display. Headless (CI, servers) use OSMesa when its library is installed (software,
-# works everywhere; .ci/run installs libosmesa6), else EGL (needs a GPU or Mesa's EGL).
-# An explicit MUJOCO_GL always wins. PyOpenGL must agree with MuJoCo, or the first render
-# fails ("PYOPENGL_PLATFORM ... should be either unset or 'egl'").
-if not os.environ.get("DISPLAY") and "MUJOCO_GL" not in os.environ:
-    import ctypes.util
-
-    os.environ["MUJOCO_GL"] = "osmesa" if ctypes.util.find_library("OSMesa") else "egl"
-    os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+# The headless GL default (OSMesa, else EGL, when there is no display) is chosen by
+# roborl/envs/__init__.py, which runs before this module and before dm_control imports mujoco.
 
 
 def parse_dmc_id(spec: str) -> tuple[str, str]:
@@ -68,9 +63,13 @@ class DMCEnv(gym.Env[np.ndarray, np.ndarray]):
     """A dm_control suite task behind the gymnasium API (see the module docstring)."""
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 50}
+    #: In pixel mode the flat state vector is ground truth a camera-only agent lacks.
+    privileged_info_keys: tuple[str, ...] = ("privileged_state",)
+    privileged_obs_keys: tuple[str, ...] = ()
 
     def __init__(self, domain: str, task: str, *, render_mode: str | None = None,
                  render_height: int = 84, render_width: int = 84, camera_id: int = 0,
+                 from_pixels: bool = False, height: int = 84, width: int = 84, proprio: bool = False,
                  task_kwargs: dict[str, Any] | None = None, environment_kwargs: dict[str, Any] | None = None,
                  visualize_reward: bool = False) -> None:
         from dm_control import suite
@@ -79,6 +78,11 @@ class DMCEnv(gym.Env[np.ndarray, np.ndarray]):
         _check_task(domain, task, spec)
         if render_mode not in (None, "rgb_array"):
             raise UsageError(f"render_mode: {render_mode!r} is not supported by {spec} (only 'rgb_array')")
+        for key, v in (("height", height), ("width", width)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 8 <= int(v) <= 1024:
+                raise UsageError(f"env.kwargs.{key}: expected an integer in [8, 1024] pixels, got {v!r}")
+        if proprio and not from_pixels:
+            raise UsageError(f"env.kwargs.proprio: {spec}: proprio=true only applies with from_pixels=true")
         task_kwargs = dict(task_kwargs or {})
         # The task's RandomState draws initial states; reset(seed) reseeds it in place.
         task_kwargs.setdefault("random", np.random.RandomState())
@@ -91,7 +95,21 @@ class DMCEnv(gym.Env[np.ndarray, np.ndarray]):
         self._obs_keys = list(self._env.observation_spec().keys())
         self._obs_sizes = [int(np.prod(s.shape)) for s in self._env.observation_spec().values()]
         dim = int(sum(self._obs_sizes))
-        self.observation_space = spaces.Box(-np.inf, np.inf, shape=(dim,), dtype=np.float32)
+        self.from_pixels, self.proprio = bool(from_pixels), bool(proprio)
+        self.height, self.width = int(height), int(width)
+        state_space = spaces.Box(-np.inf, np.inf, shape=(dim,), dtype=np.float32)
+        if self.from_pixels:
+            model = self._env.physics.model
+            if not 0 <= self.camera_id < model.ncam:
+                raise UsageError(f"env.kwargs.camera_id: {spec} has cameras 0-{model.ncam - 1}, got {self.camera_id}")
+            self.camera_name = model.id2name(self.camera_id, "camera") or f"camera{self.camera_id}"
+            image = spaces.Box(0, 255, (self.height, self.width, 3), dtype=np.uint8)
+            parts: dict[str, spaces.Space] = {"pixels": spaces.Dict({self.camera_name: image})}
+            if self.proprio:
+                parts["proprio"] = state_space
+            self.observation_space: spaces.Space = spaces.Dict(parts)
+        else:
+            self.observation_space = state_space
         a = self._env.action_spec()
         low = np.broadcast_to(np.asarray(a.minimum, dtype=np.float32), a.shape).copy()
         high = np.broadcast_to(np.asarray(a.maximum, dtype=np.float32), a.shape).copy()
@@ -124,14 +142,27 @@ class DMCEnv(gym.Env[np.ndarray, np.ndarray]):
         """Observation dict -> float32 vector ``(obs_dim,)``, in spec order."""
         return np.concatenate([np.asarray(obs[k], dtype=np.float32).reshape(-1) for k in self._obs_keys])
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+    def _observe(self, obs: dict[str, Any], info: dict[str, Any]) -> Any:
+        """The observation in this env's mode; in pixel mode the state goes to ``info["privileged_state"]``."""
+        state = self._flatten(obs)
+        if not self.from_pixels:
+            return state
+        info["privileged_state"] = state
+        frame = self._env.physics.render(height=self.height, width=self.width, camera_id=self.camera_id)
+        out: dict[str, Any] = {"pixels": {self.camera_name: np.ascontiguousarray(frame, dtype=np.uint8)}}
+        if self.proprio:
+            out["proprio"] = state.copy()
+        return out
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict]:
         super().reset(seed=seed)
         if seed is not None:
             self._env.task.random.seed(int(seed) % 2**32)  # RandomState takes 32-bit seeds
         ts = self._env.reset()
-        return self._flatten(ts.observation), {}
+        info: dict[str, Any] = {}
+        return self._observe(ts.observation, info), info
 
-    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+    def step(self, action: np.ndarray) -> tuple[Any, float, bool, bool, dict]:
         action = np.asarray(action, dtype=np.float64).reshape(self.action_space.shape)
         ts = self._env.step(action)
         reward = float(ts.reward or 0.0)
@@ -143,7 +174,7 @@ class DMCEnv(gym.Env[np.ndarray, np.ndarray]):
             truncated = bool(at_limit)
             terminated = not truncated
         info: dict[str, Any] = {"discount": float(ts.discount if ts.discount is not None else 1.0)}
-        return self._flatten(ts.observation), reward, terminated, truncated, info
+        return self._observe(ts.observation, info), reward, terminated, truncated, info
 
     def render(self) -> np.ndarray | None:
         """``(render_height, render_width, 3)`` uint8 frame from ``camera_id``."""

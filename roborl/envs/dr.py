@@ -611,9 +611,12 @@ class DomainRandomization(gym.Wrapper, gym.utils.RecordConstructorArgs):
             x = np.asarray(x)
             return (x + std * normals.take(x.size).reshape(x.shape)).astype(x.dtype, copy=False)
 
-        if isinstance(obs, dict):
-            return {k: add(v) if np.issubdtype(np.asarray(v).dtype, np.floating) else v for k, v in obs.items()}
-        return add(obs)
+        def noisy(x: Any) -> Any:  # nested Dicts (pixels/<camera>): float leaves only, images untouched
+            if isinstance(x, dict):
+                return {k: noisy(v) for k, v in x.items()}
+            return add(x) if np.issubdtype(np.asarray(x).dtype, np.floating) else x
+
+        return noisy(obs)
 
     def close(self) -> None:
         try:

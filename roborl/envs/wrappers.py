@@ -18,6 +18,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from roborl.envs.success import SUCCESS_KEYS, step_success
 from roborl.errors import UsageError
 
 __all__ = ["RescaleAction", "RunningMeanStd", "NormalizeObservation", "find_wrapper",
@@ -455,30 +456,35 @@ class HistoryObservation(gym.Wrapper, gym.utils.RecordConstructorArgs):
 # ----------------------------------------------------------------------------- episode end
 
 class TerminateOnSuccess(gym.Wrapper, gym.utils.RecordConstructorArgs):
-    """End the episode (``terminated=True``) on the first step whose ``info["is_success"]`` is true
-    (config ``env.terminate_on_success``).
+    """End the episode (``terminated=True``) on the first step whose info flags success
+    (config ``env.terminate_on_success``; the key is ``env.success_key``, read by
+    :func:`roborl.envs.success.step_success`: by default ``is_success``, else ``success``).
 
     Why: on a robot an episode stops when the task is done (HIL-SERL and SERL end an episode when
     the reward classifier fires, then reset), so no robot time goes into holding a finished pose;
     the env-step budget goes into more, shorter episodes. A success is absorbing for the TD target
     (no bootstrap past it). On simulated Push with the default SAC recipe it did not raise success
     (BENCHMARKS.md, SAC screening runs), so configs/default.yaml leaves it off.
-    Eval success (any step succeeds) is unchanged. An env that never reports ``is_success`` is a
+    Eval success (any step succeeds) is unchanged. An env that never reports success is a
     configuration error, caught on the first step rather than silently never terminating.
     """
 
-    def __init__(self, env: gym.Env, env_id: str = "") -> None:
-        gym.utils.RecordConstructorArgs.__init__(self, env_id=env_id)
+    def __init__(self, env: gym.Env, env_id: str = "", success_key: str | None = None) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self, env_id=env_id, success_key=success_key)
         gym.Wrapper.__init__(self, env)
         self._env_id = env_id or str(getattr(env.spec, "id", "env"))
+        self.success_key = success_key
         self._checked = False
 
     def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
         obs, reward, terminated, truncated, info = self.env.step(action)
         if not self._checked:
-            if "is_success" not in info:
-                raise UsageError(f"env.terminate_on_success: {self._env_id} reports no info['is_success']")
+            keys = (self.success_key,) if self.success_key else SUCCESS_KEYS
+            if not any(k in info for k in keys):
+                named = " nor ".join(f"info[{k!r}]" for k in keys)
+                hint = "" if self.success_key else "; set env.success_key to the env's own key"
+                raise UsageError(f"env.terminate_on_success: {self._env_id} reports no {named}{hint}")
             self._checked = True
-        if info["is_success"]:
+        if step_success(info, self.success_key):
             terminated = True
         return obs, reward, terminated, truncated, info

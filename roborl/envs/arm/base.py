@@ -22,10 +22,44 @@ import mujoco
 import numpy as np
 from gymnasium import spaces
 
-from roborl.envs.arm.robot import RobotDescription, asset_path, build_model, default_robot
+from roborl.envs.arm.robot import PREFIX, RobotDescription, asset_path, build_model, default_robot
 from roborl.errors import UsageError
 
-OBS_MODES = ("state", "pixels", "state+pixels")
+OBS_MODES = ("state", "pixels", "state+pixels", "proprio", "proprio+pixels")
+#: Modes with camera images / with the robot's own state vector.
+_PIXEL_MODES = ("pixels", "state+pixels", "proprio+pixels")
+_PROPRIO_MODES = ("proprio", "proprio+pixels", "state+pixels")
+#: The offscreen framebuffer every scene declares (<global offwidth="640" offheight="480">).
+MAX_IMAGE_SIZE = 480
+
+
+def _new_renderer(model: mujoco.MjModel, height: int, width: int) -> mujoco.Renderer:
+    """A ``mujoco.Renderer``, or one UsageError line saying how to get an OpenGL backend."""
+    try:
+        return mujoco.Renderer(model, height, width)
+    except Exception as e:  # noqa: BLE001 - mujoco.FatalError, GLFW/EGL/OSMesa errors: all mean "no GL"
+        import os
+
+        import roborl.envs
+
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        late = " (mujoco was imported before roborl.envs could choose it)" if roborl.envs.GL_DEFAULT_TOO_LATE else ""
+        raise UsageError(f"camera images need an OpenGL backend (MUJOCO_GL={os.environ.get('MUJOCO_GL', '')!r}{late}): "
+                         f"set MUJOCO_GL=osmesa PYOPENGL_PLATFORM=osmesa (apt libosmesa6) or egl in the environment "
+                         f"({why})") from None
+
+
+def _safe_close(renderer: mujoco.Renderer) -> None:
+    """Close a renderer with its own GL context current.
+
+    ``mujoco.Renderer.close`` frees its GL objects in whatever context is current; with two
+    renderers in one process (obs and ``render()``, or two envs) that frees the *other*
+    renderer's buffers, whose next frames are garbage (seen with OSMesa).
+    """
+    ctx = getattr(renderer, "_gl_context", None)
+    if ctx is not None:
+        ctx.make_current()
+    renderer.close()
 
 
 def _robot_from_kwargs(robot_xml: str | None, ee_site: str | None, arm_joints: Sequence[str] | None,
@@ -59,7 +93,9 @@ class ArmEnv(gym.Env):
     ``model`` (mujoco.MjModel), ``data`` (mujoco.MjData), ``ee_pos`` [3], ``workspace_bounds``
     (low [3], high [3]), ``max_delta`` (m per unit action), ``control_dt`` (s), ``grip_command``
     (last executed grip in [-1, 1]), ``yaw`` (bool), ``arm_jacobian()`` [3, n_arm],
-    ``joint_vel_limits`` [n_arm] (rad/s).
+    ``joint_vel_limits`` [n_arm] (rad/s). Cameras: ``cameras`` (the observation cameras),
+    ``camera_names()`` (all of the model's), ``render_cameras()`` -> ``{camera: uint8 [H, W, 3]}``;
+    layouts: ``state_layout``, ``proprio_layout``, ``privileged_state_names``.
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 10}
@@ -71,10 +107,17 @@ class ArmEnv(gym.Env):
     workspace_high: ClassVar[np.ndarray] = np.array([0.65, 0.25, 0.40])
     home_tcp: ClassVar[np.ndarray] = np.array([0.45, 0.0, 0.20])
     obs_names: ClassVar[tuple[tuple[str, int], ...]] = ()
+    #: The robot's own part of ``obs_names`` (a prefix of it); ``ee_yaw`` follows with ``yaw=True``.
+    proprio_names: ClassVar[tuple[tuple[str, int], ...]] = (("ee_pos", 3), ("ee_vel", 3), ("gripper_opening", 1))
+    #: Observation Dict entries that carry ground truth a real robot lacks (object pose, goal).
+    privileged_obs_keys: ClassVar[tuple[str, ...]] = ("environment_state",)
+    #: info entries that carry such ground truth (``is_success`` is not one: it is the score).
+    privileged_info_keys: ClassVar[tuple[str, ...]] = ("privileged_state",)
 
     def __init__(self, *, reward_type: str = "dense", obs_mode: str = "state", render_mode: str | None = None,
                  yaw: bool = False, control_hz: float = 10.0, max_delta: float = 0.03, max_dyaw: float = 0.2,
-                 yaw_limit: float = np.pi / 2, image_size: int = 84, camera: str = "front",
+                 yaw_limit: float = np.pi / 2, image_size: int = 64, camera: str = "front",
+                 cameras: Sequence[str] | None = ("front", "wrist"), antialias: bool = True,
                  reach_margin: float = 0.05, robot_xml: str | None = None, ee_site: str | None = None,
                  arm_joints: Sequence[str] | None = None, gripper_actuator: str | None = None,
                  finger_joints: Sequence[str] | None = None, home_qpos: Sequence[float] | None = None,
@@ -96,11 +139,31 @@ class ArmEnv(gym.Env):
         self.max_delta = float(max_delta)
         self.max_dyaw = float(max_dyaw)
         self.yaw_limit = float(yaw_limit)
+        if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) \
+                or not 8 <= int(image_size) <= MAX_IMAGE_SIZE:
+            raise UsageError(f"image_size: expected an integer in [8, {MAX_IMAGE_SIZE}] pixels, got {image_size!r}")
         self.image_size = int(image_size)
-        self.camera = camera
         self.robot = _robot_from_kwargs(robot_xml, ee_site, arm_joints, gripper_actuator, finger_joints,
                                         home_qpos, robot_base_pos, joint_vel_limit)
         self.model, self._r = build_model(asset_path(self.scene_xml), self.robot, self.home_tcp)
+        if cameras is None:  # YAML null: the default pair
+            cameras = ("front", "wrist")
+        elif isinstance(cameras, str):
+            cameras = (cameras,)
+        self.cameras: tuple[str, ...] = tuple(str(c) for c in cameras)
+        if obs_mode in _PIXEL_MODES and not self.cameras:
+            raise UsageError(f"cameras: obs_mode={obs_mode!r} needs at least one camera (available: "
+                             f"{', '.join(self.camera_names())})")
+        if len(set(self.cameras)) != len(self.cameras):
+            raise UsageError(f"cameras: {list(self.cameras)} names a camera twice")
+        self._cam_ids = {c: self._camera_id(c, "cameras") for c in self.cameras}
+        self.camera = str(camera)
+        self._render_cam = self._camera_id(self.camera, "camera")
+        if not antialias:
+            # 4x multisampling (MuJoCo's default) makes edges look like a real camera's, which
+            # integrates light over each pixel; without it a software renderer (OSMesa) draws a
+            # frame ~3x faster (BENCHMARKS.md, "Cameras: rendering"), with jagged edges.
+            self.model.vis.quality.offsamples = 0
         self.data = mujoco.MjData(self.model)
         self.n_substeps = max(1, int(round(1.0 / (float(control_hz) * self.model.opt.timestep))))
         self.control_dt = self.n_substeps * self.model.opt.timestep
@@ -120,18 +183,16 @@ class ArmEnv(gym.Env):
         n_act = 5 if self.yaw else 4
         self.action_space = spaces.Box(-1.0, 1.0, (n_act,), dtype=np.float32)
         self._obs_dim = sum(n for _, n in self.obs_names) + (1 if self.yaw else 0)
-        state_space = spaces.Box(-np.inf, np.inf, (self._obs_dim,), dtype=np.float32)
-        image_space = spaces.Box(0, 255, (self.image_size, self.image_size, 3), dtype=np.uint8)
-        if obs_mode == "state":
-            self.observation_space = state_space
-        elif obs_mode == "pixels":
-            self.observation_space = image_space
-        else:
-            self.observation_space = spaces.Dict({"state": state_space, "image": image_space})
+        self._n_proprio = sum(n for _, n in self.proprio_names)
+        self.observation_space = self._observation_space(obs_mode)
         self._obj_body = self._maybe_id(mujoco.mjtObj.mjOBJ_BODY, "object")
         self._obj_qpos = self._maybe_qadr("object")
         self._renderer: mujoco.Renderer | None = None
         self._obs_renderer: mujoco.Renderer | None = None
+        # Camera images show what a camera would: geoms, not sites (the tool-centre marker
+        # and other debug sites stay out of observations; render() still draws them).
+        self._obs_scene_option = mujoco.MjvOption()
+        self._obs_scene_option.sitegroup[:] = 0
         self.grip_command = 1.0
         self._yaw_target = 0.0
         self._prev_ee = np.zeros(3)
@@ -145,6 +206,51 @@ class ArmEnv(gym.Env):
     def _maybe_qadr(self, joint: str) -> int:
         j = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_JOINT, joint)
         return int(self.model.jnt_qposadr[j]) if j >= 0 else -1
+
+    def _camera_id(self, name: str, what: str) -> int:
+        """Model id of camera ``name`` (scene cameras by name, robot cameras without the ``robot/`` prefix)."""
+        for full in (name, PREFIX + name):
+            cid = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_CAMERA, full)
+            if cid >= 0:
+                return int(cid)
+        raise UsageError(f"{what}: unknown camera {name!r} for {type(self).__name__} "
+                         f"(available: {', '.join(self.camera_names())})")
+
+    def camera_names(self) -> list[str]:
+        """Every camera of the task model (robot cameras without the ``robot/`` prefix)."""
+        names = [self.model.camera(i).name for i in range(self.model.ncam)]
+        return [n[len(PREFIX):] if n.startswith(PREFIX) else n for n in names]
+
+    @property
+    def proprio_layout(self) -> tuple[tuple[str, int], ...]:
+        """(name, size) of each part of the ``proprio`` vector [P] (``ee_yaw`` last with ``yaw=True``)."""
+        return self.proprio_names + ((("ee_yaw", 1),) if self.yaw else ())
+
+    @property
+    def state_layout(self) -> tuple[tuple[str, int], ...]:
+        """(name, size) of each part of the ``state`` vector [S] (``ee_yaw`` last with ``yaw=True``)."""
+        return self.obs_names + ((("ee_yaw", 1),) if self.yaw else ())
+
+    @property
+    def privileged_state_names(self) -> tuple[str, ...]:
+        """Names of the state-vector parts a real robot does not measure (object pose, goal, ...)."""
+        own = {n for n, _ in self.proprio_layout}
+        return tuple(n for n, _ in self.state_layout if n not in own)
+
+    def _observation_space(self, mode: str) -> spaces.Space:
+        p = self._n_proprio + (1 if self.yaw else 0)
+        state = spaces.Box(-np.inf, np.inf, (self._obs_dim,), dtype=np.float32)
+        if mode == "state":
+            return state
+        parts: dict[str, spaces.Space] = {}
+        if mode in _PROPRIO_MODES:
+            parts["proprio"] = spaces.Box(-np.inf, np.inf, (p,), dtype=np.float32)
+        if mode == "state+pixels":
+            parts["environment_state"] = spaces.Box(-np.inf, np.inf, (self._obs_dim - p,), dtype=np.float32)
+        if mode in _PIXEL_MODES:
+            hw3 = (self.image_size, self.image_size, 3)
+            parts["pixels"] = spaces.Dict({c: spaces.Box(0, 255, hw3, dtype=np.uint8) for c in self.cameras})
+        return spaces.Dict(parts)
 
     @property
     def ee_pos(self) -> np.ndarray:
@@ -248,15 +354,26 @@ class ArmEnv(gym.Env):
         return np.concatenate(parts).astype(np.float32)
 
     def _obs(self) -> Any:
-        if self.obs_mode == "state":
+        mode = self.obs_mode
+        if mode == "state":
             return self._state_obs()
-        image = self._render_image(obs=True)
-        if self.obs_mode == "pixels":
-            return image
-        return {"state": self._state_obs(), "image": image}
+        out: dict[str, Any] = {}
+        if mode in _PROPRIO_MODES:
+            state = self._state_obs()
+            n = self._n_proprio
+            # proprio = the robot's prefix of the state (+ ee_yaw, the state's last value)
+            out["proprio"] = np.concatenate([state[:n], state[-1:]]) if self.yaw else state[:n].copy()
+            if mode == "state+pixels":
+                out["environment_state"] = state[n:-1].copy() if self.yaw else state[n:].copy()
+        if mode in _PIXEL_MODES:
+            out["pixels"] = self.render_cameras()
+        return out
 
     def _info(self, success: bool) -> dict[str, Any]:
-        return {"is_success": bool(success), "ee_pos": self.ee_pos}
+        info = {"is_success": bool(success), "ee_pos": self.ee_pos}
+        if self.obs_mode != "state":
+            info["privileged_state"] = self._state_obs()
+        return info
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
         super().reset(seed=seed)
@@ -305,25 +422,39 @@ class ArmEnv(gym.Env):
         return self._obs(), float(reward), False, False, self._info(success)
 
     # ------------------------------------------------------------------ rendering
-    def _render_image(self, obs: bool = False) -> np.ndarray:
-        if obs:
-            if self._obs_renderer is None:
-                self._obs_renderer = mujoco.Renderer(self.model, self.image_size, self.image_size)
-            r = self._obs_renderer
-        else:
-            if self._renderer is None:
-                self._renderer = mujoco.Renderer(self.model, 240, 320)
-            r = self._renderer
-        r.update_scene(self.data, camera=self.camera)
-        return r.render().copy()
+    def render_cameras(self, cameras: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """``{camera: uint8 [image_size, image_size, 3]}`` of the current state (fresh arrays).
+
+        ``cameras`` defaults to the observation cameras; one renderer serves them all.
+        """
+        ids = self._cam_ids if cameras is None else {c: self._camera_id(c, "cameras") for c in cameras}
+        if self._obs_renderer is None:
+            self._obs_renderer = _new_renderer(self.model, self.image_size, self.image_size)
+        r = self._obs_renderer
+        out = {}
+        for name, cid in ids.items():
+            r.update_scene(self.data, camera=cid, scene_option=self._obs_scene_option)
+            out[name] = r.render()  # a new array per call
+        return out
 
     def render(self) -> np.ndarray | None:
+        """``uint8 [240, 320, 3]`` from camera ``camera`` (``render_mode="rgb_array"``)."""
         if self.render_mode != "rgb_array":
             return None
-        return self._render_image()
+        if self._renderer is None:
+            self._renderer = _new_renderer(self.model, 240, 320)
+        self._renderer.update_scene(self.data, camera=self._render_cam)
+        return self._renderer.render()
 
     def close(self) -> None:
         for r in (self._renderer, self._obs_renderer):
             if r is not None:
-                r.close()
+                _safe_close(r)
         self._renderer = self._obs_renderer = None
+
+    def __del__(self) -> None:
+        # An env dropped without close() must free its renderers safely too (see _safe_close).
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown: GL may already be gone
+            pass

@@ -9,7 +9,11 @@ arm the same way for our own arm (``envs/arm.xml``) and for a user-supplied one:
 3. the robot is attached into the task scene at ``base_pos`` with the name prefix ``robot/``;
 4. six Cartesian impedance actuators are added on the end-effector site: three for the
    position (reference site at the world origin, world-aligned) and three for the
-   orientation (reference site oriented like the end effector at the home pose).
+   orientation (reference site oriented like the end effector at the home pose);
+5. a camera ``wrist`` is added on the body that carries the end-effector site, placed in
+   the site's frame (``wrist_camera_pos``, looking at ``wrist_camera_target``), unless the
+   robot file already has a camera named ``wrist``. In the compiled model it is
+   ``robot/wrist``; it moves with the gripper and sees the fingers and what is in front of them.
 
 The controller is thus a Jacobian-transpose operational-space (Cartesian impedance)
 controller: MuJoCo's site transmission with a reference site maps the Cartesian PD force
@@ -62,6 +66,12 @@ class RobotDescription:
     kv_rot: float = 5.0
     force_limit: float = 60.0
     torque_limit: float = 30.0
+    # Wrist camera in the end-effector site's frame (z = approach axis, y = finger closing axis):
+    # behind the finger tips and off to the side of the fingers, looking at a point just past the
+    # tool centre point, so both fingers and a grasped or approached object are in view.
+    wrist_camera_pos: tuple[float, float, float] = (0.075, 0.0, -0.115)
+    wrist_camera_target: tuple[float, float, float] = (0.0, 0.0, 0.04)
+    wrist_camera_fovy: float = 75.0
 
 
 def default_robot() -> RobotDescription:
@@ -152,6 +162,36 @@ def home_ik(model: mujoco.MjModel, data: mujoco.MjData, site: int, dofs: np.ndar
     return data.qpos[qadr].copy()
 
 
+WRIST_CAMERA = "wrist"
+
+
+def _add_wrist_camera(scene: mujoco.MjSpec, model: mujoco.MjModel, site: int, desc: RobotDescription) -> None:
+    """Add camera ``robot/wrist`` to the body of the end-effector site (see the module docstring).
+
+    ``model`` is ``scene`` compiled once, for the site's pose in its body (MJCF may give it as
+    zaxis/euler/..., which only the compiler resolves). MuJoCo cameras look along their -z with
+    image-up +y: camera z = (pos - target) / |pos - target|, camera x = the finger closing axis
+    (the fingers appear left and right), camera y = z x x.
+    """
+    if mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, PREFIX + WRIST_CAMERA) >= 0:
+        return  # the robot brings its own wrist camera
+    body = scene.body(model.body(int(model.site_bodyid[site])).name)
+    site_rot = np.zeros(9)
+    mujoco.mju_quat2Mat(site_rot, model.site_quat[site])
+    site_rot = site_rot.reshape(3, 3)  # columns: site axes in the body frame
+    pos_s = np.asarray(desc.wrist_camera_pos, dtype=np.float64)
+    z = pos_s - np.asarray(desc.wrist_camera_target, dtype=np.float64)
+    z /= np.linalg.norm(z)
+    x = np.array([0.0, 1.0, 0.0]) - z[1] * z  # finger axis, made orthogonal to z
+    x /= np.linalg.norm(x)
+    y = np.cross(z, x)
+    cam_rot = site_rot @ np.stack([x, y, z], axis=1)
+    quat = np.zeros(4)
+    mujoco.mju_mat2Quat(quat, cam_rot.reshape(-1))
+    body.add_camera(name=PREFIX + WRIST_CAMERA, pos=list(model.site_pos[site] + site_rot @ pos_s), quat=list(quat),
+                    fovy=float(desc.wrist_camera_fovy))
+
+
 DOWN_QUAT = np.array([0.0, 0.0, 1.0, 0.0])  # site z along world -z, site y along world +y
 
 
@@ -184,6 +224,7 @@ def build_model(scene_xml: str, desc: RobotDescription, home_tcp: np.ndarray) ->
         home = home_ik(model, data, site, dofs, qadr, np.asarray(home_tcp, dtype=np.float64), quat)
     ref_rot.quat = list(quat)
     del ref_pos
+    _add_wrist_camera(scene, model, site, desc)
     names = ("osc_x", "osc_y", "osc_z", "osc_rx", "osc_ry", "osc_rz")
     for i, name in enumerate(names):
         gear = [0.0] * 6
