@@ -4,8 +4,8 @@ Export writes ``OUT/data/`` (Minari's layout: ``metadata.json`` + arrow episodes
 store's exact observation and action spaces; ``minari.load_dataset(ID)`` loads it when OUT is
 ``$MINARI_DATASETS_PATH/ID`` (the dataset id defaults to ``roborl/<OUT's name>``). Minari keeps
 ``T + 1`` observations per episode: the store's obs rows plus the last ``next_obs``; per-step
-``is_success``, ``intervention`` and ``executed_action`` travel in ``infos`` (index t + 1 is
-step t, index 0 the reset).
+``is_success``, ``intervention`` ([T + 1, 1]) and ``executed_action`` travel in ``infos``
+(index t + 1 is step t, index 0 the reset).
 
 Import reads a dataset directory (``ID-dir``, or its ``data/``) or a local dataset id and
 appends every episode: obs ``o[:-1]``, next_obs ``o[1:]``, actions, rewards, terminations,
@@ -88,6 +88,8 @@ def export_store(store_path: Path, out: Path, *, dataset_id: str | None = None, 
                                       ep.rows[("next_obs." + k) if k else "next_obs"][-1:]]) for k in keys}
 
             def info(x: np.ndarray) -> np.ndarray:
+                # Per-step scalars go in as [T + 1, 1]: minari's arrow reader cannot decode 1-d info arrays.
+                x = x.reshape(len(x), -1)
                 return np.concatenate([np.zeros_like(x[:1]), x])
 
             buffers.append(EpisodeBuffer(
@@ -160,10 +162,10 @@ def import_dataset(src: str, store_path: Path, partition: str = "demo", *, env: 
             infos = ep.infos or {}
             for key in ("is_success", "success"):
                 if key in infos and len(infos[key]) == T + 1:
-                    cols["is_success"] = np.asarray(infos[key], dtype=bool)[1:]
+                    cols["is_success"] = np.asarray(infos[key], dtype=bool).reshape(T + 1)[1:]
                     break
             if "intervention" in infos and len(infos["intervention"]) == T + 1:
-                cols["intervention"] = np.asarray(infos["intervention"], dtype=bool)[1:]
+                cols["intervention"] = np.asarray(infos["intervention"], dtype=bool).reshape(T + 1)[1:]
             if "executed_action" in infos and len(infos["executed_action"]) == T + 1:
                 cols["executed_action"] = np.asarray(infos["executed_action"])[1:]
             writer.write(cols)
