@@ -131,8 +131,10 @@ class EpisodeWriter:
         wanted = {**leaf_specs(self.observation_space, "obs"), **leaf_specs(self.action_space, "action"),
                   **dict(self.extra_fields)}
         if (p / "meta.json").exists():
-            self.store = ReplayStore.open(p, mode="a")
-            have = {f.name: (f.dtype, tuple(f.shape)) for f in self.store.fields}
+            # Check read-only first: a mismatch must not touch (or lock) the store.
+            probe = ReplayStore.open(p, mode="r")
+            have = {f.name: (f.dtype, tuple(f.shape)) for f in probe.fields}
+            probe.close()
             for name, (dt, shape) in have.items():
                 if name not in wanted and name.startswith(("obs", "action")):
                     what = "camera" if (np.dtype(dt) == np.uint8 and len(shape) == 3) else "feature"
@@ -147,6 +149,7 @@ class EpisodeWriter:
                     raise UsageError(f"field {name!r}: {self.source} has {spec[0]}{list(spec[1])} but store {p} "
                                      f"has {g[0]}{list(g[1])}")
             self.keep_extras = [n for n in self.extra_fields if n in have]
+            self.store = ReplayStore.open(p, mode="a")
         else:
             self.store = ReplayStore.create(p, env_id=self.env_id, observation_space=self.observation_space,
                                             action_space=self.action_space,
