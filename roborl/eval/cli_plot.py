@@ -156,12 +156,14 @@ def mean_ci(xs: list[np.ndarray], ys: list[np.ndarray], points: int = 200) -> tu
 
 def plot_runs(paths: list[str | Path], out: str | Path, title: str | None = None) -> Path:
     """Draw the four-panel figure for ``paths`` into ``out``; returns the written path."""
-    import matplotlib
+    from roborl.errors import UsageError
 
+    try:
+        import matplotlib
+    except ImportError:
+        raise UsageError("plots need matplotlib (not installed): pip install 'roborl[plot]'") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from roborl.errors import UsageError
 
     runs = [load_run(p) for p in paths]
     groups = group_runs(runs)
