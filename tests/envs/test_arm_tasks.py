@@ -142,11 +142,7 @@ def test_bad_kwargs_raise_usage_errors():
             gym.make("roborl/Push-v0", **kwargs)
 
 
-def test_pixel_observations(tmp_path):
-    try:
-        mujoco.Renderer(mujoco.MjModel.from_xml_string("<mujoco/>"), 8, 8).close()
-    except Exception as e:  # no GL backend on this machine (CI sets MUJOCO_GL=osmesa)
-        pytest.skip(f"no OpenGL backend for rendering: {e}")
+def test_pixel_observations(tmp_path, gl_in_process):
     env = gym.make("roborl/Push-v0", obs_mode="state+pixels", image_size=32, render_mode="rgb_array")
     obs, _ = env.reset(seed=0)
     assert obs["state"].shape == (22,) and obs["image"].shape == (32, 32, 3) and obs["image"].dtype == np.uint8
