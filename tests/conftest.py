@@ -6,8 +6,10 @@ is missing), so a test that trusted ``MUJOCO_GL`` would try a backend this machi
 
 * ``gl_env`` (fixture): an environment dict for a rendering *subprocess*, with ``MUJOCO_GL`` and
   ``PYOPENGL_PLATFORM`` set to a backend that rendered a frame in a probe process; skips otherwise.
-* ``gl_in_process`` (fixture): for rendering inside the test process, whose backend is the
-  ``MUJOCO_GL`` in effect now; skips unless that backend renders in a probe and here.
+* ``gl_in_process`` (fixture): for rendering inside the test process, whose backend is the one
+  mujoco loaded at import; skips unless that backend renders in a probe and here. When
+  ``MUJOCO_GL`` is unset on a headless machine, :func:`pytest_configure` sets it to a backend that
+  renders before any test module imports mujoco.
 
 ``ROBORL_TEST_GL_BACKENDS=egl,osmesa`` restricts (and orders) the backends tried, e.g. to check
 the skip path on a machine that has EGL: ``ROBORL_TEST_GL_BACKENDS=osmesa``.
@@ -79,12 +81,35 @@ def gl_env() -> dict[str, str]:
     return _backend_env(gl_backend_or_skip())
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Headless and no MUJOCO_GL yet: pick a backend that renders, before any test module imports mujoco
+    (mujoco fixes its GL backend at import). This is what roborl.envs.dmc does on import, but probed."""
+    if "MUJOCO_GL" in os.environ or os.environ.get("DISPLAY"):
+        return
+    for b in _candidates():
+        if probe_gl(b) is None:
+            os.environ["MUJOCO_GL"] = b
+            os.environ.setdefault("PYOPENGL_PLATFORM", b)
+            return
+
+
+def _process_backend() -> str:
+    """The GL backend mujoco loaded in this process (MUJOCO_GL when mujoco was imported; '' means glfw)."""
+    try:
+        from mujoco.rendering.classic import gl_context
+
+        return str(getattr(gl_context, "_MUJOCO_GL", os.environ.get("MUJOCO_GL", ""))) or "glfw"
+    except ImportError:
+        return os.environ.get("MUJOCO_GL") or "glfw"
+
+
 @pytest.fixture()
 def gl_in_process() -> str:
-    """Skip unless this process can render: its backend (MUJOCO_GL now) works in a probe and here."""
-    cur = os.environ.get("MUJOCO_GL")
-    if cur is None or cur not in _candidates():
-        pytest.skip(f"MUJOCO_GL is {cur!r} in this process; in-process rendering needs one of {_candidates()}")
+    """Skip unless this process can render: the backend mujoco loaded here works in a probe and here."""
+    cur = _process_backend()
+    if cur not in _candidates():
+        pytest.skip(f"mujoco loaded the GL backend {cur!r} in this process; in-process rendering needs one of "
+                    f"{_candidates()}")
     why = probe_gl(cur)
     if why is not None:
         pytest.skip(f"MUJOCO_GL={cur} cannot render here: {why}")
