@@ -15,4 +15,4 @@ if ! "$PY" -c "import torch" >/dev/null 2>&1; then
       || "$PY" -m pip install -q "torch==2.13.0"
   fi
 fi
-"$PY" -m pip install -q -e ".[dev,video,plot,robot,teleop]"
+"$PY" -m pip install -q -e ".[dev,plot,teleop,export,interop]"

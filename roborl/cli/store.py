@@ -1,4 +1,4 @@
-"""`roborl store info|verify|merge|repair`: inspect, check, combine and repair replay stores."""
+"""`roborl store info|verify|merge|repair|export|import`: inspect, check, combine, repair and convert replay stores."""
 from __future__ import annotations
 
 import argparse
@@ -34,6 +34,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                         "prints what it keeps and what it drops.")
     rep.add_argument("path", help="Store directory.")
     rep.add_argument("--json", action="store_true", help="Print JSON.")
+    from roborl.cli import store_interop
+
+    exp = sub.add_parser("export", help=store_interop.EXPORT_HELP, description=store_interop.EXPORT_DESCRIPTION,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    store_interop.add_export_arguments(exp)
+    imp = sub.add_parser("import", help=store_interop.IMPORT_HELP, description=store_interop.IMPORT_DESCRIPTION,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    store_interop.add_import_arguments(imp)
 
 
 def _human(n: int) -> str:
@@ -50,7 +58,12 @@ def run(args: argparse.Namespace) -> int:
 
     cmd = getattr(args, "store_cmd", None)
     if cmd is None:
-        raise UsageError("roborl store: choose an action: info, verify, merge or repair (see roborl store --help)")
+        raise UsageError("roborl store: choose an action: info, verify, merge, repair, export or import "
+                         "(see roborl store --help)")
+    if cmd in ("export", "import"):
+        from roborl.cli import store_interop
+
+        return int(store_interop.run_export(args) if cmd == "export" else store_interop.run_import(args))
     if cmd == "info":
         with ReplayStore.open(args.path, mode="r") as st:
             info = st.info()

@@ -1,7 +1,6 @@
 """dm_control -> gymnasium adapter: spaces, truncation, seeding, env checker, raw model access."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
@@ -84,16 +83,14 @@ def test_exposes_raw_model_and_data():
     env.close()
 
 
-def test_render_rgb_array():
-    """Needs a headless GL backend (EGL or OSMesa); runs in a subprocess to keep GL out of this process."""
+def test_render_rgb_array(gl_env):
+    """Needs a headless GL backend (EGL or OSMesa, probed: tests/conftest.py); runs in a subprocess to keep GL
+    out of this process."""
     code = ("from roborl.envs.dmc import make_dmc_env\n"
             "e = make_dmc_env('dmc:cartpole-swingup', render_mode='rgb_array', render_height=48, render_width=64)\n"
             "e.reset(seed=0)\n"
             "f = e.render()\n"
             "print(f.shape, f.dtype, int(f.std() > 0))\n")
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                       env={k: v for k, v in os.environ.items() if k != "DISPLAY"})
-    if p.returncode != 0 and any(s in p.stderr for s in ("EGL", "OSMesa", "OpenGL", "GLFW")):
-        pytest.skip(f"no headless GL backend: {p.stderr.strip().splitlines()[-1]}")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=gl_env)
     assert p.returncode == 0, p.stderr
     assert p.stdout.split("\n")[0] == "(48, 64, 3) uint8 1"

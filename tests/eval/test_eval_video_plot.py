@@ -1,9 +1,7 @@
 """Videos, learning-curve plots and reports (issue 8)."""
 from __future__ import annotations
 
-import ctypes.util
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -30,13 +28,11 @@ def test_video_cli_frame_count(roborl, ppo_run: Path, tmp_path: Path):
     assert _frames(out) == 201  # the reset frame + one per step
 
 
-@pytest.mark.skipif(ctypes.util.find_library("OSMesa") is None and os.environ.get("MUJOCO_GL", "osmesa") == "osmesa",
-                    reason="libosmesa6 not installed (headless MuJoCo rendering)")
-def test_video_mujoco_short_episodes(tmp_path: Path):
+def test_video_mujoco_short_episodes(tmp_path: Path, gl_env: dict[str, str]):
     import subprocess
     import sys
 
-    # A fresh interpreter, so MUJOCO_GL=osmesa is set before mujoco picks a GL backend.
+    # A fresh interpreter with a GL backend that rendered in a probe (tests/conftest.py), set before mujoco picks one.
     code = f"""
 import numpy as np, json
 from roborl import config as C
@@ -49,8 +45,7 @@ cfg = C.build(EnvConfig, {{"id": "InvertedPendulum-v5", "max_episode_steps": 7,
 r = run_episodes(P(), cfg, 2, seed=0, video_path={str(tmp_path / 'ip.mp4')!r})
 print(json.dumps(r.lengths))
 """
-    env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "osmesa"), PYOPENGL_PLATFORM="osmesa")
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=gl_env, timeout=120)
     assert p.returncode == 0, p.stderr[-2000:]
     lengths = json.loads(p.stdout.strip().splitlines()[-1])
     assert _frames(tmp_path / "ip.mp4") == sum(lengths) + len(lengths)

@@ -1,0 +1,377 @@
+"""Pure ``nn.Module`` policies for export, built from a checkpoint's learned parameters.
+
+:func:`load_exported` rebuilds the eval policy with :func:`roborl.learners.load_policy` (the
+same path ``roborl eval`` takes), reads its learned tensors, and copies them into the small
+modules below, which use only ops that TorchScript and ONNX both support. The learners are
+not changed and not needed at deployment.
+
+The exported forward, for a batch of raw observations ``obs [B, O]`` float32::
+
+    x = clip((obs - mu_env) / sqrt(var_env + 1e-8), +-c_env)   env.normalize_obs (PPO runs), else skipped
+    x = clip((x - mu) / sigma, +-c)                              the learner's normaliser (SAC fixed, PPO running)
+    a = squash(actor_mean(x))                                    SAC: tanh; PPO: tanh or clip (ppo.action_squash)
+    a = clip(tanh(base(x)) + beta * a, -1, 1)                    SAC residual mode only (frozen BC base)
+    y = clip(mid + half * clip(a, -1, 1), low, high)             RescaleAction into the env's action box
+
+which is ``roborl eval``'s deterministic action followed by ``RescaleAction.action``. Float64
+steps of the originals (the env normaliser, the rescale) run in float32 here; the parity
+test bounds the difference (<= 1e-5).
+
+Dict observations: :class:`DictInput` takes ``{key: [B, *shape]}`` and concatenates the
+flattened leaves in the observation space's key order (``gymnasium.spaces.flatten``'s).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from roborl.errors import UsageError
+
+__all__ = ["ExportedPolicy", "PolicyCore", "DictInput", "load_exported", "config_hash", "EXPORT_META_VERSION"]
+
+EXPORT_META_VERSION = 1
+
+
+class Normalize(nn.Module):
+    """y = clamp((x - mean) / std, -clip, clip). x: [B, O] -> [B, O] (float32 buffers)."""
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor, clip: float) -> None:
+        super().__init__()
+        self.register_buffer("mean", mean.detach().to(torch.float32).clone())
+        self.register_buffer("std", std.detach().to(torch.float32).clone())
+        self.clip = float(clip)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ((x - self.mean) / self.std).clamp(-self.clip, self.clip)
+
+
+def _copy_mlp(seq: nn.Module) -> nn.Sequential:
+    """A fresh Sequential of Linear / LayerNorm / ReLU / Tanh / ELU with the same parameters as ``seq``."""
+    mods = [seq] if isinstance(seq, nn.Linear) else list(seq)
+    out: list[nn.Module] = []
+    for m in mods:
+        if isinstance(m, nn.Linear):
+            lin = nn.Linear(m.in_features, m.out_features)
+            lin.weight.data.copy_(m.weight.detach().float())
+            lin.bias.data.copy_(m.bias.detach().float())
+            out.append(lin)
+        elif isinstance(m, nn.LayerNorm):
+            ln = nn.LayerNorm(m.normalized_shape, eps=m.eps, elementwise_affine=m.elementwise_affine)
+            if m.elementwise_affine:
+                ln.weight.data.copy_(m.weight.detach().float())
+                ln.bias.data.copy_(m.bias.detach().float())
+            out.append(ln)
+        elif isinstance(m, (nn.ReLU, nn.Tanh, nn.ELU)):
+            out.append(type(m)())
+        else:
+            raise UsageError(f"export: cannot export network layer {type(m).__name__}")
+    return nn.Sequential(*out)
+
+
+def _linear(w: torch.Tensor, b: torch.Tensor) -> nn.Linear:
+    """nn.Linear computing x @ w + b (w: [in, out], b: [out])."""
+    lin = nn.Linear(w.shape[0], w.shape[1])
+    lin.weight.data.copy_(w.detach().t().float())
+    lin.bias.data.copy_(b.detach().reshape(-1).float())
+    return lin
+
+
+class PolicyCore(nn.Module):
+    """Raw obs [B, O] float32 -> action [B, A] float32 in env units (formula in the module docstring)."""
+
+    def __init__(self, env_norm: Normalize | None, norm: Normalize | None, actor: nn.Sequential, squash: str,
+                 base: nn.Sequential | None, beta: float, mid: np.ndarray, half: np.ndarray, low: np.ndarray,
+                 high: np.ndarray) -> None:
+        super().__init__()
+        if squash not in ("tanh", "clip"):
+            raise UsageError(f"export: unknown action squash {squash!r}")
+        # Stages that are off are empty Sequentials (identity), so TorchScript sees one type.
+        self.use_env_norm = env_norm is not None
+        self.use_norm = norm is not None
+        self.use_base = base is not None
+        self.tanh_squash = squash == "tanh"
+        self.env_norm = env_norm if env_norm is not None else nn.Sequential()
+        self.norm = norm if norm is not None else nn.Sequential()
+        self.actor = actor
+        self.base = base if base is not None else nn.Sequential()
+        self.beta = float(beta)
+        f32 = torch.float32
+        self.register_buffer("center", torch.as_tensor(np.asarray(mid, np.float64), dtype=f32))
+        self.register_buffer("scale", torch.as_tensor(np.asarray(half, np.float64), dtype=f32))
+        # Infinite bounds (unbounded action spaces) stay infinite: min/max with inf are exact.
+        self.register_buffer("low", torch.as_tensor(np.asarray(low, np.float64), dtype=f32))
+        self.register_buffer("high", torch.as_tensor(np.asarray(high, np.float64), dtype=f32))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        x = obs
+        if self.use_env_norm:
+            x = self.env_norm(x)
+        if self.use_norm:
+            x = self.norm(x)
+        u = self.actor(x)
+        if self.tanh_squash:
+            a = torch.tanh(u)
+        else:
+            a = u.clamp(-1.0, 1.0)
+        if self.use_base:
+            a = (torch.tanh(self.base(x)) + self.beta * a).clamp(-1.0, 1.0)
+        a = a.clamp(-1.0, 1.0)
+        y = self.center + self.scale * a
+        return torch.minimum(torch.maximum(y, self.low), self.high)
+
+
+class DictInput(nn.Module):
+    """Dict observations ``{key: [B, *shape]}`` -> concatenated flat leaves [B, O] -> the core policy."""
+
+    def __init__(self, core: PolicyCore, keys: list[str]) -> None:
+        super().__init__()
+        self.core = core
+        self.keys = list(keys)
+
+    def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        parts: list[torch.Tensor] = []
+        for k in self.keys:
+            v = obs[k]
+            parts.append(v.reshape(v.shape[0], -1).to(torch.float32))
+        return self.core(torch.cat(parts, 1))
+
+
+class PositionalDictInput(nn.Module):
+    """The ONNX form of :class:`DictInput`: one graph input per key, in ``keys`` order."""
+
+    def __init__(self, core: PolicyCore, keys: list[str]) -> None:
+        super().__init__()
+        self.core = core
+        self.keys = list(keys)
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        return self.core(torch.cat([x.reshape(x.shape[0], -1).to(torch.float32) for x in xs], 1))
+
+
+@dataclass
+class ExportedPolicy:
+    """A policy ready to write: ``core`` (flat obs [B, O] -> actions [B, A]) plus what travels with it.
+
+    ``obs_keys``: None for Box observations, else the Dict keys (in order) and ``obs_shapes``
+    their per-sample shapes. ``meta``: JSON-able metadata written into the file.
+    """
+
+    core: PolicyCore
+    obs_dim: int
+    act_dim: int
+    obs_keys: list[str] | None
+    obs_shapes: dict[str, list[int]]
+    meta: dict[str, Any]
+
+    def module(self, onnx: bool = False) -> nn.Module:
+        """The module to save: the core for Box obs, a dict (TorchScript) or positional (ONNX) wrapper otherwise."""
+        if self.obs_keys is None:
+            return self.core
+        return (PositionalDictInput if onnx else DictInput)(self.core, self.obs_keys)
+
+    def example_inputs(self, batch: int = 2) -> tuple[torch.Tensor, ...]:
+        if self.obs_keys is None:
+            return (torch.zeros(batch, self.obs_dim),)
+        return tuple(torch.zeros(batch, *self.obs_shapes[k]) for k in self.obs_keys)
+
+
+def config_hash(cfg: Any) -> str:
+    """sha256 (first 16 hex digits) of the run config as canonical JSON: identifies the training setup."""
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _checkpoint_env_normalizer(state: dict[str, Any]) -> dict[str, Any] | None:
+    """The env stack's NormalizeObservation statistics saved in a checkpoint (None when the run had none)."""
+    if not isinstance(state, dict):
+        return None
+    if state.get("obs_normalizer") is not None:
+        return state["obs_normalizer"]
+    env_state = state.get("env")
+    return env_state.get("obs_normalizer") if isinstance(env_state, dict) else None
+
+
+def load_checkpoint_policy(path: str | Path) -> tuple[Any, Any, dict[str, Any], dict[str, Any], int, Path]:
+    """``(policy, env_cfg, state, meta, step, ckpt_dir)``: the eval policy rebuilt from a checkpoint alone (CPU)."""
+    from roborl import config as C
+    from roborl.checkpoint import find_checkpoint, load_checkpoint
+    from roborl.envs.config import EnvConfig
+    from roborl.errors import ConfigError
+    from roborl.learners import load_policy
+
+    state, meta, step = load_checkpoint(path)
+    ckpt = find_checkpoint(path)
+    assert ckpt is not None
+    cfg = meta.get("config") if isinstance(meta, dict) else None
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("env"), dict):
+        raise UsageError(f"corrupt checkpoint {ckpt}: meta has no 'config.env' (the run config it was trained with)")
+    try:
+        env_cfg = C.build(EnvConfig, cfg["env"], f"{ckpt}/state.json meta.config.env")
+    except ConfigError as e:
+        raise UsageError(f"checkpoint {ckpt}: its env config no longer builds: {e}") from None
+    try:
+        policy = load_policy(state, meta, "cpu")
+    except (UsageError, ConfigError) as e:
+        raise UsageError(f"checkpoint {ckpt}: {e}") from None
+    except Exception as e:  # missing/mis-shaped tensors in a hand-edited or truncated checkpoint
+        msg = str(e).splitlines()[0] if str(e) else ""
+        raise UsageError(f"corrupt checkpoint {ckpt}: cannot rebuild the policy ({type(e).__name__}: {msg[:200]})") from None
+    return policy, env_cfg, state, meta, step, ckpt
+
+
+def _learner_parts(policy: Any, algo: str) -> tuple[Normalize | None, nn.Sequential, str, nn.Sequential | None, float, int, int]:
+    """(normaliser, actor mean network, squash, residual base, beta, obs_dim, act_dim) read from an eval policy."""
+    if algo == "sac":
+        learner = policy.learner
+        norm = Normalize(learner.normalizer.mean, learner.normalizer.std, 10.0)
+        act_dim = int(learner.act_dim)
+        trunk = _copy_mlp(learner.actor.trunk)
+        head = learner.actor.head
+        # TanhGaussianActor: mu = head(relu(trunk(x)))[:, :A]; only the mean rows of the head are needed.
+        mu_head = _linear(head.weight.detach()[:act_dim].t(), head.bias.detach()[:act_dim])
+        actor = nn.Sequential(*trunk, nn.ReLU(), mu_head)
+        base = None
+        if learner.base is not None:
+            base = _copy_mlp(learner.base.net)  # DeterministicPolicy: tanh(net(x)); tanh applied in PolicyCore
+        return norm, actor, "tanh", base, float(learner.beta), int(learner.obs_dim), act_dim
+    if algo == "ppo":
+        model = policy.model
+        rms = model.obs_rms
+        # RunningMeanStd: ((x - mean) / sqrt(var + 1e-8)).clamp(+-clip), mean/std cast from float64 as it does.
+        norm = Normalize(rms.mean.to(torch.float32), (rms.var + 1e-8).sqrt().to(torch.float32), rms.clip) \
+            if model.norm_obs else None
+        net = model.net
+        act_name = {torch.tanh: "tanh", torch.relu: "relu"}.get(net.act, "elu")
+        layers: list[nn.Module] = []
+        n = len(net.weights)
+        width = int(model.obs_dim)
+        for i, (w, b) in enumerate(zip(net.weights, net.biases)):
+            # PairMLP member 0 (the actor): x = addmm(b[0], x, w[0, :in]); the actor's columns only.
+            layers.append(_linear(w.detach()[0, :width], b.detach()[0, 0]))
+            width = int(w.shape[2])
+            if i < n - 1:
+                layers.append({"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}[act_name]())
+        act_dim = int(model.act_dim)
+        last = layers[-1]
+        assert isinstance(last, nn.Linear)
+        if last.out_features != act_dim:  # the head is max(A, 1) wide
+            layers[-1] = _linear(last.weight.detach().t()[:, :act_dim], last.bias.detach()[:act_dim])
+        return norm, nn.Sequential(*layers), model.squash, None, 0.0, int(model.obs_dim), act_dim
+    raise UsageError(f"export: no exporter for algo {algo!r} (sac, ppo)")
+
+
+def env_action_box(env: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Any]:
+    """(mid, half, low, high, env action space) of the RescaleAction in ``env``'s stack (identity map without one)."""
+    from gymnasium import spaces
+
+    from roborl.envs.wrappers import RescaleAction, find_wrapper
+
+    w = find_wrapper(env, RescaleAction)
+    if w is not None:
+        inner = w.env.action_space
+        low = np.asarray(inner.low, np.float64)
+        high = np.asarray(inner.high, np.float64)
+        return (high + low) / 2.0, (high - low) / 2.0, low, high, inner
+    space = env.action_space
+    if not isinstance(space, spaces.Box):
+        raise UsageError(f"export: action space {space} is not a Box")
+    shape = space.shape
+    return (np.zeros(shape), np.ones(shape), np.asarray(space.low, np.float64), np.asarray(space.high, np.float64), space)
+
+
+def build_eval_env(env_cfg: Any) -> Any:
+    """The env exactly as ``roborl eval`` builds it (eval=True: DR off, normaliser frozen), one-line errors."""
+    from roborl.envs.config import build_env
+    from roborl.errors import ConfigError
+
+    try:
+        return build_env(env_cfg, seed=0, eval=True)
+    except (UsageError, ConfigError):
+        raise
+    except Exception as e:
+        msg = str(e).splitlines()[0] if str(e) else ""
+        raise UsageError(f"env {env_cfg.id!r}: cannot be built to read its spaces ({type(e).__name__}: {msg[:200]})") from None
+
+
+def load_exported(path: str | Path) -> ExportedPolicy:
+    """Build the export module of a checkpoint (or a run's latest one). Builds the env once for its spaces and rate."""
+    from roborl.envs.wrappers import NormalizeObservation, find_wrapper
+    from roborl.eval.episodes import env_control_dt
+    from roborl.store.schema import space_to_json
+
+    policy, env_cfg, state, meta, step, ckpt = load_checkpoint_policy(path)
+    algo = str(meta.get("algo") or meta["config"].get("train", {}).get("algo"))
+    norm, actor, squash, base, beta, obs_dim, act_dim = _learner_parts(policy, algo)
+    env = build_eval_env(env_cfg)
+    try:
+        obs_space = env.observation_space
+        env_norm: Normalize | None = None
+        raw_obs_space = obs_space
+        nw = find_wrapper(env, NormalizeObservation)
+        stats = _checkpoint_env_normalizer(state)
+        if nw is not None:
+            if stats is None:
+                raise UsageError(f"checkpoint {ckpt}: env.normalize_obs is on but the checkpoint has no observation statistics")
+            if "" not in stats:
+                raise UsageError(f"export: env.normalize_obs with Dict observations ({sorted(stats)}) is not supported yet")
+            s = stats[""]
+            var = np.asarray(s["var"], np.float64)
+            env_norm = Normalize(torch.as_tensor(np.asarray(s["mean"], np.float64)),
+                                 torch.as_tensor(np.sqrt(var + nw.epsilon)),
+                                 float("inf") if nw.clip is None else nw.clip)
+            raw_obs_space = nw.env.observation_space
+        mid, half, low, high, act_space = env_action_box(env)
+        dt = env_control_dt(env)
+    finally:
+        env.close()
+
+    from gymnasium import spaces
+
+    if isinstance(raw_obs_space, spaces.Dict):
+        keys = list(raw_obs_space.spaces)
+        shapes = {k: [int(x) for x in raw_obs_space.spaces[k].shape] for k in keys}
+        flat = sum(int(np.prod(s)) for s in shapes.values())
+        obs_keys: list[str] | None = keys
+    else:
+        keys, obs_keys = ["obs"], None
+        shapes = {"obs": [int(x) for x in raw_obs_space.shape]}
+        flat = int(np.prod(raw_obs_space.shape))
+    if flat != obs_dim:
+        raise UsageError(f"checkpoint {ckpt}: the policy takes {obs_dim} observation values but env "
+                         f"{env_cfg.id!r} gives {flat} (observation_space)")
+    if int(np.prod(act_space.shape)) != act_dim:
+        raise UsageError(f"checkpoint {ckpt}: the policy outputs {act_dim} actions but env {env_cfg.id!r} "
+                         f"takes {tuple(act_space.shape)} (action_space)")
+    core = PolicyCore(env_norm, norm, actor, squash, base, beta, mid, half, low, high).eval()
+    for p in core.parameters():
+        p.requires_grad_(False)
+    cfg = meta.get("config", {})
+    stages = (["env_obs_normalizer"] if env_norm is not None else []) + (["obs_normalizer"] if norm is not None else []) \
+        + ["actor_mean"] + (["residual_base"] if base is not None else []) + ["action_rescale", "action_box_clip"]
+    export_meta = {
+        "format": "roborl.exported_policy",
+        "version": EXPORT_META_VERSION,
+        "algo": algo,
+        "env_id": env_cfg.id,
+        "checkpoint_step": int(step),
+        "config_hash": config_hash(cfg),
+        "control_dt": dt,
+        "control_rate_hz": (1.0 / dt) if dt else None,
+        "observation_space": space_to_json(raw_obs_space),
+        "action_space": space_to_json(act_space),
+        "inputs": {k: [None, *shapes[k]] for k in keys},
+        "outputs": {"action": [None, act_dim]},
+        "dtype": "float32",
+        "stages": stages,
+        "excluded": ["workspace_projection (robot server)", "safety_layer"],
+        "obs_stack": {"obs_history": int(env_cfg.obs_history), "obs_last_actions": int(env_cfg.obs_last_actions)},
+        "residual_beta": beta if base is not None else None,
+        "image_inputs": False,  # image policies are not exported yet
+    }
+    return ExportedPolicy(core, obs_dim, act_dim, obs_keys, shapes, export_meta)
