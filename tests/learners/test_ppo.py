@@ -342,19 +342,21 @@ def test_shared_encoder_is_one_module_trained_by_both_losses():
     assert not torch.equal(before, trunk.net[0].weight)
 
 
-def test_checkpoint_state_roundtrip_and_policy(tmp_path):
+@pytest.mark.parametrize("P", [0, 3])
+def test_checkpoint_state_roundtrip_and_policy(tmp_path, P):
     from roborl.checkpoint import load_checkpoint, save_checkpoint
 
     torch.manual_seed(0)
-    cfg = C.build(PPOConfig, {"epochs": 1, "minibatch_size": 32})
-    learner = PPO(5, 2, cfg)
-    batch = _random_rollout(8, 4, 5, 2, 0, learner)
+    cfg = C.build(PPOConfig, {"epochs": 1, "minibatch_size": 32, "asymmetric": bool(P)})
+    dims = {"policy": 5, **({"critic": P} if P else {})}
+    learner = PPO(dims, 2, cfg)
+    batch = _random_rollout(8, 4, 5, 2, P, learner)
     learner.update(batch)
     learner.observe(batch.obs)
     save_checkpoint(tmp_path, 1, {"learner": learner.state_dict()},
-                    {"algo": "ppo", "config": {"ppo": C.to_dict(cfg)}, "dims": {"obs": 5, "act": 2, "priv": 0}})
+                    {"algo": "ppo", "config": {"ppo": C.to_dict(cfg)}, "dims": {"obs": 5, "act": 2, "priv": P}})
     state, meta, _ = load_checkpoint(tmp_path)
-    other = PPO(5, 2, cfg)
+    other = PPO(dims, 2, cfg)
     other.load_state_dict(state["learner"])
     obs = np.random.default_rng(0).normal(size=(6, 5)).astype(np.float32) * 4
     pol_a, pol_b = learner.policy(), policy_from_checkpoint(state, meta, "cpu")
