@@ -54,12 +54,12 @@ sys.path.insert(0, str(ROOT))
 def _ours(env_id: str, n_envs: int, n_steps: int, epochs: int, mb: int, seed: int):
     from roborl import config as C
     from roborl.runners.config import RunConfig
-    from roborl.runners.ppo import PPOTrainer
+    from roborl.runners.on_policy import OnPolicyTrainer
 
     cfg = C.build(RunConfig, {"device": "cpu", "run": {"seed": seed}, "env": {"id": env_id}, "train": {"algo": "ppo"},
                               "ppo": {"n_envs": n_envs, "rollout_steps": n_steps, "epochs": epochs,
                                       "minibatch_size": mb, "torch_threads": 1}})
-    return PPOTrainer(cfg, "cpu")
+    return OnPolicyTrainer(cfg, "cpu")
 
 
 def _sb3(env_id: str, n_envs: int, n_steps: int, epochs: int, mb: int, seed: int):

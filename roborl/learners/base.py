@@ -18,11 +18,15 @@ Both expose :class:`Policy` for eval, robots and remote actors (``policy()``) an
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["Policy", "OffPolicyLearner", "OnPolicyLearner"]
+__all__ = ["Policy", "OffPolicyLearner", "OnPolicyLearner", "Rollout", "POLICY", "PRIVILEGED"]
+
+POLICY = "policy"  # the observation group of a flat Box observation
+PRIVILEGED = "critic"  # the observation group only the critic reads (asymmetric actor-critic, Pinto et al. 2018)
 
 
 @runtime_checkable
@@ -71,23 +75,55 @@ class OffPolicyLearner(Protocol):
         ...
 
 
+@dataclass
+class Rollout:
+    """One iteration's on-policy data, as the on-policy runner collects it (tensors on the learner's device).
+
+    obs: raw observation groups ``{k: [T, N, O_k]}`` (the privileged ``"critic"`` group included);
+    actions ``[T, N, A]`` the Gaussian samples u (pre-squash); logp ``[T, N]``; mu ``[T, N, A]``
+    the old policy means; values ``[T, N]``; rewards ``[T, N]`` (already scaled if norm_reward);
+    next_values ``[T, N]`` V of the state that actually followed each step; terminated / dones
+    ``[T, N]`` (1 where s_{t+1} is terminal / where the episode ended at step t).
+    """
+
+    obs: dict[str, Any]
+    actions: Any
+    logp: Any
+    mu: Any
+    values: Any
+    rewards: Any
+    next_values: Any
+    terminated: Any
+    dones: Any
+
+
 @runtime_checkable
 class OnPolicyLearner(Protocol):
     """An on-policy learner, driven by ``roborl.runners.on_policy``.
 
-    ``act`` returns what the rollout buffer keeps; ``update`` consumes one filled rollout
-    (advantages computed by the learner) and returns float metrics.
+    Observations are dicts of groups ``{k: [N, O_k]}`` (raw, un-normalised). ``act`` returns what
+    the rollout buffer keeps; ``update`` consumes one filled :class:`Rollout` (advantages computed
+    by the learner) and returns float metrics; ``observe`` then folds the rollout's observations into
+    the learner's normalisers (frozen during collection and update).
     """
 
-    def act(self, obs: Any, priv: Any = None) -> tuple[Any, ...]:
-        """obs [N, O] -> (action [N, A] in [-1, 1], pre-squash sample, log-prob [N], mean, value [N])."""
+    def act(self, obs: Any) -> tuple[Any, ...]:
+        """obs groups -> (action [N, A] in [-1, 1], pre-squash sample [N, A], log-prob [N], mean [N, A], value [N])."""
         ...
 
-    def value(self, obs: Any, priv: Any = None) -> Any:
-        """obs [N, O] -> V(s) [N] (bootstrap values at rollout ends and truncations)."""
+    def value(self, obs: Any) -> Any:
+        """obs groups -> V(s) [N] (bootstrap values at rollout ends and truncations)."""
         ...
 
-    def update(self, rollout: Any) -> dict[str, float]:
+    def update(self, rollout: Rollout) -> dict[str, float]:
+        ...
+
+    def observe(self, obs: Any) -> None:
+        """Fold a rollout's observation groups ``{k: [T, N, O_k]}`` into the normalisers."""
+        ...
+
+    def set_lr(self, lr: float) -> None:
+        """Learning-rate schedules the runner drives (``anneal_lr``)."""
         ...
 
     def policy(self) -> Policy:

@@ -68,7 +68,8 @@ class PPOConfig:
     rollout_steps: int = field(256, doc="Steps per env per iteration (SB3's n_steps); batch = n_envs * rollout_steps.",
                                check=positive)
     # --- network
-    hidden: tuple[int, ...] = field((64, 64), doc="Hidden layer sizes of actor and critic (separate networks).")
+    hidden: tuple[int, ...] = field((64, 64), doc="Hidden layer sizes of the actor (and of the critic unless critic_hidden).")
+    critic_hidden: tuple[int, ...] | None = field(None, doc="Hidden layer sizes of the critic (null = same as hidden).")
     activation: Literal["tanh", "relu", "elu"] = field("tanh", doc="Hidden activation (tanh is the SB3/CleanRL default).")
     init_log_std: float = field(0.0, doc="Initial log-std of the state-independent Gaussian.")
     action_squash: Literal["clip", "tanh"] = field(
@@ -114,3 +115,5 @@ class PPOConfig:
             raise ValueError("lr_min must be <= lr_max")
         if not self.hidden or any(h <= 0 for h in self.hidden):
             raise ValueError("hidden must be a non-empty list of positive sizes")
+        if self.critic_hidden is not None and (not self.critic_hidden or any(h <= 0 for h in self.critic_hidden)):
+            raise ValueError("critic_hidden must be a non-empty list of positive sizes (or null)")

@@ -1,10 +1,10 @@
 """Proximal Policy Optimization (Schulman et al. 2017): PPO-clip and PPO-KL with GAE, read top to bottom.
 
 This module holds losses and updates only (no files, zarr or envs; the loop lives in
-``roborl/runners/ppo.py``). References: Schulman et al. 2017 (PPO), Schulman et al. 2016
-(GAE), the seeds 003 §3.4.7 (PPO-KL / PPO-clip, KL early stop) and 002 (worked GAE
-example), CleanRL ``ppo_continuous_action.py`` and SB3 (defaults, initialisation), rsl_rl
-(target-KL adaptive learning rate), Pinto et al. 2018 (asymmetric actor-critic).
+``roborl/runners/on_policy.py``). References: Schulman et al. 2017 (PPO, PPO-KL, KL early stop),
+Schulman et al. 2016 (GAE), CleanRL ``ppo_continuous_action.py`` and SB3 (defaults,
+initialisation), rsl_rl (target-KL adaptive learning rate; the encoder / actor / critic split),
+Pinto et al. 2018 (asymmetric actor-critic).
 
 Design decisions (why):
 
@@ -21,31 +21,42 @@ Design decisions (why):
   that rollout's observations: the log-probs stored at collection time and the ones
   recomputed in the update then see identically normalized inputs, so the ratio is exactly
   1 at the first minibatch (updating per step, as rsl_rl does, breaks that).
-* **Asymmetric actor-critic** (Pinto et al. 2018; OpenAI 2019): with ``asymmetric=True`` the
-  critic's input is ``[norm(obs), norm(priv)]`` where ``priv`` is privileged simulator state
-  (DR parameters, true object poses) that the actor never sees. Only the actor is needed to
-  deploy, so the real robot never has to provide ``priv``.
+* **Model = encoders + actor + critic** (rsl_rl's layout): observations are a dict of groups
+  (``{"policy": [B, O]}`` for a flat Box env, one group per key of a Dict env). Each group has its
+  own normaliser; ``actor_encoder`` and ``critic_encoder`` turn the normalised groups into feature
+  vectors (:class:`~roborl.learners.networks.ConcatEncoder` by default; a CNN, or one encoder
+  shared by both with ``critic_encoder=actor_encoder``); ``actor`` and ``critic`` are MLPs.
+* **Asymmetric actor-critic** (Pinto et al. 2018; OpenAI 2019): the group named ``"critic"``
+  (:data:`PRIVILEGED`) is privileged simulator state (DR parameters, true object poses) that
+  only the critic reads. Only the actor is needed to deploy, so the real robot never has to
+  provide it.
+* **Fast path**: when both encoders are plain concatenations and actor and critic have the same
+  hidden sizes, the two MLPs also run fused as one 2-member batched MLP (:class:`_FusedPair`),
+  their parameters re-homed into that layout: half the (overhead-bound) ops per step on a CPU.
+  The plain modules stay the reference and own the parameters (views of the same storage).
 * **GAE** distinguishes *terminated* (no bootstrap) from *truncated* (bootstrap from
   ``V(s_T)`` of the real final observation): :func:`compute_gae` takes ``next_values``,
   the value of the state that actually followed each step.
 
-Shapes: ``T`` rollout steps per env, ``N`` envs, ``B = T*N``, ``O`` obs dim, ``P`` privileged
-dim (0 when off), ``A`` action dim.
+Shapes: ``T`` rollout steps per env, ``N`` envs, ``B = T*N``, ``O_k`` the size of observation
+group k, ``A`` action dim.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from roborl.learners.base import POLICY, PRIVILEGED, Rollout
 from roborl.learners.config import PPOConfig
+from roborl.learners.networks import ConcatEncoder, RunningMeanStd
 
 __all__ = [
-    "PPOConfig", "RunningMeanStd", "ActorCritic", "PPO", "PPOPolicy", "Rollout",
+    "PPOConfig", "RunningMeanStd", "ActorCritic", "PPO", "PPOPolicy", "Rollout", "POLICY", "PRIVILEGED",
     "compute_gae", "gaussian_log_prob", "gaussian_entropy", "gaussian_kl", "approx_kl",
     "clipped_surrogate", "policy_from_checkpoint",
 ]
@@ -53,46 +64,9 @@ __all__ = [
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
-# ============================================================================= config
-
-# ============================================================================= normalisation
-
-class RunningMeanStd(nn.Module):
-    """Running mean/variance (Chan et al. parallel algorithm) as module buffers. x: [..., D].
-
-    ``dim == 0`` is allowed (no privileged input) and is then a no-op.
-    """
-
-    def __init__(self, dim: int, clip: float = 10.0, epsilon: float = 1e-4) -> None:
-        super().__init__()
-        self.clip = clip
-        self.register_buffer("mean", torch.zeros(dim, dtype=torch.float64))
-        self.register_buffer("var", torch.ones(dim, dtype=torch.float64))
-        self.register_buffer("count", torch.tensor(epsilon, dtype=torch.float64))
-        self._cache: tuple | None = None
-
-    @torch.no_grad()
-    def update(self, x: torch.Tensor) -> None:
-        """Fold a batch ``x: [B, D]`` into the statistics."""
-        x = x.reshape(-1, self.mean.shape[0]).to(torch.float64)
-        if x.shape[0] == 0 or x.shape[1] == 0:
-            return
-        b_mean, b_var, b = x.mean(0), x.var(0, unbiased=False), x.shape[0]
-        delta, tot = b_mean - self.mean, self.count + b
-        self.mean += delta * b / tot
-        m2 = self.var * self.count + b_var * b + delta.pow(2) * self.count * b / tot
-        self.var.copy_(m2 / tot)
-        self.count.copy_(tot)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # mean and std in x's dtype are cached until the buffers change (update / load_state_dict
-        # bump their version counters; .to() makes new storage): the per-step inference path then
-        # runs 3 ops instead of 7. Same arithmetic as without the cache, so results are identical.
-        key = (self.mean._version, self.var._version, self.mean.data_ptr(), self.var.data_ptr(), x.dtype)
-        c = self._cache
-        if c is None or c[0] != key:
-            c = self._cache = (key, self.mean.to(x.dtype), (self.var + 1e-8).sqrt().to(x.dtype))
-        return ((x - c[1]) / c[2]).clamp(-self.clip, self.clip)
+def obs_groups(obs: Any) -> dict[str, Any]:
+    """A flat observation [N, O] -> ``{"policy": obs}``; a dict of groups is returned as is."""
+    return obs if isinstance(obs, Mapping) else {POLICY: obs}
 
 
 # ============================================================================= distributions
@@ -169,42 +143,229 @@ def compute_gae(rewards: torch.Tensor, values: torch.Tensor, next_values: torch.
 # ============================================================================= networks
 
 _ACTS: dict[str, Any] = {"tanh": torch.tanh, "relu": torch.relu, "elu": nn.functional.elu}
+_ACT_MODULES: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}
 
 
-class PairMLP(nn.Module):
-    """The actor MLP and the critic MLP (same hidden sizes), run together: one batched matmul per layer.
+def mlp(inp: int, hidden: tuple[int, ...], out: int, activation: str) -> nn.Sequential:
+    """``Linear, act, ..., Linear``: [B, inp] -> [B, out]."""
+    layers: list[nn.Module] = []
+    dims = [inp, *hidden]
+    for d_in, d_out in zip(dims[:-1], dims[1:]):
+        layers += [nn.Linear(d_in, d_out), _ACT_MODULES[activation]()]
+    layers.append(nn.Linear(dims[-1], out))
+    return nn.Sequential(*layers)
 
-    Member 0 is the actor, member 1 the critic. ``x: [2, B, D] -> [2, B, max(A, 1)]``: the
-    actor's output is ``[0, :, :A]``, the value ``[1, :, 0]``. The two networks share no
-    weights; stacking them only halves the number of (overhead-bound) ops per step on a CPU.
-    The actor's input is the normalized observation zero-padded to the critic's width D = O + P;
-    the weights on the padding start at zero and get exactly zero gradient, so they stay
-    zero and the actor never sees privileged state.
 
-    Init (SB3/CleanRL; Andrychowicz et al. 2021): orthogonal, gain sqrt(2) for hidden layers,
-    0.01 for the actor head (the initial policy is ~N(0, std)), 1 for the critic head.
+def _linears(net: nn.Module) -> list[nn.Linear]:
+    return [m for m in net.modules() if isinstance(m, nn.Linear)]
+
+
+@torch.no_grad()
+def _orthogonal_init(actor: nn.Module, critic: nn.Module) -> None:
+    """Init (SB3/CleanRL; Andrychowicz et al. 2021): orthogonal weights, gain sqrt(2) for hidden layers,
+    0.01 for the actor head (the initial policy is ~N(0, std)), 1 for the critic head; zero biases.
+
+    Layers are drawn layer by layer, actor then critic, each on its ``[in, out]`` matrix: the same
+    values whether or not the fast path later re-homes them.
+    """
+    la, lc = _linears(actor), _linears(critic)
+    for i in range(max(len(la), len(lc))):
+        for layers, head_gain in ((la, 0.01), (lc, 1.0)):
+            if i < len(layers):
+                lin = layers[i]
+                nn.init.orthogonal_(lin.weight.T, head_gain if i == len(layers) - 1 else math.sqrt(2.0))
+                nn.init.zeros_(lin.bias)
+
+
+class ActorCritic(nn.Module):
+    """Per-group normalisers, actor/critic encoders, the actor and critic MLPs and a state-independent log-std.
+
+    ``obs_rms[k]``: :class:`RunningMeanStd` of group k (``[B, O_k]``);
+    ``actor_encoder``: normalised groups -> [B, F_a] (all groups but :data:`PRIVILEGED`);
+    ``critic_encoder``: normalised groups -> [B, F_c] (all groups); the same module as
+    ``actor_encoder`` when passed so (a shared trunk: one assignment);
+    ``actor``: [B, F_a] -> mu [B, A]; ``critic``: [B, F_c] -> [B, 1]; ``log_std``: [A].
     """
 
-    def __init__(self, actor_in: int, critic_in: int, hidden: tuple[int, ...], act_dim: int, activation: str) -> None:
+    def __init__(self, obs_dims: Mapping[str, int] | int, act_dim: int, cfg: PPOConfig,
+                 actor_encoder: nn.Module | None = None, critic_encoder: nn.Module | None = None) -> None:
         super().__init__()
-        self.act = _ACTS[activation]
-        self.act_dim = act_dim
-        dims = [critic_in, *hidden, max(act_dim, 1)]
-        self.weights = nn.ParameterList()
-        self.biases = nn.ParameterList()
-        for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:])):
-            w = torch.empty(2, d_in, d_out)
-            last = i == len(dims) - 2
-            for m, gain in enumerate((0.01, 1.0) if last else (math.sqrt(2.0), math.sqrt(2.0))):
-                nn.init.orthogonal_(w[m], gain)
-            if i == 0:
-                w[0, actor_in:] = 0.0  # actor ignores the privileged columns
-            if last:
-                w[1, :, 1:] = 0.0  # critic uses one output
-            self.weights.append(nn.Parameter(w))
-            self.biases.append(nn.Parameter(torch.zeros(2, 1, d_out)))
+        dims = {POLICY: obs_dims} if isinstance(obs_dims, int) else dict(obs_dims)
+        if not dims or any(d <= 0 for d in dims.values()):
+            raise ValueError(f"observation groups need positive sizes, got {dims}")
+        self.obs_dims, self.act_dim = {k: int(d) for k, d in dims.items()}, act_dim
+        self.squash = cfg.action_squash
+        self.norm_obs = cfg.norm_obs
+        self.activation = cfg.activation
+        actor_keys = tuple(k for k in self.obs_dims if k != PRIVILEGED)
+        if not actor_keys:
+            raise ValueError(f"the actor needs an observation group other than {PRIVILEGED!r}")
+        critic_keys = actor_keys + ((PRIVILEGED,) if PRIVILEGED in self.obs_dims else ())
+        self.obs_rms = nn.ModuleDict({k: RunningMeanStd(d, cfg.obs_clip) for k, d in self.obs_dims.items()})
+        self.actor_encoder = actor_encoder if actor_encoder is not None else ConcatEncoder(self.obs_dims, actor_keys)
+        self.critic_encoder = critic_encoder if critic_encoder is not None else ConcatEncoder(self.obs_dims, critic_keys)
+        self.actor = mlp(int(self.actor_encoder.out_dim), tuple(cfg.hidden), act_dim, cfg.activation)
+        self.critic = mlp(int(self.critic_encoder.out_dim), tuple(cfg.critic_hidden or cfg.hidden), 1, cfg.activation)
+        _orthogonal_init(self.actor, self.critic)
+        self.log_std = nn.Parameter(torch.full((act_dim,), float(cfg.init_log_std)))
+        self._fused: _FusedPair | None = None
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    # ---------------------------------------------------------------- plain modules (the reference)
+    def normalize(self, obs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Raw groups ``{k: [B, O_k]}`` -> normalised groups (groups this model does not know are dropped)."""
+        if not self.norm_obs:
+            return {k: v for k, v in obs.items() if k in self.obs_dims}
+        return {k: self.obs_rms[k](v) for k, v in obs.items() if k in self.obs_dims}
+
+    def actor_mean(self, obs_n: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Normalised groups -> mu [B, A] (the actor alone: what a deployed policy runs)."""
+        return self.actor(self.actor_encoder(obs_n))
+
+    def plain(self, obs_n: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised groups -> (mu [B, A], V [B]) through the plain modules."""
+        za = self.actor_encoder(obs_n)
+        zc = za if self.critic_encoder is self.actor_encoder else self.critic_encoder(obs_n)
+        return self.actor(za), self.critic(zc)[:, 0]
+
+    def forward(self, obs_n: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised groups -> (mu [B, A], V [B]); fused when :meth:`flatten` enabled the fast path."""
+        if self._fused is not None:
+            return self._fused(self._fused.pair_input(obs_n))
+        return self.plain(obs_n)
+
+    # ---------------------------------------------------------------- update inputs
+    def batch_input(self, obs_n: dict[str, torch.Tensor]) -> Any:
+        """What :meth:`forward_batch` takes for a whole batch, prepared once per update: the fused pair
+        input ``[2, B, D]`` on the fast path, else the normalised groups (encoders run per minibatch)."""
+        return self._fused.pair_input(obs_n) if self._fused is not None else obs_n
+
+    def forward_batch(self, x: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """A (minibatch of a) :meth:`batch_input` -> (mu [b, A], V [b])."""
+        return self._fused(x) if self._fused is not None else self.plain(x)
+
+    @staticmethod
+    def take(x: Any, idx: torch.Tensor) -> Any:
+        """Rows ``idx`` of a :meth:`batch_input` (its batch dim is 1 for the pair tensor, 0 for groups)."""
+        return {k: v[idx] for k, v in x.items()} if isinstance(x, dict) else x[:, idx]
+
+    @staticmethod
+    def split(x: Any, size: int) -> list[Any]:
+        """Consecutive minibatches of ``size`` rows of a :meth:`batch_input`."""
+        if isinstance(x, dict):
+            keys = list(x)
+            return [dict(zip(keys, parts)) for parts in zip(*(x[k].split(size) for k in keys))]
+        return list(x.split(size, 1))
+
+    # ---------------------------------------------------------------- actions
+    def squash_action(self, u: torch.Tensor) -> torch.Tensor:
+        """Gaussian sample u [B, A] -> env action in [-1, 1]."""
+        return torch.tanh(u) if self.squash == "tanh" else u.clamp(-1.0, 1.0)
+
+    def deterministic(self, obs: Mapping[str, torch.Tensor] | torch.Tensor) -> torch.Tensor:
+        """Raw obs (groups or [B, O]) -> mean action in [-1, 1], [B, A]."""
+        return self.squash_action(self.actor_mean(self.normalize(obs_groups(obs))))
+
+    # ---------------------------------------------------------------- parameter layout
+    def fusable(self) -> bool:
+        """The fast path applies: parameter-free concatenating encoders (critic input = actor input
+        + privileged columns) and actor and critic MLPs of the same depth, widths and activation."""
+        ea, ec = self.actor_encoder, self.critic_encoder
+        if not (isinstance(ea, ConcatEncoder) and isinstance(ec, ConcatEncoder)):
+            return False
+        if ec.keys[:len(ea.keys)] != ea.keys:
+            return False
+        la, lc = _linears(self.actor), _linears(self.critic)
+        return len(la) == len(lc) and all(a.out_features == c.out_features for a, c in zip(la[:-1], lc[:-1]))
+
+    def flatten(self, fuse: bool = True) -> nn.Parameter:
+        """Re-home every parameter as a view of one flat parameter (grads likewise) and return it.
+
+        With ``fuse`` and :meth:`fusable`, the layout is the fused pair's (:class:`_FusedPair`) and
+        :meth:`forward` runs fused from then on. Call after ``.to(device)`` and not again: moving the
+        model afterwards would detach the views.
+        """
+        if fuse and self.fusable():
+            self._fused = _FusedPair(self)
+            return self._fused.flat
+        return _flatten_parameters(self)
+
+
+# ============================================================================= fast path: fused actor-critic pair
+
+class _FusedPair:
+    """The actor MLP and the critic MLP run together: one batched matmul (``baddbmm``) per layer.
+
+    Member 0 is the actor, member 1 the critic: ``x: [2, B, D] -> (mu [B, A], V [B])``. The two
+    networks share no weights; stacking them only halves the number of (overhead-bound) ops per
+    step on a CPU. Layer i's weights live in one ``[2, in, out]`` block (and biases in ``[2, 1, out]``)
+    of a flat buffer; the plain ``nn.Linear`` parameters of ``model.actor`` / ``model.critic`` are
+    re-homed as views into their member's corner of it, so both paths read and train the same
+    numbers. Where the actor is narrower (its input lacks the privileged columns; its head has A
+    outputs, the critic's 1), the block is zero-padded: the actor's input is the normalised
+    observation zero-padded to the critic's width, so the padding weights get exactly zero gradient
+    and stay zero (Adam moves nothing with zero gradients), and no output reads the padded columns.
+
+    Not an ``nn.Module``: the model's state_dict holds the plain modules' parameters only.
+    """
+
+    def __init__(self, model: ActorCritic) -> None:
+        self.act = _ACTS[model.activation]
+        self.act_dim = model.act_dim
+        self.encoder_a, self.encoder_c = model.actor_encoder, model.critic_encoder
+        self.same_input = self.encoder_a.keys == self.encoder_c.keys
+        la, lc = _linears(model.actor), _linears(model.critic)
+        ref = model.log_std
+        blocks = [(2, max(a.in_features, c.in_features), max(a.out_features, c.out_features)) for a, c in zip(la, lc)]
+        fused_ids = {id(p) for lin in la + lc for p in (lin.weight, lin.bias)}
+        others = [p for p in model.parameters() if id(p) not in fused_ids]  # log_std (and any encoder parameters)
+        n = sum(b[0] * b[1] * b[2] + b[0] * b[2] for b in blocks) + sum(p.numel() for p in others)
+        data = torch.zeros(n, dtype=ref.dtype, device=ref.device)
+        grad = torch.zeros_like(data)
+        self.weights: list[torch.Tensor] = []
+        self.biases: list[torch.Tensor] = []
+        off = 0
+
+        def take(shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+            nonlocal off
+            k = math.prod(shape)
+            d, g = data[off:off + k].view(shape), grad[off:off + k].view(shape)
+            off += k
+            return d, g
+
+        def rehome(p: nn.Parameter, d: torch.Tensor, g: torch.Tensor) -> None:
+            d.copy_(p.detach())
+            p.data = d
+            p.grad = g
+
+        for (m2, d_in, d_out), a, c in zip(blocks, la, lc):
+            w, gw = take((m2, d_in, d_out))
+            b, gb = take((m2, 1, d_out))
+            for m, lin in enumerate((a, c)):
+                i, o = lin.in_features, lin.out_features
+                rehome(lin.weight, w[m, :i, :o].T, gw[m, :i, :o].T)
+                rehome(lin.bias, b[m, 0, :o], gb[m, 0, :o])
+            # Leaves of their own over the same storage: autograd accumulates their gradients
+            # in place into the same flat gradient buffer the plain parameters' .grad views.
+            lw, lb = w.detach().requires_grad_(), b.detach().requires_grad_()
+            lw.grad, lb.grad = gw, gb
+            self.weights.append(lw)
+            self.biases.append(lb)
+        for p in others:
+            d, g = take(tuple(p.shape))
+            rehome(p, d, g)
+        self.flat = nn.Parameter(data)
+        self.flat.grad = grad
+
+    def pair_input(self, obs_n: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Normalised groups -> [2, B, D]: the zero-padded actor input and the critic input."""
+        xa = self.encoder_a(obs_n)
+        if self.same_input:
+            return xa.unsqueeze(0).expand(2, -1, -1)
+        xc = self.encoder_c(obs_n)
+        pad = xa.new_zeros(xa.shape[0], xc.shape[1] - xa.shape[1])
+        return torch.stack([torch.cat([xa, pad], -1), xc])
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x [2, B, D] -> (mu [B, A], V [B])."""
         n = len(self.weights)
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
@@ -212,59 +373,6 @@ class PairMLP(nn.Module):
             if i < n - 1:
                 x = self.act(x)
         return x[0, :, :self.act_dim], x[1, :, 0]
-
-    def member(self, x: torch.Tensor, m: int) -> torch.Tensor:
-        """One network alone: x [B, D_m] (D_m may be narrower than D for the actor) -> [B, max(A, 1)]."""
-        n = len(self.weights)
-        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
-            x = torch.addmm(b[m], x, w[m, :x.shape[-1]])
-            if i < n - 1:
-                x = self.act(x)
-        return x
-
-
-class ActorCritic(nn.Module):
-    """Actor and critic (a :class:`PairMLP`), a state-independent log-std, and the normalizers.
-
-    actor: norm(obs) [B, O] -> mu [B, A]; critic: [norm(obs), norm(priv)] [B, O+P] -> V [B].
-    """
-
-    def __init__(self, obs_dim: int, act_dim: int, cfg: PPOConfig, priv_dim: int = 0) -> None:
-        super().__init__()
-        self.obs_dim, self.act_dim, self.priv_dim = obs_dim, act_dim, priv_dim
-        self.squash = cfg.action_squash
-        self.norm_obs = cfg.norm_obs
-        self.net = PairMLP(obs_dim, obs_dim + priv_dim, cfg.hidden, act_dim, cfg.activation)
-        self.log_std = nn.Parameter(torch.full((act_dim,), float(cfg.init_log_std)))
-        self.obs_rms = RunningMeanStd(obs_dim, cfg.obs_clip)
-        self.priv_rms = RunningMeanStd(priv_dim, cfg.obs_clip)
-
-    def normalize(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.obs_rms(obs) if self.norm_obs else obs
-
-    def pair_input(self, obs_n: torch.Tensor, priv: torch.Tensor | None) -> torch.Tensor:
-        """[B, O] normalized obs (+ [B, P] raw priv) -> [2, B, O+P]: zero-padded actor input, critic input."""
-        if self.priv_dim == 0:
-            return obs_n.unsqueeze(0).expand(2, -1, -1)
-        assert priv is not None, "asymmetric critic needs the privileged input"
-        priv_n = self.priv_rms(priv) if self.norm_obs else priv
-        return torch.stack([torch.cat([obs_n, torch.zeros_like(priv_n)], -1), torch.cat([obs_n, priv_n], -1)])
-
-    def forward(self, obs_n: torch.Tensor, priv: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Normalized obs [B, O] (+ raw priv [B, P]) -> (mu [B, A], V [B])."""
-        return self.net(self.pair_input(obs_n, priv))
-
-    def actor_mean(self, obs_n: torch.Tensor) -> torch.Tensor:
-        """Normalized obs [B, O] -> mu [B, A] (the actor alone: what a deployed policy runs)."""
-        return self.net.member(obs_n, 0)[:, :self.act_dim]
-
-    def squash_action(self, u: torch.Tensor) -> torch.Tensor:
-        """Gaussian sample u [B, A] -> env action in [-1, 1]."""
-        return torch.tanh(u) if self.squash == "tanh" else u.clamp(-1.0, 1.0)
-
-    def deterministic(self, obs: torch.Tensor) -> torch.Tensor:
-        """Raw obs [B, O] -> mean action in [-1, 1], [B, A]."""
-        return self.squash_action(self.actor_mean(self.normalize(obs)))
 
 
 def _flatten_parameters(module: nn.Module) -> nn.Parameter:
@@ -301,70 +409,73 @@ def _adam_impl(device: torch.device) -> dict[str, bool]:
         return {"foreach": True}
 
 
-# ============================================================================= rollout batch
+_OLD_LAYOUT_KEYS = ("net.weights.0", "obs_rms.mean")
 
-@dataclass
-class Rollout:
-    """One iteration's on-policy data, as collected by the runner (tensors on the learner's device).
 
-    obs ``[T, N, O]`` raw observations; priv ``[T, N, P]`` raw privileged state (P may be 0);
-    actions ``[T, N, A]`` the Gaussian samples u (pre-squash); logp ``[T, N]``; mu ``[T, N, A]``
-    the old policy means; values ``[T, N]``; rewards ``[T, N]`` (already scaled if
-    norm_reward); next_values / terminated / dones ``[T, N]`` as in :func:`compute_gae`.
-    """
+def _check_layout(model_state: Mapping[str, Any]) -> None:
+    """One line instead of a key-mismatch traceback for checkpoints of the single pair-MLP model."""
+    from roborl.errors import UsageError
 
-    obs: torch.Tensor
-    priv: torch.Tensor
-    actions: torch.Tensor
-    logp: torch.Tensor
-    mu: torch.Tensor
-    values: torch.Tensor
-    rewards: torch.Tensor
-    next_values: torch.Tensor
-    terminated: torch.Tensor
-    dones: torch.Tensor
+    if any(k in model_state for k in _OLD_LAYOUT_KEYS):
+        raise UsageError("checkpoint holds the old PPO model layout (one fused pair MLP, before the "
+                         "encoder/actor/critic split); it cannot be loaded: retrain")
 
 
 # ============================================================================= learner
 
 class PPO:
-    """PPO learner: act on batches of observations, update on a :class:`Rollout`."""
+    """PPO learner (a :class:`roborl.learners.base.OnPolicyLearner`): act on observation groups, update on a :class:`Rollout`.
 
-    def __init__(self, obs_dim: int, act_dim: int, cfg: PPOConfig, priv_dim: int = 0, device: str = "cpu") -> None:
+    ``obs_dims``: the size of each observation group (an int = one ``"policy"`` group). The
+    :data:`PRIVILEGED` group is used only with ``cfg.asymmetric``. ``fuse``: allow the fast path
+    (:class:`_FusedPair`); ``actor_encoder`` / ``critic_encoder``: see :class:`ActorCritic`.
+    """
+
+    def __init__(self, obs_dims: Mapping[str, int] | int, act_dim: int, cfg: PPOConfig, device: str = "cpu", *,
+                 fuse: bool = True, actor_encoder: nn.Module | None = None,
+                 critic_encoder: nn.Module | None = None) -> None:
         self.cfg = cfg
         self.device = torch.device(device)
-        self.model = ActorCritic(obs_dim, act_dim, cfg, priv_dim if cfg.asymmetric else 0).to(self.device)
+        dims = {POLICY: obs_dims} if isinstance(obs_dims, int) else dict(obs_dims)
+        if not cfg.asymmetric:
+            dims.pop(PRIVILEGED, None)
+        self.model = ActorCritic(dims, act_dim, cfg, actor_encoder, critic_encoder).to(self.device)
         # All parameters live in one flat buffer (and their grads in another), so Adam, the
         # gradient-norm clip and zero_grad are one fused op each instead of one per tensor:
         # with 64-unit MLPs on a CPU the per-op overhead, not the FLOPs, is the cost.
-        self.flat = _flatten_parameters(self.model)
-        # One Adam over actor, critic and log-std (as SB3); eps=1e-5 as CleanRL/SB3.
+        self.flat = self.model.flatten(fuse)
+        # One Adam over encoders, actor, critic and log-std (as SB3); eps=1e-5 as CleanRL/SB3.
         self.optim = torch.optim.Adam([self.flat], lr=cfg.lr, eps=1e-5, **_adam_impl(self.device))
         self.lr = cfg.lr
         self.beta = cfg.kl_beta
 
+    @property
+    def obs_dims(self) -> dict[str, int]:
+        return dict(self.model.obs_dims)
+
     # ------------------------------------------------------------------ acting
     @torch.no_grad()
-    def act(self, obs: torch.Tensor, priv: torch.Tensor | None = None
+    def act(self, obs: Mapping[str, torch.Tensor] | torch.Tensor
             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Sample for a batch of envs. obs [N, O] raw, priv [N, P] -> (action [N, A] in [-1,1], u [N, A], logp [N], mu [N, A], V [N])."""
+        """Sample for a batch of envs. obs: raw groups {k: [N, O_k]} (or [N, O]) ->
+        (action [N, A] in [-1, 1], u [N, A], logp [N], mu [N, A], V [N])."""
         m = self.model
-        mu, v = m(m.normalize(obs), priv)
+        mu, v = m(m.normalize(obs_groups(obs)))
         u = mu + torch.randn_like(mu) * m.log_std.exp()
         logp = gaussian_log_prob(u, mu, m.log_std)
         return m.squash_action(u), u, logp, mu, v
 
     @torch.no_grad()
-    def value(self, obs: torch.Tensor, priv: torch.Tensor | None = None) -> torch.Tensor:
-        """V(obs) for raw obs [N, O] (+ priv [N, P]) -> [N]."""
+    def value(self, obs: Mapping[str, torch.Tensor] | torch.Tensor) -> torch.Tensor:
+        """V(obs) for raw groups {k: [N, O_k]} (or [N, O]) -> [N]."""
         m = self.model
-        return m(m.normalize(obs), priv)[1]
+        return m(m.normalize(obs_groups(obs)))[1]
 
-    def observe(self, obs: torch.Tensor, priv: torch.Tensor | None = None) -> None:
-        """Refresh the normalizers with a rollout's raw obs [*, O] (and priv [*, P]); call after :meth:`update`."""
-        self.model.obs_rms.update(obs.reshape(-1, self.model.obs_dim))
-        if self.model.priv_dim and priv is not None:
-            self.model.priv_rms.update(priv.reshape(-1, self.model.priv_dim))
+    def observe(self, obs: Mapping[str, torch.Tensor] | torch.Tensor) -> None:
+        """Refresh the normalizers with a rollout's raw groups {k: [*, O_k]}; call after :meth:`update`."""
+        for k, v in obs_groups(obs).items():
+            if k in self.model.obs_rms:
+                self.model.obs_rms[k].update(v)
 
     def set_lr(self, lr: float) -> None:
         self.lr = lr
@@ -378,9 +489,9 @@ class PPO:
         adv, returns = compute_gae(batch.rewards, batch.values, batch.next_values, batch.terminated, batch.dones,
                                    cfg.gamma, cfg.gae_lambda)
         B = adv.numel()
-        # Flatten [T, N, ...] -> [B, ...].
-        # [2, B, O+P]: actor and critic inputs, normalized once (stats are frozen during the update).
-        x = m.pair_input(m.normalize(batch.obs.reshape(B, -1)), batch.priv.reshape(B, -1) if m.priv_dim else None)
+        # Flatten [T, N, ...] -> [B, ...]; normalized once (stats are frozen during the update).
+        obs = obs_groups(batch.obs)
+        x = m.batch_input(m.normalize({k: v.reshape(B, -1) for k, v in obs.items()}))
         u, logp_old, mu_old = batch.actions.reshape(B, -1), batch.logp.reshape(B), batch.mu.reshape(B, -1)
         v_old, ret, adv = batch.values.reshape(B), returns.reshape(B), adv.reshape(B)
         if cfg.norm_adv:
@@ -399,10 +510,10 @@ class PPO:
         for _epoch in range(cfg.epochs):
             # One gather per epoch; minibatches are then contiguous views (cheaper than B/mb gathers).
             perm = torch.randperm(B, device=self.device)
-            chunks = zip(x[:, perm].split(mb, 1), u[perm].split(mb), logp_old[perm].split(mb), mu_old[perm].split(mb),
-                         adv[perm].split(mb), ret[perm].split(mb), v_old[perm].split(mb))
+            chunks = zip(m.split(m.take(x, perm), mb), u[perm].split(mb), logp_old[perm].split(mb),
+                         mu_old[perm].split(mb), adv[perm].split(mb), ret[perm].split(mb), v_old[perm].split(mb))
             for _i, (b_x, b_u, b_logp, b_mu, b_adv, b_ret, b_vold) in zip(range(n_mb), chunks):
-                mu, v = m.net(b_x)
+                mu, v = m.forward_batch(b_x)
                 logp = gaussian_log_prob(b_u, mu, m.log_std)
                 log_ratio = logp - b_logp
                 ratio = log_ratio.exp()
@@ -446,7 +557,7 @@ class PPO:
 
         # Whole-batch KL of the final policy against the behaviour policy (closed form).
         with torch.no_grad():
-            mu_all, v_all = m.net(x)
+            mu_all, v_all = m.forward_batch(x)
             kl_batch = float(gaussian_kl(mu_old, log_std_old, mu_all, m.log_std).mean())
             explained_var = float(1.0 - (ret - v_all).var() / (ret.var() + 1e-8))
         beta_used = self.beta
@@ -475,11 +586,12 @@ class PPO:
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        # clone(): the parameters are views of one buffer and safetensors refuses shared storage.
-        model = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        # Contiguous copies: the parameters are (strided) views of one buffer and safetensors refuses shared storage.
+        model = {k: v.detach().clone(memory_format=torch.contiguous_format) for k, v in self.model.state_dict().items()}
         return {"model": model, "optim": self.optim.state_dict(), "lr": self.lr, "beta": self.beta}
 
     def load_state_dict(self, st: dict[str, Any]) -> None:
+        _check_layout(st["model"])
         self.model.load_state_dict(st["model"])
         self.optim.load_state_dict(st["optim"])
         self.set_lr(float(st["lr"]))
@@ -492,9 +604,10 @@ class PPO:
 # ============================================================================= deployable policy
 
 class PPOPolicy:
-    """The :class:`roborl.learners.Policy` of a PPO model: raw obs [N, O] -> actions [N, A] in [-1, 1].
+    """The :class:`roborl.learners.Policy` of a PPO model: raw obs [N, O] (or groups {k: [N, O_k]}) ->
+    actions [N, A] in [-1, 1].
 
-    Normalization is inside the model; the critic (and any privileged input) is not needed.
+    Normalization is inside the model; the critic (and any privileged group) is not needed.
     """
 
     def __init__(self, model: ActorCritic, device: str = "cpu") -> None:
@@ -502,34 +615,54 @@ class PPOPolicy:
         self.device = torch.device(device)
 
     @torch.no_grad()
-    def act(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
-        o = torch.as_tensor(np.asarray(obs, dtype=np.float32), device=self.device)
-        squeeze = o.ndim == 1
+    def act(self, obs: np.ndarray | Mapping[str, np.ndarray], deterministic: bool = True) -> np.ndarray:
+        groups = {k: torch.as_tensor(np.asarray(v, dtype=np.float32), device=self.device)
+                  for k, v in obs_groups(obs).items()}
+        squeeze = next(iter(groups.values())).ndim == 1
         if squeeze:
-            o = o[None]
+            groups = {k: v[None] for k, v in groups.items()}
         m = self.model
-        mu = m.actor_mean(m.normalize(o))
+        mu = m.actor_mean(m.normalize(groups))
         u = mu if deterministic else mu + torch.randn_like(mu) * m.log_std.exp()
         a = m.squash_action(u).cpu().numpy()
         return a[0] if squeeze else a
 
 
+def checkpoint_obs_dims(dims: Mapping[str, Any]) -> dict[str, int]:
+    """The observation groups of a checkpoint's ``meta["dims"]``: ``groups`` when saved (Dict observations),
+    else ``{"policy": obs}`` plus ``{"critic": priv}`` when ``priv > 0``."""
+    if dims.get("groups"):
+        return {str(k): int(v) for k, v in dims["groups"].items()}
+    out = {POLICY: int(dims["obs"])}
+    if int(dims.get("priv", 0)):
+        out[PRIVILEGED] = int(dims["priv"])
+    return out
+
+
 def policy_from_checkpoint(state: dict[str, Any], meta: dict[str, Any], device: str = "cpu") -> PPOPolicy:
-    """Rebuild the deployable policy from a checkpoint's ``(state, meta)`` alone (see POLICY_LOADERS)."""
+    """Rebuild the deployable policy from a checkpoint's ``(state, meta)`` alone (see POLICY_LOADERS).
+
+    Checkpoints of the single pair-MLP model (before the encoder/actor/critic split) are refused
+    with one line.
+    """
     from roborl import config as C
     from roborl.errors import UsageError
 
     try:
         cfg = C.build(PPOConfig, meta["config"]["ppo"], "checkpoint meta")
-        dims = meta["dims"]
-        model = ActorCritic(int(dims["obs"]), int(dims["act"]), cfg, int(dims.get("priv", 0)))
-        model.load_state_dict(state["learner"]["model"])
+        model_state = state["learner"]["model"]
+        _check_layout(model_state)
+        dims = checkpoint_obs_dims(meta["dims"])
+        if not cfg.asymmetric:
+            dims.pop(PRIVILEGED, None)
+        model = ActorCritic(dims, int(meta["dims"]["act"]), cfg)
+        model.load_state_dict(model_state)
     except (KeyError, TypeError) as e:
         raise UsageError(f"checkpoint is not a PPO checkpoint: missing {e}") from None
     except RuntimeError as e:
         raise UsageError(f"checkpoint model does not match its config: {str(e).splitlines()[0]}") from None
     model.to(device).eval()
-    # Same flat-buffer parameter layout as in training: views at other offsets take other SIMD
-    # paths and round differently (~1e-8), and `roborl eval` must reproduce training-time eval exactly.
-    _flatten_parameters(model)
+    # Same parameter layout as in training: views at other offsets take other SIMD paths and
+    # round differently (~1e-8), and `roborl eval` must reproduce training-time eval exactly.
+    model.flatten()
     return PPOPolicy(model, device)

@@ -7,5 +7,5 @@ from __future__ import annotations
 
 RUNNERS: dict[str, str] = {
     "sac": "roborl.runners.sac:run",
-    "ppo": "roborl.runners.ppo:run",
+    "ppo": "roborl.runners.on_policy:run",
 }

@@ -1,4 +1,5 @@
-"""PPO learner math: GAE, the clipped surrogate, KL estimates, normalizers, a real learning run."""
+"""PPO learner: GAE, the clipped surrogate, KL estimates, normalizers, the encoder/actor/critic model and its
+fused fast path, observation groups (Dict observations, asymmetric critic), checkpoints."""
 from __future__ import annotations
 
 import math
@@ -8,8 +9,11 @@ import pytest
 import torch
 
 from roborl import config as C
-from roborl.learners.ppo import (PPO, ActorCritic, PPOConfig, Rollout, RunningMeanStd, approx_kl, clipped_surrogate,
-                                 compute_gae, gaussian_kl, gaussian_log_prob, policy_from_checkpoint)
+from roborl.errors import UsageError
+from roborl.learners.base import OnPolicyLearner
+from roborl.learners.networks import ConcatEncoder, ObsNormalizer, RunningMeanStd, combine_moments
+from roborl.learners.ppo import (PPO, ActorCritic, PPOConfig, Rollout, approx_kl, clipped_surrogate, compute_gae,
+                                 gaussian_kl, gaussian_log_prob, policy_from_checkpoint)
 
 
 def _t(x):
@@ -18,8 +22,8 @@ def _t(x):
 
 # ----------------------------------------------------------------------------- GAE
 
-def test_gae_matches_seed_002_worked_example():
-    # Seed 002: r = (1, 2, -1), V(s0..s3) = (5, 5.5, 6, 4), gamma 0.99, lambda 0.95.
+def test_gae_matches_a_worked_example():
+    # By hand: r = (1, 2, -1), V(s0..s3) = (5, 5.5, 6, 4), gamma 0.99, lambda 0.95.
     rewards = _t([[1.0], [2.0], [-1.0]])
     values = _t([[5.0], [5.5], [6.0]])
     next_values = _t([[5.5], [6.0], [4.0]])
@@ -101,7 +105,7 @@ def test_clipped_objective_gradient_is_zero_outside_clip_range_in_profitable_dir
             assert gr != 0.0
 
 
-def test_clipped_objective_values_from_seed_002():
+def test_clipped_objective_values_by_hand():
     # A = +2: ratio 1.5 -> clipped 1.2 * 2 = 2.4. A = -1.5: ratio 0.7 -> min(-1.05, -1.2) = -1.2; ratio 1.3 -> -1.95.
     assert clipped_surrogate(_t([1.5]), _t([2.0]), 0.2).item() == pytest.approx(-2.4)
     assert clipped_surrogate(_t([0.7]), _t([-1.5]), 0.2).item() == pytest.approx(1.2)
@@ -146,19 +150,58 @@ def test_running_mean_std_matches_numpy_over_batches():
     np.testing.assert_allclose(rms.var.numpy(), data.var(0), rtol=1e-9)
 
 
+def test_combine_moments_on_floats_equals_the_tensor_update():
+    # The runner's reward statistics run the same formula on Python floats (its fast path).
+    rng = np.random.default_rng(1)
+    rms = RunningMeanStd(1)
+    stats = (0.0, 1.0, float(rms.count))
+    for _ in range(20):
+        x = rng.normal(2.0, 3.0, size=8)
+        rms.update(torch.as_tensor(x))
+        stats = combine_moments(*stats, float(x.mean()), float(x.var()), x.size)
+    assert (float(rms.mean[0]), float(rms.var[0]), float(rms.count)) == stats
+
+
+def test_obs_normalizer_is_a_running_mean_std_with_sac_state_keys():
+    g = torch.Generator().manual_seed(0)
+    obs = torch.randn(500, 4, generator=g) * torch.tensor([1.0, 5.0, 0.0, 2.0]) + 3.0
+    n = ObsNormalizer(4)
+    assert isinstance(n, RunningMeanStd) and list(n.state_dict()) == ["mean", "std"]
+    n.fit(obs, min_std=1e-2)
+    torch.testing.assert_close(n.mean, obs.mean(0))
+    torch.testing.assert_close(n.std, obs.std(0).clamp_min(1e-2))  # sample std, floored (the constant column)
+    torch.testing.assert_close(n(obs), ((obs - obs.mean(0)) / obs.std(0).clamp_min(1e-2)).clamp(-10, 10))
+    other = ObsNormalizer(4)
+    other.load_state_dict({"mean": n.mean.clone(), "std": n.std.clone()})  # a SAC checkpoint's normalizer
+    torch.testing.assert_close(other(obs), n(obs))
+
+
 # ----------------------------------------------------------------------------- update mechanics
+
+def _groups(obs: torch.Tensor, priv: torch.Tensor) -> dict[str, torch.Tensor]:
+    return {"policy": obs, **({"critic": priv} if priv.shape[-1] else {})}
+
 
 def _random_rollout(T: int, N: int, O: int, A: int, P: int, learner: PPO, seed: int = 0) -> Rollout:
     g = torch.Generator().manual_seed(seed)
     obs = torch.randn(T, N, O, generator=g) * 3 + 1
     priv = torch.rand(T, N, P, generator=g) + 0.5
-    acts = [learner.act(obs[t], priv[t] if P else None) for t in range(T)]
+    return _rollout_from(_groups(obs, priv), A, learner)
+
+
+def _rollout_from(obs: dict[str, torch.Tensor], A: int, learner: PPO) -> Rollout:
+    T, N = next(iter(obs.values())).shape[:2]
+    acts = [learner.act({k: v[t] for k, v in obs.items()}) for t in range(T)]
     _, u, logp, mu, v = (torch.stack(x) for x in zip(*acts))
-    rewards = obs[..., 0] - u[..., 0].abs()
+    rewards = next(iter(obs.values()))[..., 0] - u[..., 0].abs()
     z = torch.zeros(T, N)
     nv = torch.cat([v[1:], v[-1:]])
-    return Rollout(obs=obs, priv=priv, actions=u, logp=logp, mu=mu, values=v, rewards=rewards, next_values=nv,
+    return Rollout(obs=obs, actions=u, logp=logp, mu=mu, values=v, rewards=rewards, next_values=nv,
                    terminated=z, dones=z)
+
+
+def _flat_obs(batch: Rollout) -> dict[str, torch.Tensor]:
+    return {k: v.reshape(-1, v.shape[-1]) for k, v in batch.obs.items()}
 
 
 @pytest.mark.parametrize("over", [
@@ -167,16 +210,19 @@ def _random_rollout(T: int, N: int, O: int, A: int, P: int, learner: PPO, seed: 
     {"clip_value": 0.2, "target_kl": 1e-6, "kl_control": "early_stop", "lr": 1e-2},
     {"target_kl": 0.01, "kl_control": "adaptive_lr", "action_squash": "tanh"},
     {"asymmetric": True},
+    {"critic_hidden": [32]},  # actor and critic of different sizes: plain modules, no fast path
 ])
 def test_update_runs_and_first_ratio_is_one(over):
     torch.manual_seed(0)
     cfg = C.build(PPOConfig, {"epochs": 2, "minibatch_size": 32, **over})
     P = 3 if cfg.asymmetric else 0
-    learner = PPO(5, 2, cfg, priv_dim=P)
+    learner = PPO({"policy": 5, **({"critic": P} if P else {})}, 2, cfg)
+    assert isinstance(learner, OnPolicyLearner)
+    assert (learner.model._fused is None) == ("critic_hidden" in over)
     batch = _random_rollout(16, 4, 5, 2, P, learner)
     # Recomputing the log-probs with the frozen normalizer reproduces the stored ones exactly.
     m = learner.model
-    mu, _ = m(m.normalize(batch.obs.reshape(64, -1)), batch.priv.reshape(64, -1) if P else None)
+    mu, _ = m(m.normalize(_flat_obs(batch)))
     torch.testing.assert_close(gaussian_log_prob(batch.actions.reshape(64, -1), mu, m.log_std), batch.logp.reshape(64))
     before = [p.detach().clone() for p in m.parameters()]
     stats = learner.update(batch)
@@ -189,39 +235,134 @@ def test_update_runs_and_first_ratio_is_one(over):
         assert stats["beta"] == 1.0 and learner.beta in (0.5, 1.0, 2.0)
 
 
+def test_model_is_encoders_actor_and_critic():
+    cfg = C.build(PPOConfig, {"asymmetric": True, "hidden": [16, 8]})
+    m = PPO({"policy": 4, "critic": 3}, 2, cfg).model
+    assert isinstance(m.actor_encoder, ConcatEncoder) and m.actor_encoder.keys == ("policy",)
+    assert m.critic_encoder.keys == ("policy", "critic")
+    assert [l.weight.shape for l in m.actor if isinstance(l, torch.nn.Linear)] == [(16, 4), (8, 16), (2, 8)]
+    assert [l.weight.shape for l in m.critic if isinstance(l, torch.nn.Linear)] == [(16, 7), (8, 16), (1, 8)]
+    obs_n = m.normalize({"policy": torch.randn(5, 4), "critic": torch.randn(5, 3)})
+    torch.testing.assert_close(m.actor(m.actor_encoder(obs_n)), m.actor_mean(obs_n))
+
+
+@pytest.mark.parametrize("over", [{}, {"asymmetric": True}, {"loss": "kl", "clip_value": 0.5, "ent_coef": 0.01},
+                                  {"target_kl": 0.01, "kl_control": "adaptive_lr", "activation": "elu"}])
+def test_fused_fast_path_equals_plain_modules(over):
+    """The fused pair (one baddbmm per layer, parameters re-homed into its layout) trains exactly what the
+    plain actor and critic modules train: same outputs, same parameters after K updates from the same seed."""
+    cfg = C.build(PPOConfig, {"epochs": 3, "minibatch_size": 32, "lr": 3e-3, **over})
+    dims = {"policy": 5, **({"critic": 3} if cfg.asymmetric else {})}
+    torch.manual_seed(0)
+    fast = PPO(dims, 2, cfg)
+    torch.manual_seed(0)
+    plain = PPO(dims, 2, cfg, fuse=False)
+    assert fast.model._fused is not None and plain.model._fused is None
+    for (k, p), (k2, q) in zip(fast.model.state_dict().items(), plain.model.state_dict().items()):
+        assert k == k2 and torch.equal(p, q), k  # same initial weights
+    for it in range(4):
+        batch = _random_rollout(16, 4, 5, 2, 3 if cfg.asymmetric else 0, fast, seed=it)
+        torch.manual_seed(100 + it)
+        s_fast = fast.update(batch)
+        torch.manual_seed(100 + it)
+        s_plain = plain.update(batch)
+        assert s_fast["grad_steps"] == s_plain["grad_steps"]
+        fast.observe(batch.obs)
+        plain.observe(batch.obs)
+    for (k, p), (_, q) in zip(fast.model.state_dict().items(), plain.model.state_dict().items()):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5, msg=k)
+    obs_n = fast.model.normalize(_flat_obs(batch))
+    for a, b in zip(fast.model(obs_n), fast.model.plain(obs_n)):  # within one model: fused == plain
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    # The actor padding of the fused layout (privileged columns, the critic-width head) stays zero.
+    w0 = fast.model._fused.weights[0]
+    assert torch.count_nonzero(w0[0, 5:]) == 0 and torch.count_nonzero(fast.model._fused.weights[-1][1, :, 1:]) == 0
+
+
 def test_asymmetric_actor_ignores_privileged_input():
     torch.manual_seed(0)
     cfg = C.build(PPOConfig, {"asymmetric": True, "epochs": 3, "minibatch_size": 16})
-    learner = PPO(4, 2, cfg, priv_dim=3)
+    learner = PPO({"policy": 4, "critic": 3}, 2, cfg)
     learner.update(_random_rollout(8, 4, 4, 2, 3, learner))
     m = learner.model
     obs = torch.randn(5, 4)
-    mu_a, v_a = m(m.normalize(obs), torch.zeros(5, 3))
-    mu_b, v_b = m(m.normalize(obs), torch.full((5, 3), 7.0))
+    mu_a, v_a = m(m.normalize({"policy": obs, "critic": torch.zeros(5, 3)}))
+    mu_b, v_b = m(m.normalize({"policy": obs, "critic": torch.full((5, 3), 7.0)}))
     torch.testing.assert_close(mu_a, mu_b)           # the actor never sees priv
     assert not torch.allclose(v_a, v_b)              # the critic does
-    assert torch.count_nonzero(m.net.weights[0][0, 4:]) == 0  # padding weights stay zero after updates
 
 
-def test_checkpoint_state_roundtrip_and_policy(tmp_path):
+def test_dict_observation_groups_train_and_act():
+    """A gymnasium Dict observation (vector groups): the default encoders concatenate the groups; a
+    learner trains a few iterations on it and its policy acts on dict observations."""
+    import gymnasium as gym
+
+    space = gym.spaces.Dict({"joints": gym.spaces.Box(-1, 1, (3,)), "target": gym.spaces.Box(-1, 1, (2,))})
+    dims = {k: int(s.shape[0]) for k, s in space.spaces.items()}
+    torch.manual_seed(0)
+    cfg = C.build(PPOConfig, {"epochs": 2, "minibatch_size": 16, "lr": 1e-2})
+    learner = PPO(dims, 2, cfg)
+    assert learner.model.actor_encoder.keys == ("joints", "target") and learner.model._fused is not None
+    g = torch.Generator().manual_seed(0)
+    for it in range(3):
+        obs = {"joints": torch.randn(8, 4, 3, generator=g), "target": torch.randn(8, 4, 2, generator=g) + 2}
+        batch = _rollout_from(obs, 2, learner)
+        stats = learner.update(batch)
+        learner.observe(batch.obs)
+        assert math.isfinite(stats["loss/value"])
+    torch.testing.assert_close(learner.model.obs_rms["target"].mean.float(), torch.full((2,), 2.0), atol=0.3, rtol=0)
+    sample = {k: np.stack([s.sample() for _ in range(6)]) for k, s in space.spaces.items()}
+    a = learner.policy().act(sample)
+    assert a.shape == (6, 2) and np.all(np.abs(a) <= 1)
+    assert learner.policy().act({k: v[0] for k, v in sample.items()}).shape == (2,)
+
+
+def test_shared_encoder_is_one_module_trained_by_both_losses():
+    """A learned encoder shared by actor and critic (one assignment): the plain path runs, both heads read it."""
+    cfg = C.build(PPOConfig, {"epochs": 1, "minibatch_size": 16})
+
+    class Trunk(torch.nn.Module):
+        out_dim = 8
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.Tanh())
+
+        def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+            return self.net(obs["policy"])
+
+    trunk = Trunk()
+    torch.manual_seed(0)
+    learner = PPO(5, 2, cfg, actor_encoder=trunk, critic_encoder=trunk)
+    m = learner.model
+    assert m.actor_encoder is m.critic_encoder and m._fused is None
+    assert sum(1 for n, _ in m.named_parameters() if "encoder" in n) == 2  # registered once (weight, bias)
+    before = trunk.net[0].weight.detach().clone()
+    learner.update(_random_rollout(8, 4, 5, 2, 0, learner))
+    assert not torch.equal(before, trunk.net[0].weight)
+
+
+@pytest.mark.parametrize("P", [0, 3])
+def test_checkpoint_state_roundtrip_and_policy(tmp_path, P):
     from roborl.checkpoint import load_checkpoint, save_checkpoint
 
     torch.manual_seed(0)
-    cfg = C.build(PPOConfig, {"epochs": 1, "minibatch_size": 32})
-    learner = PPO(5, 2, cfg)
-    batch = _random_rollout(8, 4, 5, 2, 0, learner)
+    cfg = C.build(PPOConfig, {"epochs": 1, "minibatch_size": 32, "asymmetric": bool(P)})
+    dims = {"policy": 5, **({"critic": P} if P else {})}
+    learner = PPO(dims, 2, cfg)
+    batch = _random_rollout(8, 4, 5, 2, P, learner)
     learner.update(batch)
     learner.observe(batch.obs)
     save_checkpoint(tmp_path, 1, {"learner": learner.state_dict()},
-                    {"algo": "ppo", "config": {"ppo": C.to_dict(cfg)}, "dims": {"obs": 5, "act": 2, "priv": 0}})
+                    {"algo": "ppo", "config": {"ppo": C.to_dict(cfg)}, "dims": {"obs": 5, "act": 2, "priv": P}})
     state, meta, _ = load_checkpoint(tmp_path)
-    other = PPO(5, 2, cfg)
+    other = PPO(dims, 2, cfg)
     other.load_state_dict(state["learner"])
     obs = np.random.default_rng(0).normal(size=(6, 5)).astype(np.float32) * 4
     pol_a, pol_b = learner.policy(), policy_from_checkpoint(state, meta, "cpu")
     np.testing.assert_array_equal(pol_a.act(obs), pol_b.act(obs))
     assert pol_b.act(obs).shape == (6, 2) and np.all(np.abs(pol_b.act(obs, deterministic=False)) <= 1)
-    torch.testing.assert_close(other.model.obs_rms.mean, learner.model.obs_rms.mean)
+    torch.testing.assert_close(other.model.obs_rms["policy"].mean, learner.model.obs_rms["policy"].mean)
     # Both continue identically (optimizer state restored too).
     torch.manual_seed(5)
     learner.update(batch)
@@ -229,6 +370,17 @@ def test_checkpoint_state_roundtrip_and_policy(tmp_path):
     other.update(batch)
     for p, q in zip(learner.model.parameters(), other.model.parameters()):
         torch.testing.assert_close(p, q)
+
+
+def test_checkpoint_of_the_old_pair_layout_is_refused_with_one_line():
+    cfg = C.build(PPOConfig, {})
+    old_model = {"log_std": torch.zeros(2), "net.weights.0": torch.zeros(2, 5, 64), "obs_rms.mean": torch.zeros(5)}
+    meta = {"algo": "ppo", "config": {"ppo": C.to_dict(cfg)}, "dims": {"obs": 5, "act": 2, "priv": 0}}
+    with pytest.raises(UsageError, match="old PPO model layout") as e:
+        policy_from_checkpoint({"learner": {"model": old_model}}, meta)
+    assert "\n" not in str(e.value)
+    with pytest.raises(UsageError, match="old PPO model layout"):
+        PPO(5, 2, cfg).load_state_dict({"model": old_model, "optim": {}, "lr": 1e-3, "beta": 1.0})
 
 
 def test_config_rejects_bad_values():

@@ -1,9 +1,11 @@
-"""PPO runner: real MuJoCo vector envs, DR per env, truncation bootstrap, learning, checkpoint resume."""
+"""On-policy runner with PPO: real MuJoCo vector envs, DR per env, truncation bootstrap, Dict observations,
+learning, checkpoint resume."""
 from __future__ import annotations
 
 import subprocess
 import sys
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -11,7 +13,8 @@ import torch
 from roborl import config as C
 from roborl.checkpoint import load_checkpoint
 from roborl.runners.config import RunConfig
-from roborl.runners.ppo import PPOTrainer, make_env, make_vec_env, run
+from roborl.envs.config import build_env
+from roborl.runners.on_policy import OnPolicyTrainer, make_vec_env, run
 from roborl.runs import read_metrics
 
 
@@ -50,7 +53,7 @@ def test_truncation_bootstraps_from_real_final_observation():
     # Pendulum never terminates; a 5-step time limit truncates at t = 4 of an 8-step rollout.
     cfg = _cfg(env={"id": "Pendulum-v1", "max_episode_steps": 5}, run={"seed": 11},
                ppo={"n_envs": 2, "rollout_steps": 8, "epochs": 1, "minibatch_size": 16})
-    tr = PPOTrainer(cfg)
+    tr = OnPolicyTrainer(cfg)
     try:
         learner = tr.learner
         # Snapshot the critic before the update changes it: recompute the targets with it later.
@@ -62,7 +65,7 @@ def test_truncation_bootstraps_from_real_final_observation():
         learner.model.load_state_dict(critic_state)
         for i in range(2):
             # Replay the executed actions on a fresh env with the same seed to get the real final obs.
-            env = make_env(cfg.env, cfg.run.seed + i)
+            env = build_env(cfg.env, seed=cfg.run.seed + i)
             env.reset(seed=cfg.run.seed + i)
             obs = None
             for t in range(5):
@@ -79,11 +82,12 @@ def test_truncation_bootstraps_from_real_final_observation():
 def test_asymmetric_critic_gets_dr_params_per_env():
     cfg = _cfg(env={"id": "HalfCheetah-v5", "dr": {"enabled": True}},
                ppo={"n_envs": 2, "rollout_steps": 16, "epochs": 1, "minibatch_size": 16, "asymmetric": True})
-    tr = PPOTrainer(cfg)
+    tr = OnPolicyTrainer(cfg)
     try:
         m = tr.iterate()
         assert tr.priv_dim > 0 and np.isfinite(m["loss/value"])
-        assert not torch.allclose(tr.buf.priv[0, 0], tr.buf.priv[0, 1])
+        assert not torch.allclose(tr.buf.obs["critic"][0, 0], tr.buf.obs["critic"][0, 1])
+        assert tr.learner.model.critic_encoder.keys == ("policy", "critic")
     finally:
         tr.close()
 
@@ -93,7 +97,7 @@ def test_asymmetric_without_privileged_info_is_a_usage_error():
 
     cfg = _cfg(env={"id": "Pendulum-v1"}, ppo={"asymmetric": True, "n_envs": 1})
     with pytest.raises(UsageError, match="ppo.asymmetric"):
-        PPOTrainer(cfg)
+        OnPolicyTrainer(cfg)
 
 
 def test_short_training_run_clearly_improves(tmp_path):
@@ -119,7 +123,7 @@ def test_checkpoint_resume_continues_from_saved_step(tmp_path):
     assert run(cfg, tmp_path, "local", None) == 0
     state1, meta1, step1 = load_checkpoint(tmp_path)
     assert step1 == 512 and meta1["algo"] == "ppo" and meta1["dims"] == {"obs": 3, "act": 1, "priv": 0}
-    assert float(state1["learner"]["model"]["obs_rms.count"]) > 500  # normalizer saved with the checkpoint
+    assert float(state1["learner"]["model"]["obs_rms.policy.count"]) > 500  # normalizer saved with the checkpoint
     assert float(state1["reward_rms"]["count"]) > 500 and float(state1["reward_rms"]["var"][0]) != 1.0  # reward scale too
     # Resume in a fresh process through the CLI with a larger budget.
     (tmp_path / "cfg.yaml").write_text(C.dump_yaml(cfg))
@@ -160,3 +164,37 @@ def test_last_action_observation_trains_and_evaluates_on_the_perturbation_grid(t
     assert env_cfg.obs_last_actions == 1
     out = evaluate_grid(policy, env_cfg, {"points": [{}, {"latency_ms": 40}]}, episodes=1, seed=5)
     assert [e["latency_steps"] for e in out] == [0, 1] and all(e["return_mean"] > 0 for e in out)
+
+
+class _DictPendulum(gym.ObservationWrapper):
+    """Pendulum with a Dict observation of two vector groups: {"angle": [cos, sin], "velocity": [thdot]}."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.observation_space = gym.spaces.Dict({"angle": gym.spaces.Box(-1.0, 1.0, (2,), np.float32),
+                                                  "velocity": gym.spaces.Box(-8.0, 8.0, (1,), np.float32)})
+
+    def observation(self, obs: np.ndarray) -> dict[str, np.ndarray]:
+        return {"angle": obs[:2], "velocity": obs[2:]}
+
+
+def test_dict_observation_env_trains_bootstraps_and_acts():
+    cfg = _cfg(env={"id": "Pendulum-v1", "max_episode_steps": 5}, run={"seed": 3},
+               ppo={"n_envs": 2, "rollout_steps": 8, "epochs": 2, "minibatch_size": 8})
+    fns = [lambda i=i: _DictPendulum(build_env(cfg.env, seed=cfg.run.seed + i)) for i in range(2)]
+    envs = gym.vector.SyncVectorEnv(fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    tr = OnPolicyTrainer(cfg, envs=envs)
+    try:
+        assert tr.obs_dims == {"angle": 2, "velocity": 1} and tr.obs_dim == 3
+        m0 = tr.iterate()
+        # Truncated at t = 4: the bootstrap value is V(real final dict observation), not of the reset one.
+        assert tr.buf.dones[4].all() and tr.buf.next_values[4, 0] != tr.buf.values[5, 0]
+        for _ in range(2):
+            m = tr.iterate()
+        assert np.isfinite(m["loss/value"]) and np.isfinite(m0["loss/policy"])
+        assert float(tr.learner.model.obs_rms["velocity"].count) > 40
+        obs = {"angle": np.array([[1.0, 0.0], [0.0, 1.0]], np.float32), "velocity": np.array([[0.5], [-2.0]], np.float32)}
+        a = tr.learner.policy().act(obs)
+        assert a.shape == (2, 1) and np.all(np.abs(a) <= 1)
+    finally:
+        tr.close()

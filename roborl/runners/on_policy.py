@@ -1,8 +1,15 @@
-"""The PPO loop: vector-env rollouts -> GAE/PPO update -> eval, checkpoints, metrics.
+"""The on-policy loop: vector-env rollouts -> learner update -> eval, checkpoints, metrics.
 
 ``run(cfg, run_dir, role, learner_addr)`` is registered as ``RUNNERS["ppo"]``; ``roborl train
-configs/ppo_*.yaml`` dispatches here. The learner (``roborl.learners.ppo``) never sees envs or
-files; this module owns both.
+configs/ppo_*.yaml`` dispatches here. The runner talks to its learner only through
+:class:`roborl.learners.base.OnPolicyLearner` (``act``, ``value``, ``update``, ``observe``,
+``set_lr``, ``policy``, state); :data:`ON_POLICY_LEARNERS` names the learner per ``train.algo``.
+The learner never sees envs or files; this module owns both.
+
+Observations reach the learner as a dict of groups: ``{"policy": [N, O]}`` for a flat Box
+observation space, one group per key of a Dict space of flat Boxes. With ``ppo.asymmetric`` the
+privileged info keys (``ppo.privileged_keys``) become the ``"critic"`` group, which only the
+critic reads.
 
 Autoreset: the vector env uses ``AutoresetMode.SAME_STEP``. When env i's episode ends at
 step t, ``step`` already returns the *reset* observation of the next episode, and the real
@@ -12,8 +19,9 @@ truncated step then bootstraps from ``V(final_obs)``; a terminated one does not 
 transition after every episode end that has to be masked out of the batch.
 
 Each env of the vector env is ``build_env(cfg.env, seed=run.seed + i)`` (make_env -> safety
--> rescale to [-1, 1] -> domain randomization); PPO keeps observation normalization in its
-own model (saved with every checkpoint), so the policy evaluates on raw observations.
+-> rescale to [-1, 1] -> domain randomization); the eval env is ``build_env(cfg.env,
+seed=eval_seed(run.seed), eval=True)``. PPO keeps observation normalization in its own model
+(saved with every checkpoint), so the policy evaluates on raw observations.
 """
 from __future__ import annotations
 
@@ -22,7 +30,7 @@ import math
 import pathlib
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import gymnasium as gym
 import numpy as np
@@ -30,24 +38,32 @@ import torch
 
 from roborl import config as C
 from roborl.checkpoint import find_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from roborl.envs.config import build_env
 from roborl.envs.success import SUCCESS_KEYS, vector_success
 from roborl.errors import UsageError
-from roborl.learners.ppo import PPO, PPOConfig, RunningMeanStd, Rollout
+from roborl.eval.episodes import eval_seed, run_episodes
+from roborl.learners.base import POLICY, PRIVILEGED, OnPolicyLearner, Rollout
+from roborl.learners.config import PPOConfig
+from roborl.learners.networks import RunningMeanStd, combine_moments
 from roborl.runners.config import RunConfig
 from roborl.runs import MetricsLogger, progress, resolve_device, write_config
 
-__all__ = ["run", "make_env", "make_vec_env", "privileged_from_info", "PPOTrainer"]
+__all__ = ["run", "make_vec_env", "privileged_from_info", "OnPolicyTrainer", "ON_POLICY_LEARNERS"]
 
+
+def _ppo(obs_dims: dict[str, int], act_dim: int, cfg: RunConfig, device: str) -> OnPolicyLearner:
+    from roborl.learners.ppo import PPO
+
+    return PPO(obs_dims, act_dim, cfg.ppo, device)
+
+
+# train.algo -> learner factory (obs group sizes, action dim, run config, device). The rollout
+# settings (n_envs, rollout_steps, vector, asymmetric, privileged_keys, norm_reward, gamma,
+# anneal_lr, lr, torch_threads) are read from ``cfg.ppo``.
+ON_POLICY_LEARNERS: dict[str, Callable[[dict[str, int], int, RunConfig, str], OnPolicyLearner]] = {"ppo": _ppo}
 
 
 # ============================================================================= env construction
-
-def make_env(env_cfg: Any, seed: int, eval: bool = False) -> gym.Env:  # noqa: A002 - mirrors build_env
-    """One env, built by the env-glue stack ``roborl.envs.config.build_env`` (DR off when ``eval``)."""
-    from roborl.envs.config import build_env
-
-    return build_env(env_cfg, seed=seed, eval=eval)
-
 
 class _KeepInfo(gym.Wrapper):
     """Pass on only the info keys in ``keep`` (the rest are dropped before the vector env sees them).
@@ -72,7 +88,7 @@ class _KeepInfo(gym.Wrapper):
 
 
 def _env_fn(env_cfg: Any, seed: int, info_keys: tuple[str, ...] | None = None) -> gym.Env:
-    env = make_env(env_cfg, seed)
+    env = build_env(env_cfg, seed=seed)
     return env if info_keys is None else _KeepInfo(env, info_keys)
 
 
@@ -145,11 +161,23 @@ class _EpisodeStats:
     successes: list[bool] = field(default_factory=list)
 
 
-class PPOTrainer:
+def _obs_dims(space: gym.Space, env_id: str) -> dict[str, int]:
+    """Observation group sizes of a flat Box or a Dict of flat Boxes; a one-line UsageError otherwise."""
+    def flat(s: gym.Space) -> bool:
+        return isinstance(s, gym.spaces.Box) and len(s.shape) == 1
+    if flat(space):
+        return {POLICY: int(space.shape[0])}
+    if isinstance(space, gym.spaces.Dict) and space.spaces and all(flat(s) for s in space.spaces.values()):
+        return {str(k): int(s.shape[0]) for k, s in space.spaces.items()}
+    raise UsageError(f"env.id: the on-policy runner needs a flat Box observation space or a Dict of flat Boxes, "
+                     f"{env_id!r} has {space}")
+
+
+class OnPolicyTrainer:
     """Rollout collection + update for one vector env; the pieces ``run`` and ``tools/bench_ppo.py`` share.
 
     ``iterate()`` collects ``n_envs * rollout_steps`` env steps with batched inference, runs
-    one PPO update, refreshes the normalizers and returns the update metrics.
+    one learner update, refreshes the normalizers and returns the update metrics.
     """
 
     def __init__(self, cfg: RunConfig, device: str = "cpu", envs: gym.vector.VectorEnv | None = None,
@@ -161,24 +189,31 @@ class PPOTrainer:
         keys = SUCCESS_KEYS + (tuple(pc.privileged_keys) if pc.asymmetric else ())
         self.envs = envs if envs is not None else make_vec_env(cfg.env, pc.n_envs, cfg.run.seed, pc.vector, keys)
         obs_space, act_space = self.envs.single_observation_space, self.envs.single_action_space
-        if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
-            raise UsageError(f"env.id: PPO needs a flat Box observation space, {cfg.env.id!r} has {obs_space}")
+        self.obs_dims = _obs_dims(obs_space, cfg.env.id)
+        self._dict_obs = isinstance(obs_space, gym.spaces.Dict)
+        if PRIVILEGED in self.obs_dims and pc.asymmetric:
+            raise UsageError(f"env.id: {cfg.env.id!r} has an observation group {PRIVILEGED!r}, the name of the "
+                             f"privileged group ppo.asymmetric builds from ppo.privileged_keys")
         if not isinstance(act_space, gym.spaces.Box) or len(act_space.shape) != 1:
             raise UsageError(f"env.id: PPO needs a flat Box action space, {cfg.env.id!r} has {act_space}")
         if not (np.allclose(act_space.low, -1) and np.allclose(act_space.high, 1)):
             raise UsageError(f"env.id: PPO expects actions rescaled to [-1, 1]; {cfg.env.id!r} has "
                              f"[{act_space.low.min()}, {act_space.high.max()}]")
-        self.obs_dim, self.act_dim = int(obs_space.shape[0]), int(act_space.shape[0])
+        self.obs_dim = sum(d for k, d in self.obs_dims.items() if k != PRIVILEGED)
+        self.act_dim = int(act_space.shape[0])
         seed = cfg.run.seed if reset_seed is None else reset_seed
         obs, info = self.envs.reset(seed=[seed + i for i in range(self.n)])
-        self.obs = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
+        self.obs = self._to_torch(obs)
         priv, _ = privileged_from_info(info, pc.privileged_keys, self.n) if pc.asymmetric else (None, None)
         if pc.asymmetric and priv is None:
             raise UsageError(f"ppo.asymmetric: env {cfg.env.id!r} reports none of ppo.privileged_keys "
                              f"{list(pc.privileged_keys)} in its reset info (enable env.dr or set ppo.asymmetric=false)")
         self.priv_dim = 0 if priv is None else int(priv.shape[1])
-        self.priv = torch.as_tensor(priv if priv is not None else np.zeros((self.n, 0), np.float32), device=self.device)
-        self.learner = PPO(self.obs_dim, self.act_dim, pc, self.priv_dim, str(self.device))
+        if priv is not None:
+            self.obs[PRIVILEGED] = torch.as_tensor(priv, device=self.device)
+            self.obs_dims[PRIVILEGED] = self.priv_dim
+        self.learner: OnPolicyLearner = ON_POLICY_LEARNERS[cfg.train.algo](dict(self.obs_dims), self.act_dim, cfg,
+                                                                            str(self.device))
         self.reward_rms = RunningMeanStd(1)  # the checkpointed form of _rew_stats (mean, var, count)
         self._rew_stats = (0.0, 1.0, float(self.reward_rms.count))
         self._disc_ret = np.zeros(self.n, dtype=np.float64)
@@ -191,9 +226,25 @@ class PPOTrainer:
         self.iteration = 0
         T, N, d = pc.rollout_steps, self.n, self.device
         z = functools.partial(torch.zeros, device=d)
-        self.buf = Rollout(obs=z(T, N, self.obs_dim), priv=z(T, N, self.priv_dim), actions=z(T, N, self.act_dim),
+        self.buf = Rollout(obs={k: z(T, N, dim) for k, dim in self.obs_dims.items()}, actions=z(T, N, self.act_dim),
                            logp=z(T, N), mu=z(T, N, self.act_dim), values=z(T, N), rewards=z(T, N),
                            next_values=z(T, N), terminated=z(T, N), dones=z(T, N))
+
+    def _to_torch(self, obs: Any, idx: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+        """A vector env's observation (array [N, O] or dict of such) -> groups {k: [N, O_k]} float32
+        on the device (rows ``idx`` only when given)."""
+        if not self._dict_obs:
+            obs = {POLICY: obs}
+        return {k: torch.as_tensor(np.asarray(v if idx is None else v[idx], dtype=np.float32), device=self.device)
+                for k, v in obs.items()}
+
+    def _final_obs(self, info: dict[str, Any], idx: np.ndarray) -> dict[str, torch.Tensor]:
+        """The real final observations of envs ``idx`` (SAME_STEP autoreset keeps them per env in ``final_obs``)."""
+        f = info["final_obs"]
+        if not self._dict_obs:
+            return {POLICY: torch.as_tensor(np.stack([f[i] for i in idx]), dtype=torch.float32, device=self.device)}
+        return {k: torch.as_tensor(np.stack([f[i][k] for i in idx]), dtype=torch.float32, device=self.device)
+                for k in self.obs_dims if k != PRIVILEGED}
 
     # ------------------------------------------------------------------ rollout
     def _scale_rewards(self, r: np.ndarray, done: np.ndarray) -> np.ndarray:
@@ -201,13 +252,10 @@ class PPOTrainer:
         if not self.pcfg.norm_reward:
             return r
         self._disc_ret = self._disc_ret * self.pcfg.gamma + r
-        # The same parallel update as RunningMeanStd.update, on Python floats: a dozen torch ops on
-        # a 1-element tensor per env step cost more than the whole numpy side of the step.
+        # RunningMeanStd's own formula (combine_moments) on Python floats: a dozen torch ops on a
+        # 1-element tensor per env step cost more than the whole numpy side of the step.
         x = self._disc_ret
-        b_mean, b_var, b = float(x.mean()), float(x.var()), x.size
-        mean, var, count = self._rew_stats
-        delta, tot = b_mean - mean, count + b
-        self._rew_stats = (mean + delta * b / tot, (var * count + b_var * b + delta * delta * count * b / tot) / tot, tot)
+        self._rew_stats = combine_moments(*self._rew_stats, float(x.mean()), float(x.var()), x.size)
         self._disc_ret[done] = 0.0
         return np.clip(r / math.sqrt(self._rew_stats[1] + 1e-8), -10.0, 10.0)
 
@@ -218,9 +266,9 @@ class PPOTrainer:
         tm = self.timers
         for t in range(pc.rollout_steps):
             t0 = time.perf_counter()
-            action, u, logp, mu, v = learner.act(self.obs, self.priv if asym else None)
-            buf.obs[t] = self.obs
-            buf.priv[t] = self.priv
+            action, u, logp, mu, v = learner.act(self.obs)
+            for k, o in self.obs.items():
+                buf.obs[k][t] = o
             buf.actions[t], buf.logp[t], buf.mu[t], buf.values[t] = u, logp, mu, v
             a_np = action.cpu().numpy()
             t1 = time.perf_counter()
@@ -241,55 +289,56 @@ class PPOTrainer:
             buf.rewards[t] = torch.as_tensor(self._scale_rewards(r, done), dtype=torch.float32)
             buf.terminated[t] = torch.as_tensor(term, dtype=torch.float32)
             buf.dones[t] = torch.as_tensor(done, dtype=torch.float32)
-            new_obs = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
-            new_priv = self.priv
+            new_obs = self._to_torch(obs)
             if asym:
+                priv = self.obs[PRIVILEGED]
                 p, present = privileged_from_info(info, pc.privileged_keys, n)
                 if p is not None and present.any():
-                    new_priv = self.priv.clone()
-                    new_priv[torch.as_tensor(present)] = torch.as_tensor(p[present], device=self.device)
+                    priv = priv.clone()
+                    priv[torch.as_tensor(present)] = torch.as_tensor(p[present], device=self.device)
+                new_obs[PRIVILEGED] = priv
             # Truncated envs bootstrap from V(real final obs); the default next value (V of the
             # next step's obs) is filled in below for everything else.
             trunc_only = trunc & ~term
             if trunc_only.any():
                 idx = np.nonzero(trunc_only)[0]
-                f_obs = torch.as_tensor(np.stack([info["final_obs"][i] for i in idx]), dtype=torch.float32,
-                                        device=self.device)
-                f_priv = None
+                f_obs = self._final_obs(info, idx)
                 if asym:
-                    f_priv = self.priv[torch.as_tensor(idx)]  # DR params are per episode: the ending episode's
+                    # DR params are per episode: the ending episode's
+                    f_priv = self.obs[PRIVILEGED][torch.as_tensor(idx)]
                     fp, fpresent = privileged_from_info(final_info, pc.privileged_keys, n)
                     if fp is not None:
                         sel = fpresent[idx]
                         if sel.any():
                             f_priv[torch.as_tensor(sel)] = torch.as_tensor(fp[idx[sel]], device=self.device)
-                self._final_values[t, torch.as_tensor(idx)] = learner.value(f_obs, f_priv)
+                    f_obs[PRIVILEGED] = f_priv
+                self._final_values[t, torch.as_tensor(idx)] = learner.value(f_obs)
                 self._has_final[t, torch.as_tensor(idx)] = True
             for i in np.nonzero(done)[0]:
                 self.episodes.returns.append(float(self._ep_ret[i]))
                 self.episodes.lengths.append(int(self._ep_len[i]))
                 self.episodes.successes.append(bool(self._ep_succ[i]))
             self._ep_ret[done], self._ep_len[done], self._ep_succ[done] = 0.0, 0, False
-            self.obs, self.priv = new_obs, new_priv
+            self.obs = new_obs
             t3 = time.perf_counter()
             tm.inference += (t1 - t0) + (t3 - t2)
             tm.sim += t2 - t1
         self.global_step += pc.rollout_steps * n
 
     def iterate(self) -> dict[str, float]:
-        """One PPO iteration: collect, bootstrap, update, refresh normalizers. Returns update metrics."""
+        """One iteration: collect, bootstrap, update, refresh normalizers. Returns update metrics."""
         T, N = self.pcfg.rollout_steps, self.n
         self._final_values = torch.zeros(T, N, device=self.device)
         self._has_final = torch.zeros(T, N, dtype=torch.bool, device=self.device)
         self.collect()
         t0 = time.perf_counter()
         buf = self.buf
-        last_v = self.learner.value(self.obs, self.priv if self.priv_dim else None)
+        last_v = self.learner.value(self.obs)
         buf.next_values[:-1] = buf.values[1:]
         buf.next_values[-1] = last_v
         buf.next_values[self._has_final] = self._final_values[self._has_final]
         metrics = self.learner.update(buf)
-        self.learner.observe(buf.obs, buf.priv)
+        self.learner.observe(buf.obs)
         self.timers.update += time.perf_counter() - t0
         self.iteration += 1
         return metrics
@@ -319,27 +368,34 @@ class PPOTrainer:
 
 # ============================================================================= eval
 
-def _evaluate(trainer: PPOTrainer, cfg: RunConfig, eval_env: gym.Env) -> dict[str, float]:
+def _evaluate(trainer: OnPolicyTrainer, cfg: RunConfig, eval_env: gym.Env) -> dict[str, float]:
     """Deterministic eval episodes with the shared ``roborl.eval.episodes.run_episodes`` (DR off)."""
-    from roborl.eval.episodes import run_episodes
-
-    res = run_episodes(trainer.learner.policy(), cfg.env, cfg.train.eval_episodes, seed=cfg.run.seed + 10_000,
+    res = run_episodes(trainer.learner.policy(), cfg.env, cfg.train.eval_episodes, seed=eval_seed(cfg.run.seed),
                        deterministic=True, env=eval_env)
     return {"eval/return": res.return_mean, "eval/success": res.success_rate, "eval/length": res.length_mean}
 
 
 # ============================================================================= run
 
-def _meta(cfg: RunConfig, tr: PPOTrainer, wall: float) -> dict[str, Any]:
-    return {"algo": "ppo", "config": C.to_dict(cfg), "env_id": cfg.env.id,
-            "dims": {"obs": tr.obs_dim, "act": tr.act_dim, "priv": tr.priv_dim},
+def _dims(tr: OnPolicyTrainer) -> dict[str, Any]:
+    """``meta["dims"]``: total actor obs size, action size, privileged size; per-group sizes for Dict observations."""
+    dims: dict[str, Any] = {"obs": tr.obs_dim, "act": tr.act_dim, "priv": tr.priv_dim}
+    if tr._dict_obs:
+        dims["groups"] = {k: d for k, d in tr.obs_dims.items() if k != PRIVILEGED}
+        if tr.priv_dim:
+            dims["groups"][PRIVILEGED] = tr.priv_dim
+    return dims
+
+
+def _meta(cfg: RunConfig, tr: OnPolicyTrainer, wall: float) -> dict[str, Any]:
+    return {"algo": cfg.train.algo, "config": C.to_dict(cfg), "env_id": cfg.env.id, "dims": _dims(tr),
             "global_step": tr.global_step, "iteration": tr.iteration, "wall_time": wall}
 
 
 def run(cfg: RunConfig, run_dir: pathlib.Path, role: str, learner_addr: str | None) -> int:
-    """Train PPO for ``train.total_steps`` env steps in ``run_dir`` (resuming from its latest checkpoint)."""
+    """Train an on-policy learner for ``train.total_steps`` env steps in ``run_dir`` (resuming from its latest checkpoint)."""
     if role != "local":
-        raise UsageError(f"--role {role}: PPO is on-policy and runs locally only (use --role local)")
+        raise UsageError(f"--role {role}: {cfg.train.algo} is on-policy and runs locally only (use --role local)")
     pc: PPOConfig = cfg.ppo
     run_dir = pathlib.Path(run_dir)
     device = resolve_device(cfg.device)
@@ -352,14 +408,14 @@ def run(cfg: RunConfig, run_dir: pathlib.Path, role: str, learner_addr: str | No
     state = meta = None
     if ck is not None:
         state, meta, _ = load_checkpoint(ck)
-        if meta.get("algo") != "ppo":
-            raise UsageError(f"run.dir: {run_dir} holds a {meta.get('algo')!r} checkpoint, not ppo")
+        if meta.get("algo") != cfg.train.algo:
+            raise UsageError(f"run.dir: {run_dir} holds a {meta.get('algo')!r} checkpoint, not {cfg.train.algo}")
     # A resumed run must not replay the episodes of the first run: offset the reset seeds.
     resume_iter = int(meta["iteration"]) if meta else 0
-    tr = PPOTrainer(cfg, device, reset_seed=cfg.run.seed + 7919 * resume_iter)
+    tr = OnPolicyTrainer(cfg, device, reset_seed=cfg.run.seed + 7919 * resume_iter)
     wall0 = 0.0
     if state is not None:
-        if meta["dims"] != {"obs": tr.obs_dim, "act": tr.act_dim, "priv": tr.priv_dim}:
+        if meta["dims"] != _dims(tr):
             raise UsageError(f"run.dir: checkpoint dims {meta['dims']} do not match env {cfg.env.id!r} "
                              f"(obs {tr.obs_dim}, act {tr.act_dim}, priv {tr.priv_dim})")
         tr.load_state_dict(state)
@@ -368,14 +424,14 @@ def run(cfg: RunConfig, run_dir: pathlib.Path, role: str, learner_addr: str | No
     write_config(run_dir, cfg)
     logger = MetricsLogger(run_dir)
     logger.set_time_offset(wall0)
-    eval_env = make_env(cfg.env, cfg.run.seed + 10_000, eval=True)
+    eval_env = build_env(cfg.env, seed=eval_seed(cfg.run.seed), eval=True)
     total, tc = cfg.train.total_steps, cfg.train
     batch = pc.rollout_steps * pc.n_envs
     next_log = (tr.global_step // tc.log_every + 1) * tc.log_every
     next_ckpt = (tr.global_step // tc.checkpoint_every + 1) * tc.checkpoint_every
     next_eval = (tr.global_step // tc.eval_every + 1) * tc.eval_every if tc.eval_every else None
     t_start, steps_start = time.time(), tr.global_step
-    bar = progress(total=total, desc="ppo", initial=min(tr.global_step, total))
+    bar = progress(total=total, desc=cfg.train.algo, initial=min(tr.global_step, total))
     eval_row: dict[str, float] = {}
     last_eval_step = -1
     try:
