@@ -35,6 +35,7 @@ COMMANDS: dict[str, str] = {
     "report": "roborl.cli.report",
     "teleop": "roborl.cli.teleop",
     "robot": "roborl.cli.robot",
+    "reward": "roborl.cli.reward",
 }
 
 # One-line summaries for `roborl --help`, kept here so the top-level help imports nothing.
@@ -49,6 +50,7 @@ SUMMARIES: dict[str, str] = {
     "report": "Write a one-page Markdown report of a run.",
     "teleop": "Collect demos with a teleop device.",
     "robot": "Serve a robot (or its sim twin) over the network.",
+    "reward": "Train or evaluate a success classifier on camera frames (learned reward).",
 }
 
 
