@@ -1,77 +1,11 @@
-"""A toy camera task whose success is visible, and real replay stores of it on disk.
-
-``SquareEnv``: a Dict observation {"cam": uint8 [24, 24, 3], "state": float32 [2]}; a step succeeds
-when its action's first component is > 0, and the returned frame then shows a red 6x6 square at a
-random place on a noisy grey background (no square otherwise). Episodes last ``horizon`` steps.
-"""
+"""Fixtures of the reward tests: real toy stores on disk and one classifier trained on them."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-import gymnasium as gym
-import numpy as np
 import pytest
 
-from roborl.store import ReplayStore
-
-SIZE = 24
-
-
-class SquareEnv(gym.Env):
-    metadata: dict[str, Any] = {"render_modes": []}
-
-    def __init__(self, horizon: int = 10, cam: str = "cam") -> None:
-        self.horizon = horizon
-        self.cam = cam
-        self.observation_space = gym.spaces.Dict({
-            cam: gym.spaces.Box(0, 255, (SIZE, SIZE, 3), np.uint8),
-            "state": gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)})
-        self.action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
-        self.rng = np.random.default_rng(0)
-        self.t = 0
-
-    def _obs(self, success: bool) -> dict[str, np.ndarray]:
-        img = self.rng.integers(60, 140, (SIZE, SIZE, 3)).astype(np.uint8)
-        if success:
-            r, c = self.rng.integers(0, SIZE - 6, 2)
-            img[r:r + 6, c:c + 6] = (230, 20, 20)
-        return {self.cam: img, "state": np.array([self.t / self.horizon, float(success)], np.float32)}
-
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        super().reset(seed=seed)
-        if seed is not None:
-            self.rng = np.random.default_rng(seed)
-        self.t = 0
-        return self._obs(False), {}
-
-    def step(self, action: Any):
-        self.t += 1
-        success = bool(np.asarray(action).reshape(-1)[0] > 0)
-        return self._obs(success), float(success), False, self.t >= self.horizon, {"is_success": success}
-
-
-def write_store(path: Path, episodes: int, seed: int, p_success: float = 0.3, horizon: int = 10) -> Path:
-    """Episodes of SquareEnv with random successes (each step succeeds with ``p_success``)."""
-    env = SquareEnv(horizon)
-    rng = np.random.default_rng(seed)
-    st = ReplayStore.create(path, env_id="toy/Square", observation_space=env.observation_space,
-                            action_space=env.action_space)
-    try:
-        for ep in range(episodes):
-            obs, _ = env.reset(seed=seed * 1000 + ep)
-            st.start_episode(obs, "demo")
-            done = False
-            while not done:
-                a = np.array([1.0 if rng.random() < p_success else -1.0], np.float32)
-                nxt, r, term, trunc, info = env.step(a)
-                st.add_step(action=a, reward=r, next_obs=nxt, terminated=term, truncated=trunc,
-                            is_success=info["is_success"])
-                done = term or trunc
-    finally:
-        st.close()
-    env.close()
-    return path
+from toy_square import write_store
 
 
 @pytest.fixture(scope="session")
