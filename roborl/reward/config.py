@@ -70,8 +70,10 @@ class ClassifierTrainConfig:
                             "crop back at a random offset per sample (DrQ, Kostrikov et al. 2020). 0 = off.",
                      check=non_negative)
     channels: int = field(32, doc="Channels of each conv layer of the DrQ-style encoder.", check=positive)
-    conv_layers: int = field(4, doc="Conv layers of the encoder (the first has stride 2).",
+    conv_layers: int = field(4, doc="3x3 conv layers of the encoder.",
                              check=lambda v: None if 1 <= v <= 6 else "must be in [1, 6]")
+    downsample: int = field(2, doc="How many of the first conv layers have stride 2 (DrQ: 1; 2 is ~4x cheaper at "
+                                   "84x84, for CPU training and per-frame inference).", check=non_negative)
     feature_dim: int = field(50, doc="Encoder output features per camera (Linear + LayerNorm + tanh).", check=positive)
     shared_encoder: bool = field(False, doc="One encoder for all cameras (same image size) instead of one per camera.")
     encoder: str | None = field(None, doc="A frozen pretrained encoder: a local safetensors file written by "
@@ -81,5 +83,9 @@ class ClassifierTrainConfig:
                                 check=lambda v: None if 0.0 <= v < 1.0 else "must be in [0, 1)")
     threshold: float = field(0.5, doc="Decision threshold recorded in the model (RewardConfig.threshold is used "
                                       "by a run).", check=open_unit_interval)
+    target_fpr: float | None = field(None, doc="Calibrate the threshold on the held-out episodes: the lowest "
+                                               "threshold (never below `threshold`) whose validation false-positive "
+                                               "rate is <= this; null = keep `threshold`. Needs val_fraction > 0.",
+                                     check=lambda v: None if v is None or 0.0 <= v < 1.0 else "must be in [0, 1)")
     seed: int = field(0, doc="Seed of the split, the initialisation and the sampling.", check=non_negative)
     threads: int = field(1, doc="torch CPU threads.", check=positive)

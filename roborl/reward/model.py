@@ -37,16 +37,23 @@ ENCODER_FORMAT = "roborl.conv_encoder"
 
 class ConvEncoder(nn.Module):
     """DrQ encoder (Kostrikov et al. 2020): ``layers`` 3x3 convs with ``channels`` channels (the first
-    with stride 2), ReLU, then Linear -> LayerNorm -> tanh. ``[B, 3, H, W]`` float in [0, 1] -> ``[B, feature_dim]``."""
+    ``downsample`` with stride 2, DrQ has 1), ReLU, then Linear -> LayerNorm -> tanh.
+    ``[B, 3, H, W]`` float in [0, 1] -> ``[B, feature_dim]``.
 
-    def __init__(self, in_hw: tuple[int, int], channels: int = 32, layers: int = 4, feature_dim: int = 50) -> None:
+    A second stride-2 layer cuts the conv cost ~4x and the Linear ~5x at 84x84 (a success
+    classifier needs less spatial precision than a policy), which is what makes CPU training and
+    per-frame inference cheap."""
+
+    def __init__(self, in_hw: tuple[int, int], channels: int = 32, layers: int = 4, feature_dim: int = 50,
+                 downsample: int = 1) -> None:
         super().__init__()
         self.in_hw = (int(in_hw[0]), int(in_hw[1]))
         self.channels, self.layers, self.feature_dim = int(channels), int(layers), int(feature_dim)
+        self.downsample = int(downsample)
         convs: list[nn.Module] = []
         c, h, w = 3, self.in_hw[0], self.in_hw[1]
         for i in range(self.layers):
-            stride = 2 if i == 0 else 1
+            stride = 2 if i < self.downsample else 1
             convs += [nn.Conv2d(c, self.channels, 3, stride=stride), nn.ReLU()]
             c, h, w = self.channels, (h - 3) // stride + 1, (w - 3) // stride + 1
             if h < 1 or w < 1:
@@ -62,7 +69,7 @@ class ConvEncoder(nn.Module):
 
     def arch(self) -> dict[str, Any]:
         return {"input_shape": [3, *self.in_hw], "channels": self.channels, "layers": self.layers,
-                "feature_dim": self.feature_dim}
+                "feature_dim": self.feature_dim, "downsample": self.downsample}
 
 
 def random_shift(x: torch.Tensor, pad: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -85,8 +92,8 @@ class SuccessClassifier(nn.Module):
     """
 
     def __init__(self, cameras: Sequence[str], image_hw: tuple[int, int], proprio_dim: int = 0, *, channels: int = 32,
-                 layers: int = 4, feature_dim: int = 50, shared_encoder: bool = False, hidden: int = 256,
-                 encoder: ConvEncoder | None = None) -> None:
+                 layers: int = 4, feature_dim: int = 50, downsample: int = 1, shared_encoder: bool = False,
+                 hidden: int = 256, encoder: ConvEncoder | None = None) -> None:
         super().__init__()
         self.cameras = list(cameras)
         self.image_hw = (int(image_hw[0]), int(image_hw[1]))
@@ -99,7 +106,7 @@ class SuccessClassifier(nn.Module):
         self.shared_encoder = bool(shared_encoder)
         n_enc = 1 if self.shared_encoder else len(self.cameras)
         self.encoders = nn.ModuleList([encoder] if encoder is not None else
-                                      [ConvEncoder(self.image_hw, channels, layers, feature_dim) for _ in range(n_enc)])
+                                      [ConvEncoder(self.image_hw, channels, layers, feature_dim, downsample) for _ in range(n_enc)])
         fdim = self.encoders[0].feature_dim
         pdim = 64 if self.proprio_dim else 0
         self.proprio_net = mlp(self.proprio_dim, (64,), pdim) if self.proprio_dim else None
@@ -142,7 +149,7 @@ class SuccessClassifier(nn.Module):
 
     def arch(self) -> dict[str, Any]:
         e = self.encoders[0]
-        return {"channels": e.channels, "layers": e.layers, "feature_dim": e.feature_dim,
+        return {"channels": e.channels, "layers": e.layers, "feature_dim": e.feature_dim, "downsample": e.downsample,
                 "shared_encoder": self.shared_encoder, "frozen_encoder": self.frozen_encoder,
                 "hidden": int(self.head[0].out_features), "encoder_input_hw": list(e.in_hw)}
 
@@ -191,11 +198,12 @@ def load_model(model_dir: str | Path) -> tuple[SuccessClassifier, dict[str, Any]
     try:
         a = meta["arch"]
         hw = tuple(meta["image_size"])
-        enc = ConvEncoder(tuple(a.get("encoder_input_hw", hw)), a["channels"], a["layers"], a["feature_dim"]) \
+        ds = int(a.get("downsample", 1))
+        enc = ConvEncoder(tuple(a.get("encoder_input_hw", hw)), a["channels"], a["layers"], a["feature_dim"], ds) \
             if a.get("frozen_encoder") else None
         model = SuccessClassifier(meta["cameras"], hw, int(meta["proprio_dim"]), channels=a["channels"],
-                                  layers=a["layers"], feature_dim=a["feature_dim"], shared_encoder=a["shared_encoder"],
-                                  hidden=a["hidden"], encoder=enc)
+                                  layers=a["layers"], feature_dim=a["feature_dim"], downsample=ds,
+                                  shared_encoder=a["shared_encoder"], hidden=a["hidden"], encoder=enc)
     except (KeyError, TypeError, ValueError) as e:
         raise UsageError(f"reward: {d / META_FILE} is incomplete ({type(e).__name__}: {e})") from None
     try:
@@ -243,6 +251,7 @@ def load_encoder(path: str | Path, image_hw: tuple[int, int]) -> ConvEncoder:
                          f"roborl.reward.model.save_encoder)")
     try:
         arch = {k: json.loads(md[k]) for k in ("input_shape", "channels", "layers", "feature_dim")}
+        arch["downsample"] = json.loads(md.get("downsample", "1"))
     except (KeyError, json.JSONDecodeError) as e:
         raise UsageError(f"reward: encoder {p} metadata is incomplete ({e})") from None
     want = [3, int(image_hw[0]), int(image_hw[1])]
@@ -250,7 +259,8 @@ def load_encoder(path: str | Path, image_hw: tuple[int, int]) -> ConvEncoder:
         s = "x".join(map(str, arch["input_shape"]))
         raise UsageError(f"reward: encoder {p} expects {s} input but the classifier feeds "
                          f"{'x'.join(map(str, want))} (set image_size={arch['input_shape'][1]})")
-    enc = ConvEncoder(tuple(arch["input_shape"][1:]), arch["channels"], arch["layers"], arch["feature_dim"])
+    enc = ConvEncoder(tuple(arch["input_shape"][1:]), arch["channels"], arch["layers"], arch["feature_dim"],
+                      arch["downsample"])
     try:
         enc.load_state_dict(state, strict=True)
     except RuntimeError as e:

@@ -25,7 +25,21 @@ from roborl.reward.data import FrameSet, load_frames
 from roborl.reward.metrics import binary_metrics
 from roborl.reward.model import RewardClassifier, SuccessClassifier, load_encoder, load_model, read_meta, save_model
 
-__all__ = ["train_classifier", "evaluate", "finetune", "split_episodes"]
+__all__ = ["train_classifier", "evaluate", "finetune", "split_episodes", "calibrate_threshold"]
+
+
+def calibrate_threshold(neg_probs: np.ndarray, target_fpr: float, floor: float) -> float:
+    """The lowest threshold ``t >= floor`` with ``mean(neg_probs > t) <= target_fpr``.
+
+    With the negatives' probabilities sorted in descending order, at most ``k = floor(target_fpr * n)``
+    may lie above ``t``, so ``t`` is the (k+1)-th largest (ties can only lower the false-positive rate).
+    """
+    p = np.sort(np.asarray(neg_probs, dtype=np.float64))[::-1]
+    if p.size == 0:
+        return floor
+    k = int(np.floor(target_fpr * p.size + 1e-9))
+    t = float(p[k]) if k < p.size else floor
+    return float(min(max(t, floor), 1.0 - 1e-6))
 
 
 def split_episodes(episode: np.ndarray, labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -126,7 +140,7 @@ def train_classifier(stores: Sequence[str | Path], out: str | Path, cfg: Classif
     encoder = load_encoder(cfg.encoder, hw) if cfg.encoder else None
     pdim = 0 if fs.proprio is None else int(fs.proprio.shape[1])
     model = SuccessClassifier(cameras, hw, pdim, channels=cfg.channels, layers=cfg.conv_layers,
-                              feature_dim=cfg.feature_dim, shared_encoder=cfg.shared_encoder, encoder=encoder)
+                              feature_dim=cfg.feature_dim, downsample=cfg.downsample, shared_encoder=cfg.shared_encoder, encoder=encoder)
     if train_fs.proprio is not None:
         model.fit_proprio(train_fs.proprio)
     if log:
@@ -136,11 +150,21 @@ def train_classifier(stores: Sequence[str | Path], out: str | Path, cfg: Classif
     fit = _fit(model, train_fs, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
                pad=cfg.pad, label_smoothing=cfg.label_smoothing, seed=cfg.seed, log=log)
     train_s = time.perf_counter() - t0
-    metrics: dict[str, Any] = {"train": binary_metrics(_probs(model, train_fs), train_fs.labels, cfg.threshold),
-                               "train_seconds": round(train_s, 2), **fit}
+    metrics: dict[str, Any] = {"train_seconds": round(train_s, 2), **fit}
+    threshold = cfg.threshold
     if len(val_fs):
-        metrics["val"] = binary_metrics(_probs(model, val_fs), val_fs.labels, cfg.threshold)
-    meta = {"threshold": cfg.threshold, "camera_shapes": shapes,
+        vp = _probs(model, val_fs)
+        if cfg.target_fpr is not None:
+            if not (~val_fs.labels).any():
+                raise UsageError("reward: target_fpr needs negative frames in the held-out episodes (raise val_fraction)")
+            threshold = calibrate_threshold(vp[~val_fs.labels], cfg.target_fpr, cfg.threshold)
+            metrics["calibration"] = {"target_fpr": cfg.target_fpr, "val_negatives": int((~val_fs.labels).sum()),
+                                      "threshold": threshold}
+        metrics["val"] = binary_metrics(vp, val_fs.labels, threshold)
+    elif cfg.target_fpr is not None:
+        raise UsageError("reward: target_fpr needs held-out episodes (set val_fraction > 0)")
+    metrics["train"] = binary_metrics(_probs(model, train_fs), train_fs.labels, threshold)
+    meta = {"threshold": threshold, "camera_shapes": shapes,
             "proprio_keys": fs.proprio_names,
             "positives": {"rule": cfg.positives, "final_k": cfg.final_k, "label_field": cfg.label_field},
             "stores": fs.sources, "train_config": to_dict(cfg), "metrics": metrics,

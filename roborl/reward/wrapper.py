@@ -27,7 +27,15 @@ import numpy as np
 from roborl.errors import UsageError
 from roborl.reward.model import RewardClassifier, obs_value
 
-__all__ = ["ClassifierReward", "check_cameras"]
+__all__ = ["ClassifierReward", "check_cameras", "wrap_reward", "STORE_FIELDS"]
+
+# Extra replay-store fields for what this wrapper puts in ``info`` (ReplayStore.create(extra_fields=...));
+# roborl.reward.data reads ``operator_label`` back as labels for training and fine-tuning.
+STORE_FIELDS: dict[str, tuple[str, tuple[int, ...]]] = {
+    "classifier_prob": ("float32", ()),
+    "classifier_reward": ("float32", ()),
+    "operator_label": ("int8", ()),
+}
 
 
 def _space_at(space: gym.Space, key: str) -> gym.Space | None:
@@ -58,6 +66,9 @@ def check_cameras(observation_space: gym.Space, meta: dict[str, Any], model_dir:
                          f"(it has: {', '.join(_leaf_keys(observation_space))})")
     for c, shape in (meta.get("camera_shapes") or {}).items():
         sp = _space_at(observation_space, c)
+        if sp is not None and np.dtype(sp.dtype) != np.uint8:
+            raise UsageError(f"reward.classifier {model_dir}: camera {c!r} is {np.dtype(sp.dtype).name} in the env, the "
+                             f"classifier reads raw uint8 frames (keep image keys out of observation normalization)")
         if sp is not None and list(sp.shape or ()) != list(shape):
             raise UsageError(f"reward.classifier {model_dir}: camera {c!r} is {list(sp.shape or ())} in the env but the "
                              f"classifier was trained on {list(shape)}")
@@ -199,3 +210,12 @@ class ClassifierReward(gym.Wrapper):
         self.classifier = RewardClassifier(self.model_dir)
         self._corrections.clear()
         return meta
+
+
+def wrap_reward(env: gym.Env, cfg: Any) -> gym.Env:
+    """Apply a run's ``reward`` section (:class:`roborl.reward.config.RewardConfig`): ``env`` unchanged when
+    ``cfg.classifier`` is null, else wrapped in :class:`ClassifierReward`."""
+    if not cfg.classifier:
+        return env
+    return ClassifierReward(env, cfg.classifier, threshold=cfg.threshold, confirm_steps=cfg.confirm_steps,
+                            terminate=cfg.terminate)

@@ -89,10 +89,10 @@ def test_two_nested_cameras_and_proprio(tmp_path: Path) -> None:
     fs = load_frames([store], ["pixels.front", "pixels.wrist"], proprio=True)
     assert fs.images["pixels.front"].shape == (60, 24, 24, 3) and fs.proprio.shape == (60, 2)
     cfg = ClassifierTrainConfig(cameras=("pixels.front", "pixels.wrist"), proprio=True, steps=5, batch_size=8,
-                                image_size=20, val_fraction=0.0)
+                                image_size=28, val_fraction=0.0)
     meta = train_classifier([store], tmp_path / "m", cfg)
     assert meta["cameras"] == ["pixels.front", "pixels.wrist"] and meta["proprio_keys"] == ["state"]
-    assert meta["proprio_dim"] == 2 and meta["image_size"] == [20, 20]
+    assert meta["proprio_dim"] == 2 and meta["image_size"] == [28, 28]
     clf = RewardClassifier(tmp_path / "m")
     obs = {"pixels": {"front": fs.images["pixels.front"][0], "wrist": fs.images["pixels.wrist"][0]},
            "state": fs.proprio[0]}
@@ -155,3 +155,17 @@ def test_finetune_moves_towards_the_operator_labels(toy_model: Path, toy_stores:
     assert RewardClassifier(toy_model).probs(frames).mean() == pytest.approx(before)  # the source model is untouched
     with pytest.raises(UsageError, match="camera 'cam'"):
         finetune(toy_model, {"front": frames["cam"]}, np.zeros(len(pos), bool), steps=1, out=tmp_path / "z")
+
+
+def test_calibrated_threshold_meets_the_target_on_its_negatives() -> None:
+    from roborl.reward.train import calibrate_threshold
+
+    rng = np.random.default_rng(0)
+    for n in (1, 7, 50, 333):
+        neg = rng.random(n)
+        for target in (0.0, 0.02, 0.1, 0.5):
+            t = calibrate_threshold(neg, target, 0.5)
+            assert t >= 0.5 and np.mean(neg > t) <= target + 1e-12
+            # The lowest such threshold: any lower candidate (a negative's score >= 0.5) breaks the target.
+            lower = neg[(neg < t) & (neg >= 0.5)]
+            assert all(np.mean(neg > c) > target for c in lower)

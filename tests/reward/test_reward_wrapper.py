@@ -90,3 +90,34 @@ def test_on_push_pixels(tmp_path: Path) -> None:
         pytest.skip(p.stdout.strip())
     assert p.returncode == 0, p.stdout + p.stderr
     assert "OK" in p.stdout
+
+
+def test_info_goes_into_a_store_and_operator_labels_come_back(toy_model: Path, tmp_path: Path) -> None:
+    """What env_step must store (STORE_FIELDS from info), read back as training labels."""
+    from roborl.reward.config import RewardConfig
+    from roborl.reward.data import load_frames
+    from roborl.reward.wrapper import STORE_FIELDS, wrap_reward
+    from roborl.store import ReplayStore
+
+    base = SquareEnv(horizon=6)
+    assert wrap_reward(base, RewardConfig()) is base
+    env = wrap_reward(base, RewardConfig(classifier=str(toy_model), confirm_steps=1))
+    st = ReplayStore.create(tmp_path / "s", env_id="toy/Square", observation_space=env.observation_space,
+                            action_space=env.action_space, extra_fields=STORE_FIELDS)
+    for ep, label in enumerate((None, True)):
+        obs, _ = env.reset(seed=ep)
+        st.start_episode(obs, "online")
+        done, t = False, 0
+        while not done:
+            if label is not None and t == 2:
+                env.label(label)           # the operator pressed success on a frame without a square
+            obs, r, term, trunc, info = env.step(NO)
+            st.add_step(action=NO, reward=r, next_obs=obs, terminated=term, truncated=trunc,
+                        is_success=info["is_success"], **{k: info[k] for k in STORE_FIELDS})
+            done, t = term or trunc, t + 1
+    rows = st.read_rows("online", 0, st.num_steps("online"), list(STORE_FIELDS) + ["reward"])
+    st.close()
+    assert rows["operator_label"].tolist() == [-1] * 6 + [-1, -1, 1]
+    assert rows["reward"].tolist() == [0.0] * 8 + [1.0]
+    fs = load_frames([tmp_path / "s"], ["cam"], rule="step")
+    assert fs.labels.tolist() == [False] * 8 + [True]
