@@ -36,6 +36,7 @@ COMMANDS: dict[str, str] = {
     "teleop": "roborl.cli.teleop",
     "robot": "roborl.cli.robot",
     "export": "roborl.cli.export",
+    "reward": "roborl.cli.reward",
 }
 
 # One-line summaries for `roborl --help`, kept here so the top-level help imports nothing.
@@ -51,6 +52,7 @@ SUMMARIES: dict[str, str] = {
     "teleop": "Collect demos with a teleop device.",
     "robot": "Serve a robot (or its sim twin) over the network.",
     "export": "Export a checkpoint's policy to ONNX or TorchScript.",
+    "reward": "Train or evaluate a success classifier on camera frames (learned reward).",
 }
 
 

@@ -139,3 +139,19 @@ class InterventionConfig:
     probability: float = field(0.0, doc="scripted: chance per step of starting a takeover (0 = schedule only).",
                                check=unit_interval)
     noise: float = field(0.0, doc="scripted: expert action noise std.", check=non_negative)
+
+
+@dataclass(frozen=True)
+class ResetConfig:
+    """How episodes are reset: by the env (sim, or a robot that resets itself) or by a person.
+
+    Meant for the run config's ``env`` section (``env.reset_mode``, ``env.reset_timeout_s``); it is
+    applied by :func:`roborl.teleop.reset.apply_reset` on the outside of the env stack.
+    """
+
+    reset_mode: Literal["auto", "manual"] = field(
+        "auto", doc="auto = env.reset() resets the scene; manual = the robot holds and the operator resets the "
+                    "scene by hand, then presses START (roborl.teleop.reset.ManualReset).")
+    reset_timeout_s: float = field(300.0, doc="manual: seconds to wait for START before the run pauses with a "
+                                              "one-line ResetTimeout (the loop saves its state; resetting again "
+                                              "resumes the wait).", check=positive)
