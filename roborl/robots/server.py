@@ -40,8 +40,8 @@ import zmq
 from roborl.config import field, positive
 from roborl.errors import UsageError
 from roborl.robots import Robot, RobotState
-from roborl.robots.transport import (MessageError, bind_router, check_token, decode, encode, error_reply,
-                                     is_loopback, jsonable, router_recv, router_send)
+from roborl.robots.transport import (Message, MessageError, bind_router, check_token, decode_arrays, decode_header,
+                                     encode, error_reply, is_loopback, jsonable, router_recv, router_send)
 
 REQUEST_TYPES = ("hello", "reset", "step", "observe", "estop", "stats", "ping")
 WATCHDOG_PERIODS = 2
@@ -193,11 +193,13 @@ class RobotServer:
                 if remaining >= 0.001:
                     # Wake at most every 100 ms to notice stop(); ms granularity (zmq_poll).
                     if poller.poll(min(int(remaining * 1000), 100)):
-                        self._drain()
+                        self._drain(next_tick)
                     continue
                 if remaining > 0:
                     time.sleep(remaining)  # sub-millisecond wait: finer than zmq_poll
-                self._drain()              # commands that arrived in the last instant still count
+                # Commands that arrived in the last instant still count (bounded: a flood may
+                # delay this tick by at most a fifth of a period).
+                self._drain(next_tick + 0.2 * self.period)
                 now = time.monotonic()
                 self._tick(now, next_tick)
                 next_tick += self.period
@@ -221,14 +223,21 @@ class RobotServer:
     _reanchor = False
 
     # ------------------------------------------------------------------ requests
-    def _drain(self, budget: int = 256) -> None:
+    def _drain(self, until: float | None = None, budget: int = 256) -> None:
+        """Handle waiting requests; stop after ``budget`` or once ``until`` (the next tick) is due, so
+        a flood of messages delays the control loop by at most one message."""
         assert self.sock is not None
         for _ in range(budget):
             try:
                 envelope, frames = router_recv(self.sock)
             except zmq.Again:
                 return
+            except zmq.ZMQError:
+                self.counts["recv_errors"] += 1
+                return
             self._handle(envelope, frames)
+            if until is not None and time.monotonic() >= until:
+                return
 
     def _reply(self, envelope: list[bytes], frames: list[bytes], session: str | None = None, seq: int = -1) -> None:
         assert self.sock is not None
@@ -243,15 +252,36 @@ class RobotServer:
         self._reply(envelope, error_reply(header, code, message))
 
     def _handle(self, envelope: list[bytes], frames: list[bytes]) -> None:
+        """One request -> one reply (or a deliberate silence for a duplicate). Never raises:
+        whatever goes wrong while handling this message becomes an ``error`` reply to it."""
+        header: dict | None = None
         try:
-            msg = decode(frames)
-        except MessageError as e:
-            return self._refuse(envelope, None, "malformed", f"malformed message: {e}")
+            try:
+                header = decode_header(frames)
+            except MessageError as e:
+                return self._refuse(envelope, None, "malformed", f"malformed message: {e}")
+            # The token is checked before any array frame is decoded: an unauthenticated peer
+            # only ever reaches the bounded header parser.
+            if not check_token(header, self.cfg.token):
+                return self._refuse(envelope, header, "unauthorized", "missing or wrong token")
+            try:
+                msg = Message(header, decode_arrays(header, frames))
+            except MessageError as e:
+                return self._refuse(envelope, header, "malformed", f"malformed message: {e}")
+            self._dispatch(envelope, msg)
+        except Exception as e:  # noqa: BLE001 - the loop must keep serving whatever one message does
+            self.counts["internal_errors"] += 1
+            if self.counts["internal_errors"] <= 10:  # bounded: a flood must not flood the log
+                self.log(f"error while handling a message ({type(e).__name__}); answered with an error reply")
+            try:
+                self._reply(envelope, error_reply(header, "internal", f"server error ({type(e).__name__})"))
+            except Exception:  # noqa: BLE001 - even the reply failed: drop it
+                self.counts["replies_dropped"] += 1
+
+    def _dispatch(self, envelope: list[bytes], msg: Message) -> None:
         h = msg.header
-        if not check_token(h, self.cfg.token):
-            return self._refuse(envelope, h, "unauthorized", "missing or wrong token")
         if msg.type not in REQUEST_TYPES:
-            return self._refuse(envelope, h, "bad_type", f"unknown message type {msg.type!r}; expected one of "
+            return self._refuse(envelope, h, "bad_type", f"unknown message type {msg.type[:64]!r}; expected one of "
                                                          f"{list(REQUEST_TYPES)}")
         session = h.get("session") or ""
         sess = self.sessions.get(session)
