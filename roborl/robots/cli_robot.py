@@ -19,7 +19,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="robot_cmd", metavar="ACTION", parser_class=type(p))
     s = sub.add_parser("serve", help="Run the robot server (fixed-rate loop, watchdog, safety, stats).",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    s.add_argument("--backend", required=True, help="KIND:ARG, e.g. sim:roborl/Push-v0 (kinds: roborl.robots.BACKENDS).")
+    s.add_argument("--backend", required=True,
+                   help="KIND:ARG (sim:roborl/Push-v0; kinds: roborl.robots.BACKENDS or the 'roborl.robots' "
+                        "entry points) or package.module:factory[:ARG].")
+    s.add_argument("--require-limits", action="store_true",
+                   help="Refuse a backend that declares no limits (Robot.limits) instead of warning.")
     s.add_argument("--port", type=int, default=5555, help="TCP port.")
     s.add_argument("--host", default="127.0.0.1", help="Bind address; non-loopback requires --token.")
     s.add_argument("--token", default=None, help="Shared secret (default: $ROBORL_ROBOT_TOKEN).")
@@ -40,6 +44,7 @@ def _serve(args: argparse.Namespace) -> int:
     from roborl import config as C
     from roborl.errors import UsageError
     from roborl.robots import make_robot
+    from roborl.robots.limits import limits_notice
     from roborl.robots.server import RobotServer, ServerConfig
     from roborl.robots.transport import resolve_token
 
@@ -58,6 +63,9 @@ def _serve(args: argparse.Namespace) -> int:
             options["env_kwargs"] = kw
     robot = make_robot(args.backend, **options)
     with robot:
+        notice = limits_notice(robot, args.backend, args.require_limits)
+        if notice:
+            print(f"roborl robot: {notice}", file=sys.stderr, flush=True)
         server = RobotServer(robot, cfg, backend=args.backend)
 
         def _stop(signum, frame):  # noqa: ARG001

@@ -1,4 +1,4 @@
-"""The robot server: runs next to the hardware and owns the fixed-rate control loop (issue 7).
+"""The robot server: runs next to the hardware and owns the fixed-rate control loop.
 
 One thread, one ROUTER socket. The loop sleeps in ``poll`` until the next tick, handles
 requests as they arrive, and at every tick (period ``1/hz``):
@@ -12,11 +12,20 @@ requests as they arrive, and at every tick (period ``1/hz``):
    *after* its action, as ``env.step`` would return). Rewards of ticks that carried no
    reply (a late client on the realtime twin) are summed into the next one.
 
-Commands are applied on arrival (lowest latency) after the **server-side safety layer**
-(defense in depth: it runs even if the client skipped its own): non-finite or wrongly
-shaped actions are rejected (the command is not valid, so the watchdog keeps counting),
-others are clipped into the action space and then passed through
-``roborl.envs.safety.SafetyLayer`` when that module provides one.
+Commands are applied on arrival (lowest latency) after the **server-side limits**
+(:class:`~roborl.robots.limits.LimitGuard`, for every backend, even if the client skipped its
+own safety layer): wrongly shaped actions are rejected (the command is not valid, so the
+watchdog keeps counting); non-finite ones become a hold; the rest is clipped into the action
+box, projected into the robot's declared workspace and limited to its maximum step and joint
+velocities. ``info["executed_action"]`` in the step reply is what the adapter was sent
+(null: the adapter's own hold) and ``info["safety"]`` what was changed. When the adapter
+keeps executing a command on later periods (``holds_last_command``), the server re-checks it
+against the limits before each such period.
+
+Every message is handled inside its own error boundary: the token is checked before any
+array is decoded, the header parser bounds size and nesting depth, array shapes are checked
+in overflow-free integers, and whatever still goes wrong becomes an ``error`` reply to that
+message (``internal``, counted) while the loop keeps serving.
 
 Requests (``type``): ``hello`` (spaces, rate, limits), ``reset`` (claims control of the
 robot), ``step`` (action [act_dim]), ``observe``, ``estop``, ``stats``, ``ping``. Only the
@@ -28,6 +37,7 @@ loopback requires a token. Latency and jitter statistics: :meth:`RobotServer.sta
 from __future__ import annotations
 
 import collections
+import dataclasses
 import sys
 import threading
 import time
@@ -40,6 +50,7 @@ import zmq
 from roborl.config import field, positive
 from roborl.errors import UsageError
 from roborl.robots import Robot, RobotState
+from roborl.robots.limits import LimitGuard
 from roborl.robots.transport import (Message, MessageError, bind_router, check_token, decode_arrays, decode_header,
                                      encode, error_reply, is_loopback, jsonable, router_recv, router_send)
 
@@ -72,50 +83,6 @@ def _pct(values: collections.deque, scale: float = 1e3) -> dict[str, float | Non
             "max": round(float(a.max()), 4), "n": int(a.size)}
 
 
-class ActionGuard:
-    """Server-side safety: reject non-finite / misshaped actions, clip into the box, then the SafetyLayer.
-
-    ``__call__(action) -> (safe_action [act_dim] float32, modified: bool)``; raises
-    :class:`MessageError` for an action that must not be executed at all.
-    """
-
-    def __init__(self, robot: Robot) -> None:
-        self.low = np.asarray(robot.action_space.low, np.float32)
-        self.high = np.asarray(robot.action_space.high, np.float32)
-        self.shape = tuple(robot.action_space.shape)
-        self.layer: Callable[[np.ndarray], np.ndarray] | None = _safety_layer_for(robot)
-
-    def __call__(self, action: np.ndarray) -> tuple[np.ndarray, bool]:
-        a = np.asarray(action)
-        if a.shape != self.shape:
-            raise MessageError(f"action shape {list(a.shape)} != {list(self.shape)}")
-        if a.dtype.kind not in "fiu":
-            raise MessageError(f"action dtype {a.dtype} is not numeric")
-        a = a.astype(np.float32)
-        if not np.all(np.isfinite(a)):
-            raise MessageError("action has NaN/inf entries")
-        safe = np.clip(a, self.low, self.high)
-        if self.layer is not None:
-            safe = np.asarray(self.layer(safe), np.float32)
-        return safe, bool(np.any(safe != a))
-
-
-def _safety_layer_for(robot: Robot) -> Callable[[np.ndarray], np.ndarray] | None:
-    """The arm's SafetyLayer as an action filter, when roborl.envs.safety provides one for this robot.
-
-    The sim twin's env may already contain the safety wrapper; running it again here is
-    deliberate (defense in depth) and harmless because it is idempotent on safe actions.
-    """
-    try:
-        from roborl.envs import safety
-    except ImportError:  # pragma: no cover
-        return None
-    factory = getattr(safety, "server_filter", None)
-    if factory is None:
-        return None
-    return factory(robot)
-
-
 @dataclass
 class _Session:
     envelope: list[bytes]
@@ -129,6 +96,8 @@ class _Pending:
     seq: int
     t_recv: float
     modified: bool
+    executed: list[float] | None    # the command sent to the adapter (None: the adapter's own hold)
+    events: dict[str, int]
 
 
 class RobotServer:
@@ -140,7 +109,13 @@ class RobotServer:
         self.backend = backend
         self.hz = float(cfg.hz or robot.control_hz)
         self.period = 1.0 / self.hz
-        self.guard = ActionGuard(robot)
+        # The joint-velocity check needs the period over which one command's motion happens: the
+        # robot's own control period (ee_scale is defined per it), not a --hz override.
+        self.guard = LimitGuard(robot, float(robot.control_hz))
+        self.ee: Any = None                          # the robot's last reported info["ee_pos"] [3]
+        self.last_action: np.ndarray | None = None   # the client's last command, as received
+        self.last_sent: np.ndarray | None = None     # what the adapter is executing
+        self.repeats = bool(getattr(robot, "holds_last_command", True))
         self._stop = threading.Event()
         self.sock: zmq.Socket | None = None
         # control state
@@ -326,7 +301,9 @@ class RobotServer:
             "type": "hello", "seq": msg.seq, "backend": self.backend, "control_hz": self.hz,
             "action_mode": r.action_mode, "max_episode_steps": r.max_episode_steps,
             "observation_space": obs, "action_space": act, "watchdog_periods": WATCHDOG_PERIODS,
-            "token_required": bool(self.cfg.token)}), session, msg.seq)
+            "token_required": bool(self.cfg.token),
+            "limits": dataclasses.asdict(self.guard.limits) if self.guard.limits is not None else None}),
+            session, msg.seq)
 
     def _on_reset(self, msg, session, envelope) -> None:
         seed = msg.header.get("seed")
@@ -334,7 +311,9 @@ class RobotServer:
             raise MessageError("reset 'seed' must be an integer >= 0 or null")
         if self.pending is not None:  # a step of the previous owner that never got its tick
             self._answer_pending_error("superseded", "the robot was reset by a client")
-        state = self.robot.reset(seed=seed)
+        state = self._note(self.robot.reset(seed=seed))
+        self.last_action = self.last_sent = None
+        self.guard.new_episode()
         self.owner = session
         self.estopped = False
         self.episode_active = True
@@ -361,23 +340,45 @@ class RobotServer:
             self._reply(envelope, self._state_reply("step", msg.seq, state, self._step_extra(applied=False)),
                         session, msg.seq)
             return
+        action = msg.arrays["action"]
         try:
-            safe, modified = self.guard(msg.arrays["action"])
+            cmd, events = self.guard(action, self.ee)
         except MessageError as e:
             self.counts["actions_rejected"] += 1
             raise MessageError(f"action rejected by the server safety layer: {e}") from None
-        self.robot.send_action(safe)
+        self._send(cmd)
+        self.last_action = np.array(action)
+        modified = any(events.values())
         if modified:
             self.counts["actions_modified"] += 1
+            for k, v in events.items():
+                if v:
+                    self.counts[f"safety_{k}"] += 1
         self.fresh = True
         self.armed = True
         if self.holding:
             self.holding = False
-        self.pending = _Pending(session, msg.seq, time.monotonic(), modified)
+        self.pending = _Pending(session, msg.seq, time.monotonic(), modified,
+                                None if cmd is None else [float(v) for v in cmd.reshape(-1)], events)
+
+    def _send(self, cmd: np.ndarray | None) -> None:
+        """The only path from a client's command to the adapter (after :class:`LimitGuard`)."""
+        if cmd is None:
+            self.robot.hold()
+        else:
+            self.robot.send_action(cmd)
+        self.guard.executed(cmd)
+        self.last_sent = cmd
+
+    def _note(self, state: RobotState) -> RobotState:
+        """Remember the reported end-effector position (the workspace projection starts from it)."""
+        info = state.info if isinstance(state.info, dict) else {}
+        self.ee = info.get("ee_pos")
+        return state
 
     def _on_observe(self, msg, session, envelope) -> None:
         try:
-            state = self.robot.observe()
+            state = self._note(self.robot.observe())
         except UsageError as e:
             raise MessageError(str(e)) from None
         self._reply(envelope, self._state_reply("observe", msg.seq, state,
@@ -433,9 +434,11 @@ class RobotServer:
             if self.holding:
                 self.counts["watchdog_held_ticks"] += 1
                 self.held_ticks_since_reply += 1
+            elif self.repeats and self.last_action is not None:
+                self._recheck()
         self.fresh = False
         # 2. one control period
-        state = self.robot.tick()
+        state = self._note(self.robot.tick())
         self.acc_reward += state.reward
         self.acc_done = (self.acc_done[0] or state.terminated, self.acc_done[1] or state.truncated)
         if state.terminated or state.truncated:
@@ -445,7 +448,10 @@ class RobotServer:
         if p is not None:
             self.pending = None
             sess = self.sessions.get(p.session)
-            out = RobotState(state.obs, self.acc_reward, self.acc_done[0], self.acc_done[1], state.info)
+            info = dict(state.info) if isinstance(state.info, dict) else {}
+            info["executed_action"] = p.executed
+            info["safety"] = p.events
+            out = RobotState(state.obs, self.acc_reward, self.acc_done[0], self.acc_done[1], info)
             extra = self._step_extra(applied=True)
             extra["safety_modified"] = p.modified
             self.acc_reward, self.acc_done, self.held_ticks_since_reply = 0.0, (False, False), 0
@@ -453,6 +459,16 @@ class RobotServer:
                 self._reply(sess.envelope, self._state_reply("step", p.seq, out, extra), p.session, p.seq)
                 self.cmd_latency.append(time.monotonic() - p.t_recv)
                 self.counts["steps"] += 1
+
+    def _recheck(self) -> None:
+        """The adapter is about to execute its last command again (velocity-like hardware): re-check it
+        against the limits from where the arm is now, and send the corrected command if it changed."""
+        cmd, _ = self.guard(self.last_action, self.ee)
+        same = (cmd is None and self.last_sent is None) or (
+            cmd is not None and self.last_sent is not None and np.array_equal(cmd, self.last_sent))
+        if not same:
+            self._send(cmd)
+            self.counts["commands_rechecked"] += 1
 
     # ------------------------------------------------------------------ statistics
     def stats(self) -> dict[str, Any]:

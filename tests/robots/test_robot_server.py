@@ -130,10 +130,15 @@ def test_malformed_and_unauthenticated_requests_are_refused_and_server_keeps_ser
         env = make_robot_env(srv.url + "?token=s3cret")
         try:
             env.reset(seed=0)
-            with pytest.raises(RemoteError, match="NaN"):
-                env.step(np.full(env.action_space.shape, np.nan, np.float32))
             _, _, _, _, info = env.step(np.full(env.action_space.shape, 5.0, np.float32))  # clipped, not refused
-            assert info["safety_modified"] is True
+            assert info["safety_modified"] is True and info["safety"]["clipped"] == 1
+            assert np.all(np.abs(info["executed_action"]) <= 1.0)
+            _, _, _, _, info = env.step(np.full(env.action_space.shape, np.nan, np.float32))  # held, not refused
+            assert info["safety"]["nonfinite"] == 1
+            if env.action_mode == "ee_delta":  # zero motion, the gripper command kept
+                assert info["executed_action"][:3] == [0.0, 0.0, 0.0] and info["executed_action"][3] == 1.0
+            with pytest.raises(RemoteError, match="shape"):  # misshaped: refused, nothing executed
+                env.channel.call("step", arrays={"action": np.zeros(7, np.float32)})
             counts = env.stats()["counts"]
         finally:
             env.close()
