@@ -50,6 +50,7 @@ import zmq
 from roborl.config import field, positive
 from roborl.errors import UsageError
 from roborl.robots import Robot, RobotState
+from roborl.robots.blind import EpisodeLog, blind_state, check_blind_observation
 from roborl.robots.limits import LimitGuard
 from roborl.robots.transport import (Message, MessageError, bind_router, check_token, decode_arrays, decode_header,
                                      encode, error_reply, is_loopback, jsonable, router_recv, router_send)
@@ -68,6 +69,8 @@ class ServerConfig:
     hz: float | None = field(None, doc="Control rate; null = the robot's own control_hz.", check=positive)
     stats_window: int = field(10_000, doc="Samples kept for latency/jitter percentiles.", check=positive)
     log: bool = field(True, doc="Log watchdog and e-stop events on stderr.")
+    blind: bool = field(False, doc="Serve what a real arm gives: reward 0, no success flag, allow-listed info only.")
+    log_dir: str | None = field(None, doc="Directory for the server's true per-episode log (episodes.jsonl).")
 
     def __post_init__(self) -> None:
         if not is_loopback(self.host) and not self.token:
@@ -116,6 +119,9 @@ class RobotServer:
         self.last_action: np.ndarray | None = None   # the client's last command, as received
         self.last_sent: np.ndarray | None = None     # what the adapter is executing
         self.repeats = bool(getattr(robot, "holds_last_command", True))
+        if cfg.blind:
+            check_blind_observation(robot, backend)
+        self.episodes = EpisodeLog(cfg.log_dir) if cfg.log_dir else None
         self._stop = threading.Event()
         self.sock: zmq.Socket | None = None
         # control state
@@ -193,6 +199,8 @@ class RobotServer:
             finally:
                 self.sock.close(0)
                 self.sock = None
+                if self.episodes is not None:
+                    self.episodes.close()
         return self.stats()
 
     _reanchor = False
@@ -282,6 +290,8 @@ class RobotServer:
             self._refuse(envelope, h, "rejected", str(e))
 
     def _state_reply(self, type_: str, seq: int, state: RobotState, extra: dict[str, Any] | None = None) -> list[bytes]:
+        if self.cfg.blind:
+            state = blind_state(state)
         header = {"type": type_, "seq": seq, "reward": float(state.reward), "terminated": bool(state.terminated),
                   "truncated": bool(state.truncated), "info": jsonable(state.info) or {}}
         header.update(extra or {})
@@ -301,7 +311,7 @@ class RobotServer:
             "type": "hello", "seq": msg.seq, "backend": self.backend, "control_hz": self.hz,
             "action_mode": r.action_mode, "max_episode_steps": r.max_episode_steps,
             "observation_space": obs, "action_space": act, "watchdog_periods": WATCHDOG_PERIODS,
-            "token_required": bool(self.cfg.token),
+            "token_required": bool(self.cfg.token), "blind": self.cfg.blind,
             "limits": dataclasses.asdict(self.guard.limits) if self.guard.limits is not None else None}),
             session, msg.seq)
 
@@ -312,6 +322,8 @@ class RobotServer:
         if self.pending is not None:  # a step of the previous owner that never got its tick
             self._answer_pending_error("superseded", "the robot was reset by a client")
         state = self._note(self.robot.reset(seed=seed))
+        if self.episodes is not None:
+            self.episodes.start(seed, session)
         self.last_action = self.last_sent = None
         self.guard.new_episode()
         self.owner = session
@@ -439,6 +451,8 @@ class RobotServer:
         self.fresh = False
         # 2. one control period
         state = self._note(self.robot.tick())
+        if self.episodes is not None:
+            self.episodes.tick(state)
         self.acc_reward += state.reward
         self.acc_done = (self.acc_done[0] or state.terminated, self.acc_done[1] or state.truncated)
         if state.terminated or state.truncated:

@@ -120,6 +120,8 @@ class SimRobot(RobotBase):
         self.action_mode: ActionMode = "ee_delta" if hasattr(u, "ee_pos") else "joint"
         self.max_episode_steps = getattr(env.spec, "max_episode_steps", None) if env.spec else None
         self.limits = _sim_limits(env)
+        # Observation keys the task calls privileged (the blind twin's filter hook; see robots/blind.py).
+        self.privileged_obs_keys = tuple(str(k) for k in (getattr(u, "privileged_obs_keys", ()) or ()))
         # lockstep: a command acts for exactly one period, so nothing repeats it
         self.holds_last_command = self.clock == "realtime"
         self._hold = self._hold_vector(None)
