@@ -146,14 +146,28 @@ class RobotServer:
         self.counts = collections.Counter()
         self.t_start = time.monotonic()
         self._last_tick_t: float | None = None
+        self._log_state: dict[str, tuple[float, int]] = {}
 
     # ------------------------------------------------------------------ lifecycle
     def stop(self) -> None:
         self._stop.set()
 
-    def log(self, msg: str) -> None:
-        if self.cfg.log:
-            print(f"roborl robot: {msg}", file=sys.stderr, flush=True)
+    def log(self, msg: str, kind: str = "") -> None:
+        """One line on stderr. Lines of one ``kind`` are rate-limited to one per second (with a count
+        of those left out): the control loop writes them, and a flapping client must neither flood
+        the log nor block the loop on a slow or full stderr pipe."""
+        if not self.cfg.log:
+            return
+        if kind:
+            now = time.monotonic()
+            last, skipped = self._log_state.get(kind, (-1e9, 0))
+            if now - last < 1.0:
+                self._log_state[kind] = (last, skipped + 1)
+                return
+            self._log_state[kind] = (now, 0)
+            if skipped:
+                msg += f" (and {skipped} more such events in the last second)"
+        print(f"roborl robot: {msg}", file=sys.stderr, flush=True)
 
     def serve(self, max_seconds: float | None = None, ready: Callable[[], None] | None = None) -> dict[str, Any]:
         """Run the loop; returns the final statistics. The caller owns ``robot`` (connect/disconnect)."""
@@ -254,8 +268,7 @@ class RobotServer:
             self._dispatch(envelope, msg)
         except Exception as e:  # noqa: BLE001 - the loop must keep serving whatever one message does
             self.counts["internal_errors"] += 1
-            if self.counts["internal_errors"] <= 10:  # bounded: a flood must not flood the log
-                self.log(f"error while handling a message ({type(e).__name__}); answered with an error reply")
+            self.log(f"error while handling a message ({type(e).__name__}); answered with an error reply", "internal")
             try:
                 self._reply(envelope, error_reply(header, "internal", f"server error ({type(e).__name__})"))
             except Exception:  # noqa: BLE001 - even the reply failed: drop it
@@ -442,7 +455,7 @@ class RobotServer:
                 self.holding = True
                 self.counts["watchdog_events"] += 1
                 self.log(f"watchdog: no valid command for {WATCHDOG_PERIODS} control periods "
-                         f"({WATCHDOG_PERIODS * self.period * 1e3:.0f} ms); holding the robot")
+                         f"({WATCHDOG_PERIODS * self.period * 1e3:.0f} ms); holding the robot", "watchdog")
             if self.holding:
                 self.counts["watchdog_held_ticks"] += 1
                 self.held_ticks_since_reply += 1

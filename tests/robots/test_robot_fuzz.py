@@ -163,16 +163,23 @@ def _fuzz_server(n: int, seed: int, seconds: float) -> dict[str, Any]:
         env = make_robot_env(srv.url + f"?token={TOKEN}", timeout_s=5.0)
         try:
             res = run_fuzz(srv.port, env, n, seed, seconds)
+        except Exception as e:  # noqa: BLE001 - report it with the server's side of the story
+            res = {"client_error": f"{type(e).__name__}: {e}"}
+        try:
             stats = env.stats()
+        except Exception as e:  # noqa: BLE001
+            stats = {"uptime_s": None, "counts": {}, "error": str(e)}
         finally:
             env.close()
         alive = srv.proc is not None and srv.proc.poll() is None
     res.update(server_alive=alive, server_uptime_s=stats["uptime_s"], server_counts=stats["counts"],
-               server_exit_code=srv.proc.returncode if srv.proc else None)
+               server_exit_code=srv.proc.returncode if srv.proc else None,
+               server_stderr_tail=srv.stderr.strip().splitlines()[-5:])
     return res
 
 
 def _check(res: dict[str, Any]) -> None:
+    assert "client_error" not in res, res
     assert res["server_alive"], res
     assert res["server_exit_code"] == 0, res  # stopped by SIGTERM, cleanly
     assert res["answered"] + res["dropped"] == res["messages_sent"]

@@ -236,3 +236,24 @@ def test_policy_through_robot_matches_the_env_directly():
         assert o1.shape == o2.shape
         np.testing.assert_allclose(o1, o2, rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(r1, r2, rtol=1e-5, atol=1e-5)
+
+
+def test_watchdog_log_is_rate_limited():
+    """A flapping client makes many watchdog events but few log lines: the loop writes them, and a full
+    stderr pipe would otherwise block it."""
+    with ServerProcess(f"sim:{TASK}", hz=100) as srv:
+        env = make_robot_env(srv.url)
+        try:
+            env.reset(seed=0)
+            t_end = time.monotonic() + 1.5
+            while time.monotonic() < t_end:
+                _, _, term, trunc, _ = env.step(np.zeros(env.action_space.shape, np.float32))
+                if term or trunc:
+                    env.reset(seed=1)
+                time.sleep(0.04)  # 4 periods: the watchdog fires every time
+            events = env.stats()["counts"]["watchdog_events"]
+        finally:
+            env.close()
+    lines = [ln for ln in srv.stderr.splitlines() if "watchdog" in ln]
+    assert events >= 10 and 1 <= len(lines) <= 3, (events, lines)
+    assert any("more such events" in ln for ln in lines[1:]) or len(lines) == 1
