@@ -131,7 +131,7 @@ def run_fuzz(port: int, env: Any, n: int, seed: int, seconds: float, every: int 
             frames = fuzz_frames(rng, TOKEN if with_token else None)
             sock.send_multipart(frames)
             sent += 1
-            if sock.poll(2000):
+            if sock.poll(500):  # a well-formed duplicate of an old seq is answered by silence
                 reply = sock.recv_multipart()
                 while reply and reply[0] == b"":  # the server echoes a REQ-style empty delimiter
                     reply = reply[1:]
@@ -191,8 +191,8 @@ def _check(res: dict[str, Any]) -> None:
 
 
 def test_fuzzed_server_keeps_serving():
-    res = _fuzz_server(n=2000, seed=0, seconds=20.0)
-    assert res["messages_sent"] >= 500, res
+    res = _fuzz_server(n=2000, seed=0, seconds=5.0)  # a few seconds; -m slow runs 50,000
+    assert res["messages_sent"] >= 300, res
     _check(res)
 
 
