@@ -9,10 +9,15 @@ Wire format (one ZeroMQ multipart message)::
                ... message fields (JSON scalars/lists/dicts) ...}
     frame 1+  raw little-endian array bytes, one frame per entry of "arrays", in order
 
-Everything is validated on receipt (:func:`decode`): header size, JSON, required keys and
-their types, dtype whitelist, shape rank and sizes, payload length; a violation raises
-:class:`MessageError` with one line, which the receiver turns into an ``error`` reply
-and keeps serving. No pickle, no msgpack: nothing on the wire can execute code.
+Everything is validated on receipt (:func:`decode`, or :func:`decode_header` then
+:func:`decode_arrays`): header size (64 KB) and JSON nesting depth (bounded by a bracket scan
+before ``json.loads`` can recurse), required keys and their types, dtype allow-list, shape rank
+and each dimension, and ``prod(shape) * itemsize == len(payload)`` in Python integers (no
+int64 overflow, nothing reshaped before it matches); a violation raises :class:`MessageError`
+with one line, which the receiver turns into an ``error`` reply and keeps serving. A receiver
+that requires a token checks it between the two (``decode(frames, token=...)``), so an
+unauthenticated peer never reaches the array decoder. No pickle, no msgpack: nothing on the
+wire can execute code.
 
 :class:`Channel` is the client side. It follows the ZeroMQ guide's "lazy pirate"
 pattern with a DEALER socket: every call has a deadline; an attempt that gets no reply

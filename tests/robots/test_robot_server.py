@@ -1,4 +1,4 @@
-"""The robot server and the robot:// client, with real server subprocesses on loopback (issue 7)."""
+"""The robot server and the robot:// client, with real server subprocesses on loopback."""
 from __future__ import annotations
 
 import json
