@@ -35,13 +35,15 @@ def test_watchdog_holds_after_commands_stop(realtime_server):
     env = make_robot_env(realtime_server.url, timeout_s=2.0)
     try:
         env.reset(seed=0)
+        # Read before the steps: read after them, a stats round trip slower than 2 periods on a
+        # loaded machine would already include this test's watchdog event.
+        before = env.stats()["counts"].get("watchdog_events", 0)
         push = np.ones(env.action_space.shape, np.float32) * 0.8
         for _ in range(5):
             _, _, term, trunc, info = env.step(push)
             assert not info["watchdog"]
             if term or trunc:
                 break
-        before = env.stats()["counts"].get("watchdog_events", 0)
         time.sleep(0.3)  # 15 control periods without a command
         _, info_a = env.observe()
         assert info_a["holding"] is True
