@@ -19,7 +19,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="robot_cmd", metavar="ACTION", parser_class=type(p))
     s = sub.add_parser("serve", help="Run the robot server (fixed-rate loop, watchdog, safety, stats).",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    s.add_argument("--backend", required=True, help="KIND:ARG, e.g. sim:roborl/Push-v0 (kinds: roborl.robots.BACKENDS).")
+    s.add_argument("--backend", required=True,
+                   help="KIND:ARG (sim:roborl/Push-v0; kinds: roborl.robots.BACKENDS or the 'roborl.robots' "
+                        "entry points) or package.module:factory[:ARG].")
+    s.add_argument("--require-limits", action="store_true",
+                   help="Refuse a backend that declares no limits (Robot.limits) instead of warning.")
     s.add_argument("--port", type=int, default=5555, help="TCP port.")
     s.add_argument("--host", default="127.0.0.1", help="Bind address; non-loopback requires --token.")
     s.add_argument("--token", default=None, help="Shared secret (default: $ROBORL_ROBOT_TOKEN).")
@@ -28,23 +32,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="sim backend: realtime twin, or advance physics only on fresh commands (reproducible eval).")
     s.add_argument("--seconds", type=float, default=None, help="Stop after this many seconds (default: until Ctrl-C/SIGTERM).")
     s.add_argument("--env-kwargs", default=None, metavar="JSON", help="sim backend: env constructor kwargs as JSON.")
-    for name, helptext in (("stats", "Print a running server's latency/jitter statistics as JSON."),
+    s.add_argument("--blind", action="store_true",
+                   help="Serve what a real arm gives: reward 0, no success flag, allow-listed info only.")
+    s.add_argument("--log-dir", default=None, help="Keep the server's true per-episode log (episodes.jsonl) here.")
+    for name, helptext in (("stats", "A running server's latency/jitter statistics (robot://HOST:PORT), or true "
+                                     "success per episode from a server's --log-dir."),
                            ("estop", "Latch a running server's e-stop (cleared by the next reset).")):
         q = sub.add_parser(name, help=helptext)
-        q.add_argument("url", help="robot://HOST:PORT")
+        q.add_argument("url", help="robot://HOST:PORT" + (" or LOGDIR" if name == "stats" else ""))
         q.add_argument("--token", default=None, help="Shared secret (default: $ROBORL_ROBOT_TOKEN).")
         q.add_argument("--timeout", type=float, default=2.0, help="Deadline in seconds.")
+        if name == "stats":
+            q.add_argument("--json", action="store_true", help="LOGDIR: print JSON instead of a table.")
 
 
 def _serve(args: argparse.Namespace) -> int:
     from roborl import config as C
     from roborl.errors import UsageError
     from roborl.robots import make_robot
+    from roborl.robots.limits import limits_notice
     from roborl.robots.server import RobotServer, ServerConfig
     from roborl.robots.transport import resolve_token
 
     cfg = C.build(ServerConfig, {"host": args.host, "port": args.port, "token": resolve_token(args.token),
-                                 "hz": args.hz}, "command line")
+                                 "hz": args.hz, "blind": args.blind, "log_dir": args.log_dir}, "command line")
     options: dict = {}
     if args.backend.startswith("sim:"):
         options["clock"] = args.sim_clock
@@ -58,6 +69,9 @@ def _serve(args: argparse.Namespace) -> int:
             options["env_kwargs"] = kw
     robot = make_robot(args.backend, **options)
     with robot:
+        notice = limits_notice(robot, args.backend, args.require_limits)
+        if notice:
+            print(f"roborl robot: {notice}", file=sys.stderr, flush=True)
         server = RobotServer(robot, cfg, backend=args.backend)
 
         def _stop(signum, frame):  # noqa: ARG001
@@ -68,7 +82,8 @@ def _serve(args: argparse.Namespace) -> int:
 
         def _ready() -> None:
             auth = "token required" if cfg.token else "no token (loopback)"
-            print(f"roborl robot: serving {args.backend} on {cfg.host}:{cfg.port} at {server.hz:g} Hz, {auth}",
+            blind = ", blind" if cfg.blind else ""
+            print(f"roborl robot: serving {args.backend} on {cfg.host}:{cfg.port} at {server.hz:g} Hz, {auth}{blind}",
                   file=sys.stderr, flush=True)
 
         stats = server.serve(max_seconds=args.seconds, ready=_ready)
@@ -76,8 +91,19 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _log_stats(args: argparse.Namespace) -> int:
+    from roborl.robots.blind import format_summary, summarize
+
+    s = summarize(args.url)
+    print(json.dumps(s, indent=1) if args.json else format_summary(s))
+    return 0
+
+
 def _query(args: argparse.Namespace) -> int:
-    from roborl.robots.client import parse_robot_url
+    from roborl.robots.client import SCHEME, parse_robot_url
+
+    if args.robot_cmd == "stats" and not args.url.startswith(SCHEME):
+        return _log_stats(args)
     from roborl.robots.transport import Channel, resolve_token
 
     host, port, opts = parse_robot_url(args.url)

@@ -1,4 +1,4 @@
-"""``robot://HOST:PORT``: a gymnasium env over the robot server (issue 7, "Client env").
+"""``robot://HOST:PORT``: a gymnasium env over the robot server.
 
 A policy trained in simulation runs on it unchanged (``roborl eval CKPT --env
 robot://127.0.0.1:5555``): the spaces come from the server's ``hello``; ``reset`` homes the

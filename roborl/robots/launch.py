@@ -2,7 +2,9 @@
 
 ``with ServerProcess("sim:roborl/Reach-v0", hz=20) as srv: env = make_robot_env(srv.url)``
 picks a free loopback port, waits (bounded) until the server answers ``ping`` and
-terminates it (then kills it) on exit.
+terminates it (then kills it) on exit. Its stdout/stderr go to temporary files, not pipes: a
+pipe nobody reads fills up after ~64 KB and then blocks the server's next log line, and with
+it the control loop.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -38,6 +41,8 @@ class ServerProcess:
         self.env = env
         self.proc: subprocess.Popen | None = None
         self.stdout = self.stderr = ""
+        self._out: Any = None
+        self._err: Any = None
 
     @property
     def url(self) -> str:
@@ -51,7 +56,9 @@ class ServerProcess:
         if self.token:
             cmd += ["--token", self.token]
         env = dict(os.environ, **(self.env or {}))
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        self._out = tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace")
+        self._err = tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace")
+        self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=self._err, text=True, env=env)
         deadline = time.monotonic() + self.ready_timeout_s
         with Channel("127.0.0.1", self.port, token=self.token, timeout_s=0.5, name="robot server") as ch:
             while True:
@@ -81,12 +88,19 @@ class ServerProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
-            out, err = self.proc.communicate(timeout=timeout_s)
+            self.proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            out, err = self.proc.communicate(timeout=10)
-        self.stdout, self.stderr = out or "", err or ""
+            self.proc.wait(timeout=10)
+        self.stdout, self.stderr = self._read(self._out), self._read(self._err)
         return self.proc.returncode
+
+    @staticmethod
+    def _read(f: Any) -> str:
+        if f is None:
+            return ""
+        f.seek(0)
+        return f.read()
 
     def __enter__(self) -> "ServerProcess":
         return self.start()

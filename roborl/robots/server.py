@@ -1,4 +1,4 @@
-"""The robot server: runs next to the hardware and owns the fixed-rate control loop (issue 7).
+"""The robot server: runs next to the hardware and owns the fixed-rate control loop.
 
 One thread, one ROUTER socket. The loop sleeps in ``poll`` until the next tick, handles
 requests as they arrive, and at every tick (period ``1/hz``):
@@ -12,11 +12,20 @@ requests as they arrive, and at every tick (period ``1/hz``):
    *after* its action, as ``env.step`` would return). Rewards of ticks that carried no
    reply (a late client on the realtime twin) are summed into the next one.
 
-Commands are applied on arrival (lowest latency) after the **server-side safety layer**
-(defense in depth: it runs even if the client skipped its own): non-finite or wrongly
-shaped actions are rejected (the command is not valid, so the watchdog keeps counting),
-others are clipped into the action space and then passed through
-``roborl.envs.safety.SafetyLayer`` when that module provides one.
+Commands are applied on arrival (lowest latency) after the **server-side limits**
+(:class:`~roborl.robots.limits.LimitGuard`, for every backend, even if the client skipped its
+own safety layer): wrongly shaped actions are rejected (the command is not valid, so the
+watchdog keeps counting); non-finite ones become a hold; the rest is clipped into the action
+box, projected into the robot's declared workspace and limited to its maximum step and joint
+velocities. ``info["executed_action"]`` in the step reply is what the adapter was sent
+(null: the adapter's own hold) and ``info["safety"]`` what was changed. When the adapter
+keeps executing a command on later periods (``holds_last_command``), the server re-checks it
+against the limits before each such period.
+
+Every message is handled inside its own error boundary: the token is checked before any
+array is decoded, the header parser bounds size and nesting depth, array shapes are checked
+in overflow-free integers, and whatever still goes wrong becomes an ``error`` reply to that
+message (``internal``, counted) while the loop keeps serving.
 
 Requests (``type``): ``hello`` (spaces, rate, limits), ``reset`` (claims control of the
 robot), ``step`` (action [act_dim]), ``observe``, ``estop``, ``stats``, ``ping``. Only the
@@ -28,6 +37,7 @@ loopback requires a token. Latency and jitter statistics: :meth:`RobotServer.sta
 from __future__ import annotations
 
 import collections
+import dataclasses
 import sys
 import threading
 import time
@@ -40,8 +50,10 @@ import zmq
 from roborl.config import field, positive
 from roborl.errors import UsageError
 from roborl.robots import Robot, RobotState
-from roborl.robots.transport import (MessageError, bind_router, check_token, decode, encode, error_reply,
-                                     is_loopback, jsonable, router_recv, router_send)
+from roborl.robots.blind import EpisodeLog, blind_state, check_blind_observation
+from roborl.robots.limits import LimitGuard
+from roborl.robots.transport import (Message, MessageError, bind_router, check_token, decode_arrays, decode_header,
+                                     encode, error_reply, is_loopback, jsonable, router_recv, router_send)
 
 REQUEST_TYPES = ("hello", "reset", "step", "observe", "estop", "stats", "ping")
 WATCHDOG_PERIODS = 2
@@ -57,6 +69,8 @@ class ServerConfig:
     hz: float | None = field(None, doc="Control rate; null = the robot's own control_hz.", check=positive)
     stats_window: int = field(10_000, doc="Samples kept for latency/jitter percentiles.", check=positive)
     log: bool = field(True, doc="Log watchdog and e-stop events on stderr.")
+    blind: bool = field(False, doc="Serve what a real arm gives: reward 0, no success flag, allow-listed info only.")
+    log_dir: str | None = field(None, doc="Directory for the server's true per-episode log (episodes.jsonl).")
 
     def __post_init__(self) -> None:
         if not is_loopback(self.host) and not self.token:
@@ -72,50 +86,6 @@ def _pct(values: collections.deque, scale: float = 1e3) -> dict[str, float | Non
             "max": round(float(a.max()), 4), "n": int(a.size)}
 
 
-class ActionGuard:
-    """Server-side safety: reject non-finite / misshaped actions, clip into the box, then the SafetyLayer.
-
-    ``__call__(action) -> (safe_action [act_dim] float32, modified: bool)``; raises
-    :class:`MessageError` for an action that must not be executed at all.
-    """
-
-    def __init__(self, robot: Robot) -> None:
-        self.low = np.asarray(robot.action_space.low, np.float32)
-        self.high = np.asarray(robot.action_space.high, np.float32)
-        self.shape = tuple(robot.action_space.shape)
-        self.layer: Callable[[np.ndarray], np.ndarray] | None = _safety_layer_for(robot)
-
-    def __call__(self, action: np.ndarray) -> tuple[np.ndarray, bool]:
-        a = np.asarray(action)
-        if a.shape != self.shape:
-            raise MessageError(f"action shape {list(a.shape)} != {list(self.shape)}")
-        if a.dtype.kind not in "fiu":
-            raise MessageError(f"action dtype {a.dtype} is not numeric")
-        a = a.astype(np.float32)
-        if not np.all(np.isfinite(a)):
-            raise MessageError("action has NaN/inf entries")
-        safe = np.clip(a, self.low, self.high)
-        if self.layer is not None:
-            safe = np.asarray(self.layer(safe), np.float32)
-        return safe, bool(np.any(safe != a))
-
-
-def _safety_layer_for(robot: Robot) -> Callable[[np.ndarray], np.ndarray] | None:
-    """The arm's SafetyLayer as an action filter, when roborl.envs.safety provides one for this robot.
-
-    The sim twin's env may already contain the safety wrapper; running it again here is
-    deliberate (defense in depth) and harmless because it is idempotent on safe actions.
-    """
-    try:
-        from roborl.envs import safety
-    except ImportError:  # pragma: no cover
-        return None
-    factory = getattr(safety, "server_filter", None)
-    if factory is None:
-        return None
-    return factory(robot)
-
-
 @dataclass
 class _Session:
     envelope: list[bytes]
@@ -129,6 +99,8 @@ class _Pending:
     seq: int
     t_recv: float
     modified: bool
+    executed: list[float] | None    # the command sent to the adapter (None: the adapter's own hold)
+    events: dict[str, int]
 
 
 class RobotServer:
@@ -140,7 +112,16 @@ class RobotServer:
         self.backend = backend
         self.hz = float(cfg.hz or robot.control_hz)
         self.period = 1.0 / self.hz
-        self.guard = ActionGuard(robot)
+        # The joint-velocity check needs the period over which one command's motion happens: the
+        # robot's own control period (ee_scale is defined per it), not a --hz override.
+        self.guard = LimitGuard(robot, float(robot.control_hz))
+        self.ee: Any = None                          # the robot's last reported info["ee_pos"] [3]
+        self.last_action: np.ndarray | None = None   # the client's last command, as received
+        self.last_sent: np.ndarray | None = None     # what the adapter is executing
+        self.repeats = bool(getattr(robot, "holds_last_command", True))
+        if cfg.blind:
+            check_blind_observation(robot, backend)
+        self.episodes = EpisodeLog(cfg.log_dir) if cfg.log_dir else None
         self._stop = threading.Event()
         self.sock: zmq.Socket | None = None
         # control state
@@ -165,14 +146,28 @@ class RobotServer:
         self.counts = collections.Counter()
         self.t_start = time.monotonic()
         self._last_tick_t: float | None = None
+        self._log_state: dict[str, tuple[float, int]] = {}
 
     # ------------------------------------------------------------------ lifecycle
     def stop(self) -> None:
         self._stop.set()
 
-    def log(self, msg: str) -> None:
-        if self.cfg.log:
-            print(f"roborl robot: {msg}", file=sys.stderr, flush=True)
+    def log(self, msg: str, kind: str = "") -> None:
+        """One line on stderr. Lines of one ``kind`` are rate-limited to one per second (with a count
+        of those left out): the control loop writes them, and a flapping client must neither flood
+        the log nor block the loop on a slow or full stderr pipe."""
+        if not self.cfg.log:
+            return
+        if kind:
+            now = time.monotonic()
+            last, skipped = self._log_state.get(kind, (-1e9, 0))
+            if now - last < 1.0:
+                self._log_state[kind] = (last, skipped + 1)
+                return
+            self._log_state[kind] = (now, 0)
+            if skipped:
+                msg += f" (and {skipped} more such events in the last second)"
+        print(f"roborl robot: {msg}", file=sys.stderr, flush=True)
 
     def serve(self, max_seconds: float | None = None, ready: Callable[[], None] | None = None) -> dict[str, Any]:
         """Run the loop; returns the final statistics. The caller owns ``robot`` (connect/disconnect)."""
@@ -193,11 +188,13 @@ class RobotServer:
                 if remaining >= 0.001:
                     # Wake at most every 100 ms to notice stop(); ms granularity (zmq_poll).
                     if poller.poll(min(int(remaining * 1000), 100)):
-                        self._drain()
+                        self._drain(next_tick)
                     continue
                 if remaining > 0:
                     time.sleep(remaining)  # sub-millisecond wait: finer than zmq_poll
-                self._drain()              # commands that arrived in the last instant still count
+                # Commands that arrived in the last instant still count (bounded: a flood may
+                # delay this tick by at most a fifth of a period).
+                self._drain(next_tick + 0.2 * self.period)
                 now = time.monotonic()
                 self._tick(now, next_tick)
                 next_tick += self.period
@@ -216,19 +213,28 @@ class RobotServer:
             finally:
                 self.sock.close(0)
                 self.sock = None
+                if self.episodes is not None:
+                    self.episodes.close()
         return self.stats()
 
     _reanchor = False
 
     # ------------------------------------------------------------------ requests
-    def _drain(self, budget: int = 256) -> None:
+    def _drain(self, until: float | None = None, budget: int = 256) -> None:
+        """Handle waiting requests; stop after ``budget`` or once ``until`` (the next tick) is due, so
+        a flood of messages delays the control loop by at most one message."""
         assert self.sock is not None
         for _ in range(budget):
             try:
                 envelope, frames = router_recv(self.sock)
             except zmq.Again:
                 return
+            except zmq.ZMQError:
+                self.counts["recv_errors"] += 1
+                return
             self._handle(envelope, frames)
+            if until is not None and time.monotonic() >= until:
+                return
 
     def _reply(self, envelope: list[bytes], frames: list[bytes], session: str | None = None, seq: int = -1) -> None:
         assert self.sock is not None
@@ -243,15 +249,35 @@ class RobotServer:
         self._reply(envelope, error_reply(header, code, message))
 
     def _handle(self, envelope: list[bytes], frames: list[bytes]) -> None:
+        """One request -> one reply (or a deliberate silence for a duplicate). Never raises:
+        whatever goes wrong while handling this message becomes an ``error`` reply to it."""
+        header: dict | None = None
         try:
-            msg = decode(frames)
-        except MessageError as e:
-            return self._refuse(envelope, None, "malformed", f"malformed message: {e}")
+            try:
+                header = decode_header(frames)
+            except MessageError as e:
+                return self._refuse(envelope, None, "malformed", f"malformed message: {e}")
+            # The token is checked before any array frame is decoded: an unauthenticated peer
+            # only ever reaches the bounded header parser.
+            if not check_token(header, self.cfg.token):
+                return self._refuse(envelope, header, "unauthorized", "missing or wrong token")
+            try:
+                msg = Message(header, decode_arrays(header, frames))
+            except MessageError as e:
+                return self._refuse(envelope, header, "malformed", f"malformed message: {e}")
+            self._dispatch(envelope, msg)
+        except Exception as e:  # noqa: BLE001 - the loop must keep serving whatever one message does
+            self.counts["internal_errors"] += 1
+            self.log(f"error while handling a message ({type(e).__name__}); answered with an error reply", "internal")
+            try:
+                self._reply(envelope, error_reply(header, "internal", f"server error ({type(e).__name__})"))
+            except Exception:  # noqa: BLE001 - even the reply failed: drop it
+                self.counts["replies_dropped"] += 1
+
+    def _dispatch(self, envelope: list[bytes], msg: Message) -> None:
         h = msg.header
-        if not check_token(h, self.cfg.token):
-            return self._refuse(envelope, h, "unauthorized", "missing or wrong token")
         if msg.type not in REQUEST_TYPES:
-            return self._refuse(envelope, h, "bad_type", f"unknown message type {msg.type!r}; expected one of "
+            return self._refuse(envelope, h, "bad_type", f"unknown message type {msg.type[:64]!r}; expected one of "
                                                          f"{list(REQUEST_TYPES)}")
         session = h.get("session") or ""
         sess = self.sessions.get(session)
@@ -277,6 +303,8 @@ class RobotServer:
             self._refuse(envelope, h, "rejected", str(e))
 
     def _state_reply(self, type_: str, seq: int, state: RobotState, extra: dict[str, Any] | None = None) -> list[bytes]:
+        if self.cfg.blind:
+            state = blind_state(state)
         header = {"type": type_, "seq": seq, "reward": float(state.reward), "terminated": bool(state.terminated),
                   "truncated": bool(state.truncated), "info": jsonable(state.info) or {}}
         header.update(extra or {})
@@ -296,7 +324,9 @@ class RobotServer:
             "type": "hello", "seq": msg.seq, "backend": self.backend, "control_hz": self.hz,
             "action_mode": r.action_mode, "max_episode_steps": r.max_episode_steps,
             "observation_space": obs, "action_space": act, "watchdog_periods": WATCHDOG_PERIODS,
-            "token_required": bool(self.cfg.token)}), session, msg.seq)
+            "token_required": bool(self.cfg.token), "blind": self.cfg.blind,
+            "limits": dataclasses.asdict(self.guard.limits) if self.guard.limits is not None else None}),
+            session, msg.seq)
 
     def _on_reset(self, msg, session, envelope) -> None:
         seed = msg.header.get("seed")
@@ -304,7 +334,11 @@ class RobotServer:
             raise MessageError("reset 'seed' must be an integer >= 0 or null")
         if self.pending is not None:  # a step of the previous owner that never got its tick
             self._answer_pending_error("superseded", "the robot was reset by a client")
-        state = self.robot.reset(seed=seed)
+        state = self._note(self.robot.reset(seed=seed))
+        if self.episodes is not None:
+            self.episodes.start(seed, session)
+        self.last_action = self.last_sent = None
+        self.guard.new_episode()
         self.owner = session
         self.estopped = False
         self.episode_active = True
@@ -331,23 +365,45 @@ class RobotServer:
             self._reply(envelope, self._state_reply("step", msg.seq, state, self._step_extra(applied=False)),
                         session, msg.seq)
             return
+        action = msg.arrays["action"]
         try:
-            safe, modified = self.guard(msg.arrays["action"])
+            cmd, events = self.guard(action, self.ee)
         except MessageError as e:
             self.counts["actions_rejected"] += 1
             raise MessageError(f"action rejected by the server safety layer: {e}") from None
-        self.robot.send_action(safe)
+        self._send(cmd)
+        self.last_action = np.array(action)
+        modified = any(events.values())
         if modified:
             self.counts["actions_modified"] += 1
+            for k, v in events.items():
+                if v:
+                    self.counts[f"safety_{k}"] += 1
         self.fresh = True
         self.armed = True
         if self.holding:
             self.holding = False
-        self.pending = _Pending(session, msg.seq, time.monotonic(), modified)
+        self.pending = _Pending(session, msg.seq, time.monotonic(), modified,
+                                None if cmd is None else [float(v) for v in cmd.reshape(-1)], events)
+
+    def _send(self, cmd: np.ndarray | None) -> None:
+        """The only path from a client's command to the adapter (after :class:`LimitGuard`)."""
+        if cmd is None:
+            self.robot.hold()
+        else:
+            self.robot.send_action(cmd)
+        self.guard.executed(cmd)
+        self.last_sent = cmd
+
+    def _note(self, state: RobotState) -> RobotState:
+        """Remember the reported end-effector position (the workspace projection starts from it)."""
+        info = state.info if isinstance(state.info, dict) else {}
+        self.ee = info.get("ee_pos")
+        return state
 
     def _on_observe(self, msg, session, envelope) -> None:
         try:
-            state = self.robot.observe()
+            state = self._note(self.robot.observe())
         except UsageError as e:
             raise MessageError(str(e)) from None
         self._reply(envelope, self._state_reply("observe", msg.seq, state,
@@ -399,13 +455,17 @@ class RobotServer:
                 self.holding = True
                 self.counts["watchdog_events"] += 1
                 self.log(f"watchdog: no valid command for {WATCHDOG_PERIODS} control periods "
-                         f"({WATCHDOG_PERIODS * self.period * 1e3:.0f} ms); holding the robot")
+                         f"({WATCHDOG_PERIODS * self.period * 1e3:.0f} ms); holding the robot", "watchdog")
             if self.holding:
                 self.counts["watchdog_held_ticks"] += 1
                 self.held_ticks_since_reply += 1
+            elif self.repeats and self.last_action is not None:
+                self._recheck()
         self.fresh = False
         # 2. one control period
-        state = self.robot.tick()
+        state = self._note(self.robot.tick())
+        if self.episodes is not None:
+            self.episodes.tick(state)
         self.acc_reward += state.reward
         self.acc_done = (self.acc_done[0] or state.terminated, self.acc_done[1] or state.truncated)
         if state.terminated or state.truncated:
@@ -415,7 +475,10 @@ class RobotServer:
         if p is not None:
             self.pending = None
             sess = self.sessions.get(p.session)
-            out = RobotState(state.obs, self.acc_reward, self.acc_done[0], self.acc_done[1], state.info)
+            info = dict(state.info) if isinstance(state.info, dict) else {}
+            info["executed_action"] = p.executed
+            info["safety"] = p.events
+            out = RobotState(state.obs, self.acc_reward, self.acc_done[0], self.acc_done[1], info)
             extra = self._step_extra(applied=True)
             extra["safety_modified"] = p.modified
             self.acc_reward, self.acc_done, self.held_ticks_since_reply = 0.0, (False, False), 0
@@ -423,6 +486,16 @@ class RobotServer:
                 self._reply(sess.envelope, self._state_reply("step", p.seq, out, extra), p.session, p.seq)
                 self.cmd_latency.append(time.monotonic() - p.t_recv)
                 self.counts["steps"] += 1
+
+    def _recheck(self) -> None:
+        """The adapter is about to execute its last command again (velocity-like hardware): re-check it
+        against the limits from where the arm is now, and send the corrected command if it changed."""
+        cmd, _ = self.guard(self.last_action, self.ee)
+        same = (cmd is None and self.last_sent is None) or (
+            cmd is not None and self.last_sent is not None and np.array_equal(cmd, self.last_sent))
+        if not same:
+            self._send(cmd)
+            self.counts["commands_rechecked"] += 1
 
     # ------------------------------------------------------------------ statistics
     def stats(self) -> dict[str, Any]:

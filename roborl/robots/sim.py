@@ -27,7 +27,7 @@ import numpy as np
 from gymnasium import spaces
 
 from roborl.errors import UsageError
-from roborl.robots import ActionMode, RobotBase, RobotState
+from roborl.robots import ActionMode, RobotBase, RobotLimits, RobotState
 from roborl.robots.transport import jsonable
 
 SIM_CLOCKS = ("realtime", "lockstep")
@@ -57,6 +57,29 @@ def _make_env(env_id: str, env_kwargs: dict[str, Any]) -> gym.Env:
     except ImportError:  # pragma: no cover - env glue not installed
         return env
     return apply_safety(env, SafetyConfig())
+
+
+def _sim_limits(env: gym.Env) -> RobotLimits | None:
+    """The twin's limits, read from the task: its workspace box, metres per unit action, and the
+    max step / joint-velocity limits of its SafetyLayer (the default SafetyConfig's if none)."""
+    u = env.unwrapped
+    if not all(hasattr(u, a) for a in ("workspace_bounds", "ee_pos", "max_delta")):
+        return None
+    from roborl.envs.safety import SafetyConfig, SafetyLayer
+
+    cfg, e = SafetyConfig(), env
+    while isinstance(e, gym.Wrapper):
+        if isinstance(e, SafetyLayer):
+            cfg = e.config
+            break
+        e = e.env
+    low, high = u.workspace_bounds
+    jv = getattr(u, "joint_vel_limits", None)
+    return RobotLimits(
+        workspace_low=tuple(float(v) for v in low), workspace_high=tuple(float(v) for v in high),
+        ee_scale=float(u.max_delta), max_step=cfg.max_step,
+        max_joint_vel=(tuple(float(v) * cfg.joint_vel_scale for v in np.ravel(jv))
+                       if jv is not None and cfg.joint_vel_scale is not None and hasattr(u, "arm_jacobian") else None))
 
 
 class SimRobot(RobotBase):
@@ -96,6 +119,11 @@ class SimRobot(RobotBase):
         self.control_hz = float(self._hz_override or (1.0 / float(dt) if dt else 20.0))
         self.action_mode: ActionMode = "ee_delta" if hasattr(u, "ee_pos") else "joint"
         self.max_episode_steps = getattr(env.spec, "max_episode_steps", None) if env.spec else None
+        self.limits = _sim_limits(env)
+        # Observation keys the task calls privileged (the blind twin's filter hook; see robots/blind.py).
+        self.privileged_obs_keys = tuple(str(k) for k in (getattr(u, "privileged_obs_keys", ()) or ()))
+        # lockstep: a command acts for exactly one period, so nothing repeats it
+        self.holds_last_command = self.clock == "realtime"
         self._hold = self._hold_vector(None)
         self._cmd = self._hold.copy()
 
@@ -122,6 +150,10 @@ class SimRobot(RobotBase):
         if ee is not None:
             out["ee_pos"] = [float(x) for x in np.asarray(ee).ravel()[:3]]
         return out
+
+    def arm_jacobian(self) -> np.ndarray:
+        """Position Jacobian of the end effector w.r.t. the arm joints [3, n_arm] (arm tasks)."""
+        return np.asarray(self._need_env().unwrapped.arm_jacobian(), np.float64)
 
     def _need_env(self) -> gym.Env:
         if self.env is None:

@@ -9,10 +9,15 @@ Wire format (one ZeroMQ multipart message)::
                ... message fields (JSON scalars/lists/dicts) ...}
     frame 1+  raw little-endian array bytes, one frame per entry of "arrays", in order
 
-Everything is validated on receipt (:func:`decode`): header size, JSON, required keys and
-their types, dtype whitelist, shape rank and sizes, payload length; a violation raises
-:class:`MessageError` with one line, which the receiver turns into an ``error`` reply
-and keeps serving. No pickle, no msgpack: nothing on the wire can execute code.
+Everything is validated on receipt (:func:`decode`, or :func:`decode_header` then
+:func:`decode_arrays`): header size (64 KB) and JSON nesting depth (bounded by a bracket scan
+before ``json.loads`` can recurse), required keys and their types, dtype allow-list, shape rank
+and each dimension, and ``prod(shape) * itemsize == len(payload)`` in Python integers (no
+int64 overflow, nothing reshaped before it matches); a violation raises :class:`MessageError`
+with one line, which the receiver turns into an ``error`` reply and keeps serving. A receiver
+that requires a token checks it between the two (``decode(frames, token=...)``), so an
+unauthenticated peer never reaches the array decoder. No pickle, no msgpack: nothing on the
+wire can execute code.
 
 :class:`Channel` is the client side. It follows the ZeroMQ guide's "lazy pirate"
 pattern with a DEALER socket: every call has a deadline; an attempt that gets no reply
@@ -28,7 +33,9 @@ from __future__ import annotations
 
 import hmac
 import json
+import math
 import os
+import re
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -43,11 +50,17 @@ PROTOCOL_VERSION = 1
 MAX_HEADER_BYTES = 64 * 1024
 MAX_ARRAYS = 32
 MAX_NDIM = 4
+#: largest single dimension (no valid array has more elements than bytes in a message).
+MAX_DIM = 256 * 1024 * 1024
+#: deepest JSON nesting accepted in a header (ours nest <= ~8 levels).
+MAX_JSON_DEPTH = 64
 MAX_MESSAGE_BYTES = 256 * 1024 * 1024  # also set as zmq.MAXMSGSIZE on receiving sockets
 #: dtypes allowed on the wire (little-endian numpy ``dtype.str``).
 DTYPES = frozenset({"<f4", "<f8", "<i4", "<i8", "|u1", "|b1", "<u4", "<u8"})
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 TOKEN_ENV = "ROBORL_ROBOT_TOKEN"
+# A JSON string literal (escapes included): removed before counting brackets.
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
 
 
 class MessageError(ValueError):
@@ -103,29 +116,107 @@ def encode(header: Mapping[str, Any], arrays: Mapping[str, np.ndarray] | None = 
     return [json.dumps(h, separators=(",", ":"), allow_nan=False).encode()] + frames
 
 
-def decode(frames: list[bytes]) -> Message:
-    """Frames -> :class:`Message`, validating everything; raises :class:`MessageError`."""
+class Unauthorized(MessageError):
+    """A message without the right token (checked before any array is decoded)."""
+
+
+def json_depth(raw: bytes) -> int:
+    """Deepest ``[``/``{`` nesting of the JSON text ``raw``, ignoring brackets inside strings (plain scan).
+
+    Strings are removed first (an unterminated one leaves its brackets counted: such text is
+    not JSON anyway). Depth is the running sum of +1 per opener, -1 per closer.
+    """
+    body = _JSON_STRING.sub(b"", bytes(raw))
+    depth = best = 0
+    for c in body:
+        if c == 0x5B or c == 0x7B:      # [ {
+            depth += 1
+            if depth > best:
+                best = depth
+        elif c == 0x5D or c == 0x7D:    # ] }
+            depth -= 1
+    return best
+
+
+def json_depth_fast(raw: bytes) -> int:
+    """:func:`json_depth` vectorised (same string removal, then max of the cumulative +1/-1 sum)."""
+    body = np.frombuffer(_JSON_STRING.sub(b"", bytes(raw)), dtype=np.uint8)
+    if body.size == 0:
+        return 0
+    step = ((body == 0x5B) | (body == 0x7B)).astype(np.int32) - ((body == 0x5D) | (body == 0x7D))
+    return max(0, int(np.cumsum(step).max()))
+
+
+def too_deep(raw: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """``json_depth(raw) > limit``. Nesting never exceeds the number of openers, so a header with
+    at most ``limit`` of them (every normal header) skips the scan; otherwise the vectorised scan
+    (a Python loop over 64 KB would stall the control loop for milliseconds per message)."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False
+    return json_depth_fast(raw) > limit
+
+
+def _no_constant(name: str) -> Any:
+    raise MessageError(f"header contains {name}: not JSON")
+
+
+def decode_header(frames: list[bytes]) -> dict[str, Any]:
+    """Frame 0 -> the validated header (nothing of the array frames is touched); raises :class:`MessageError`.
+
+    The JSON nesting depth is bounded before ``json.loads`` runs: the C decoder recurses once
+    per level and a 32,000-deep header (well under 64 KB) would raise ``RecursionError``.
+    """
     if not frames:
         raise MessageError("empty message")
     raw = frames[0]
     if len(raw) > MAX_HEADER_BYTES:
         raise MessageError(f"header is {len(raw)} bytes (max {MAX_HEADER_BYTES})")
+    if too_deep(raw):
+        raise MessageError(f"header JSON is nested deeper than {MAX_JSON_DEPTH} levels")
     try:
-        header = json.loads(bytes(raw).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        header = json.loads(bytes(raw).decode("utf-8"), parse_constant=_no_constant)
+    except MessageError:
+        raise
+    except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError, int digit limit
         raise MessageError(f"header is not UTF-8 JSON ({type(e).__name__})") from None
     if not isinstance(header, dict):
         raise MessageError(f"header must be a JSON object, got {type(header).__name__}")
     if header.get("v") != PROTOCOL_VERSION:
-        raise MessageError(f"header 'v' is {header.get('v')!r}; this peer speaks protocol {PROTOCOL_VERSION}")
-    if not isinstance(header.get("type"), str) or not header["type"]:
-        raise MessageError("header 'type' must be a non-empty string")
+        raise MessageError(f"header 'v' is {_short(header.get('v'))}; this peer speaks protocol {PROTOCOL_VERSION}")
+    if not isinstance(header.get("type"), str) or not header["type"] or len(header["type"]) > 64:
+        raise MessageError("header 'type' must be a non-empty string of at most 64 characters")
     seq = header.get("seq")
-    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
-        raise MessageError("header 'seq' must be an integer >= 0")
+    if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq < 2 ** 63:
+        raise MessageError("header 'seq' must be an integer in [0, 2**63)")
     sess = header.get("session", "")
     if not isinstance(sess, str) or len(sess) > 64:
         raise MessageError("header 'session' must be a string of at most 64 characters")
+    return header
+
+
+def array_nbytes(shape: Any, dtype: np.dtype) -> int:
+    """Bytes of an array of ``shape``: ``prod(shape) * itemsize`` in Python ints (cannot overflow).
+
+    ``shape`` must already be a list of at most MAX_NDIM ints in [0, MAX_DIM].
+    """
+    return math.prod(shape) * dtype.itemsize
+
+
+def _check_shape(name: str, shape: Any) -> list[int]:
+    if (not isinstance(shape, list) or len(shape) > MAX_NDIM
+            or not all(type(s) is int and 0 <= s <= MAX_DIM for s in shape)):
+        raise MessageError(f"array {name!r}: shape must be a list of at most {MAX_NDIM} integers in "
+                           f"[0, {MAX_DIM}]")
+    return shape
+
+
+def decode_arrays(header: Mapping[str, Any], frames: list[bytes]) -> dict[str, np.ndarray]:
+    """The array frames of a message whose header passed :func:`decode_header`; raises :class:`MessageError`.
+
+    Every spec is checked before anything is built: name, dtype in :data:`DTYPES`, shape
+    (at most MAX_NDIM dims, each in [0, MAX_DIM]) and ``prod(shape) * itemsize == len(payload)``
+    in Python integers, so no shape can overflow numpy's int64 or reach ``reshape`` unchecked.
+    """
     specs = header.get("arrays", [])
     if not isinstance(specs, list) or len(specs) > MAX_ARRAYS:
         raise MessageError(f"header 'arrays' must be a list of at most {MAX_ARRAYS} entries")
@@ -136,19 +227,35 @@ def decode(frames: list[bytes]) -> Message:
         if not isinstance(spec, dict):
             raise MessageError("each 'arrays' entry must be an object")
         name, dt, shape = spec.get("name"), spec.get("dtype"), spec.get("shape")
-        if not isinstance(name, str) or not name or name in arrays:
-            raise MessageError(f"array name {name!r} is missing or repeated")
-        if dt not in DTYPES:
-            raise MessageError(f"array {name!r}: dtype {dt!r} not allowed")
-        if (not isinstance(shape, list) or len(shape) > MAX_NDIM
-                or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape)):
-            raise MessageError(f"array {name!r}: shape must be a list of at most {MAX_NDIM} integers >= 0")
+        if not isinstance(name, str) or not name or len(name) > 64 or name in arrays:
+            raise MessageError(f"array name {_short(name)} is missing, too long or repeated")
+        if not isinstance(dt, str) or dt not in DTYPES:
+            raise MessageError(f"array {name!r}: dtype {_short(dt)} not allowed (allowed: {sorted(DTYPES)})")
+        shape = _check_shape(name, shape)
         dtype = np.dtype(dt)
-        n = int(np.prod(shape, dtype=np.int64)) if shape else 1
-        if n * dtype.itemsize != len(payload):
-            raise MessageError(f"array {name!r}: {len(payload)} bytes, expected {n * dtype.itemsize} for {dt}{shape}")
+        need = array_nbytes(shape, dtype)
+        if need != len(payload):
+            raise MessageError(f"array {name!r}: {len(payload)} bytes, expected {need} for {dt}{shape}")
         arrays[name] = np.frombuffer(payload, dtype=dtype).reshape(shape)
-    return Message(header, arrays)
+    return arrays
+
+
+def decode(frames: list[bytes], token: str | None = None) -> Message:
+    """Frames -> :class:`Message`, validating everything; raises :class:`MessageError`.
+
+    With ``token``, the header's token is compared (constant time) right after the header
+    is parsed and BEFORE any array frame is looked at; a mismatch raises :class:`Unauthorized`.
+    """
+    header = decode_header(frames)
+    if token is not None and not check_token(header, token):
+        raise Unauthorized("missing or wrong token")
+    return Message(header, decode_arrays(header, frames))
+
+
+def _short(v: Any, n: int = 40) -> str:
+    """repr of a peer-supplied value, cut to ``n`` characters (error messages stay one short line)."""
+    r = repr(v)
+    return r if len(r) <= n else r[: n - 3] + "..."
 
 
 def check_token(header: Mapping[str, Any], token: str | None) -> bool:
@@ -156,7 +263,8 @@ def check_token(header: Mapping[str, Any], token: str | None) -> bool:
     if not token:
         return True
     got = header.get("token")
-    return isinstance(got, str) and hmac.compare_digest(got.encode(), token.encode())
+    # surrogatepass: a JSON string may hold a lone surrogate ("\ud800"), which plain encode() rejects.
+    return isinstance(got, str) and hmac.compare_digest(got.encode("utf-8", "surrogatepass"), token.encode())
 
 
 def jsonable(obj: Any, depth: int = 0) -> Any:

@@ -1,4 +1,4 @@
-"""Actor/learner split with real processes on loopback: kill -9 the learner mid-run and restart it (issue 7)."""
+"""Actor/learner split with real processes on loopback: kill -9 the learner mid-run and restart it."""
 from __future__ import annotations
 
 import json

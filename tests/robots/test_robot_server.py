@@ -1,4 +1,4 @@
-"""The robot server and the robot:// client, with real server subprocesses on loopback (issue 7)."""
+"""The robot server and the robot:// client, with real server subprocesses on loopback."""
 from __future__ import annotations
 
 import json
@@ -35,13 +35,15 @@ def test_watchdog_holds_after_commands_stop(realtime_server):
     env = make_robot_env(realtime_server.url, timeout_s=2.0)
     try:
         env.reset(seed=0)
+        # Read before the steps: read after them, a stats round trip slower than 2 periods on a
+        # loaded machine would already include this test's watchdog event.
+        before = env.stats()["counts"].get("watchdog_events", 0)
         push = np.ones(env.action_space.shape, np.float32) * 0.8
         for _ in range(5):
             _, _, term, trunc, info = env.step(push)
             assert not info["watchdog"]
             if term or trunc:
                 break
-        before = env.stats()["counts"].get("watchdog_events", 0)
         time.sleep(0.3)  # 15 control periods without a command
         _, info_a = env.observe()
         assert info_a["holding"] is True
@@ -130,10 +132,15 @@ def test_malformed_and_unauthenticated_requests_are_refused_and_server_keeps_ser
         env = make_robot_env(srv.url + "?token=s3cret")
         try:
             env.reset(seed=0)
-            with pytest.raises(RemoteError, match="NaN"):
-                env.step(np.full(env.action_space.shape, np.nan, np.float32))
             _, _, _, _, info = env.step(np.full(env.action_space.shape, 5.0, np.float32))  # clipped, not refused
-            assert info["safety_modified"] is True
+            assert info["safety_modified"] is True and info["safety"]["clipped"] == 1
+            assert np.all(np.abs(info["executed_action"]) <= 1.0)
+            _, _, _, _, info = env.step(np.full(env.action_space.shape, np.nan, np.float32))  # held, not refused
+            assert info["safety"]["nonfinite"] == 1
+            if env.action_mode == "ee_delta":  # zero motion, the gripper command kept
+                assert info["executed_action"][:3] == [0.0, 0.0, 0.0] and info["executed_action"][3] == 1.0
+            with pytest.raises(RemoteError, match="shape"):  # misshaped: refused, nothing executed
+                env.channel.call("step", arrays={"action": np.zeros(7, np.float32)})
             counts = env.stats()["counts"]
         finally:
             env.close()
@@ -231,3 +238,24 @@ def test_policy_through_robot_matches_the_env_directly():
         assert o1.shape == o2.shape
         np.testing.assert_allclose(o1, o2, rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(r1, r2, rtol=1e-5, atol=1e-5)
+
+
+def test_watchdog_log_is_rate_limited():
+    """A flapping client makes many watchdog events but few log lines: the loop writes them, and a full
+    stderr pipe would otherwise block it."""
+    with ServerProcess(f"sim:{TASK}", hz=100) as srv:
+        env = make_robot_env(srv.url)
+        try:
+            env.reset(seed=0)
+            t_end = time.monotonic() + 1.5
+            while time.monotonic() < t_end:
+                _, _, term, trunc, _ = env.step(np.zeros(env.action_space.shape, np.float32))
+                if term or trunc:
+                    env.reset(seed=1)
+                time.sleep(0.04)  # 4 periods: the watchdog fires every time
+            events = env.stats()["counts"]["watchdog_events"]
+        finally:
+            env.close()
+    lines = [ln for ln in srv.stderr.splitlines() if "watchdog" in ln]
+    assert events >= 10 and 1 <= len(lines) <= 3, (events, lines)
+    assert any("more such events" in ln for ln in lines[1:]) or len(lines) == 1
