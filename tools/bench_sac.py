@@ -11,11 +11,15 @@ Parts (``--part``):
   seeds, with rows: SAC from scratch, BC only, RLPD demo mix, demo mix + residual,
   demo mix + PER/LAP. Each row is one config override set on configs/default.yaml.
 * ``halfcheetah``: return after a fixed budget (100k steps) for ours vs SB3 SAC, several seeds.
+* ``tasks``: the recipe on every shipped arm task at its budget (Reach 3k, Push 10k, PickPlace 30k,
+  PegInsert 30k env steps; configs/sac_<task>.yaml), next to BC alone and the same config without demos;
+  each run's final policy on 200 held-out episodes, the final state of failed ones, wall time per run.
 
 Example:
     python tools/bench_sac.py --part throughput --updates 300
     python tools/bench_sac.py --part ablation --seeds 0 1 2 3 4 --steps 20000
     python tools/bench_sac.py --part halfcheetah --seeds 0 1 2 --steps 100000 --eval-episodes 10
+    python tools/bench_sac.py --part tasks --seeds 0 1 2 3 4 --tasks reach push --rows recipe bc_only sac_no_demos
 """
 
 from __future__ import annotations
@@ -330,25 +334,148 @@ def part_halfcheetah(args) -> dict:
     return out
 
 
+# --part tasks: the recipe on each shipped task, at that task's env-step budget.
+TASK_RUNS: dict[str, tuple[str, int]] = {
+    "reach": ("configs/sac_reach.yaml", 3_000),
+    "push": ("configs/sac_push_10k.yaml", 10_000),
+    "pickplace": ("configs/sac_pickplace.yaml", 30_000),
+    "peginsert": ("configs/sac_peginsert.yaml", 30_000),
+}
+# Rows: the task's config as is; BC alone (the residual base after BC pretraining, no RL); the same
+# config without demos (no demo partition, BC or residual; 1,000 random warmup steps; HER stays where the
+# task has it, so this is the strongest no-demo baseline).
+TASK_ROWS: dict[str, list[str]] = {
+    "recipe": [],
+    "bc_only": [],
+    "sac_no_demos": ["store.demos=[]", "sac.bc_pretrain_steps=0", "sac.residual=false",
+                     "store.sampler.demo_fraction=0", "sac.warmup_steps=1000"],
+}
+HELD_OUT_SEED = 20_000  # held-out eval episodes reset with seeds 20000.. (training: run.seed.., in-run eval: 10000+run.seed..)
+
+
+def _failure_state(env, task: str) -> dict:
+    """Where things ended in a failed episode (m): the figures the BENCHMARKS failure analysis quotes."""
+    s = env.unwrapped.task_state()
+    out = {"grip_open": round(float(s["grip_open"]), 4)}
+    if task == "reach":
+        out["ee_goal"] = round(float(np.linalg.norm(s["goal"] - s["ee"])), 4)
+        return out
+    obj, goal, ee = s["object"], s["goal"], s["ee"]
+    out.update(obj_goal_xy=round(float(np.linalg.norm(goal[:2] - obj[:2])), 4),
+               obj_goal_z=round(float(obj[2] - goal[2]), 4), ee_obj=round(float(np.linalg.norm(obj - ee)), 4))
+    if "axis" in s:
+        out["peg_axis_z"] = round(float(s["axis"][2]), 3)
+    return out
+
+
+def held_out_eval(policy, env_cfg, task: str, episodes: int, seed: int = HELD_OUT_SEED) -> dict:
+    """Deterministic episodes ``seed + i`` (success = is_success at any step, as the runners' eval counts it),
+    with the final state of every failure."""
+    from roborl.envs.config import build_env
+
+    env = build_env(env_cfg, seed=seed, eval=True)
+    wins, final_wins, failures = 0, 0, []
+    for i in range(episodes):
+        obs, info = env.reset(seed=seed + i)
+        done, hit = False, bool(info.get("is_success", False))
+        while not done:
+            obs, _, terminated, truncated, info = env.step(policy.act(np.asarray(obs)[None], deterministic=True)[0])
+            hit = hit or bool(info.get("is_success", False))
+            done = terminated or truncated
+        wins += hit
+        final_wins += bool(info.get("is_success", False))
+        if not hit:
+            failures.append({"episode": i, **_failure_state(env, task)})
+    env.close()
+    return {"episodes": episodes, "success": wins / episodes, "success_at_last_step": final_wins / episodes,
+            "failures": failures}
+
+
+def part_tasks(args) -> dict:
+    from roborl import config as C
+    from roborl.learners.sac import SACPolicy
+    from roborl.runners.config import RunConfig
+    from roborl.runners.sac import SACRunner
+    from roborl.runs import read_metrics
+
+    tasks = args.tasks or list(TASK_RUNS)
+    rows = args.rows or list(TASK_ROWS)
+    bad = [t for t in tasks if t not in TASK_RUNS] + [r for r in rows if r not in TASK_ROWS]
+    if bad:
+        raise SystemExit(f"bench_sac: unknown --tasks/--rows {bad}; tasks {list(TASK_RUNS)}, rows {list(TASK_ROWS)}")
+    tmp = Path(tempfile.mkdtemp(prefix="roborl-tasks-"))
+    out: dict = {"held_out_episodes": args.eval_episodes, "held_out_seed": HELD_OUT_SEED, "tasks": {}}
+    for task in tasks:
+        cfg_path, budget = TASK_RUNS[task]
+        steps = args.steps or budget
+        res: dict = {"config": cfg_path, "steps": steps, "rows": {}}
+        for row in rows:
+            per_seed = []
+            for s in args.seeds:
+                run_dir = tmp / f"{task}-{row}-{s}"
+                ov = [*TASK_ROWS[row], f"run.seed={s}", f"run.dir={run_dir}", f"train.total_steps={steps}",
+                      f"train.eval_every={args.eval_every or steps // 3}", "train.eval_episodes=20",
+                      "train.max_minutes=null", *args.override]
+                cfg = C.load(RunConfig, REPO / cfg_path, ov)
+                t = time.time()
+                runner = SACRunner(cfg, run_dir)
+                try:
+                    if row == "bc_only":
+                        runner.start_learning()
+                        runner.learner.beta.fill_(0.0)  # the BC base policy alone
+                        curve = []
+                    else:
+                        runner.train(quiet=True)
+                        curve = [(r["step"], r["eval/success"]) for r in read_metrics(run_dir) if "eval/success" in r]
+                    train_s = time.time() - t
+                    t = time.time()
+                    ev = held_out_eval(SACPolicy(runner.learner), cfg.env, task, args.eval_episodes)
+                finally:
+                    runner.close()
+                rec = {"seed": s, "held_out_success": ev["success"], "success_at_last_step": ev["success_at_last_step"],
+                       "curve_20eps": curve, "train_wall_s": round(train_s, 1), "eval_wall_s": round(time.time() - t, 1),
+                       "failures": ev["failures"][:args.max_failures], "n_failures": len(ev["failures"])}
+                per_seed.append(rec)
+                print(json.dumps({task: {row: {k: v for k, v in rec.items() if k != "failures"}}}), file=sys.stderr,
+                      flush=True)
+            succ = [p["held_out_success"] for p in per_seed]
+            res["rows"][row] = {"per_seed": per_seed, "mean": float(np.mean(succ)), "std": float(np.std(succ)),
+                                "min": float(np.min(succ)), "max": float(np.max(succ))}
+        out["tasks"][task] = res
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--part", choices=["throughput", "ablation", "halfcheetah"], default="throughput")
+    p.add_argument("--part", choices=["throughput", "ablation", "halfcheetah", "tasks"], default="throughput")
     p.add_argument("--updates", type=int, default=300)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--loop-steps", type=int, default=1000)
     p.add_argument("--skip-loop", action="store_true")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    p.add_argument("--steps", type=int, default=20_000)
-    p.add_argument("--eval-every", type=int, default=2_000)
-    p.add_argument("--eval-episodes", type=int, default=20)
-    p.add_argument("--rows", nargs="*", default=None, help=f"subset of {['bc_only', *ABLATION_ROWS]}")
+    p.add_argument("--steps", type=int, default=None, help="env steps (ablation/halfcheetah: 20000/100000; "
+                   "tasks: the task's budget)")
+    p.add_argument("--eval-every", type=int, default=None, help="ablation: 2000; tasks: a third of the budget")
+    p.add_argument("--eval-episodes", type=int, default=None,
+                   help="episodes per eval (ablation/halfcheetah: 20; tasks: 200 held-out episodes per run)")
+    p.add_argument("--rows", nargs="*", default=None,
+                   help=f"ablation: subset of {['bc_only', *ABLATION_ROWS]}; tasks: subset of {list(TASK_ROWS)}")
     p.add_argument("--sides", nargs="+", default=["roborl", "sb3"], help="halfcheetah: which sides to train")
     p.add_argument("--override", nargs="*", default=[], help="extra key=value overrides for our runs")
+    p.add_argument("--tasks", nargs="*", default=None, help=f"tasks: subset of {list(TASK_RUNS)}")
+    p.add_argument("--max-failures", type=int, default=10, help="tasks: failed held-out episodes listed per run")
     args = p.parse_args()
+    if args.part != "tasks":
+        args.steps = args.steps or 20_000
+        args.eval_every = args.eval_every or 2_000
+        args.eval_episodes = args.eval_episodes or 20
+    else:
+        args.eval_episodes = args.eval_episodes or 200
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     t = time.time()
     out = {"bench": "sac", "part": args.part, "date": time.strftime("%Y-%m-%d"), "machine": _machine()}
-    parts = {"throughput": part_throughput, "ablation": part_ablation, "halfcheetah": part_halfcheetah}
+    parts = {"throughput": part_throughput, "ablation": part_ablation, "halfcheetah": part_halfcheetah,
+             "tasks": part_tasks}
     out.update(parts[args.part](args))
     out["bench_wall_s"] = round(time.time() - t, 1)
     print(json.dumps(out, indent=2))

@@ -19,6 +19,8 @@ import numpy as np
 
 from roborl.errors import UsageError
 
+PEG_HALF_LEN = 0.04  # m, as in roborl.envs.arm.tasks (the experts read the task state, not the task module)
+
 
 class Expert:
     """Base: closed-loop scripted controller in the env's action space ``[dx, dy, dz, (dyaw,) grip]``."""
@@ -135,24 +137,98 @@ class PickPlaceExpert(Expert):
 
 
 class PegInsertExpert(Expert):
-    """Align the peg tip over the hole at hover height, then descend while correcting."""
+    """Align the peg tip over the hole, plunge, let go once inserted; recover a dropped or tilted peg.
 
-    HOVER_TIP_Z = 0.055  # hole walls are 40 mm high
+    Modes (``self.mode``), decided from the task state every step:
+
+    * ``insert``: align the tip over the hole at ``HOVER`` (8 mm above the 40 mm walls); once the tip is
+      within ``ENTER`` of the hole axis, plunge ``PLUNGE`` per step. A fast plunge is what makes the noisy
+      expert work: the peg pivots in the two-pad grasp, so a tip a few millimetres off the axis still
+      slides in when it meets the rim with speed, whereas a slow descent (or pressing on the rim) tips it
+      over. A tip left on the rim is lifted back to the hover height and re-aligned.
+    * ``release``: the tip is deep in the hole (or inside but slipped up in the grasp, so the hand would
+      hit the walls first): open the fingers, let the peg drop to the bottom and lift the hand clear, so
+      the hand's jitter cannot lever the peg off the hole axis. A peg that jams in the mouth is re-grasped.
+    * ``regrasp``: the peg is not held (fingers closed on nothing or open, or the peg is no longer between
+      the pads) or is badly tilted, outside the hole: open, come over the grasp point (``GRASP_FROM_TIP``
+      up the peg's axis from its tip) from above, close for ``CLOSE_STEPS`` without moving, then ``insert``.
+    """
+
+    HOVER = 0.048           # tip height over the hole bottom while aligning (walls are 40 mm high)
+    ENTER = 0.004           # plunge when the tip is this close to the hole axis (m)
+    PLUNGE = 0.03           # tip descent per step while plunging / inside the hole (m)
+    INSIDE = 0.035          # tip below this height over the hole bottom and aligned: inside the hole
+    RELEASE_H = 0.01        # tip this low in the hole: inserted, let go
+    CLEAR = 0.13            # after letting go, lift the hand to this height over the tip (the peg is 80 mm long)
+    GRASP_FROM_TIP = 0.06   # where the hand holds the peg: 60 mm up the axis from the tip (as at reset)
+    MIN_HOLD = 0.045        # tip-to-hand distance along the axis below which the peg has slipped up
+    HELD_OPENING = (0.012, 0.03)  # finger opening (m) when closed on the 20 mm peg (~0 when closed on nothing)
+    MAX_TILT_COS = 0.9      # peg axis z below this (~26 deg) outside the hole: re-grasp
+    CLOSE_STEPS = 3
+
+    def reset(self) -> None:
+        self.mode = "insert"
+        self.closing = 0
+        self.released = 0
+
+    def _in_hand(self, s: dict[str, Any]) -> bool:
+        """Peg held: fingers closed on something peg-sized, hand on the peg's axis at about the grasp height."""
+        rel = s["ee"] - s["object"]
+        along = float(rel @ s["axis"])
+        perp = float(np.linalg.norm(rel - along * s["axis"]))
+        lo, hi = self.HELD_OPENING
+        return lo < s["grip_open"] < hi and perp < 0.015 and 0.02 < along < 0.085
 
     def plan(self, s: dict[str, Any]) -> tuple[np.ndarray, float]:
-        ee, tip, goal = s["ee"], s["object"], s["goal"]
-        err_xy = goal[:2] - tip[:2]
+        ee, tip, goal, axis = s["ee"], s["object"], s["goal"], s["axis"]
+        e = float(np.linalg.norm(goal[:2] - tip[:2]))
+        h = float(tip[2] - goal[2])
+        inside = h < self.INSIDE and e < 0.008
+        if self.mode == "release":
+            self.released += 1
+            # Let go, but the peg did not drop to the bottom (jammed in the mouth): take it again.
+            if inside and (h < self.RELEASE_H + 0.005 or self.released <= self.CLOSE_STEPS):
+                return self._move(np.array([*ee[:2], max(ee[2], tip[2] + self.CLEAR)]), ee), 1.0
+            self.mode = "regrasp"
+        if self.mode == "insert":
+            # Inside the hole the walls hold the peg: keep going whatever the grasp looks like.
+            if not inside and (not self._in_hand(s) or axis[2] < self.MAX_TILT_COS):
+                self.mode, self.closing = "regrasp", 0
+            elif inside and (h < self.RELEASE_H or float((ee - tip) @ axis) < self.MIN_HOLD):
+                self.mode, self.released = "release", 0
+                return np.zeros(3), 1.0
+        if self.mode == "regrasp":
+            return self._regrasp(s)
         offset = ee - tip  # where the hand is relative to the peg tip
-        if np.linalg.norm(err_xy) > 0.0025 and tip[2] > goal[2] + 0.035:
-            z = max(self.HOVER_TIP_Z, min(tip[2], 0.15)) if np.linalg.norm(err_xy) > 0.01 else self.HOVER_TIP_Z
-            target_tip = np.array([goal[0], goal[1], z])
-            return self._move(target_tip + offset, ee), -1.0
-        if np.linalg.norm(err_xy) > 0.003 and tip[2] <= goal[2] + 0.035:
-            # Stuck on the rim: back up a little and re-align.
-            return self._move(np.array([*(ee[:2] + err_xy), ee[2] + 0.01]), ee), -1.0
-        step = 0.012 if tip[2] > goal[2] + 0.045 else 0.006
-        target_tip = np.array([goal[0], goal[1], max(tip[2] - step, goal[2] - 0.005)])
-        return self._move(target_tip + offset, ee), -1.0
+        if inside:
+            target = np.array([goal[0], goal[1], max(tip[2] - self.PLUNGE, goal[2] - 0.005)])
+        elif e < self.ENTER and h < self.HOVER + 0.01:
+            target = np.array([goal[0], goal[1], tip[2] - self.PLUNGE])
+        else:
+            # Far: travel at the current height (<= 15 cm), then settle to the hover height.
+            z = self.HOVER if e < 0.01 else max(self.HOVER, min(h, 0.15))
+            target = np.array([goal[0], goal[1], goal[2] + z])
+        return self._move(target + offset, ee), -1.0
+
+    def _regrasp(self, s: dict[str, Any]) -> tuple[np.ndarray, float]:
+        ee, tip, axis = s["ee"], s["object"], s["axis"]
+        grasp = tip + self.GRASP_FROM_TIP * axis
+        grasp[2] = max(grasp[2], 0.03)  # a fallen peg: hold it by its middle, fingers above the table
+        d_xy = float(np.linalg.norm(grasp[:2] - ee[:2]))
+        if self.closing > 0 or (d_xy < 0.006 and abs(grasp[2] - ee[2]) < 0.006):
+            self.closing += 1
+            if self.closing >= self.CLOSE_STEPS:
+                self.mode, self.closing = "insert", 0
+            return self._move(grasp, ee), -1.0
+        if d_xy > 0.008:
+            # Open and come over the grasp point from above: first straight up, clear of the peg's top
+            # (moving sideways at its height knocks it over), then across.
+            clear = float(max(tip[2], (tip + 2 * PEG_HALF_LEN * axis)[2])) + 0.025
+            if d_xy > 0.02 and ee[2] < clear - 0.01:
+                return self._move(np.array([ee[0], ee[1], clear]), ee), 1.0
+            z = clear if d_xy > 0.02 else max(ee[2], grasp[2])
+            return self._move(np.array([grasp[0], grasp[1], z]), ee), 1.0
+        return self._move(grasp, ee), 1.0
 
 
 # Explicit table: task_name of the unwrapped env -> expert class.

@@ -262,7 +262,9 @@ class PegInsertEnv(ArmEnv):
         return -(2.0 * d_xy + d_z) + 0.5 * success, 0.0 if success else -1.0, bool(success)
 
     def task_state(self) -> dict[str, Any]:
-        return {**super().task_state(), "object": self.peg_tip, "goal": self._goal.copy()}
+        """Adds ``axis`` [3], the peg's unit axis (tip to top): the scripted expert needs it to re-grasp."""
+        axis = self.data.xmat[self._obj_body].reshape(3, 3)[:, 2].copy()
+        return {**super().task_state(), "object": self.peg_tip, "goal": self._goal.copy(), "axis": axis}
 
 
 # Base obs names are part of each task's obs_names so that the documented layout is complete.
