@@ -22,6 +22,8 @@ flattened leaves in the observation space's key order (``gymnasium.spaces.flatte
 """
 from __future__ import annotations
 
+import copy
+
 import hashlib
 import json
 from dataclasses import dataclass
@@ -242,27 +244,25 @@ def _learner_parts(policy: Any, algo: str) -> tuple[Normalize | None, nn.Sequent
         return norm, actor, "tanh", base, float(learner.beta), int(learner.obs_dim), act_dim
     if algo == "ppo":
         model = policy.model
-        rms = model.obs_rms
-        # RunningMeanStd: ((x - mean) / sqrt(var + 1e-8)).clamp(+-clip), mean/std cast from float64 as it does.
-        norm = Normalize(rms.mean.to(torch.float32), (rms.var + 1e-8).sqrt().to(torch.float32), rms.clip) \
-            if model.norm_obs else None
-        net = model.net
-        act_name = {torch.tanh: "tanh", torch.relu: "relu"}.get(net.act, "elu")
-        layers: list[nn.Module] = []
-        n = len(net.weights)
-        width = int(model.obs_dim)
-        for i, (w, b) in enumerate(zip(net.weights, net.biases)):
-            # PairMLP member 0 (the actor): x = addmm(b[0], x, w[0, :in]); the actor's columns only.
-            layers.append(_linear(w.detach()[0, :width], b.detach()[0, 0]))
-            width = int(w.shape[2])
-            if i < n - 1:
-                layers.append({"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU}[act_name]())
-        act_dim = int(model.act_dim)
-        last = layers[-1]
-        assert isinstance(last, nn.Linear)
-        if last.out_features != act_dim:  # the head is max(A, 1) wide
-            layers[-1] = _linear(last.weight.detach().t()[:, :act_dim], last.bias.detach()[:act_dim])
-        return norm, nn.Sequential(*layers), model.squash, None, 0.0, int(model.obs_dim), act_dim
+        enc = model.actor_encoder
+        keys = tuple(getattr(enc, "keys", ()))
+        if type(enc).__name__ != "ConcatEncoder" or not keys:
+            raise UsageError(f"export: PPO actor encoder {type(enc).__name__} is not exportable yet (vector groups only)")
+        obs_dim = int(enc.out_dim)
+        norm = None
+        if model.norm_obs:
+            # RunningMeanStd per group: ((x - mean) / sqrt(var + 1e-8)).clamp(+-clip), groups concatenated in the
+            # encoder's order (the order the exported input is concatenated in).
+            rms = [model.obs_rms[k] for k in keys]
+            mean = torch.cat([r.mean for r in rms]).to(torch.float32)
+            std = torch.cat([(r.var + 1e-8).sqrt() for r in rms]).to(torch.float32)
+            norm = Normalize(mean, std, float(rms[0].clip))
+        # The plain actor MLP (Linear/activation modules); a copy, so the export never aliases the
+        # fused training buffer the learner's parameters may be views into.
+        actor = copy.deepcopy(model.actor).float()
+        for prm in actor.parameters():
+            prm.requires_grad_(False)
+        return norm, actor, model.squash, None, 0.0, obs_dim, int(model.act_dim)
     raise UsageError(f"export: no exporter for algo {algo!r} (sac, ppo)")
 
 

@@ -121,7 +121,9 @@ class SimRobot(RobotBase):
         self.max_episode_steps = getattr(env.spec, "max_episode_steps", None) if env.spec else None
         self.limits = _sim_limits(env)
         # Observation keys the task calls privileged (the blind twin's filter hook; see robots/blind.py).
-        self.privileged_obs_keys = tuple(str(k) for k in (getattr(u, "privileged_obs_keys", ()) or ()))
+        # They name entries of a Dict observation; a task in a flat-vector mode has no such entries.
+        keys = tuple(str(k) for k in (getattr(u, "privileged_obs_keys", ()) or ()))
+        self.privileged_obs_keys = keys if isinstance(env.observation_space, gym.spaces.Dict) else ()
         # lockstep: a command acts for exactly one period, so nothing repeats it
         self.holds_last_command = self.clock == "realtime"
         self._hold = self._hold_vector(None)
