@@ -10,6 +10,7 @@ from typing import Literal
 
 from roborl.config import field, non_negative, positive
 from roborl.envs.config import EnvConfig
+from roborl.learners import check_algo
 from roborl.learners.config import PPOConfig, SACConfig
 from roborl.store.config import StoreConfig
 from roborl.teleop.config import InterventionConfig, TeleopConfig
@@ -41,7 +42,8 @@ class RunSection:
 class TrainConfig:
     """The training loop (owned by the runner)."""
 
-    algo: Literal["sac", "ppo"] = field("sac", doc="Which learner runs.")
+    algo: str = field("sac", doc="Which learner runs: a key of roborl.learners.LEARNERS (sac, ppo).",
+                      check=check_algo)
     total_steps: int = field(100_000, doc="Env-step budget.", check=positive)
     eval_every: int = field(5_000, doc="Env steps between eval rounds (0 = only at the end).", check=non_negative)
     eval_episodes: int = field(10, doc="Episodes per eval round.", check=positive)
