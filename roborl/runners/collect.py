@@ -47,9 +47,8 @@ def collect_policy(spec: str, env: Any, *, noise: float = 0.0, seed: int = 0, de
     if noise < 0:
         raise UsageError(f"--noise: expected >= 0, got {noise}")
     if spec == "scripted":
-        from roborl.envs import expert as expert_mod
+        from roborl.envs.expert import expert as make_expert
 
-        make_expert = getattr(expert_mod, "expert", expert_mod)
         state: dict[str, Any] = {"ep": None, "exp": None}
 
         def act(obs: Any, ep: int) -> np.ndarray:
