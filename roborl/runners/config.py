@@ -63,10 +63,10 @@ class RunConfig:
     device: Literal["auto", "cpu", "cuda"] = field("auto", doc="auto uses CUDA when present.")
     env: EnvConfig = field(default_factory=EnvConfig, doc="Environment.")
     train: TrainConfig = field(default_factory=TrainConfig, doc="Training loop.")
-    store: StoreConfig = field(default_factory=StoreConfig, doc="Replay store (SAC).")
+    store: StoreConfig = field(default_factory=StoreConfig, doc="Replay store (off-policy learners).")
     sac: SACConfig = field(default_factory=SACConfig, doc="SAC learner.")
     ppo: PPOConfig = field(default_factory=PPOConfig, doc="PPO learner.")
     intervention: InterventionConfig = field(default_factory=InterventionConfig,
-                                             doc="Human/scripted takeovers during SAC training (HIL-SERL).")
+                                             doc="Human/scripted takeovers during off-policy training (HIL-SERL).")
     teleop: TeleopConfig = field(default_factory=TeleopConfig, doc="Teleop device used by intervention.source=device.")
     distributed: DistributedConfig = field(default_factory=DistributedConfig, doc="Actor/learner split (--role).")

@@ -3,12 +3,14 @@ same data, same seed -> bit-identical parameters after the same number of update
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from roborl import config as C
 from roborl.envs.step import EpisodeStats
+from roborl.learners.sac import SAC
 from roborl.runners import distributed
 from roborl.runners.config import RunConfig
 from roborl.runners.off_policy import OffPolicyRunner
@@ -65,3 +67,38 @@ def test_remote_learner_updates_equal_local_runner_updates(tmp_path: Path) -> No
     finally:
         local.close()
         remote.close()
+
+
+class ProbeSAC(SAC):
+    """A registered off-policy learner that is not the SAC entry: counts the protocol calls it gets."""
+
+    calls: dict[str, int] = {}
+
+    def start_learning(self, sample: Any, *, num_steps: int, num_demo_steps: int) -> None:
+        ProbeSAC.calls["start_learning"] = ProbeSAC.calls.get("start_learning", 0) + 1
+        super().start_learning(sample, num_steps=num_steps, num_demo_steps=num_demo_steps)
+
+    def update(self, batch: Any) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        ProbeSAC.calls["update"] = ProbeSAC.calls.get("update", 0) + 1
+        return super().update(batch)
+
+
+def test_runner_builds_whatever_the_registry_names(tmp_path: Path, monkeypatch: Any) -> None:
+    """The runner takes the learner class, its config section and the checkpoint's algo from the registry."""
+    from roborl.checkpoint import load_checkpoint
+    from roborl.learners import LEARNERS, LearnerSpec
+
+    monkeypatch.setitem(LEARNERS, "probe", LearnerSpec("off_policy", f"{__name__}:ProbeSAC", "sac",
+                                                       "roborl.learners.config:SACConfig",
+                                                       "roborl.learners.sac:policy_from_checkpoint"))
+    ProbeSAC.calls = {}
+    cfg = C.load(RunConfig, None, SMALL + [f"run.dir={tmp_path}/run", "train.algo=probe", "train.total_steps=300",
+                                           "train.eval_every=0", "sac.utd=2"])
+    r = OffPolicyRunner(cfg, tmp_path / "run")
+    assert type(r.learner) is ProbeSAC
+    r.train()
+    r.close()
+    # Pendulum episodes are 200 steps: learning starts when the first has ended; then utd 2 per step.
+    assert ProbeSAC.calls == {"start_learning": 1, "update": 2 * 100}
+    _, meta, _ = load_checkpoint(tmp_path / "run")
+    assert meta["algo"] == "probe"
