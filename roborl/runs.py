@@ -182,6 +182,37 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
+class Accumulator:
+    """Sums metric tensors on the device; one host sync per log row instead of per update.
+
+    Counts are per key: some metrics arrive only on some updates (SAC's actor every ``sac.actor_every``).
+    Values are detached 0-d torch tensors (the learner's metrics).
+    """
+
+    def __init__(self) -> None:
+        self.sums: dict[str, Any] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, metrics: dict[str, Any]) -> None:
+        for k, v in metrics.items():
+            if k in self.sums:
+                self.sums[k] += v
+                self.counts[k] += 1
+            else:
+                self.sums[k] = v.clone().float()
+                self.counts[k] = 1
+
+    def pop(self) -> dict[str, float]:
+        if not self.sums:
+            return {}
+        import torch
+
+        stacked = torch.stack(list(self.sums.values())).cpu()  # the one sync
+        out = {k: float(v) / self.counts[k] for k, v in zip(self.sums, stacked)}
+        self.sums, self.counts = {}, {}
+        return out
+
+
 def write_config(run_dir: str | Path, cfg: Any) -> None:
     from roborl.checkpoint import atomic_write_text
 

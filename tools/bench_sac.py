@@ -117,7 +117,7 @@ def bench_loop(env_id: str, steps: int, utd: int, device: str = "cpu", precision
     """Full loop through our runner (env stack + store + sampler + learner): env-steps/s and updates/s."""
     from roborl import config as C
     from roborl.runners.config import RunConfig
-    from roborl.runners.sac import SACRunner
+    from roborl.runners.off_policy import OffPolicyRunner
 
     with tempfile.TemporaryDirectory() as d:
         # HalfCheetah episodes are 1000 steps: learning starts once the first one is in the store,
@@ -128,7 +128,7 @@ def bench_loop(env_id: str, steps: int, utd: int, device: str = "cpu", precision
                                        f"train.checkpoint_every={10 * (warm + steps)}", f"sac.utd={utd}",
                                        f"sac.warmup_steps={warm}", "sac.normalize_obs=false", f"device={device}",
                                        f"sac.precision={precision}"])
-        runner = SACRunner(cfg, Path(d) / "run")
+        runner = OffPolicyRunner(cfg, Path(d) / "run")
         t = time.perf_counter()
         runner.train()
         wall = time.perf_counter() - t
@@ -203,10 +203,10 @@ def part_throughput(args) -> dict:
 def _run_train(overrides: list[str]) -> dict:
     from roborl import config as C
     from roborl.runners.config import RunConfig
-    from roborl.runners.sac import SACRunner
+    from roborl.runners.off_policy import OffPolicyRunner
 
     cfg = C.load(RunConfig, REPO / "configs" / "default.yaml", overrides)
-    runner = SACRunner(cfg, Path(cfg.run.dir))
+    runner = OffPolicyRunner(cfg, Path(cfg.run.dir))
     try:
         runner.train()
     finally:
@@ -240,7 +240,8 @@ def part_ablation(args) -> dict:
     from roborl.eval.episodes import run_episodes
     from roborl.learners.sac import SACPolicy
     from roborl.runners.config import RunConfig
-    from roborl.runners.sac import SACRunner, eval_seed
+    from roborl.eval.episodes import eval_seed
+    from roborl.runners.off_policy import OffPolicyRunner
 
     out: dict = {"config": "configs/default.yaml", "steps": args.steps, "seeds": args.seeds, "rows": {}}
     tmp = Path(tempfile.mkdtemp(prefix="roborl-ablation-"))
@@ -253,10 +254,10 @@ def part_ablation(args) -> dict:
     for s in args.seeds if "bc_only" in rows else []:
         cfg = C.load(RunConfig, REPO / "configs" / "default.yaml", [f"run.seed={s}", f"run.dir={tmp}/bc{s}",
                                                                    *args.override])
-        runner = SACRunner(cfg, tmp / f"bc{s}", make_env=True)
+        runner = OffPolicyRunner(cfg, tmp / f"bc{s}")
         runner.start_learning()
         runner.learner.beta.fill_(0.0)  # base policy alone
-        res = run_episodes(SACPolicy(runner.learner), cfg.env, args.eval_episodes, seed=eval_seed(cfg))
+        res = run_episodes(SACPolicy(runner.learner), cfg.env, args.eval_episodes, seed=eval_seed(cfg.run.seed))
         bc.append(res.success_rate)
         runner.close()
     if bc:
@@ -290,7 +291,7 @@ def part_halfcheetah(args) -> dict:
     from roborl import config as C
     from roborl.eval.episodes import eval_seed
     from roborl.runners.config import RunConfig
-    from roborl.runners.sac import SACRunner
+    from roborl.runners.off_policy import OffPolicyRunner
 
     tmp = Path(tempfile.mkdtemp(prefix="roborl-cheetah-"))
     out: dict = {"env": "HalfCheetah-v5", "steps": args.steps, "eval_episodes": args.eval_episodes, "roborl": [], "sb3": []}
@@ -301,7 +302,7 @@ def part_halfcheetah(args) -> dict:
                           f"train.eval_every={args.steps}", f"train.eval_episodes={args.eval_episodes}",
                           f"train.checkpoint_every={args.steps}", *args.override])
             t = time.time()
-            runner = SACRunner(cfg, Path(cfg.run.dir))
+            runner = OffPolicyRunner(cfg, Path(cfg.run.dir))
             try:
                 summary = runner.train()
             finally:
@@ -395,7 +396,7 @@ def part_tasks(args) -> dict:
     from roborl import config as C
     from roborl.learners.sac import SACPolicy
     from roborl.runners.config import RunConfig
-    from roborl.runners.sac import SACRunner
+    from roborl.runners.off_policy import OffPolicyRunner as SACRunner
     from roborl.runs import read_metrics
 
     tasks = args.tasks or list(TASK_RUNS)

@@ -41,26 +41,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", help="TeleopConfig overrides key=value, e.g. sensitivity=0.5 deadzone=0.1.")
 
 
-def _make_env(env_id: str, seed: int) -> Any:
-    try:
-        from roborl.envs.config import EnvConfig, build_env
-    except ImportError:  # env glue not present: plain make_env
-        import roborl
-
-        return roborl.make_env(env_id)
-    # Teleop needs the raw [-1, 1] end-effector action and raw observations in the store:
-    # keep the safety layer, nothing that rescales or normalizes.
-    from roborl.config import build
-
-    fields = {f.name for f in dataclasses.fields(EnvConfig)}
-    data: dict[str, Any] = {"id": env_id}
-    if "normalize_obs" in fields:
-        data["normalize_obs"] = False
-    if "dr" in fields:
-        data["dr"] = {"enabled": False}
-    return build_env(build(EnvConfig, data, "roborl teleop --env"), seed=seed)
-
-
 def _viewer(env: Any, mode: str) -> Any:
     if mode == "off" or (mode == "auto" and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))):
         return None
@@ -81,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     from roborl.config import load
     from roborl.errors import UsageError
     from roborl.store.store import ReplayStore
-    from roborl.teleop.collect import DemoCollector, text_status
+    from roborl.teleop.collect import DemoCollector, build_teleop_env, text_status
     from roborl.teleop.config import TeleopConfig
     from roborl.teleop.device import ZeroReportWarning, action_layout
     from roborl.teleop.registry import make_device
@@ -91,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     if args.hz is not None and args.hz <= 0:
         raise UsageError(f"--hz: must be > 0, got {args.hz}")
     cfg = load(TeleopConfig, args.config, args.overrides)
-    env = _make_env(args.env, args.seed)
+    env = build_teleop_env(args.env, args.seed)
     store = device = viewer = None
     try:
         hz = args.hz

@@ -5,7 +5,7 @@ import argparse
 import importlib
 from pathlib import Path
 
-HELP = "Train SAC or PPO from a YAML run config (resumes from run.dir's latest checkpoint)."
+HELP = "Train a learner (train.algo: sac, ppo) from a YAML run config (resumes from run.dir's latest checkpoint)."
 DESCRIPTION = (HELP + "\n\nConfig precedence: defaults < CONFIG file < key=value overrides.\n\n"
                "Examples:\n  roborl train configs/default.yaml\n"
                "  roborl train configs/default.yaml sac.lr=1e-4 env.id=roborl/Push-v0 run.dir=runs/push\n"
@@ -31,11 +31,5 @@ def run(args: argparse.Namespace) -> int:
     if args.role == "actor" and not args.learner:
         raise UsageError("--role actor needs --learner HOST:PORT")
     run_dir = check_run_dir(Path(cfg.run.dir) if cfg.run.dir else default_run_dir(cfg.run.name))
-    mod_name, fn_name = RUNNERS[cfg.train.algo].split(":")
-    try:
-        mod = importlib.import_module(mod_name)
-    except ModuleNotFoundError as e:
-        if e.name == mod_name:
-            raise UsageError(f"train.algo: {cfg.train.algo!r} has no runner installed yet") from None
-        raise
-    return int(getattr(mod, fn_name)(cfg, run_dir, args.role, args.learner) or 0)
+    mod_name, fn_name = RUNNERS[cfg.train.algo].split(":")  # train.algo was validated against the registry
+    return int(getattr(importlib.import_module(mod_name), fn_name)(cfg, run_dir, args.role, args.learner) or 0)

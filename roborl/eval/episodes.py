@@ -39,7 +39,7 @@ __all__ = ["EvalResult", "wilson_interval", "run_episodes", "eval_seed", "EVAL_S
            "safety_clip_count"]
 
 _Z95 = 1.959964
-EVAL_SEED_OFFSET = 10_000  # same as the SAC runner: disjoint from training reset seeds
+EVAL_SEED_OFFSET = 10_000  # disjoint from the training envs' reset seeds (run.seed + episode)
 
 
 def eval_seed(run_seed: int) -> int:

@@ -1,29 +1,77 @@
 """Learners: losses and updates only. They never touch zarr, robots or files.
 
-:data:`POLICY_LOADERS` maps ``train.algo`` to ``"module:function"`` with signature
-``policy_from_checkpoint(state: dict, meta: dict, device: str) -> Policy``: eval rebuilds
-a policy from a checkpoint alone with these (no training code or config file needed).
+:data:`LEARNERS` is the one registry of algorithms (``train.algo`` -> :class:`LearnerSpec`). It is
+torch-free: configs validate ``train.algo`` against it, ``roborl.runners.RUNNERS`` derives the
+runner from each entry's ``kind``, eval rebuilds a policy from a checkpoint with the entry's
+``policy_loader``, and tests loop over it. A new algorithm is one file here, its config dataclass
+in :mod:`roborl.learners.config`, a section on :class:`roborl.runners.config.RunConfig`, and one
+entry below; the runner of its kind drives it through the protocol in :mod:`roborl.learners.base`.
 """
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
-from roborl.learners.base import Policy
+from roborl.learners.base import OffPolicyLearner, OnPolicyLearner, Policy
 
-POLICY_LOADERS: dict[str, str] = {
-    "sac": "roborl.learners.sac:policy_from_checkpoint",
-    "ppo": "roborl.learners.ppo:policy_from_checkpoint",
+Kind = Literal["off_policy", "on_policy"]
+
+
+@dataclass(frozen=True)
+class LearnerSpec:
+    """One algorithm: which runner drives it and where its parts live (as import strings, so the
+    registry itself imports neither torch nor the learner)."""
+
+    kind: Kind            # "off_policy" (replay store, OffPolicyLearner) | "on_policy" (rollouts, OnPolicyLearner)
+    learner: str          # "module:Class", built as Class(obs_dim, act_dim, cfg, device=device)
+    section: str          # the RunConfig section holding its config (cfg.<section>)
+    config: str           # "module:Class" of that section's frozen config dataclass (torch-free)
+    policy_loader: str    # "module:function": policy_from_checkpoint(state, meta, device) -> Policy
+
+
+LEARNERS: dict[str, LearnerSpec] = {
+    "sac": LearnerSpec("off_policy", "roborl.learners.sac:SAC", "sac", "roborl.learners.config:SACConfig",
+                       "roborl.learners.sac:policy_from_checkpoint"),
+    "ppo": LearnerSpec("on_policy", "roborl.learners.ppo:PPO", "ppo", "roborl.learners.config:PPOConfig",
+                       "roborl.learners.ppo:policy_from_checkpoint"),
 }
 
-__all__ = ["POLICY_LOADERS", "Policy", "load_policy"]
+# Derived view kept for callers that only need the loaders.
+POLICY_LOADERS: dict[str, str] = {algo: spec.policy_loader for algo, spec in LEARNERS.items()}
+
+__all__ = ["LEARNERS", "LearnerSpec", "POLICY_LOADERS", "Policy", "OffPolicyLearner", "OnPolicyLearner",
+           "check_algo", "import_object", "learner_class", "build_learner", "load_policy"]
+
+
+def check_algo(algo: Any) -> str | None:
+    """A config ``check``: None when ``algo`` is registered, else the reason (naming the choices)."""
+    return None if algo in LEARNERS else f"expected one of {sorted(LEARNERS)}"
+
+
+def import_object(path: str) -> Any:
+    """``"module:attr"`` -> the attribute."""
+    mod, _, attr = path.partition(":")
+    return getattr(importlib.import_module(mod), attr)
+
+
+def learner_class(algo: str) -> type:
+    from roborl.errors import UsageError
+
+    if algo not in LEARNERS:
+        raise UsageError(f"train.algo: {check_algo(algo)}, got {algo!r}")
+    return import_object(LEARNERS[algo].learner)
+
+
+def build_learner(algo: str, obs_dim: int, act_dim: int, cfg: Any, device: str = "cpu") -> Any:
+    """The learner of ``algo`` with its config section ``cfg`` (``getattr(run_cfg, LEARNERS[algo].section)``)."""
+    return learner_class(algo)(obs_dim, act_dim, cfg, device=device)
 
 
 def load_policy(state: dict[str, Any], meta: dict[str, Any], device: str = "cpu") -> Policy:
     algo = meta.get("algo") or meta.get("config", {}).get("train", {}).get("algo")
-    if algo not in POLICY_LOADERS:
+    if algo not in LEARNERS:
         from roborl.errors import UsageError
 
-        raise UsageError(f"checkpoint meta 'algo' is {algo!r}; expected one of {sorted(POLICY_LOADERS)}")
-    mod, fn = POLICY_LOADERS[algo].split(":")
-    return getattr(importlib.import_module(mod), fn)(state, meta, device)
+        raise UsageError(f"checkpoint meta 'algo' is {algo!r}; expected one of {sorted(LEARNERS)}")
+    return import_object(LEARNERS[algo].policy_loader)(state, meta, device)

@@ -8,25 +8,32 @@ algorithm is one file in ``roborl/learners/`` plus one registry entry; no runner
 Two protocols, one per runner:
 
 - :class:`OffPolicyLearner` (SAC today; TD3, DDPG, discrete SAC, MBPO next): the off-policy
-  runner samples a :class:`roborl.store.sampler.Batch` from the replay store and calls
-  ``update(batch)``, which returns metrics and the per-sample |TD error| used for priorities.
+  runner (:mod:`roborl.runners.off_policy`) samples a :class:`roborl.batch.Batch` from the
+  replay store and calls ``update(batch)``, which returns metrics and the per-sample |TD error|
+  used for priorities.
 - :class:`OnPolicyLearner` (PPO today; A2C, REINFORCE, TRPO next): the on-policy runner collects
   a rollout with ``act``/``value`` and hands it to ``update``.
 
-Both expose :class:`Policy` for eval, robots and remote actors (``policy()``) and an exact
-``state_dict``/``load_state_dict`` pair for checkpoints and resume.
+Both expose a :class:`Policy` for eval and robots (``policy()`` / ``as_policy()``) and exact
+state for checkpoints and resume. Which class implements which protocol is the registry
+:data:`roborl.learners.LEARNERS`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Callable, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["Policy", "OffPolicyLearner", "OnPolicyLearner", "Rollout", "POLICY", "PRIVILEGED"]
+__all__ = ["Policy", "OffPolicyLearner", "OnPolicyLearner", "Rollout", "POLICY", "PRIVILEGED", "SampleFn"]
 
 POLICY = "policy"  # the observation group of a flat Box observation
 PRIVILEGED = "critic"  # the observation group only the critic reads (asymmetric actor-critic, Pinto et al. 2018)
+
+SampleFn = Callable[..., Any]
+"""The runner's batch sampler handed to :meth:`OffPolicyLearner.start_learning`:
+``sample(batch_size, *, gamma, n_step=None, demo_fraction=None, relabel=True) -> Batch``
+(:meth:`roborl.store.Sampler.sample`). The learner draws batches through it and never sees the store."""
 
 
 @runtime_checkable
@@ -42,11 +49,19 @@ class Policy(Protocol):
 class OffPolicyLearner(Protocol):
     """An off-policy learner, driven by ``roborl.runners.off_policy``.
 
-    Life cycle: built from ``(obs_dim, act_dim, cfg, device)``; the runner acts with random
-    actions until ``warmup_steps``, then calls :meth:`start_learning` once (normaliser fit,
-    BC pretraining on demos, residual init), then per env step ``set_progress`` and ``utd``
-    times ``update``.
+    Life cycle: built from ``(obs_dim, act_dim, cfg, device=device)``; the runner acts with
+    random actions until ``cfg.warmup_steps``, then calls :meth:`start_learning` once, then per
+    env step ``set_progress`` and ``cfg.utd`` times ``update`` on ``cfg.batch_size`` samples
+    discounted with ``cfg.gamma`` (the runner reads these four fields of the learner's config).
+    ``eval()``/``train()`` switch modes around evaluation (``torch.nn.Module``'s).
     """
+
+    device: Any
+
+    def start_learning(self, sample: SampleFn, *, num_steps: int, num_demo_steps: int) -> None:
+        """Called once before the first update, with the store holding ``num_steps`` transitions
+        (``num_demo_steps`` of them demos): fit normalisers, pretrain on demos, and the like."""
+        ...
 
     def act(self, obs: Any, deterministic: bool = False) -> Any:
         """Raw obs [N, O] -> actions [N, A] in [-1, 1] (a tensor on the learner's device)."""
@@ -72,6 +87,24 @@ class OffPolicyLearner(Protocol):
         ...
 
     def load_full_state(self, state: dict[str, Any]) -> None:
+        ...
+
+    def acting_state(self) -> dict[str, Any]:
+        """The weights a remote actor needs to act (name -> tensor), e.g. no critics."""
+        ...
+
+    def load_acting_state(self, state: dict[str, Any]) -> None:
+        """Load what :meth:`acting_state` returned (on an actor)."""
+        ...
+
+    def as_policy(self) -> Policy:
+        """The :class:`Policy` view (numpy in, numpy out) for eval."""
+        ...
+
+    def eval(self) -> Any:
+        ...
+
+    def train(self, mode: bool = True) -> Any:
         ...
 
 

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from roborl.batch import Batch
+from roborl.learners.base import SampleFn
 from roborl.learners.config import SACConfig
 from roborl.learners.networks import (
     CriticEnsemble,
@@ -187,6 +188,31 @@ class SAC(nn.Module):
     def _polyak(self) -> None:
         torch._foreach_lerp_(self._polyak_dst, self._polyak_src, self.cfg.tau)
 
+    # ------------------------------------------------------------------ start of learning
+    def start_learning(self, sample: SampleFn, *, num_steps: int, num_demo_steps: int) -> None:
+        """Fit the observation normaliser on the data so far, BC-pretrain on the demos, start the residual.
+
+        sample: the runner's sampler (:data:`roborl.learners.base.SampleFn`); num_steps: transitions
+        in the store (demo + online); num_demo_steps: demo transitions.
+        """
+        from roborl.errors import UsageError
+        from roborl.runs import progress
+
+        c = self.cfg
+        if c.normalize_obs:
+            n = min(20_000, max(1, num_steps))
+            b = sample(n, gamma=c.gamma, n_step=1, relabel=False)
+            self.normalizer.fit(b.obs.float())
+        if c.bc_pretrain_steps > 0 and num_demo_steps > 0:
+            for _ in progress(range(c.bc_pretrain_steps), total=c.bc_pretrain_steps, desc="BC pretrain"):
+                # BC targets are the demonstrator's actions for the goals it was given: no HER relabelling.
+                b = sample(c.batch_size, gamma=c.gamma, demo_fraction=1.0, relabel=False)
+                self.bc_update(b.obs, b.action)
+        elif c.residual:
+            raise UsageError("sac.residual: residual mode needs demos (store.demos) and sac.bc_pretrain_steps > 0")
+        if c.residual:
+            self.init_residual_actor()
+
     # ------------------------------------------------------------------ behaviour cloning
     def bc_update(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """One BC step on demo (obs [B, O] raw, action [B, A]). Residual mode trains the base policy,
@@ -229,6 +255,16 @@ class SAC(nn.Module):
         self._updates = int(st.get("updates", 0))
         if self.base_opt is not None and "base_opt" in st:
             self.base_opt.load_state_dict(st["base_opt"])
+
+    def acting_state(self) -> dict[str, torch.Tensor]:
+        """What a remote actor needs: normaliser, actor, residual base and beta (no critics, no temperature)."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith(("critic", "log_alpha"))}
+
+    def load_acting_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.load_state_dict(state, strict=False)
+
+    def as_policy(self) -> "SACPolicy":
+        return SACPolicy(self)
 
 
 def _adam(params: Any, lr: float) -> torch.optim.Optimizer:

@@ -1,11 +1,18 @@
 """Runners own the loop: env stepping, storing, learner updates, eval, checkpoints, logging.
 
-:data:`RUNNERS` maps ``train.algo`` to ``"module:function"``; each function has the
+One runner per learner kind (:data:`RUNNER_BY_KIND`); :data:`RUNNERS` maps each ``train.algo``
+of :data:`roborl.learners.LEARNERS` to its kind's runner as ``"module:function"``, with the
 signature ``run(cfg: RunConfig, run_dir: pathlib.Path, role: str, learner_addr: str | None) -> int``.
 """
 from __future__ import annotations
 
-RUNNERS: dict[str, str] = {
-    "sac": "roborl.runners.sac:run",
-    "ppo": "roborl.runners.on_policy:run",
+from roborl.learners import LEARNERS
+
+RUNNER_BY_KIND: dict[str, str] = {
+    "off_policy": "roborl.runners.off_policy:run",
+    "on_policy": "roborl.runners.on_policy:run",
 }
+
+RUNNERS: dict[str, str] = {algo: RUNNER_BY_KIND[spec.kind] for algo, spec in LEARNERS.items()}
+
+__all__ = ["RUNNERS", "RUNNER_BY_KIND"]

@@ -10,6 +10,7 @@ from typing import Literal
 
 from roborl.config import field, non_negative, positive
 from roborl.envs.config import EnvConfig
+from roborl.learners import check_algo
 from roborl.learners.config import PPOConfig, SACConfig
 from roborl.store.config import StoreConfig
 from roborl.teleop.config import InterventionConfig, TeleopConfig
@@ -41,7 +42,8 @@ class RunSection:
 class TrainConfig:
     """The training loop (owned by the runner)."""
 
-    algo: Literal["sac", "ppo"] = field("sac", doc="Which learner runs.")
+    algo: str = field("sac", doc="Which learner runs: a key of roborl.learners.LEARNERS (sac, ppo).",
+                      check=check_algo)
     total_steps: int = field(100_000, doc="Env-step budget.", check=positive)
     eval_every: int = field(5_000, doc="Env steps between eval rounds (0 = only at the end).", check=non_negative)
     eval_episodes: int = field(10, doc="Episodes per eval round.", check=positive)
@@ -61,11 +63,11 @@ class RunConfig:
     device: Literal["auto", "cpu", "cuda"] = field("auto", doc="auto uses CUDA when present.")
     env: EnvConfig = field(default_factory=EnvConfig, doc="Environment.")
     train: TrainConfig = field(default_factory=TrainConfig, doc="Training loop.")
-    store: StoreConfig = field(default_factory=StoreConfig, doc="Replay store (SAC).")
+    store: StoreConfig = field(default_factory=StoreConfig, doc="Replay store (off-policy learners).")
     sac: SACConfig = field(default_factory=SACConfig, doc="SAC learner.")
     ppo: PPOConfig = field(default_factory=PPOConfig, doc="PPO learner.")
     intervention: InterventionConfig = field(default_factory=InterventionConfig,
-                                             doc="Human/scripted takeovers during SAC training (HIL-SERL).")
+                                             doc="Human/scripted takeovers during off-policy training (HIL-SERL).")
     teleop: TeleopConfig = field(default_factory=TeleopConfig, doc="Teleop device used by intervention.source=device.")
     distributed: DistributedConfig = field(default_factory=DistributedConfig, doc="Actor/learner split (--role).")
 

@@ -6,7 +6,8 @@
   transition is its logical row in the actor's online partition (``seq``), so a restarted
   actor resumes its stream from its own store.
 * **learner** (the GPU machine): binds a ROUTER socket, appends received transitions to
-  its store, runs the SAC updates, publishes actor weights every ``distributed.push_every``
+  its store, runs the off-policy runner's updates (the same ``OffPolicyRunner.update`` the
+  local loop calls), publishes the learner's acting weights every ``distributed.push_every``
   updates and checkpoints. Acks are exactly-once: the learner's count of stored rows for
   an actor is ``online logical end - base`` where ``base`` (written atomically before the
   first ack, ``actor_stream.json``) is where that actor's stream starts in the store.
@@ -22,6 +23,10 @@
 
 One actor per learner store (the store has one open episode at a time). LeRobot #3979
 and serl #66 are the failure modes this avoids: no call here can block forever.
+
+Both sides drive an :class:`roborl.runners.off_policy.OffPolicyRunner` handed in by the caller
+(``make_runner``), through its public methods only; the actor steps its env with
+:func:`roborl.envs.step.env_step` like the local loop.
 """
 from __future__ import annotations
 
@@ -29,7 +34,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -65,11 +70,9 @@ def episode_starts(store: Any, start: int, stop: int) -> np.ndarray:
 
 
 def pack_weights(state_dict: dict[str, Any]) -> tuple[list[dict[str, Any]], np.ndarray]:
-    """The acting part of a SAC state dict (critics and temperature left out) -> (manifest, uint8 blob)."""
+    """Named tensors (the learner's ``acting_state()``) -> (manifest, uint8 blob)."""
     manifest, chunks, off = [], [], 0
     for k, v in state_dict.items():
-        if k.startswith(("critic", "log_alpha")):
-            continue
         a = np.ascontiguousarray(v.detach().cpu().numpy())
         manifest.append({"name": k, "dtype": a.dtype.str, "shape": list(a.shape), "offset": off, "nbytes": a.nbytes})
         chunks.append(a.view(np.uint8).reshape(-1))
@@ -238,17 +241,25 @@ class LearnerEndpoint:
         self.sock.close(0)
 
 
-def run_learner(cfg: Any, run_dir: Path, addr: str | None) -> int:
+def learner_updates(runner: Any, acc: Any, n: int) -> None:
+    """``n`` gradient updates on a remote learner: the local loop's path (``set_progress`` at the
+    current env step, then ``runner.update``), one update at a time so the caller can answer the
+    socket and publish weights in between."""
+    for _ in range(n):
+        runner.learner.set_progress(runner.step)
+        runner.update(acc, 1)
+
+
+def run_learner(cfg: Any, run_dir: Path, addr: str | None, make_runner: Callable[..., Any]) -> int:
     from roborl.robots.transport import is_loopback, parse_hostport, resolve_token
-    from roborl.runners.sac import Accumulator, SACRunner
-    from roborl.runs import MetricsLogger, write_config
+    from roborl.runs import Accumulator, MetricsLogger, write_config
 
     dcfg: DistributedConfig = cfg.distributed
     host, port = parse_hostport(addr or DEFAULT_LEARNER_ADDR, "--learner")
     token = resolve_token(None)
     if not is_loopback(host) and not token:
         raise UsageError(f"--learner {host}:{port} is not loopback: set $ROBORL_ROBOT_TOKEN on learner and actor")
-    runner = SACRunner(cfg, run_dir, make_env=False)
+    runner = make_runner(cfg, run_dir, with_env=False)
     endpoint = None
     try:
         resumed = runner.try_resume()
@@ -259,35 +270,31 @@ def run_learner(cfg: Any, run_dir: Path, addr: str | None) -> int:
         if resumed:
             print(f"learner: resumed from step {runner.step}", file=sys.stderr, flush=True)
         if sink.actor_id is not None:
-            runner.step = max(runner.step, online_end(runner.store) - sink.base)
+            runner.advance_to(online_end(runner.store) - sink.base)
         print(f"learner: listening on {host}:{port}", file=sys.stderr, flush=True)
         t0 = time.time() - runner.wall_offset
         total = cfg.train.total_steps
+        utd = runner.lcfg.utd
         owed, updates, acc = 0, 0, Accumulator()
         last_ckpt = last_log = runner.step
         if runner.learning_started:
-            endpoint.publish(runner.learner.state_dict())
+            endpoint.publish(runner.acting_state())
         done_at: float | None = None
         while True:
             added = endpoint.poll(0 if owed > 0 else 20)
             if added:
-                runner.step += added
+                runner.advance_to(runner.step + added)
                 if runner.learning_started:
-                    owed += added * cfg.sac.utd
+                    owed += added * utd
             if not runner.learning_started and runner.ready_to_learn():
                 runner.start_learning()
-                endpoint.publish(runner.learner.state_dict())
+                endpoint.publish(runner.acting_state())
             for _ in range(min(owed, 8)):  # a few updates, then the socket again: stay responsive
-                runner.learner.set_progress(runner.step)
-                batch = runner.sampler.sample(cfg.sac.batch_size, gamma=cfg.sac.gamma, step=runner.step)
-                metrics, td_abs = runner.learner.update(batch)
-                if cfg.store.sampler.kind != "uniform":
-                    runner.sampler.update_priorities(batch.index, td_abs)
-                acc.add(metrics)
+                learner_updates(runner, acc, 1)
                 owed -= 1
                 updates += 1
                 if updates % dcfg.push_every == 0:
-                    endpoint.publish(runner.learner.state_dict())
+                    endpoint.publish(runner.acting_state())
             if runner.step - last_log >= cfg.train.log_every:
                 row = acc.pop()
                 row.update({"learner/received": endpoint.received, "learner/updates": updates,
@@ -438,18 +445,18 @@ class ActorLink:
         self.ch.close()
 
 
-def run_actor(cfg: Any, run_dir: Path, addr: str | None) -> int:
+def run_actor(cfg: Any, run_dir: Path, addr: str | None, make_runner: Callable[..., Any]) -> int:
     import secrets
 
     from roborl.checkpoint import atomic_write_text
+    from roborl.envs.step import env_step
     from roborl.robots.transport import parse_hostport, resolve_token
-    from roborl.runners.sac import SACRunner
 
     dcfg: DistributedConfig = cfg.distributed
     if not addr:
         raise UsageError("--role actor needs --learner HOST:PORT")
     host, port = parse_hostport(addr, "--learner")
-    runner = SACRunner(cfg, run_dir)
+    runner = make_runner(cfg, run_dir)
     link = None
     try:
         id_path = Path(run_dir) / "actor_id"
@@ -458,7 +465,7 @@ def run_actor(cfg: Any, run_dir: Path, addr: str | None) -> int:
         actor_id = id_path.read_text().strip()
         store, env = runner.store, runner.env
         assert env is not None
-        runner.step = online_end(store)  # the stream position; a restarted actor continues it
+        runner.advance_to(online_end(store))  # the stream position; a restarted actor continues it
         link = ActorLink(store, host, port, resolve_token(None), actor_id, dcfg)
         version = 0
         total = cfg.train.total_steps
@@ -472,8 +479,7 @@ def run_actor(cfg: Any, run_dir: Path, addr: str | None) -> int:
             link.maybe_connect()
             version, weights = link.pull_weights(version)
             if weights is not None:
-                runner.learner.load_state_dict(weights, strict=False)
-                runner.learning_started = True
+                runner.load_acting_state(weights)
             if not link.connected and dcfg.on_disconnect == "hold":
                 time.sleep(0.05)  # no commands: a robot server's watchdog holds the arm
                 held_s += 0.05
@@ -483,17 +489,12 @@ def run_actor(cfg: Any, run_dir: Path, addr: str | None) -> int:
                 if now < next_t:
                     time.sleep(next_t - now)
                 next_t = max(next_t + period, time.monotonic() - period)
-            action = runner.act(obs)
-            next_obs, reward, terminated, truncated, info = env.step(action)
-            executed = np.asarray(info.get("executed_action", action), dtype=np.float32)
-            store.add_step(action=action, executed_action=executed, reward=float(reward), next_obs=next_obs,
-                           terminated=bool(terminated), truncated=bool(truncated),
-                           is_success=bool(info.get("is_success", False)))
-            runner.step += 1
+            s = env_step(env, obs, runner.act(obs), sink=store)
+            runner.advance_to(runner.step + 1)
             if not link.connected:
                 steps_disconnected += 1
-            obs = next_obs
-            if terminated or truncated:
+            obs = s.next_obs
+            if s.done:
                 episodes += 1
                 obs, _ = env.reset(seed=cfg.run.seed + episodes)
                 store.start_episode(obs, partition="online")
@@ -526,12 +527,13 @@ def run_actor(cfg: Any, run_dir: Path, addr: str | None) -> int:
         runner.close()
 
 
-def run(cfg: Any, run_dir: Path, role: str, learner_addr: str | None) -> int:
-    """Entry point called by :func:`roborl.runners.sac.run` for ``role`` in {learner, actor}."""
+def run(cfg: Any, run_dir: Path, role: str, learner_addr: str | None, make_runner: Callable[..., Any]) -> int:
+    """Entry point called by :func:`roborl.runners.off_policy.run` for ``role`` in {learner, actor};
+    ``make_runner(cfg, run_dir, with_env=...)`` builds the runner both sides drive."""
     if not hasattr(cfg, "distributed"):
         raise UsageError("the run config has no 'distributed' section (roborl.runners.config.RunConfig)")
     if role == "learner":
-        return run_learner(cfg, Path(run_dir), learner_addr)
+        return run_learner(cfg, Path(run_dir), learner_addr, make_runner)
     if role == "actor":
-        return run_actor(cfg, Path(run_dir), learner_addr)
+        return run_actor(cfg, Path(run_dir), learner_addr, make_runner)
     raise UsageError(f"--role {role!r}: expected local, learner or actor")

@@ -19,8 +19,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from roborl.envs.success import step_success
-
+from roborl.envs.step import env_step
 from roborl.teleop.config import TeleopConfig
 from roborl.teleop.device import DECISIONS, Device, Event, ZeroWatchdog, is_finite_command, to_env_action
 from roborl.teleop.intervention import Transition
@@ -60,6 +59,36 @@ class CollectSummary:
 
 
 
+def build_teleop_env(env_id: str, seed: int) -> Any:
+    """The env stack for teleoperation: :func:`roborl.envs.config.build_env` with the safety layer
+    but nothing that rescales or normalizes observations and no domain randomization, so the
+    store gets the raw [-1, 1] end-effector action and raw observations."""
+    from roborl.config import build
+    from roborl.envs.config import EnvConfig, build_env
+
+    cfg = build(EnvConfig, {"id": env_id, "normalize_obs": False, "dr": {"enabled": False}}, "roborl teleop --env")
+    return build_env(cfg, seed=seed)
+
+
+class ReviewBuffer:
+    """The sink of an episode under review: :func:`roborl.envs.step.env_step` appends each step here
+    (the store's ``add_step`` signature) and :class:`DemoCollector` writes the list to the store,
+    relabelled, only when the operator keeps the episode."""
+
+    def __init__(self, obs0: Any) -> None:
+        self.obs0 = obs0
+        self.steps: list[Transition] = []
+        self._obs = obs0
+
+    def add_step(self, *, action: Any, executed_action: Any, reward: float, next_obs: Any, terminated: bool,
+                 truncated: bool, is_success: bool = False, intervention: bool = False,
+                 timestamp: float | None = None) -> None:
+        self.steps.append(Transition(self._obs, np.asarray(action), np.asarray(executed_action, np.float32),
+                                     float(reward), next_obs, bool(terminated), bool(truncated), bool(is_success),
+                                     timestamp))
+        self._obs = next_obs
+
+
 class DemoCollector:
     """Runs a collection session.
 
@@ -83,7 +112,8 @@ class DemoCollector:
         self.watchdog = ZeroWatchdog(cfg.zero_warn_s, getattr(device, "name", "device"))
         # Observable progress (tests and UIs poll these): "idle" | "running" | "review".
         self.state = "idle"
-        self.steps: list[Transition] = []
+        self.buffer = ReviewBuffer(None)
+        self.steps: list[Transition] = self.buffer.steps  # the episode under way / under review
         self.summary = CollectSummary()
 
     def _say(self, text: str) -> None:
@@ -100,8 +130,8 @@ class DemoCollector:
         attempt = s.already  # seeds continue after a resume instead of replaying the same scenes
         self.state = "idle"
         obs: Any = None
-        obs0: Any = None
-        self.steps = []
+        self.buffer = ReviewBuffer(None)
+        self.steps = self.buffer.steps
         if s.already >= episodes:
             self._say(f"store already has {s.already} >= {episodes} episodes in '{self.partition}'; nothing to do")
             s.rate = self.loop.stats
@@ -110,10 +140,11 @@ class DemoCollector:
             self._say(f"resuming: {s.already} of {episodes} episodes already in the store")
 
         def begin() -> None:
-            nonlocal obs, obs0, attempt
+            nonlocal obs, attempt
             obs, _ = self.env.reset(seed=self.seed + attempt)
             attempt += 1
-            obs0, self.steps = obs, []
+            self.buffer = ReviewBuffer(obs)
+            self.steps = self.buffer.steps
             self.device.on_episode_start(obs)
             self.state = "running"
             self._say(f"episode {s.already + s.kept + 1}/{episodes}: driving")
@@ -129,8 +160,9 @@ class DemoCollector:
             nonlocal obs
             if self.state == "running":
                 self.device.on_episode_end(self.steps[-1].is_success if self.steps else False)
-            self._finish(decision, obs0, self.steps, s)
-            self.state, obs, self.steps = "idle", None, []
+            self._finish(decision, self.buffer.obs0, self.steps, s)
+            self.buffer = ReviewBuffer(None)
+            self.state, obs, self.steps = "idle", None, self.buffer.steps
             self._say(f"kept {s.kept}, discarded {s.discarded}; start the next episode")
 
         try:
@@ -157,7 +189,7 @@ class DemoCollector:
                     begin()
                 if self.state == "running" and state_before == "running" and is_finite_command(cmd):
                     # The report that started the episode was read before the reset: it is no motion.
-                    obs, done = self._step(obs, cmd, self.steps, t)
+                    obs, done = self._step(obs, cmd, t)
                     n = len(self.steps)
                     if done or (self.cfg.max_episode_steps and n >= self.cfg.max_episode_steps):
                         end()
@@ -170,13 +202,9 @@ class DemoCollector:
         s.rate = self.loop.stats
         return s
 
-    def _step(self, obs: Any, cmd: Any, steps: list[Transition], t: float) -> tuple[Any, bool]:
-        action = to_env_action(cmd, self.layout)
-        next_obs, reward, terminated, truncated, info = self.env.step(action)
-        executed = np.asarray(info.get("executed_action", action), dtype=np.float32)
-        steps.append(Transition(obs, action, executed, float(reward), next_obs, bool(terminated), bool(truncated),
-                                step_success(info), t))
-        return next_obs, bool(terminated or truncated)
+    def _step(self, obs: Any, cmd: Any, t: float) -> tuple[Any, bool]:
+        step = env_step(self.env, obs, to_env_action(cmd, self.layout), sink=self.buffer, timestamp=t)
+        return step.next_obs, step.done
 
     def _finish(self, decision: Event, obs0: Any, steps: list[Transition], s: CollectSummary) -> None:
         if decision == Event.DISCARD or not steps:

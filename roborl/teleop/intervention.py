@@ -1,18 +1,16 @@
 """Interventions during online training (HIL-SERL, Luo et al. 2024, "Precise and Dexterous
 Robotic Manipulation via Human-in-the-Loop RL").
 
-The SAC runner calls ``source.poll(obs)`` every env step::
+The off-policy runner hands the source to :func:`roborl.envs.step.env_step`, which polls it
+every env step::
 
     source.reset(obs)                                  # at each episode start
-    active, op_action = source.poll(obs)               # op_action [A] in [-1, 1] or None
-    executed = op_action if active else policy_action
-    next_obs, r, term, trunc, info = env.step(executed)
-    store.add_step(action=policy_action, executed_action=info.get("executed_action", executed), ...,
-                   intervention=active)
-    recorder.step(...)                                 # optional: copies the segments to the demo partition
+    step = env_step(env, obs, policy_action, sink=store, source=source, recorder=recorder)
+    #   active, op_action = source.poll(obs); the operator's action is executed when active;
+    #   the store gets action=policy_action, executed_action, intervention=active
     ...at episode end: recorder.flush(store); metrics |= source.episode_stats()
 
-or uses :func:`run_episode`, which does exactly that. Intervention steps store the
+:func:`run_episode` is one such episode. Intervention steps store the
 operator's action as the executed action and ``intervention=True``; with
 ``copy_to_demo`` each contiguous intervention segment is also written to the demo
 partition as its own episode (HIL-SERL adds intervention data to both buffers), ending
@@ -25,6 +23,7 @@ from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
+from roborl.envs.step import EpisodeStats, env_step
 from roborl.teleop.config import InterventionConfig, TeleopConfig
 from roborl.teleop.device import Device, Event, ZeroWatchdog, to_env_action
 
@@ -221,10 +220,12 @@ class InterventionRecorder:
 
 def run_episode(env: Any, act: Callable[[Any], np.ndarray], source: InterventionSource | None, store: Any = None, *,
                 partition: str = "online", copy_to_demo: bool = True, seed: int | None = None) -> dict[str, float]:
-    """One episode where ``source`` may take over from ``act``; every step goes to ``store``.
+    """One episode where ``source`` may take over from ``act``; every step goes to ``store``
+    through :func:`roborl.envs.step.env_step`.
 
     act: ``(obs) -> action`` [A] in [-1, 1] (the policy). Returns episode metrics:
-    return, length, success, intervention_rate, intervention_steps, interventions, demo_segments.
+    return, length, success (of the last step), intervention_rate, intervention_steps,
+    interventions, demo_segments.
     """
     obs, _ = env.reset(seed=seed)
     if source is not None:
@@ -232,29 +233,17 @@ def run_episode(env: Any, act: Callable[[Any], np.ndarray], source: Intervention
     recorder = InterventionRecorder()
     if store is not None:
         store.start_episode(obs, partition=partition)
-    ret, n, success, done = 0.0, 0, False, False
-    while not done:
-        policy_action = np.asarray(act(obs), dtype=np.float32)
-        active, op_action = source.poll(obs) if source is not None else (False, None)
-        executed = op_action if active and op_action is not None else policy_action
-        next_obs, reward, terminated, truncated, info = env.step(executed)
-        executed = np.asarray(info.get("executed_action", executed), dtype=np.float32)
-        success = bool(info.get("is_success", False))
-        done = bool(terminated or truncated)
-        if store is not None:
-            store.add_step(action=policy_action, executed_action=executed, reward=float(reward), next_obs=next_obs,
-                           terminated=bool(terminated), truncated=bool(truncated), is_success=success,
-                           intervention=bool(active))
-        recorder.step(obs=obs, action=policy_action, executed_action=executed, reward=float(reward), next_obs=next_obs,
-                      terminated=bool(terminated), truncated=bool(truncated), intervention=bool(active),
-                      is_success=success)
-        ret += float(reward)
-        n += 1
-        obs = next_obs
+    stats = EpisodeStats()
+    step = None
+    while step is None or not step.done:
+        step = env_step(env, obs, np.asarray(act(obs), dtype=np.float32), sink=store, source=source,
+                        recorder=recorder, stats=stats)
+        obs = step.next_obs
     segments = recorder.flush(store) if (store is not None and copy_to_demo) else len(recorder.segments)
-    stats = source.episode_stats() if source is not None else {"intervention_rate": 0.0, "intervention_steps": 0.0,
-                                                               "interventions": 0.0}
-    return {"return": ret, "length": float(n), "success": float(success), **stats, "demo_segments": float(segments)}
+    stats_i = source.episode_stats() if source is not None else {"intervention_rate": 0.0, "intervention_steps": 0.0,
+                                                                 "interventions": 0.0}
+    return {"return": stats.ret, "length": float(stats.length), "success": float(step.success), **stats_i,
+            "demo_segments": float(segments)}
 
 
 def build_intervention(cfg: InterventionConfig, env: Any, teleop: TeleopConfig | None = None,

@@ -17,16 +17,9 @@ from roborl.teleop.device import Command, DeviceBase, Event, from_env_action
 
 def make_expert(env: Any, noise: float = 0.0, seed: int = 0) -> Any:
     """The task's scripted expert: ``exp.reset(); a = exp(obs)`` with ``a`` in the env's action space."""
-    try:
-        from roborl.envs import expert
-    except ImportError:
-        raise UsageError("device 'scripted': roborl.envs.expert is not available in this install") from None
-    if not callable(expert):  # the submodule roborl.envs.expert rather than its re-exported function
-        expert = expert.expert
-    try:
-        return expert(env, noise=noise, seed=seed)
-    except TypeError:  # an expert factory without a seed argument
-        return expert(env, noise=noise)
+    from roborl.envs.expert import expert
+
+    return expert(env, noise=noise, seed=seed)
 
 
 class ScriptedDevice(DeviceBase):

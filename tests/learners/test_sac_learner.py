@@ -100,7 +100,7 @@ def test_critic_fits_a_fixed_target(precision: str) -> None:
 
 
 def test_metric_accumulator_averages_each_key_over_its_own_count() -> None:
-    from roborl.runners.sac import Accumulator
+    from roborl.runs import Accumulator
 
     acc = Accumulator()
     acc.add({"critic_loss": torch.tensor(2.0), "actor_loss": torch.tensor(4.0)})

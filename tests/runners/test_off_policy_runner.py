@@ -1,4 +1,4 @@
-"""SAC runner: a short Pendulum run improves, exact resume, kill -9 resume through the CLI."""
+"""Off-policy runner (SAC): a short Pendulum run improves, exact resume, kill -9 resume through the CLI."""
 from __future__ import annotations
 
 import json
@@ -15,7 +15,7 @@ import torch
 
 from roborl import config as C
 from roborl.runners.config import RunConfig
-from roborl.runners.sac import SACRunner
+from roborl.runners.off_policy import OffPolicyRunner
 
 SMALL = ["env.id=Pendulum-v1", "sac.hidden=[64,64]", "sac.batch_size=64", "sac.warmup_steps=200",
          "store.sampler.demo_fraction=0", "train.eval_episodes=2", "train.log_every=100"]
@@ -31,7 +31,7 @@ def test_pendulum_training_clearly_improves(tmp_path: Path) -> None:
 
     cfg = cfg_for(tmp_path / "run", "train.total_steps=3500", "train.eval_every=0", "train.eval_episodes=5",
                   "sac.lr=1e-3", "train.checkpoint_every=100000")
-    runner = SACRunner(cfg, tmp_path / "run")
+    runner = OffPolicyRunner(cfg, tmp_path / "run")
     before = run_episodes(SACPolicy(runner.learner), cfg.env, 5, seed=123).return_mean
     summary = runner.train()
     after = run_episodes(SACPolicy(runner.learner), cfg.env, 5, seed=123).return_mean
@@ -42,7 +42,7 @@ def test_pendulum_training_clearly_improves(tmp_path: Path) -> None:
 
 def test_resume_gives_identical_next_batch_and_parameters(tmp_path: Path) -> None:
     cfg = cfg_for(tmp_path / "run", "train.total_steps=400", "train.eval_every=0", "train.checkpoint_every=400")
-    r1 = SACRunner(cfg, tmp_path / "run")
+    r1 = OffPolicyRunner(cfg, tmp_path / "run")
     r1.train()
     # State right after the final checkpoint: the next batch and the next update.
     b1 = r1.sampler.sample(64, gamma=0.99, step=r1.step)
@@ -50,7 +50,7 @@ def test_resume_gives_identical_next_batch_and_parameters(tmp_path: Path) -> Non
     p1 = [p.detach().clone() for p in r1.learner.parameters()]
     r1.close()
 
-    r2 = SACRunner(cfg, tmp_path / "run")
+    r2 = OffPolicyRunner(cfg, tmp_path / "run")
     assert r2.try_resume() and r2.step == 400
     b2 = r2.sampler.sample(64, gamma=0.99, step=r2.step)
     for k in ("obs", "action", "reward", "next_obs", "discount", "index"):
@@ -65,7 +65,7 @@ def test_stores_executed_action_and_checkpoint_meta(tmp_path: Path) -> None:
     from roborl.checkpoint import load_checkpoint
 
     cfg = cfg_for(tmp_path / "run", "train.total_steps=250", "train.eval_every=0", "train.checkpoint_every=1000")
-    r = SACRunner(cfg, tmp_path / "run")
+    r = OffPolicyRunner(cfg, tmp_path / "run")
     r.train()
     gen = r.store.generation
     r.close()
@@ -115,7 +115,7 @@ def test_scripted_interventions_are_flagged_and_copied_to_demo(tmp_path: Path) -
                                    "train.eval_every=0", "train.eval_episodes=1", "sac.warmup_steps=149",
                                    "store.sampler.demo_fraction=0", "intervention.source=scripted",
                                    "intervention.every=1", "intervention.start_step=5", "intervention.duration=10"])
-    r = SACRunner(cfg, tmp_path / "run")
+    r = OffPolicyRunner(cfg, tmp_path / "run")
     r.train()
     r.close()
     store = ReplayStore.open(tmp_path / "run" / "store", mode="r")
@@ -137,7 +137,7 @@ def test_float64_gymnasium_mujoco_env_trains(tmp_path: Path) -> None:
     cfg = C.load(RunConfig, None, ["env.id=InvertedPendulum-v5", f"run.dir={tmp_path}/run", "train.total_steps=120",
                                    "train.eval_every=0", "train.eval_episodes=1", "sac.hidden=[32,32]",
                                    "sac.batch_size=32", "sac.warmup_steps=50", "store.sampler.demo_fraction=0"])
-    r = SACRunner(cfg, tmp_path / "run")
+    r = OffPolicyRunner(cfg, tmp_path / "run")
     summary = r.train()
     r.close()
     assert summary["env_steps"] == 120

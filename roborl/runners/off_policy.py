@@ -1,0 +1,378 @@
+"""The off-policy runner: env stack -> persistent store -> RAM sampler -> learner, with eval and checkpoints.
+
+The runner owns the loop (rsl_rl's split): the learner sees tensors only. It is built for one
+``train.algo`` of kind ``off_policy`` in :data:`roborl.learners.LEARNERS`: the learner class and
+its config section (``cfg.<section>``) come from the registry, and the runner talks to the
+learner only through :class:`roborl.learners.base.OffPolicyLearner`. Every step goes through
+:func:`roborl.envs.step.env_step` (full env stack including the safety layer; the store
+receives the *executed* action, ``info["executed_action"]``, so the critic learns about what
+the robot actually did). Checkpoints hold the model, optimisers, normaliser, alpha, RNG
+states, sampler state, counters and the store's commit generation; ``roborl train`` on the
+same ``run.dir`` resumes from the latest one and says so.
+
+The remote learner and actor (:mod:`roborl.runners.distributed`) drive the same object through
+its public methods: ``start_learning``, ``update``, ``advance_to``, ``acting_state`` /
+``load_acting_state``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from roborl import config as C
+from roborl.checkpoint import find_checkpoint, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from roborl.envs.step import EpisodeStats, env_step
+from roborl.errors import UsageError
+from roborl.eval.episodes import eval_seed
+from roborl.learners import LEARNERS, build_learner
+from roborl.runners.config import RunConfig
+from roborl.runs import Accumulator, MetricsLogger, progress, resolve_device, write_config
+
+__all__ = ["OffPolicyRunner", "Accumulator", "resolve_demo_path", "run"]
+
+
+def resolve_demo_path(p: str) -> Path:
+    """A demo store path from the config: as given (relative to the CWD), else relative to the repo root."""
+    cand = Path(p)
+    if cand.exists():
+        return cand
+    repo = Path(__file__).resolve().parents[2] / p
+    if repo.exists():
+        return repo
+    raise UsageError(f"store.demos: demo store not found: {p}")
+
+
+class OffPolicyRunner:
+    """Owns one off-policy run (``train.algo`` of kind ``off_policy``). Pieces are public methods so
+    the actor/learner split (:mod:`roborl.runners.distributed`) drives the same code."""
+
+    def __init__(self, cfg: RunConfig, run_dir: Path, *, with_env: bool = True,
+                 spaces: tuple[Any, Any] | None = None) -> None:
+        """``with_env=False`` (a remote learner) builds no env; then ``spaces`` = (observation_space,
+        action_space) avoids even a probe env (which, for ``robot://`` ids, would connect to the robot)."""
+        from roborl.envs.config import build_env
+        from roborl.store import ReplayStore, Sampler
+
+        self.algo = cfg.train.algo
+        spec = LEARNERS[self.algo]
+        if spec.kind != "off_policy":
+            raise UsageError(f"train.algo: {self.algo!r} is {spec.kind}, not an off-policy learner")
+        self.section = spec.section
+        self.lcfg: Any = getattr(cfg, spec.section)  # the learner's config: batch_size, gamma, utd, warmup_steps
+        if cfg.env.normalize_obs:
+            # Off-policy data must keep its meaning: stored observations normalised with statistics
+            # that keep moving would silently change under the critic. The learner normalises inside
+            # with statistics fitted once (<section>.normalize_obs) and saved in checkpoints.
+            raise UsageError(f"env.normalize_obs: not supported with {self.algo.upper()} (stored observations must "
+                             f"stay raw); use {self.section}.normalize_obs instead")
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.device = resolve_device(cfg.device)
+        self.seed = cfg.run.seed
+        if cfg.train.threads and self.device == "cpu":
+            torch.set_num_threads(cfg.train.threads)
+        np.random.seed(self.seed)
+        torch.manual_seed(self.seed)
+        self.env = build_env(cfg.env, seed=self.seed) if with_env else None
+        if self.env is not None or spaces is None:
+            probe = self.env if self.env is not None else build_env(cfg.env, seed=self.seed, eval=True)
+            obs_space, act_space = probe.observation_space, probe.action_space
+            if probe is not self.env:
+                probe.close()
+        else:
+            obs_space, act_space = spaces
+        if len(getattr(obs_space, "shape", ()) or ()) != 1 or len(getattr(act_space, "shape", ()) or ()) != 1:
+            raise UsageError(f"env.id: {self.algo.upper()} needs flat Box observations and actions; {cfg.env.id} has "
+                             f"{type(obs_space).__name__} observations (use state observations)")
+        if not np.allclose(act_space.low, -1) or not np.allclose(act_space.high, 1):
+            raise UsageError(f"env.id: {cfg.env.id} actions are not scaled to [-1, 1] (enable env action scaling)")
+        self.obs_space, self.act_space = obs_space, act_space
+        self.obs_dim, self.act_dim = int(obs_space.shape[0]), int(act_space.shape[0])
+
+        relabeler = self._goal_relabeler()  # before any file is written: a misconfiguration leaves no run dir
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        store_path = Path(cfg.store.path) if cfg.store.path else self.run_dir / "store"
+        fresh_store = not (store_path.exists() and any(store_path.iterdir()))
+        self.store = ReplayStore.open_or_create(store_path, env_id=cfg.env.id, observation_space=obs_space,
+                                                action_space=act_space, online_capacity=cfg.store.online_capacity)
+        if fresh_store:
+            for p in cfg.store.demos:
+                self.store.merge_from(resolve_demo_path(p), partition="demo", allow_env_mismatch=cfg.store.allow_env_mismatch)
+        self.sampler = Sampler(self.store, cfg.store.sampler, device=self.device, seed=self.seed,
+                               relabeler=relabeler)
+        self.intervention = None
+        if self.env is not None and cfg.intervention.source != "none":
+            from roborl.teleop.intervention import build_intervention
+
+            self.intervention = build_intervention(cfg.intervention, self.env, cfg.teleop, seed=self.seed)
+        self.learner = build_learner(self.algo, self.obs_dim, self.act_dim, self.lcfg, self.device)
+        self.policy = self.learner.as_policy()
+        self._step = 0
+        self._episodes = 0
+        self._learning_started = False
+        self.wall_offset = 0.0
+        self.rng = np.random.default_rng(self.seed)
+
+    # ------------------------------------------------------------------ counters (read-only outside)
+    @property
+    def step(self) -> int:
+        """Env steps taken (by this runner's env or, on a remote learner, by the actor's stream)."""
+        return self._step
+
+    @property
+    def episodes(self) -> int:
+        return self._episodes
+
+    @property
+    def learning_started(self) -> bool:
+        return self._learning_started
+
+    def advance_to(self, step: int) -> None:
+        """Env steps taken elsewhere (a remote actor's stream position): the count never goes back."""
+        self._step = max(self._step, int(step))
+
+    def _goal_relabeler(self) -> Any:
+        """The env's HER goal relabeler when ``store.sampler.her_fraction`` > 0 (else None)."""
+        cfg = self.cfg
+        if cfg.store.sampler.her_fraction <= 0:
+            return None
+        key = "store.sampler.her_fraction"
+        if cfg.env.terminate_on_success:
+            # A success under the original goal ended the episode; under a relabelled goal it would not have.
+            raise UsageError(f"{key}: HER cannot be combined with env.terminate_on_success")
+        if cfg.env.obs_history or cfg.env.obs_last_actions:
+            raise UsageError(f"{key}: HER cannot relabel the goals inside env.obs_history / env.obs_last_actions")
+        if cfg.env.id.startswith("robot://"):
+            raise UsageError(f"{key}: {cfg.env.id} has no goal to relabel (HER is for goal-conditioned sim tasks)")
+        from roborl.envs.config import build_env
+
+        env = self.env if self.env is not None else build_env(cfg.env, seed=self.seed, eval=True)
+        try:
+            fn = getattr(env.unwrapped, "goal_relabeler", None)
+            relabeler = fn() if callable(fn) else None
+        finally:
+            if env is not self.env:
+                env.close()
+        if relabeler is None:
+            raise UsageError(f"{key}: {cfg.env.id} has no goal to relabel (HER needs a goal-conditioned env with "
+                             f"state observations: roborl/Reach-v0, Push-v0, PickPlace-v0); set {key}=0")
+        return relabeler
+
+    # ------------------------------------------------------------------ checkpoints
+    def meta(self) -> dict[str, Any]:
+        return {"algo": self.algo, "config": C.to_dict(self.cfg), "obs_shape": [self.obs_dim],
+                "act_shape": [self.act_dim], "env_id": self.cfg.env.id, "store_generation": int(self.store.generation),
+                "step": self._step, "episodes": self._episodes}
+
+    def save(self, elapsed: float) -> Path:
+        state = {"learner": self.learner.full_state(), "sampler": self.sampler.state_dict(), "rng": rng_state(),
+                 "runner_rng": self.rng.bit_generator.state,
+                 "counters": {"step": self._step, "episodes": self._episodes,
+                              "learning_started": self._learning_started, "wall_time": elapsed}}
+        return save_checkpoint(self.run_dir, self._step, state, self.meta())
+
+    def try_resume(self) -> bool:
+        if find_checkpoint(self.run_dir) is None:
+            return False
+        state, meta, step = load_checkpoint(self.run_dir)
+        if meta.get("algo") != self.algo:
+            raise UsageError(f"run.dir: {self.run_dir} holds a {meta.get('algo')!r} checkpoint, not {self.algo!r}")
+        if list(meta.get("obs_shape", [])) != [self.obs_dim] or list(meta.get("act_shape", [])) != [self.act_dim]:
+            raise UsageError(f"run.dir: checkpoint spaces {meta.get('obs_shape')}/{meta.get('act_shape')} do not match "
+                             f"env {self.cfg.env.id} ({self.obs_dim}/{self.act_dim})")
+        try:
+            self.learner.load_full_state(state["learner"])
+        except (RuntimeError, KeyError, ValueError) as e:
+            raise UsageError(f"run.dir: checkpoint does not fit this config's networks ({self.section}.*): "
+                             f"{str(e).splitlines()[0]}") from None
+        self.sampler.load_state_dict(state["sampler"])
+        set_rng_state(state["rng"])
+        self.rng.bit_generator.state = state["runner_rng"]
+        cnt = state["counters"]
+        self._step, self._episodes = int(cnt["step"]), int(cnt["episodes"])
+        self._learning_started = bool(cnt["learning_started"])
+        self.wall_offset = float(cnt.get("wall_time", 0.0))
+        return True
+
+    # ------------------------------------------------------------------ learning pieces
+    def ready_to_learn(self) -> bool:
+        have = self.store.num_steps("demo") + self.store.num_steps("online")
+        return self._step >= self.lcfg.warmup_steps and have >= self.lcfg.batch_size
+
+    def start_learning(self) -> None:
+        """The learner's start hook (normaliser fit, demo pretraining, ...) with the runner's sampler."""
+        demo = self.store.num_steps("demo")
+        self.learner.start_learning(self.sampler.sample, num_steps=demo + self.store.num_steps("online"),
+                                    num_demo_steps=demo)
+        self._learning_started = True
+
+    def update(self, acc: Accumulator, n: int | None = None) -> int:
+        """``n`` gradient updates (default ``<section>.utd``), each on a fresh batch; priorities are
+        refreshed from the returned |TD| unless the sampler is uniform. Returns n."""
+        c = self.lcfg
+        n = c.utd if n is None else n
+        prioritized = self.cfg.store.sampler.kind != "uniform"
+        for _ in range(n):
+            batch = self.sampler.sample(c.batch_size, gamma=c.gamma, step=self._step)
+            metrics, td_abs = self.learner.update(batch)
+            if prioritized:
+                self.sampler.update_priorities(batch.index, td_abs)
+            acc.add(metrics)
+        return n
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        """Uniform random actions [A] until learning starts, then a stochastic policy sample."""
+        if not self._learning_started:
+            return self.rng.uniform(-1.0, 1.0, size=self.act_dim).astype(np.float32)
+        return self.learner.act(obs[None], deterministic=False)[0].cpu().numpy()
+
+    def acting_state(self) -> dict[str, Any]:
+        """The weights an actor needs (published by a remote learner)."""
+        return self.learner.acting_state()
+
+    def load_acting_state(self, state: dict[str, Any]) -> None:
+        """An actor received weights: load them and act with the policy from now on."""
+        self.learner.load_acting_state(state)
+        self._learning_started = True
+
+    def evaluate(self) -> dict[str, Any]:
+        from roborl.eval.episodes import run_episodes
+
+        self.learner.eval()
+        res = run_episodes(self.policy, self.cfg.env, self.cfg.train.eval_episodes, seed=eval_seed(self.seed))
+        self.learner.train()
+        return res.to_json()
+
+    # ------------------------------------------------------------------ acting
+    def reset_episode(self, recorder: Any = None) -> np.ndarray:
+        """Reset the env (seed run.seed + episodes) and open an online episode in the store."""
+        assert self.env is not None
+        obs, _ = self.env.reset(seed=self.seed + self._episodes)
+        if self.intervention is not None:
+            self.intervention.reset(obs)
+            if recorder is not None:
+                recorder.start()
+        self.store.start_episode(obs, partition="online")
+        return obs
+
+    def collect_step(self, obs: np.ndarray, stats: EpisodeStats, recorder: Any = None) -> Any:
+        """Act on ``obs`` and take one :func:`~roborl.envs.step.env_step` into the store -> the Step.
+        An ended episode is counted here; the caller logs it and calls :meth:`reset_episode`."""
+        self.learner.set_progress(self._step)
+        s = env_step(self.env, obs, self.act(obs), sink=self.store, source=self.intervention,
+                     recorder=recorder if self.intervention is not None else None, stats=stats)
+        self._step += 1
+        if s.done:
+            self._episodes += 1
+        return s
+
+    # ------------------------------------------------------------------ the loop
+    def train(self, quiet: bool = False) -> dict[str, Any]:
+        cfg, t = self.cfg, self.cfg.train
+        resumed = self.try_resume()
+        write_config(self.run_dir, cfg)
+        logger = MetricsLogger(self.run_dir)
+        logger.set_time_offset(self.wall_offset)
+        if resumed:
+            print(f"resumed from step {self._step}", flush=True)
+        t0 = time.time() - self.wall_offset
+        assert self.env is not None
+        from roborl.teleop.intervention import InterventionRecorder
+
+        source = self.intervention
+        recorder = InterventionRecorder()
+        obs = self.reset_episode(recorder)
+        ep = EpisodeStats()
+        acc = Accumulator()
+        last_log = last_ckpt = self._step
+        last_eval = self._step
+        rate_t, rate_step, rate_upd = time.time(), self._step, 0
+        last_eval_res: dict[str, Any] = {}
+        bar = progress(total=t.total_steps, initial=self._step, desc=self.algo.upper())
+        deadline = t0 + 60 * t.max_minutes if t.max_minutes else math.inf
+        try:
+            while self._step < t.total_steps and time.time() < deadline:
+                if not self._learning_started and self.ready_to_learn():
+                    self.start_learning()
+                s = self.collect_step(obs, ep, recorder)
+                bar.update(1)
+                obs = s.next_obs
+                if s.done:
+                    row = {"train/return": ep.ret, "train/success": float(ep.success), "train/length": ep.length,
+                           "train/safety_clips": ep.safety_clips, "train/episode": self._episodes}
+                    if source is not None:
+                        stats = source.episode_stats()
+                        row.update({"train/intervention_rate": stats["intervention_rate"],
+                                    "train/interventions": stats["interventions"]})
+                        if cfg.intervention.copy_to_demo:
+                            # Takeover segments also go to the demo partition (never evicted, sampled like demos).
+                            row["train/intervention_segments"] = recorder.flush(self.store)
+                    logger.log(self._step, row)
+                    obs = self.reset_episode(recorder)
+                    ep.reset()
+                if self._learning_started:
+                    rate_upd += self.update(acc)
+                if self._step - last_log >= t.log_every:
+                    now = time.time()
+                    row = acc.pop()
+                    row.update({"env_steps_per_s": (self._step - rate_step) / max(now - rate_t, 1e-9),
+                                "updates_per_s": rate_upd / max(now - rate_t, 1e-9)})
+                    logger.log(self._step, row, prefix="")
+                    rate_t, rate_step, rate_upd = now, self._step, 0
+                    last_log = self._step
+                if t.eval_every and self._step - last_eval >= t.eval_every:
+                    last_eval_res = self.evaluate()
+                    last_eval = self._step
+                    logger.log(self._step, {"eval/return": last_eval_res["return_mean"],
+                                            "eval/success": last_eval_res["success_rate"],
+                                            "eval/episodes": last_eval_res["episodes"]})
+                    bar.set_postfix(success=f"{last_eval_res['success_rate']:.2f}")
+                if self._step - last_ckpt >= t.checkpoint_every:
+                    self.save(time.time() - t0)
+                    last_ckpt = self._step
+            # Final eval + checkpoint.
+            if last_eval != self._step:
+                last_eval_res = self.evaluate()
+                logger.log(self._step, {"eval/return": last_eval_res["return_mean"],
+                                        "eval/success": last_eval_res["success_rate"],
+                                        "eval/episodes": last_eval_res["episodes"]})
+            ckpt = self.save(time.time() - t0)
+        finally:
+            bar.close()
+            logger.close()
+        return {"run_dir": str(self.run_dir), "checkpoint": str(ckpt), "env_steps": self._step,
+                "episodes": self._episodes, "wall_s": round(time.time() - t0, 1),
+                "device": str(self.learner.device), "precision": getattr(self.learner, "precision", "fp32"),
+                "eval_success": last_eval_res.get("success_rate"), "eval_return": last_eval_res.get("return_mean"),
+                "eval_seed": eval_seed(self.seed)}
+
+    def close(self) -> None:
+        if self.intervention is not None:
+            self.intervention.close()
+        if self.env is not None:
+            self.env.close()
+        self.store.close()
+
+
+def run(cfg: RunConfig, run_dir: Path, role: str = "local", learner_addr: str | None = None) -> int:
+    """Entry point for ``roborl train`` with an off-policy ``train.algo``; ``role`` learner/actor is the
+    split across machines (:mod:`roborl.runners.distributed`)."""
+    if role != "local":
+        from roborl.runners import distributed
+
+        return distributed.run(cfg, run_dir, role, learner_addr, OffPolicyRunner)
+    runner = OffPolicyRunner(cfg, run_dir)
+    try:
+        summary = runner.train()
+    finally:
+        runner.close()
+    import json
+
+    print(json.dumps(summary), flush=True)
+    return 0
