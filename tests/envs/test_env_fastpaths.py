@@ -1,4 +1,4 @@
-"""The per-step fast paths of the wrapper stack (issue 2 bench) give exactly what the plain
+"""The per-step fast paths of the wrapper stack give exactly what the plain
 numpy formulations give: safety filter, joint-velocity screen, trusted env step, rescale,
 observation normalization and DR noise."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""env.obs_last_actions / env.obs_history: action and observation history in the observation (issue 5)."""
+"""env.obs_last_actions / env.obs_history: action and observation history in the observation."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""`roborl eval` through the real CLI in a subprocess (issue 8): reproduction, JSON, bad input."""
+"""`roborl eval` through the real CLI in a subprocess: reproduction, JSON, bad input."""
 from __future__ import annotations
 
 import json

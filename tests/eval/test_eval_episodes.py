@@ -1,4 +1,4 @@
-"""run_episodes, EvalResult and the Wilson interval (issue 8)."""
+"""run_episodes, EvalResult and the Wilson interval."""
 from __future__ import annotations
 
 import gymnasium as gym

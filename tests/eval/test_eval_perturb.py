@@ -1,4 +1,4 @@
-"""The held-out perturbation grid (issue 5, "Sim-to-real proxy")."""
+"""The held-out perturbation grid."""
 from __future__ import annotations
 
 from pathlib import Path

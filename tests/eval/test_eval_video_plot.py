@@ -1,4 +1,4 @@
-"""Videos, learning-curve plots and reports (issue 8)."""
+"""Videos, learning-curve plots and reports."""
 from __future__ import annotations
 
 import json

@@ -1,4 +1,4 @@
-"""kill -9 crash test: a writer subprocess is SIGKILLed at random moments (issue 3).
+"""kill -9 crash test: a writer subprocess is SIGKILLed at random moments.
 
 After every trial: the store verifies read-only *before* recovery (the committed state is
 always consistent), a writable open recovers it, every acknowledged step is present
