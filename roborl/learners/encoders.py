@@ -105,6 +105,7 @@ class PixelEncoder(nn.Module):
     def __init__(self, spec: Mapping[str, tuple[int, ...]], *, shared: bool = False, channels: int = 32,
                  layers: int = 4, feature_dim: int = 50, pad: int = 0) -> None:
         super().__init__()
+        spec = {k.replace("/", "."): v for k, v in spec.items()}  # the store's leaf names (pixels.front)
         self.keys = image_keys(spec)
         self.shapes = {k: _chw(tuple(spec[k])) for k in self.keys}
         self.shared, self.pad = shared, pad

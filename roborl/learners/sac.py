@@ -68,7 +68,7 @@ class SAC(nn.Module):
         self.base_encoder: nn.Module | None = None
         self.frozen = False
         if isinstance(obs_dim, Mapping):
-            spec = {k: tuple(int(d) for d in v) for k, v in obs_dim.items()}
+            spec = {_leaf(k): tuple(int(d) for d in v) for k, v in obs_dim.items()}
             self.obs_spec: dict[str, tuple[int, ...]] | None = spec
             self.vec_keys = E.vector_keys(spec)
             vec_dim = int(sum(math.prod(spec[k]) for k in self.vec_keys))
@@ -194,10 +194,18 @@ class SAC(nn.Module):
         return out
 
     def _as_tensors(self, obs: Any) -> torch.Tensor | dict[str, torch.Tensor]:
-        if isinstance(obs, Mapping):
-            return {k: torch.as_tensor(np.asarray(v) if not isinstance(v, torch.Tensor) else v, device=self.device)
-                    for k, v in obs.items()}
-        return torch.as_tensor(obs, dtype=torch.float32, device=self.device)
+        """Flat obs -> float32 [N, O]; a (nested) Dict obs, batched ``[N, *shape]`` or one env step
+        (no batch dim), -> ``{leaf: [N, *shape]}`` named as the store names them (``pixels.front``)."""
+        if not isinstance(obs, Mapping):
+            return torch.as_tensor(obs, dtype=torch.float32, device=self.device)
+        assert self.obs_spec is not None
+        out: dict[str, torch.Tensor] = {}
+        for k, v in _flatten(obs).items():
+            t = v if isinstance(v, torch.Tensor) else torch.as_tensor(np.asarray(v))
+            if k in self.obs_spec and t.dim() == len(self.obs_spec[k]):
+                t = t.unsqueeze(0)  # one env step
+            out[k] = t.to(self.device)
+        return out
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor | np.ndarray | Mapping[str, Any], deterministic: bool = False) -> torch.Tensor:
@@ -417,6 +425,22 @@ class SAC(nn.Module):
 
     def as_policy(self) -> "SACPolicy":
         return SACPolicy(self)
+
+
+def _leaf(name: str) -> str:
+    """One leaf naming for Dict observations: the store's dotted keys (``spaces.leaves`` joins with ``/``)."""
+    return name.replace("/", ".")
+
+
+def _flatten(obs: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in obs.items():
+        name = _leaf(prefix + str(k))
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, name + "."))
+        else:
+            out[name] = v
+    return out
 
 
 def _adam(params: Any, lr: float) -> torch.optim.Optimizer:

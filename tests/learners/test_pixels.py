@@ -14,7 +14,7 @@ from roborl.learners import encoders as E
 from roborl.learners.config import SACConfig
 from roborl.learners.sac import SAC, policy_from_checkpoint
 
-SPEC = {"proprio": (3,), "pixels/front": (16, 16, 3), "pixels/wrist": (16, 16, 3)}
+SPEC = {"proprio": (3,), "pixels.front": (16, 16, 3), "pixels.wrist": (16, 16, 3)}
 
 
 def _cfg(**kw: object) -> SACConfig:
@@ -27,8 +27,8 @@ def _batch(b: int = 16, seed: int = 0, index: torch.Tensor | None = None) -> Bat
 
     def obs() -> dict[str, torch.Tensor]:
         return {"proprio": torch.randn(b, 3, generator=g),
-                "pixels/front": torch.randint(0, 256, (b, 16, 16, 3), generator=g, dtype=torch.uint8),
-                "pixels/wrist": torch.randint(0, 256, (b, 16, 16, 3), generator=g, dtype=torch.uint8)}
+                "pixels.front": torch.randint(0, 256, (b, 16, 16, 3), generator=g, dtype=torch.uint8),
+                "pixels.wrist": torch.randint(0, 256, (b, 16, 16, 3), generator=g, dtype=torch.uint8)}
 
     return Batch(obs=obs(), action=torch.rand(b, 2, generator=g) * 2 - 1, reward=torch.randn(b, generator=g),
                  next_obs=obs(), discount=torch.full((b,), 0.99), weight=torch.ones(b),
@@ -146,7 +146,7 @@ def test_cache_recomputes_when_a_row_holds_another_frame(tmp_path) -> None:
 
 
 def test_frozen_weights_shape_mismatch_is_one_line(tmp_path) -> None:
-    other = {"proprio": (3,), "pixels/front": (32, 32, 3), "pixels/wrist": (32, 32, 3)}
+    other = {"proprio": (3,), "pixels.front": (32, 32, 3), "pixels.wrist": (32, 32, 3)}
     E.save_encoder(tmp_path / "big.safetensors", E.PixelEncoder(other, channels=8, layers=2, feature_dim=16))
     with pytest.raises(UsageError, match=r"sac.encoder.weights: .* encodes inputs") as e:
         SAC(SPEC, 2, _cfg(encoder={"weights": str(tmp_path / "big.safetensors")}))
@@ -185,7 +185,7 @@ def _dot_task(n: int, rng: np.random.Generator) -> tuple[dict[str, torch.Tensor]
     img = np.zeros((n, 16, 16, 3), np.uint8)
     col = np.clip(np.round((x + 1) / 2 * 15), 0, 15).astype(int)
     img[np.arange(n), :, col, :] = 255
-    return {"proprio": torch.zeros(n, 1), "pixels/front": torch.from_numpy(img)}, torch.from_numpy(x)
+    return {"proprio": torch.zeros(n, 1), "pixels.front": torch.from_numpy(img)}, torch.from_numpy(x)
 
 
 @pytest.mark.slow  # ~60 s of CPU (300 conv updates)
@@ -193,7 +193,7 @@ def test_pixel_sac_learns_an_image_only_task() -> None:
     """A one-step task (discount 0) whose reward -(a - x)^2 depends on x seen only in the image."""
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
-    spec = {"proprio": (1,), "pixels/front": (16, 16, 3)}
+    spec = {"proprio": (1,), "pixels.front": (16, 16, 3)}
     sac = SAC(spec, 1, build(SACConfig, {"hidden": [64, 64], "lr": 1e-3, "init_alpha": 0.05, "target_entropy": -3.0,
                                          "encoder": {"channels": 8, "layers": 2, "feature_dim": 16, "pad": 1}}))
     test_obs, test_x = _dot_task(256, rng)
