@@ -158,7 +158,7 @@ class EmbeddingCache(nn.Module):
     Not saved in checkpoints (buffers are non-persistent): it refills from the store after a resume.
     """
 
-    def __init__(self, size: int, dim: int, n_probe: int = 256, seed: int = 0) -> None:
+    def __init__(self, size: int, dim: int, n_probe: int = 64, seed: int = 0) -> None:
         super().__init__()
         self.size, self.dim, self.n_probe = int(size), int(dim), int(n_probe)
         self.register_buffer("emb", torch.zeros(self.size, self.dim), persistent=False)
@@ -180,7 +180,9 @@ class EmbeddingCache(nn.Module):
                 pos = torch.randint(0, n, (min(self.n_probe, n),), generator=g)
                 wts = torch.randint(1, 1 << 20, (len(pos),), generator=g, dtype=torch.int64)
                 pr = self._probe[(k, n)] = (pos.to(x.device), wts.to(x.device))
-            v = (x.index_select(1, pr[0]).to(torch.int64) * pr[1]).sum(1)
+            # One flat take of B * n_probe bytes (index_select along dim 1 of uint8 is ~2x slower).
+            flat = (torch.arange(x.shape[0], device=x.device)[:, None] * n + pr[0]).reshape(-1)
+            v = (x.reshape(-1).take(flat).view(x.shape[0], -1).to(torch.int64) * pr[1]).sum(1)
             out = v if out is None else out * 1_000_003 + v
         assert out is not None
         return out
