@@ -363,7 +363,8 @@ def _one_episode(policy: "Policy", env: Any, seed: int, deterministic: bool, wri
     t_success: float | None = None
     step_clips = 0.0
     while True:
-        o = np.asarray(obs, dtype=np.float32)[None]
+        # Dict observations (cameras) go to the policy as they are; it adds the batch dim per leaf.
+        o = obs if isinstance(obs, dict) else np.asarray(obs, dtype=np.float32)[None]
         a = np.asarray(policy.act(o, deterministic=deterministic))
         a = a.reshape(a.shape[1:]) if a.ndim >= 2 and a.shape[0] == 1 else a
         obs, reward, terminated, truncated, info = env.step(a)

@@ -11,7 +11,28 @@ from typing import Literal
 
 from roborl.config import field, non_negative, open_unit_interval, positive, unit_interval
 
-__all__ = ["SACConfig", "PPOConfig"]
+__all__ = ["SACConfig", "PPOConfig", "EncoderConfig"]
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """The image encoder of SAC on Dict observations with cameras (DrQ, Kostrikov 2020; DrQ-v2, Yarats 2021).
+
+    Ignored for flat observations. ``weights: null`` trains the encoder end to end with the critic;
+    a path loads a frozen encoder whose embeddings are cached once per stored frame.
+    """
+
+    shared: bool = field(False, doc="One conv encoder for all cameras (else one per camera).")
+    channels: int = field(32, doc="Conv channels per layer (DrQ: 32).", check=positive)
+    layers: int = field(4, doc="Conv layers (first stride 2, the rest stride 1; DrQ: 4).", check=positive)
+    feature_dim: int = field(50, doc="Features per camera after Linear + LayerNorm + tanh (DrQ: 50).", check=positive)
+    pad: int = field(4, doc="Random-shift augmentation: replicate-pad by this many pixels, crop back (0 = off).",
+                     check=non_negative)
+    tau: float = field(0.05, doc="Polyak rate of the target encoder (DrQ: 0.05).", check=unit_interval)
+    weights: str | None = field(None, doc="A frozen encoder (safetensors written by roborl.learners.encoders.save_encoder); "
+                                "null = train end to end.")
+    cache_size: int = field(200_000, doc="Frozen encoder: embedding cache slots (rows of the store, obs and next_obs "
+                            "each).", check=positive)
 
 
 @dataclass(frozen=True)
@@ -51,6 +72,7 @@ class SACConfig:
         "stays float32): ~3x faster matmuls on CPUs with AVX512-BF16/AMX and on Ampere+ GPUs (BENCHMARKS.md). "
         "auto = bf16 where the device runs it natively, else fp32.")
     normalize_obs: bool = field(True, doc="Normalise observations with mean/std fitted once when learning starts (saved in checkpoints).")
+    encoder: EncoderConfig = field(default_factory=EncoderConfig, doc="Image encoder for camera observations.")
 
     def __post_init__(self) -> None:
         if self.n_critics > 2 and self.critic_subset > self.n_critics:

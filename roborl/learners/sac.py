@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 import math
 import contextlib
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -42,58 +42,179 @@ class SAC(nn.Module):
     Acting: ``act(obs [N, O]) -> [N, A]`` final actions in [-1, 1].
     Learning: ``update(batch) -> (metrics, td_abs [B])``; metrics are detached 0-d tensors
     (no host sync per update; the runner aggregates them and syncs only when it logs).
+
+    Camera observations (``obs_dim`` an observation spec ``{leaf: shape}`` with image leaves,
+    ``obs`` dicts ``{leaf: [N, *shape]}``): a :class:`~roborl.learners.encoders.PixelEncoder`
+    (``cfg.encoder``) turns the cameras into features, concatenated with the normalised vector
+    leaves (normalisation applies to those only) into ``[N, F]``, which the actor, the critic
+    ensemble and the residual base read. End to end (DrQ, Kostrikov 2020): the critic loss trains
+    the encoder, the actor reads detached features, a target encoder follows by Polyak
+    (``encoder.tau``), every sampled batch is randomly shifted on the device. Frozen
+    (``encoder.weights``): no gradient, no augmentation, embeddings cached per stored row
+    (:class:`~roborl.learners.encoders.EmbeddingCache`).
     """
 
-    def __init__(self, obs_dim: int, act_dim: int, cfg: SACConfig, device: str = "cpu") -> None:
+    def __init__(self, obs_dim: int | Mapping[str, Any], act_dim: int, cfg: SACConfig, device: str = "cpu",
+                 load_encoder_weights: bool = True) -> None:
         super().__init__()
+        from roborl.learners import encoders as E
+
         self.cfg = cfg
-        self.obs_dim, self.act_dim = obs_dim, act_dim
+        self.act_dim = act_dim
         hidden = tuple(cfg.hidden)
-        self.normalizer = ObsNormalizer(obs_dim)
-        self.actor = TanhGaussianActor(obs_dim, act_dim, hidden)
-        self.critic = CriticEnsemble(cfg.n_critics, obs_dim, act_dim, hidden, cfg.layer_norm)
+        self.pixels = isinstance(obs_dim, Mapping) and bool(E.image_keys(obs_dim))
+        self.encoder: E.PixelEncoder | None = None
+        self.encoder_target: nn.Module | None = None
+        self.base_encoder: nn.Module | None = None
+        self.frozen = False
+        if isinstance(obs_dim, Mapping):
+            spec = {_leaf(k): tuple(int(d) for d in v) for k, v in obs_dim.items()}
+            self.obs_spec: dict[str, tuple[int, ...]] | None = spec
+            self.vec_keys = E.vector_keys(spec)
+            vec_dim = int(sum(math.prod(spec[k]) for k in self.vec_keys))
+        else:
+            self.obs_spec, self.vec_keys, vec_dim = None, (), int(obs_dim)
+        self.obs_dim = vec_dim
+        feat_dim = vec_dim
+        if self.pixels:
+            assert self.obs_spec is not None
+            ec = cfg.encoder
+            self.encoder = E.PixelEncoder(self.obs_spec, shared=ec.shared, channels=ec.channels, layers=ec.layers,
+                                          feature_dim=ec.feature_dim, pad=ec.pad)
+            feat_dim += self.encoder.out_dim
+            self.frozen = ec.weights is not None
+            if self.frozen:
+                if load_encoder_weights:
+                    E.load_encoder_state(ec.weights, self.encoder)
+                self.encoder.requires_grad_(False).eval()
+                self.cache_obs = E.EmbeddingCache(ec.cache_size, self.encoder.out_dim)
+                self.cache_next = E.EmbeddingCache(ec.cache_size, self.encoder.out_dim)
+            else:
+                self.encoder_target = E.frozen_copy(self.encoder)
+                if cfg.residual:
+                    # The BC base keeps its own encoder (trained by BC, then frozen with the base): the
+                    # online encoder keeps changing under the critic and would move a frozen base.
+                    self.base_encoder = copy.deepcopy(self.encoder)
+        self.feat_dim = feat_dim
+        self.normalizer = ObsNormalizer(vec_dim)
+        self.actor = TanhGaussianActor(feat_dim, act_dim, hidden)
+        self.critic = CriticEnsemble(cfg.n_critics, feat_dim, act_dim, hidden, cfg.layer_norm)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         # The residual base a_base(s) (Policy Decorator, Yuan et al. 2024; ResiP, Ankile et al. 2024):
         # trained by BC on demos, then frozen; SAC learns only the residual.
-        self.base = DeterministicPolicy(obs_dim, act_dim, hidden) if cfg.residual else None
+        self.base = DeterministicPolicy(feat_dim, act_dim, hidden) if cfg.residual else None
         self.log_alpha = nn.Parameter(torch.tensor(math.log(cfg.init_alpha)))
         self.target_entropy = float(cfg.target_entropy if cfg.target_entropy is not None else -act_dim)
         self.register_buffer("beta", torch.tensor(float(cfg.residual_beta)))
         self._updates = 0
         self.to(device)
         self.device = torch.device(device)
+        e2e = self.encoder is not None and not self.frozen
+        enc_params = list(self.encoder.parameters()) if e2e and self.encoder is not None else []
         self.actor_opt = _adam(self.actor.parameters(), cfg.lr)
-        self.critic_opt = _adam(self.critic.parameters(), cfg.lr)
+        # End to end, the critic's gradient is what trains the encoder (DrQ).
+        self.critic_opt = _adam(list(self.critic.parameters()) + enc_params, cfg.lr)
         self.alpha_opt = _adam([self.log_alpha], cfg.alpha_lr)
-        self.base_opt = _adam(self.base.parameters(), cfg.lr) if self.base is not None else None
+        base_params = list(self.base.parameters()) if self.base is not None else []
+        if self.base_encoder is not None:
+            base_params += list(self.base_encoder.parameters())
+        self.base_opt = _adam(base_params, cfg.lr) if self.base is not None else None
+        # BC of the actor end to end also trains the encoder (a pixel policy pretrained from demos).
+        self.bc_opt = _adam(list(self.actor.parameters()) + enc_params, cfg.lr) if enc_params else self.actor_opt
         from roborl.runs import resolve_precision
 
         self.precision = resolve_precision(cfg.precision, self.device.type)
         self._bf16 = self.precision == "bf16"
-        self._critic_params = list(self.critic.parameters())
+        self._critic_params = list(self.critic.parameters()) + enc_params
         self._polyak_src = list(self.critic.parameters()) + list(self.critic.buffers())
         self._polyak_dst = list(self.critic_target.parameters()) + list(self.critic_target.buffers())
+        self._enc_src = enc_params
+        self._enc_dst = list(self.encoder_target.parameters()) if self.encoder_target is not None else []
 
     # ------------------------------------------------------------------ policy
     @property
     def alpha(self) -> torch.Tensor:
         return self.log_alpha.exp()
 
-    def policy(self, obs_n: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """On normalised obs [B, O]: (final action [B, A], log pi(a_res|s) [B], SAC output [B, A])."""
+    def policy(self, obs_n: torch.Tensor, deterministic: bool = False,
+               base_in: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """On features [B, F] (normalised obs, + image features): (final action [B, A],
+        log pi(a_res|s) [B], SAC output [B, A]). ``base_in``: the residual base's features when it
+        has its own encoder (else ``obs_n``)."""
         a, logp, mean = self.actor(obs_n, deterministic)
         if self.base is None:
             return a, logp, a
         with torch.no_grad():
-            base = self.base(obs_n)
+            base = self.base(obs_n if base_in is None else base_in)
         # Executed action = clip(a_base + beta * a_res); the critic scores this final action.
         return (base + self.beta * a).clamp(-1.0, 1.0), logp, a
 
+    # ------------------------------------------------------------------ observations -> features
+    def vector(self, obs: torch.Tensor | Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The raw vector part [B, O] (flat obs, or the vector leaves of a Dict concatenated in sorted order)."""
+        if not isinstance(obs, Mapping):
+            return obs.float()
+        if not self.vec_keys:
+            b = next(iter(obs.values())).shape[0]
+            return torch.zeros(b, 0, device=self.device)
+        return torch.cat([obs[k].reshape(obs[k].shape[0], -1).float() for k in self.vec_keys], -1)
+
+    def features(self, obs: torch.Tensor | Mapping[str, torch.Tensor], *, augment: bool = False,
+                 index: torch.Tensor | None = None, next_obs: bool = False,
+                 which: tuple[str, ...] = ("online",)) -> dict[str, torch.Tensor]:
+        """Raw obs -> ``{name: [B, F]}`` for ``which`` in online / target / base.
+
+        Flat obs: every name is the normalised obs. Cameras: one augmentation shared by the
+        encoders (DrQ); online features carry the encoder's gradient (end to end); frozen encoders
+        read the embedding cache when ``index`` (``Batch.index``) is given.
+        """
+        vec = self.normalizer(self.vector(obs))
+        if self.encoder is None:
+            return {w: vec for w in which}
+        assert isinstance(obs, Mapping)
+        if self.frozen:
+            if index is not None:
+                cache = self.cache_next if next_obs else self.cache_obs
+                imgs = {k: obs[k] for k in self.encoder.keys}
+                emb = cache.lookup(index, imgs, lambda o: self.encoder(o))  # type: ignore[misc]
+            else:
+                with torch.no_grad():
+                    emb = self.encoder(obs).float()
+            f = torch.cat([emb, vec], -1)
+            return {w: f for w in which}
+        ims = self.encoder.prepare(obs, augment)
+        out = {}
+        for w in which:
+            if w == "online":
+                out[w] = torch.cat([self.encoder.encode(ims).float(), vec], -1)
+            else:
+                enc = self.encoder_target if w == "target" else (self.base_encoder or self.encoder)
+                with torch.no_grad():
+                    out[w] = torch.cat([enc.encode(ims).float(), vec], -1)  # type: ignore[union-attr,operator]
+        return out
+
+    def _as_tensors(self, obs: Any) -> torch.Tensor | dict[str, torch.Tensor]:
+        """Flat obs -> float32 [N, O]; a (nested) Dict obs, batched ``[N, *shape]`` or one env step
+        (no batch dim), -> ``{leaf: [N, *shape]}`` named as the store names them (``pixels.front``)."""
+        if not isinstance(obs, Mapping):
+            return torch.as_tensor(obs, dtype=torch.float32, device=self.device)
+        assert self.obs_spec is not None
+        out: dict[str, torch.Tensor] = {}
+        for k, v in _flatten(obs).items():
+            t = v if isinstance(v, torch.Tensor) else torch.as_tensor(np.asarray(v))
+            if k in self.obs_spec and t.dim() == len(self.obs_spec[k]):
+                t = t.unsqueeze(0)  # one env step
+            out[k] = t.to(self.device)
+        return out
+
     @torch.no_grad()
-    def act(self, obs: torch.Tensor | np.ndarray, deterministic: bool = False) -> torch.Tensor:
-        """Raw obs [N, O] -> final action [N, A] in [-1, 1]."""
-        obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
-        return self.policy(self.normalizer(obs_t), deterministic)[0]
+    def act(self, obs: torch.Tensor | np.ndarray | Mapping[str, Any], deterministic: bool = False) -> torch.Tensor:
+        """Raw obs [N, O] (or ``{leaf: [N, *shape]}``) -> final action [N, A] in [-1, 1]."""
+        obs_t = self._as_tensors(obs)
+        if self.base_encoder is not None:
+            f = self.features(obs_t, which=("online", "base"))
+            return self.policy(f["online"], deterministic, base_in=f["base"])[0]
+        return self.policy(self.features(obs_t)["online"], deterministic)[0]
 
     def set_progress(self, env_step: int) -> None:
         """Progressive residual schedule: beta ramps from residual_beta to residual_beta_final."""
@@ -113,15 +234,23 @@ class SAC(nn.Module):
         """One critic step (+ actor and temperature steps every ``actor_every``). Returns (metrics, |TD| [B])."""
         c = self.cfg
         # Stores keep the env's dtype (gymnasium MuJoCo envs emit float64); learn in float32.
-        obs = self.normalizer(batch.obs.float())
-        next_obs = self.normalizer(batch.next_obs.float())
+        base_w = ("base",) if self.base_encoder is not None else ()
+        index = batch.index if self.frozen else None  # row ids key the frozen encoder's embedding cache
+        with self._autocast():
+            # Online features carry the encoder's gradient into the critic loss (end to end).
+            f_obs = self.features(batch.obs, augment=True, index=index, which=("online",) + base_w)
+        with torch.no_grad(), self._autocast():
+            f_next = self.features(batch.next_obs, augment=True, index=index, next_obs=True,
+                                   which=("online", "target") + base_w)
+        obs, next_obs = f_obs["online"], f_next["online"]
         action = batch.action.float()
         alpha = self.alpha.detach()
 
         # --- critic: y = r + gamma^k (1 - terminal) * (min_{subset} Q'(s', a') - alpha log pi(a'|s'))
         with torch.no_grad(), self._autocast():
-            next_a, next_logp, _ = self.policy(next_obs)
-            q_next = self.critic_target(next_obs, next_a)  # [N, B]
+            # DrQ: the actor reads the online encoder's features of s', the target critic its target encoder's.
+            next_a, next_logp, _ = self.policy(next_obs, base_in=f_next.get("base"))
+            q_next = self.critic_target(f_next["target"], next_a)  # [N, B]
             if c.n_critics > 2:
                 # REDQ / RLPD: min over a random subset of the ensemble (Chen 2021; Ball 2023).
                 idx = torch.randperm(c.n_critics, device=q_next.device)[: c.critic_subset]
@@ -142,17 +271,20 @@ class SAC(nn.Module):
         # A Python counter (not a tensor) so the actor_every test never syncs with the device.
         self._updates += 1
         if self._updates > c.actor_delay and self._updates % c.actor_every == 0:
-            metrics.update(self._actor_step(obs, action, batch.is_demo))
+            # The actor reads detached features: its loss never moves the encoder (DrQ).
+            base_in = f_obs["base"].detach() if "base" in f_obs else None
+            metrics.update(self._actor_step(obs.detach(), action, batch.is_demo, base_in))
         self._polyak()
         metrics["alpha"] = alpha
         return metrics, td.detach().abs().mean(0)
 
-    def _actor_step(self, obs: torch.Tensor, action: torch.Tensor, is_demo: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _actor_step(self, obs: torch.Tensor, action: torch.Tensor, is_demo: torch.Tensor,
+                    base_in: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         c = self.cfg
         for p in self._critic_params:  # no critic grads from the actor loss (saves a backward)
             p.requires_grad_(False)
         with self._autocast():
-            a, logp, _ = self.policy(obs)
+            a, logp, _ = self.policy(obs, base_in=base_in)
             q_pi = self.critic(obs, a)
         # Twin SAC takes the min; a larger ensemble uses the mean (REDQ's actor objective).
         q_pi = q_pi.min(0).values if c.n_critics <= 2 else q_pi.mean(0)
@@ -163,7 +295,7 @@ class SAC(nn.Module):
             # BC regulariser on demo samples (as in AWAC/TD3+BC-style demo-augmented actor losses);
             # normalised by |Q| so the weight is scale-free (Fujimoto & Gu 2021).
             with self._autocast():
-                det, _, _ = self.policy(obs, deterministic=True)
+                det, _, _ = self.policy(obs, deterministic=True, base_in=base_in)
             demo = is_demo.float()
             bc = ((det - action).pow(2).sum(-1) * demo).sum() / demo.sum().clamp_min(1.0)
             lam = c.bc_weight * q_pi.detach().abs().mean().clamp_min(1.0)
@@ -187,6 +319,15 @@ class SAC(nn.Module):
     @torch.no_grad()
     def _polyak(self) -> None:
         torch._foreach_lerp_(self._polyak_dst, self._polyak_src, self.cfg.tau)
+        if self._enc_dst:
+            # target <- target + tau_enc (online - target): DrQ's separate, faster encoder rate.
+            torch._foreach_lerp_(self._enc_dst, self._enc_src, self.cfg.encoder.tau)
+
+    @torch.no_grad()
+    def _sync_target_encoder(self) -> None:
+        """Target encoder := online encoder (after BC pretraining moved the online one)."""
+        for d, s in zip(self._enc_dst, self._enc_src):
+            d.copy_(s)
 
     # ------------------------------------------------------------------ start of learning
     def start_learning(self, sample: SampleFn, *, num_steps: int, num_demo_steps: int) -> None:
@@ -202,28 +343,40 @@ class SAC(nn.Module):
         if c.normalize_obs:
             n = min(20_000, max(1, num_steps))
             b = sample(n, gamma=c.gamma, n_step=1, relabel=False)
-            self.normalizer.fit(b.obs.float())
+            self.normalizer.fit(self.vector(b.obs))
         if c.bc_pretrain_steps > 0 and num_demo_steps > 0:
             for _ in progress(range(c.bc_pretrain_steps), total=c.bc_pretrain_steps, desc="BC pretrain"):
                 # BC targets are the demonstrator's actions for the goals it was given: no HER relabelling.
                 b = sample(c.batch_size, gamma=c.gamma, demo_fraction=1.0, relabel=False)
-                self.bc_update(b.obs, b.action)
+                self.bc_update(b.obs, b.action, index=b.index if self.frozen else None)
         elif c.residual:
             raise UsageError("sac.residual: residual mode needs demos (store.demos) and sac.bc_pretrain_steps > 0")
         if c.residual:
             self.init_residual_actor()
+        if self.base_encoder is not None:
+            self.base_encoder.requires_grad_(False)
+        self._sync_target_encoder()
 
     # ------------------------------------------------------------------ behaviour cloning
-    def bc_update(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        """One BC step on demo (obs [B, O] raw, action [B, A]). Residual mode trains the base policy,
-        otherwise the actor's mean action. Returns the MSE (detached)."""
-        obs_n = self.normalizer(obs.float())
+    def bc_update(self, obs: torch.Tensor | Mapping[str, torch.Tensor], action: torch.Tensor,
+                  index: torch.Tensor | None = None) -> torch.Tensor:
+        """One BC step on demo (obs [B, O] raw or a Dict batch, action [B, A]). Residual mode trains the
+        base policy (and its encoder), otherwise the actor's mean action (and the encoder, end to end).
+        Images are randomly shifted as in RL. Returns the MSE (detached)."""
         action = action.float()
         if self.base is not None:
-            pred, opt = self.base(obs_n), self.base_opt
+            which = "base" if self.base_encoder is not None else "online"
+            if self.base_encoder is not None:
+                ims = self.encoder.prepare(obs, augment=True)  # type: ignore[union-attr,arg-type]
+                f = torch.cat([self.base_encoder.encode(ims).float(),  # type: ignore[operator]
+                               self.normalizer(self.vector(obs))], -1)
+            else:
+                f = self.features(obs, augment=True, index=index, which=(which,))[which]
+            pred, opt = self.base(f), self.base_opt
         else:
-            mu, _ = self.actor.dist_params(obs_n)
-            pred, opt = torch.tanh(mu), self.actor_opt
+            f = self.features(obs, augment=True, index=index)["online"]
+            mu, _ = self.actor.dist_params(f)
+            pred, opt = torch.tanh(mu), self.bc_opt
         loss = (pred - action.clamp(-1.0, 1.0)).pow(2).sum(-1).mean()
         assert opt is not None
         opt.zero_grad(set_to_none=True)
@@ -245,6 +398,8 @@ class SAC(nn.Module):
                               "updates": self._updates}
         if self.base_opt is not None:
             st["base_opt"] = self.base_opt.state_dict()
+        if self.bc_opt is not self.actor_opt:
+            st["bc_opt"] = self.bc_opt.state_dict()
         return st
 
     def load_full_state(self, st: dict[str, Any]) -> None:
@@ -255,16 +410,37 @@ class SAC(nn.Module):
         self._updates = int(st.get("updates", 0))
         if self.base_opt is not None and "base_opt" in st:
             self.base_opt.load_state_dict(st["base_opt"])
+        if self.bc_opt is not self.actor_opt and "bc_opt" in st:
+            self.bc_opt.load_state_dict(st["bc_opt"])
+        if self.base_encoder is not None and self._updates > 0:
+            self.base_encoder.requires_grad_(False)
 
     def acting_state(self) -> dict[str, torch.Tensor]:
         """What a remote actor needs: normaliser, actor, residual base and beta (no critics, no temperature)."""
-        return {k: v for k, v in self.state_dict().items() if not k.startswith(("critic", "log_alpha"))}
+        return {k: v for k, v in self.state_dict().items()
+                if not k.startswith(("critic", "log_alpha", "encoder_target"))}
 
     def load_acting_state(self, state: dict[str, torch.Tensor]) -> None:
         self.load_state_dict(state, strict=False)
 
     def as_policy(self) -> "SACPolicy":
         return SACPolicy(self)
+
+
+def _leaf(name: str) -> str:
+    """One leaf naming for Dict observations: the store's dotted keys (``spaces.leaves`` joins with ``/``)."""
+    return name.replace("/", ".")
+
+
+def _flatten(obs: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in obs.items():
+        name = _leaf(prefix + str(k))
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, name + "."))
+        else:
+            out[name] = v
+    return out
 
 
 def _adam(params: Any, lr: float) -> torch.optim.Optimizer:
@@ -277,8 +453,11 @@ class SACPolicy:
     def __init__(self, learner: SAC) -> None:
         self.learner = learner.eval()
 
-    def act(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
-        return self.learner.act(np.asarray(obs, dtype=np.float32), deterministic).cpu().numpy()
+    def act(self, obs: np.ndarray | Mapping[str, np.ndarray], deterministic: bool = True) -> np.ndarray:
+        """obs [N, O], or ``{leaf: [N, *shape]}`` for Dict observations (``spaces.flatten_obs`` names)."""
+        if not isinstance(obs, Mapping):
+            obs = np.asarray(obs, dtype=np.float32)
+        return self.learner.act(obs, deterministic).cpu().numpy()
 
 
 def policy_from_checkpoint(state: dict[str, Any], meta: dict[str, Any], device: str = "cpu") -> SACPolicy:
@@ -290,6 +469,9 @@ def policy_from_checkpoint(state: dict[str, Any], meta: dict[str, Any], device: 
     # Tolerate keys a later version removed (the checkpoint's weights are what matter here).
     known = {f.name for f in dataclasses.fields(SACConfig)}
     cfg = build(SACConfig, {k: v for k, v in meta["config"]["sac"].items() if k in known}, source="checkpoint meta")
-    learner = SAC(int(meta["obs_shape"][0]), int(meta["act_shape"][0]), cfg, device)
+    # Dict observations: the checkpoint's meta carries the spec {leaf: shape}; the frozen encoder's
+    # weights come from the checkpoint, not from sac.encoder.weights (that file need not exist here).
+    obs: int | dict[str, Any] = meta["obs_spec"] if meta.get("obs_spec") else int(meta["obs_shape"][0])
+    learner = SAC(obs, int(meta["act_shape"][0]), cfg, device, load_encoder_weights=False)
     learner.load_state_dict(state["learner"]["model"])
     return SACPolicy(learner)

@@ -87,13 +87,23 @@ class OffPolicyRunner:
                 probe.close()
         else:
             obs_space, act_space = spaces
-        if len(getattr(obs_space, "shape", ()) or ()) != 1 or len(getattr(act_space, "shape", ()) or ()) != 1:
+        # SAC reads Dict observations with cameras through its image encoder (sac.encoder): the
+        # learner gets the spec {leaf: shape}, the store keeps the Dict as it is.
+        self.obs_spec: dict[str, list[int]] | None = None
+        from gymnasium import spaces as gym_spaces
+
+        if isinstance(obs_space, gym_spaces.Dict) and self.algo == "sac" and len(getattr(act_space, "shape", ()) or ()) == 1:
+            from roborl.envs.spaces import leaves
+
+            self.obs_spec = {lf.name.replace("/", "."): list(lf.shape) for lf in leaves(obs_space)}
+        elif len(getattr(obs_space, "shape", ()) or ()) != 1 or len(getattr(act_space, "shape", ()) or ()) != 1:
             raise UsageError(f"env.id: {self.algo.upper()} needs flat Box observations and actions; {cfg.env.id} has "
                              f"{type(obs_space).__name__} observations (use state observations)")
         if not np.allclose(act_space.low, -1) or not np.allclose(act_space.high, 1):
             raise UsageError(f"env.id: {cfg.env.id} actions are not scaled to [-1, 1] (enable env action scaling)")
         self.obs_space, self.act_space = obs_space, act_space
-        self.obs_dim, self.act_dim = int(obs_space.shape[0]), int(act_space.shape[0])
+        self.obs_dim = int(obs_space.shape[0]) if self.obs_spec is None else 0
+        self.act_dim = int(act_space.shape[0])
 
         relabeler = self._goal_relabeler()  # before any file is written: a misconfiguration leaves no run dir
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -111,7 +121,7 @@ class OffPolicyRunner:
             from roborl.teleop.intervention import build_intervention
 
             self.intervention = build_intervention(cfg.intervention, self.env, cfg.teleop, seed=self.seed)
-        self.learner = build_learner(self.algo, self.obs_dim, self.act_dim, self.lcfg, self.device)
+        self.learner = build_learner(self.algo, self.obs_spec or self.obs_dim, self.act_dim, self.lcfg, self.device)
         self.policy = self.learner.as_policy()
         self._step = 0
         self._episodes = 0
@@ -167,7 +177,7 @@ class OffPolicyRunner:
     # ------------------------------------------------------------------ checkpoints
     def meta(self) -> dict[str, Any]:
         return {"algo": self.algo, "config": C.to_dict(self.cfg), "obs_shape": [self.obs_dim],
-                "act_shape": [self.act_dim], "env_id": self.cfg.env.id, "store_generation": int(self.store.generation),
+                "act_shape": [self.act_dim], "obs_spec": self.obs_spec, "env_id": self.cfg.env.id, "store_generation": int(self.store.generation),
                 "step": self._step, "episodes": self._episodes}
 
     def save(self, elapsed: float) -> Path:
@@ -183,7 +193,8 @@ class OffPolicyRunner:
         state, meta, step = load_checkpoint(self.run_dir)
         if meta.get("algo") != self.algo:
             raise UsageError(f"run.dir: {self.run_dir} holds a {meta.get('algo')!r} checkpoint, not {self.algo!r}")
-        if list(meta.get("obs_shape", [])) != [self.obs_dim] or list(meta.get("act_shape", [])) != [self.act_dim]:
+        if list(meta.get("obs_shape", [])) != [self.obs_dim] or list(meta.get("act_shape", [])) != [self.act_dim] \
+                or meta.get("obs_spec") != self.obs_spec:
             raise UsageError(f"run.dir: checkpoint spaces {meta.get('obs_shape')}/{meta.get('act_shape')} do not match "
                              f"env {self.cfg.env.id} ({self.obs_dim}/{self.act_dim})")
         try:
@@ -230,7 +241,8 @@ class OffPolicyRunner:
         """Uniform random actions [A] until learning starts, then a stochastic policy sample."""
         if not self._learning_started:
             return self.rng.uniform(-1.0, 1.0, size=self.act_dim).astype(np.float32)
-        return self.learner.act(obs[None], deterministic=False)[0].cpu().numpy()
+        # A Dict obs goes as it is (the learner adds the batch dim per leaf).
+        return self.learner.act(obs if isinstance(obs, dict) else obs[None], deterministic=False)[0].cpu().numpy()
 
     def acting_state(self) -> dict[str, Any]:
         """The weights an actor needs (published by a remote learner)."""

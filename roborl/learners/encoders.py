@@ -1,0 +1,251 @@
+"""Image encoders for SAC on Dict observations with cameras (DrQ, Kostrikov et al. 2020; DrQ-v2, Yarats et al. 2021).
+
+* :func:`random_shift`: pad + random crop per sample, on the batch's device (DrQ's augmentation).
+* :class:`ConvEncoder`: DrQ's 4-layer conv (3x3, first stride 2) -> Linear -> LayerNorm -> tanh,
+  one camera ``[B, H, W, C] uint8 -> [B, feature_dim]``.
+* :class:`PixelEncoder`: all cameras (one conv each, or one shared) -> concatenated features
+  ``[B, n_cams * feature_dim]``; the learner concatenates the normalised proprio vector.
+* :class:`EmbeddingCache`: the frozen-encoder path. Embeddings live in a direct-mapped table keyed
+  by the sampler's row id (``Batch.index``: unique per stored transition for the store's life, so
+  a ring overwrite gets a new id) and checked by a fingerprint of the frame, so each stored frame is
+  encoded once per role (obs / next_obs), not once per sample. The learner sees only tensors.
+* :func:`save_encoder` / :func:`load_encoder_state`: safetensors files with the input shapes in
+  their metadata (a mismatch is one line, exit 2).
+"""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+__all__ = ["image_keys", "vector_keys", "random_shift", "random_shift_reference", "ConvEncoder", "PixelEncoder",
+           "EmbeddingCache", "save_encoder", "load_encoder_state"]
+
+
+def _is_image(shape: tuple[int, ...]) -> bool:
+    return len(shape) == 3 and (shape[-1] in (1, 3) or shape[0] in (1, 3))
+
+
+def image_keys(spec: Mapping[str, tuple[int, ...]]) -> tuple[str, ...]:
+    """The camera leaves of an observation spec ``{leaf name: shape}`` (sorted)."""
+    return tuple(sorted(k for k, s in spec.items() if _is_image(tuple(s))))
+
+
+def vector_keys(spec: Mapping[str, tuple[int, ...]]) -> tuple[str, ...]:
+    """The vector leaves (proprio, goals, ...) of an observation spec (sorted)."""
+    return tuple(sorted(k for k, s in spec.items() if not _is_image(tuple(s))))
+
+
+def to_chw(img: torch.Tensor) -> torch.Tensor:
+    """``[B, H, W, C]`` (or ``[B, C, H, W]``) uint8 -> ``[B, C, H, W]`` float in [0, 1]."""
+    if img.shape[-1] in (1, 3) and img.shape[1] not in (1, 3):
+        img = img.permute(0, 3, 1, 2)
+    return img.float().div_(255.0) if img.dtype == torch.uint8 else img.float()
+
+
+def random_shift(x: torch.Tensor, pad: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """DrQ random shift: replicate-pad by ``pad`` and crop back at a random offset per sample.
+
+    x: [B, C, H, W] float -> [B, C, H, W]; each sample is shifted by (dy, dx) in [-pad, pad]^2.
+    One gather (advanced indexing) for the whole batch; :func:`random_shift_reference` is the
+    plain per-sample crop it must equal.
+    """
+    if pad == 0:
+        return x
+    b, _, h, w = x.shape
+    xp = F.pad(x, (pad, pad, pad, pad), mode="replicate")
+    off = torch.randint(0, 2 * pad + 1, (b, 2), device=x.device, generator=generator)
+    rows = off[:, 0:1] + torch.arange(h, device=x.device)  # [B, H]
+    cols = off[:, 1:2] + torch.arange(w, device=x.device)  # [B, W]
+    bi = torch.arange(b, device=x.device)[:, None, None]
+    out = xp.permute(0, 2, 3, 1)[bi, rows[:, :, None], cols[:, None, :]]  # [B, H, W, C]
+    return out.permute(0, 3, 1, 2)
+
+
+def random_shift_reference(x: torch.Tensor, pad: int, offsets: torch.Tensor) -> torch.Tensor:
+    """The plain formula: sample i is ``pad(x_i)[:, oy:oy+H, ox:ox+W]`` with ``offsets[i] = (oy, ox)``."""
+    if pad == 0:
+        return x
+    h, w = x.shape[-2:]
+    xp = F.pad(x, (pad, pad, pad, pad), mode="replicate")
+    return torch.stack([xp[i, :, int(o[0]):int(o[0]) + h, int(o[1]):int(o[1]) + w] for i, o in enumerate(offsets)])
+
+
+class ConvEncoder(nn.Module):
+    """One camera: ``[B, C, H, W]`` float in [0, 1] -> ``[B, feature_dim]`` (DrQ's encoder)."""
+
+    def __init__(self, in_shape: tuple[int, int, int], channels: int = 32, layers: int = 4, feature_dim: int = 50) -> None:
+        super().__init__()
+        c, h, w = in_shape
+        convs: list[nn.Module] = []
+        for i in range(layers):
+            convs += [nn.Conv2d(c if i == 0 else channels, channels, 3, stride=2 if i == 0 else 1), nn.ReLU()]
+        self.convs = nn.Sequential(*convs)
+        with torch.no_grad():
+            n = int(self.convs(torch.zeros(1, c, h, w)).numel())
+        self.proj = nn.Sequential(nn.Linear(n, feature_dim), nn.LayerNorm(feature_dim), nn.Tanh())
+        self.out_dim = feature_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.convs(x - 0.5).flatten(1))
+
+
+class PixelEncoder(nn.Module):
+    """All cameras -> features. ``forward({key: [B, H, W, C] uint8}, augment) -> [B, n_cams * feature_dim]``.
+
+    ``shared``: one :class:`ConvEncoder` for every camera (cameras must have one shape), else one per camera.
+    ``pad`` > 0 and ``augment=True`` apply :func:`random_shift` to each camera before the conv.
+    """
+
+    def __init__(self, spec: Mapping[str, tuple[int, ...]], *, shared: bool = False, channels: int = 32,
+                 layers: int = 4, feature_dim: int = 50, pad: int = 0) -> None:
+        super().__init__()
+        spec = {k.replace("/", "."): v for k, v in spec.items()}  # the store's leaf names (pixels.front)
+        self.keys = image_keys(spec)
+        self.shapes = {k: _chw(tuple(spec[k])) for k in self.keys}
+        self.shared, self.pad = shared, pad
+        if shared and len(set(self.shapes.values())) > 1:
+            raise ValueError(f"encoder.shared needs cameras of one shape, got {self.shapes}")
+        self.convs = nn.ModuleDict(
+            {"shared": ConvEncoder(self.shapes[self.keys[0]], channels, layers, feature_dim)} if shared else
+            {_mod(k): ConvEncoder(self.shapes[k], channels, layers, feature_dim) for k in self.keys})
+        self.out_dim = feature_dim * len(self.keys)
+
+    def input_shapes(self) -> dict[str, list[int]]:
+        return {k: list(v) for k, v in self.shapes.items()}
+
+    def prepare(self, obs: Mapping[str, torch.Tensor], augment: bool = False) -> list[torch.Tensor]:
+        """The cameras as ``[B, C, H, W]`` floats in [0, 1], randomly shifted when ``augment`` and ``pad`` > 0.
+        Prepared once per batch so the online, target and base encoders see the same augmented images (DrQ)."""
+        ims = [to_chw(obs[k]) for k in self.keys]
+        if augment and self.pad > 0:
+            ims = [random_shift(x, self.pad) for x in ims]
+        return ims
+
+    def encode(self, ims: list[torch.Tensor]) -> torch.Tensor:
+        """Prepared cameras -> ``[B, out_dim]``."""
+        if self.shared:
+            # One conv call over all cameras stacked on the batch dim: [n_cams * B, C, H, W].
+            f = self.convs["shared"](torch.cat(ims))
+            return torch.cat(f.chunk(len(self.keys)), -1)
+        return torch.cat([self.convs[_mod(k)](x) for k, x in zip(self.keys, ims)], -1)
+
+    def forward(self, obs: Mapping[str, torch.Tensor], augment: bool = False) -> torch.Tensor:
+        return self.encode(self.prepare(obs, augment))
+
+
+def _chw(shape: tuple[int, ...]) -> tuple[int, int, int]:
+    return (shape[2], shape[0], shape[1]) if shape[-1] in (1, 3) and shape[0] not in (1, 3) else (shape[0], shape[1], shape[2])
+
+
+def _mod(key: str) -> str:
+    return key.replace("/", "__").replace(".", "_")
+
+
+class EmbeddingCache(nn.Module):
+    """Frozen-encoder embeddings, computed once per stored frame and reused by every later sample.
+
+    A direct-mapped table of ``size`` slots: row id ``i`` (``Batch.index``) lives in slot ``i % size``
+    with its key ``i`` and a fingerprint of its frames (a fixed random subset of pixels, exact int64
+    arithmetic). A hit needs both to match, so a slot reused by another row, or a next-obs row whose
+    n-step successor changed (another ``n_step``), is recomputed instead of served stale.
+    ``lookup(index [B], images {key: [B, ...]}, encode) -> [B, D]`` calls ``encode`` on the misses only.
+    Not saved in checkpoints (buffers are non-persistent): it refills from the store after a resume.
+    """
+
+    def __init__(self, size: int, dim: int, n_probe: int = 64, seed: int = 0) -> None:
+        super().__init__()
+        self.size, self.dim, self.n_probe = int(size), int(dim), int(n_probe)
+        self.register_buffer("emb", torch.zeros(self.size, self.dim), persistent=False)
+        self.register_buffer("key", torch.full((self.size,), -1, dtype=torch.int64), persistent=False)
+        self.register_buffer("fp", torch.zeros(self.size, dtype=torch.int64), persistent=False)
+        self._seed = seed
+        self._probe: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        self.encoded = 0  # frames (rows) passed to ``encode``: the "once per frame" counter the tests read
+
+    def fingerprint(self, images: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """[B] int64: sum over cameras of pixel values at fixed random positions times fixed random weights."""
+        out = None
+        for k in sorted(images):
+            x = images[k].reshape(images[k].shape[0], -1)
+            n = x.shape[1]
+            pr = self._probe.get((k, n))
+            if pr is None or pr[0].device != x.device:
+                g = torch.Generator().manual_seed(self._seed + n)
+                pos = torch.randint(0, n, (min(self.n_probe, n),), generator=g)
+                wts = torch.randint(1, 1 << 20, (len(pos),), generator=g, dtype=torch.int64)
+                pr = self._probe[(k, n)] = (pos.to(x.device), wts.to(x.device))
+            # One flat take of B * n_probe bytes (index_select along dim 1 of uint8 is ~2x slower).
+            flat = (torch.arange(x.shape[0], device=x.device)[:, None] * n + pr[0]).reshape(-1)
+            v = (x.reshape(-1).take(flat).view(x.shape[0], -1).to(torch.int64) * pr[1]).sum(1)
+            out = v if out is None else out * 1_000_003 + v
+        assert out is not None
+        return out
+
+    @torch.no_grad()
+    def lookup(self, index: torch.Tensor, images: Mapping[str, torch.Tensor], encode: Any) -> torch.Tensor:
+        slot = index % self.size
+        fp = self.fingerprint(images)
+        hit = (self.key[slot] == index) & (self.fp[slot] == fp)
+        miss = (~hit).nonzero().squeeze(1)
+        if miss.numel():
+            # Duplicate rows inside one batch are encoded once: unique misses only.
+            uniq, inv = torch.unique(index[miss], return_inverse=True)
+            first = torch.zeros(len(uniq), dtype=torch.int64, device=index.device).scatter_(
+                0, inv, torch.arange(len(miss), device=index.device))
+            rows = miss[first]
+            e = encode({k: v.index_select(0, rows) for k, v in images.items()}).float()
+            self.encoded += int(rows.numel())
+            s = slot[rows]
+            self.emb[s] = e
+            self.key[s] = index[rows]
+            self.fp[s] = fp[rows]
+        return self.emb[slot]
+
+
+def save_encoder(path: str | Path, encoder: PixelEncoder) -> None:
+    """Write ``encoder``'s weights to a safetensors file with its input shapes and layout in the metadata."""
+    from safetensors.torch import save_file
+
+    meta = {"input_shapes": json.dumps(encoder.input_shapes()), "shared": json.dumps(encoder.shared),
+            "feature_dim": json.dumps(encoder.out_dim // max(1, len(encoder.keys)))}
+    save_file({k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}, str(path), metadata=meta)
+
+
+def load_encoder_state(path: str | Path, encoder: PixelEncoder, what: str = "sac.encoder.weights") -> None:
+    """Load a :func:`save_encoder` file into ``encoder``; a missing file, other input shapes or other
+    layers raise :class:`roborl.errors.UsageError` naming ``what``."""
+    from roborl.errors import UsageError
+
+    try:
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+    except ImportError:  # pragma: no cover - safetensors ships with the torch extra
+        raise UsageError(f"{what}: needs safetensors (pip install 'roborl[torch]')") from None
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"{what}: no such file {p}")
+    try:
+        with safe_open(str(p), framework="pt") as f:
+            meta = f.metadata() or {}
+        state = load_file(str(p))
+    except Exception as e:  # a corrupt or foreign file
+        raise UsageError(f"{what}: {p} is not a safetensors encoder file ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    shapes = json.loads(meta.get("input_shapes", "null"))
+    if shapes != encoder.input_shapes():
+        raise UsageError(f"{what}: {p} encodes inputs {shapes}, the env gives {encoder.input_shapes()} (C, H, W per camera)")
+    try:
+        encoder.load_state_dict(state)
+    except RuntimeError as e:
+        raise UsageError(f"{what}: {p} does not fit sac.encoder (channels/layers/feature_dim/shared): "
+                         f"{str(e).splitlines()[0]}") from None
+
+
+def frozen_copy(module: nn.Module) -> nn.Module:
+    """A deep copy with gradients off (the target encoder; the residual base's encoder after BC)."""
+    return copy.deepcopy(module).requires_grad_(False)
