@@ -171,8 +171,12 @@ class ReplayStore:
     @classmethod
     def create(cls, path: str | Path, *, env_id: str, observation_space: gym.Space, action_space: gym.Space,
                online_capacity: int = 1_000_000, extra_fields: dict | None = None, chunk_rows: int | None = None,
-               fsync: str = "commit", fsync_interval_s: float = 1.0) -> "ReplayStore":
-        """Create a new, empty store directory. Fails if ``path`` already holds a store or files."""
+               fsync: str = "commit", fsync_interval_s: float = 1.0,
+               format_version: int = FORMAT_VERSION) -> "ReplayStore":
+        """Create a new, empty store directory. Fails if ``path`` already holds a store or files.
+
+        ``format_version`` 1 (obs and next_obs in every row) is for compatibility tests and
+        benchmarks only."""
         p = Path(path)
         if (p / "meta.json").exists():
             raise StoreError(f"store {p}: already exists (meta.json); use ReplayStore.open")
@@ -182,14 +186,17 @@ class ReplayStore:
             raise StoreError(f"store {p}: online_capacity must be > 0, got {online_capacity}")
         fields = build_fields(observation_space, action_space, extra_fields)
         okeys = {("obs." + k) if k else "obs" for k in obs_keys(observation_space)}
-        nkeys = {"next_" + k for k in okeys}
+        if format_version not in (1, 2):
+            raise StoreError(f"store {p}: format_version must be 1 or 2, got {format_version!r}")
+        nkeys = {"next_" + k for k in okeys} if format_version >= 2 else set()
         stored = [f for f in fields if f.name not in nkeys]
-        finals = [FieldSpec(FINAL_PREFIX + f.name, f.dtype, f.shape) for f in fields if f.name in okeys]
+        finals = [FieldSpec(FINAL_PREFIX + f.name, f.dtype, f.shape) for f in fields
+                  if f.name in okeys and format_version >= 2]
         cr = int(chunk_rows) if chunk_rows else auto_chunk_rows(stored)
         fcr = final_chunk_rows(finals)
         meta = {
             "format": "roborl.replay_store",
-            "format_version": FORMAT_VERSION,
+            "format_version": int(format_version),
             "uuid": uuid.uuid4().hex,
             "env_id": env_id,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -209,7 +216,7 @@ class ReplayStore:
         tmp = p.parent / f".{p.name}.creating-{uuid.uuid4().hex[:8]}"
         tmp.mkdir()
         create_arrays(tmp / "data.zarr", stored, cr, finals, fcr)
-        commit = dict(empty_commit(), time=time.time())
+        commit = dict(empty_commit(format_version), time=time.time())
         atomic_write_text(tmp / "COMMIT.json", json.dumps(commit))
         atomic_write_text(tmp / "meta.json", json.dumps(meta, indent=1))
         if fsync != "never":
@@ -831,7 +838,7 @@ class ReplayStore:
                 parts.append(np.array(p.pending[n][a: stop - p.rows]))  # type: ignore[index]
             out[n] = parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else \
                 np.zeros((0, *self.dtype[n].shape), self.dtype[n].base)
-        return out
+        return {n: out[n] for n in names} if virt else out
 
     def _next_obs_rows(self, p: _Part, start: int, stop: int, names: list[str]) -> dict[str, np.ndarray]:
         """Format 2: ``next_obs`` fields of rows [start, stop), rebuilt from the stored obs::
