@@ -44,8 +44,9 @@ def auto_chunk_rows(fields: list[FieldSpec]) -> int:
 
 
 def final_chunk_rows(finals: list[FieldSpec]) -> int:
-    """Episodes per chunk of the final-observation arrays: small (each commit rewrites the last one)."""
-    return min(64, auto_chunk_rows(finals)) if finals else 64
+    """Episodes per chunk of the final-observation arrays: 1/16 of the row rule in [16, 1024], as
+    each commit rewrites the last, partly filled chunk (16 for camera frames)."""
+    return int(min(1024, max(16, auto_chunk_rows(finals) // 16))) if finals else 64
 
 
 def create_arrays(data_dir: Path, fields: list[FieldSpec], chunk_rows: int,
