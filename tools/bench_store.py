@@ -2,11 +2,17 @@
 
     python tools/bench_store.py            # full: 1M-step store (about 2 minutes on 2 cores)
     python tools/bench_store.py --steps 200000 --quick
+    python tools/bench_store.py --part frames --base /work/wt/frames_base   # frames once vs a base checkout
 
 Measures (targets in brackets): committed append low-dim [>= 20k steps/s], two
 128x128x3 cameras + proprio [>= 50 steps/s], uniform sample batch 256 low-dim [>= 5k/s],
 PER sample + priority update batch 256 at 1M capacity [>= 1k/s], reopen of a 1M-step store
 including loading the RAM mirror [<= 10 s], steps lost after kill -9 [<= 1].
+
+``--part frames``: image stores (two uint8 cameras at 64x64 and at 128x128 + proprio, 100-step
+episodes): committed append steps/s, disk bytes per step, RAM-mirror bytes per 100k steps and
+batches/s (b256, n-step 3), for this checkout and for ``--base`` (another checkout of roborl,
+e.g. the commit before frames once), each in its own subprocess, interleaved in one run.
 """
 from __future__ import annotations
 
@@ -178,6 +184,74 @@ def bench_kill(root: Path, trials: int) -> dict:
     return {"trials": trials, "max_acknowledged_steps_lost": int(max(lost)), "lost_per_trial": lost}
 
 
+def frames_worker(img: int, steps: int, iters: int) -> dict:
+    """One side of ``--part frames`` (runs against whatever roborl PYTHONPATH names)."""
+    cam = gym.spaces.Box(0, 255, (img, img, 3), np.uint8)
+    obs_sp = gym.spaces.Dict({"pixels": gym.spaces.Dict({"front": cam, "wrist": cam}),
+                              "proprio": gym.spaces.Box(-np.inf, np.inf, (14,), np.float32)})
+    act = gym.spaces.Box(-1, 1, (7,), np.float32)
+    rng = np.random.default_rng(0)
+    base = np.add.outer(np.arange(img), np.arange(img))[..., None] % 256
+    frames = [np.clip(base + rng.integers(0, 12, (img, img, 3)), 0, 255).astype(np.uint8) for _ in range(16)]
+    mk = lambda i: {"pixels": {"front": frames[i % 16], "wrist": frames[(i + 5) % 16]},  # noqa: E731
+                    "proprio": rng.standard_normal(14).astype(np.float32)}
+    root = Path(tempfile.mkdtemp(prefix="bench_frames_"))
+    try:
+        p = root / "s"
+        st = ReplayStore.create(p, env_id="bench-img", observation_space=obs_sp, action_space=act)
+        t = time.perf_counter()
+        i = 0
+        while i < steps:
+            st.start_episode(mk(i))
+            for k in range(100):
+                st.add_step(action=np.zeros(7), reward=0.0, next_obs=mk(i + 1), terminated=False, truncated=k == 99)
+                i += 1
+        st.close()
+        dt = time.perf_counter() - t
+        data = sum(f.stat().st_size for f in (p / "data.zarr").rglob("*") if f.is_file())
+        st = ReplayStore.open(p, mode="r")
+        s = Sampler(st, SamplerConfig(kind="uniform"), seed=0)
+        m = s.mirrors["online"]
+        tensors = list(m.data.values()) + list(getattr(m, "finals", {}).values())
+        dev_bytes = sum(x.element_size() * x.nelement() for x in tensors)
+        per_row = dev_bytes / max(1, m.alloc)  # the ring is preallocated: bytes per slot
+        s.sample(256, gamma=0.99, n_step=3)
+        t = time.perf_counter()
+        for _ in range(iters):
+            b = s.sample(256, gamma=0.99, n_step=3)
+        bps = iters / (time.perf_counter() - t)
+        st.close()
+        return {"img": img, "steps": steps, "append_steps_per_s": round(steps / dt, 1),
+                "disk_bytes_per_step": round(data / steps), "mirror_dtype": str(b.obs["pixels.front"].dtype),
+                "ram_gb_per_100k_steps": round(per_row * 100_000 / 1e9, 2),
+                "sample_b256_nstep3_batches_per_s": round(bps, 1)}
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def bench_frames(base: str, imgs: list[int], steps: int, iters: int, repeats: int) -> dict:
+    """This checkout vs ``base``, alternating subprocesses; the median of ``repeats`` per figure."""
+    here = str(Path(__file__).resolve().parents[1])
+    out: dict = {}
+    for img in imgs:
+        runs: dict[str, list[dict]] = {"frames_once": [], "base": []}
+        for _ in range(repeats):
+            for name, root in (("base", base), ("frames_once", here)):
+                env = dict(os.environ, PYTHONPATH=root)
+                cmd = [sys.executable, str(Path(__file__).resolve()), "--frames-worker", str(img), "--steps", str(steps),
+                       "--iters", str(iters)]
+                r = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True, cwd=root)
+                runs[name].append(json.loads(r.stdout))
+        row = {}
+        for name, rs in runs.items():
+            row[name] = {k: (float(np.median([x[k] for x in rs])) if isinstance(rs[0][k], (int, float)) else rs[0][k])
+                         for k in rs[0]}
+        row["disk_ratio"] = round(row["frames_once"]["disk_bytes_per_step"] / row["base"]["disk_bytes_per_step"], 3)
+        row["ram_ratio"] = round(row["frames_once"]["ram_gb_per_100k_steps"] / row["base"]["ram_gb_per_100k_steps"], 3)
+        out[f"{img}x{img}"] = row
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=1_000_000, help="Low-dim store size (append, reopen, sampling).")
@@ -185,7 +259,24 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=2000, help="Batches per sampling measurement.")
     ap.add_argument("--kill-trials", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="Small sizes, for a smoke run.")
+    ap.add_argument("--part", choices=["all", "frames"], default="all")
+    ap.add_argument("--base", default=None, help="--part frames: a checkout of roborl to compare against.")
+    ap.add_argument("--repeats", type=int, default=3, help="--part frames: interleaved runs per side.")
+    ap.add_argument("--frames-worker", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.frames_worker is not None:
+        torch.set_num_threads(1)
+        print(json.dumps(frames_worker(args.frames_worker, args.steps, args.iters)))
+        return
+    if args.part == "frames":
+        if not args.base:
+            ap.error("--part frames needs --base <checkout of roborl>")
+        steps = 2000 if args.steps == 1_000_000 else args.steps
+        res = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{os.cpu_count()}-core CPU, {platform.machine()}",
+               "torch_threads": 1, "base": args.base, "steps": steps,
+               "frames": bench_frames(args.base, [64, 128], steps, args.iters // 4, args.repeats)}
+        print(json.dumps(res, indent=1))
+        return
     if args.quick:
         args.steps, args.image_steps, args.iters, args.kill_trials = 50_000, 100, 300, 1
     torch.set_num_threads(1)

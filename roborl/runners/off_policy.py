@@ -115,7 +115,7 @@ class OffPolicyRunner:
             for p in cfg.store.demos:
                 self.store.merge_from(resolve_demo_path(p), partition="demo", allow_env_mismatch=cfg.store.allow_env_mismatch)
         self.sampler = Sampler(self.store, cfg.store.sampler, device=self.device, seed=self.seed,
-                               relabeler=relabeler)
+                               relabeler=relabeler, ram_budget_gb=cfg.store.ram_budget_gb)
         self.intervention = None
         if self.env is not None and cfg.intervention.source != "none":
             from roborl.teleop.intervention import build_intervention

@@ -55,4 +55,8 @@ class StoreConfig:
     fsync_interval_s: float = field(1.0, doc="With fsync=commit, max seconds between WAL fsyncs.", check=non_negative)
     allow_env_mismatch: bool = field(False, doc="Merge demo stores recorded on another env_id than env.id (refused by "
                                             "default: the same spaces do not make the same task).")
+    ram_budget_gb: float | None = field(None, doc="Most memory (GB) the sampler's replay mirror (RAM, or GPU memory with "
+                                                 "a cuda device) may use: demo rows + online_capacity rows, frames once "
+                                                 "in their stored dtype (images uint8). A store that could outgrow it is "
+                                                 "refused at start in one line; null = unchecked.", check=positive)
     sampler: SamplerConfig = field(default_factory=SamplerConfig, doc="Sampler.")

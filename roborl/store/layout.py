@@ -15,7 +15,12 @@ import numpy as np
 from roborl.store.index import PARTITIONS
 from roborl.store.schema import FieldSpec, StoreError
 
-FORMAT_VERSION = 1
+# 1: every row holds obs and next_obs. 2 ("frames once"): rows hold obs only; next_obs[t] is
+# obs[t + 1] of the same episode, and the last step's next observation is kept once per ended
+# episode in <partition>/_final_<obs field> [n_eps, *leaf shape]. Both are read; new stores are 2.
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+FINAL_PREFIX = "_final_"
 EPISODE_CHUNK = 16384  # rows per chunk of the <partition>/_episodes [n, 3] index
 EPISODES_SPEC = FieldSpec("_episodes", "int64", (3,))
 
@@ -38,8 +43,15 @@ def auto_chunk_rows(fields: list[FieldSpec]) -> int:
     return int(min(16384, max(16, p)))
 
 
-def create_arrays(data_dir: Path, fields: list[FieldSpec], chunk_rows: int) -> None:
-    """Empty ``<partition>/<field>`` and ``<partition>/_episodes`` arrays under ``data_dir``."""
+def final_chunk_rows(finals: list[FieldSpec]) -> int:
+    """Episodes per chunk of the final-observation arrays: 1/16 of the row rule in [16, 1024], as
+    each commit rewrites the last, partly filled chunk (16 for camera frames)."""
+    return int(min(1024, max(16, auto_chunk_rows(finals) // 16))) if finals else 64
+
+
+def create_arrays(data_dir: Path, fields: list[FieldSpec], chunk_rows: int,
+                  finals: list[FieldSpec] = (), final_chunk: int = 64) -> None:  # type: ignore[assignment]
+    """Empty ``<partition>/<field>``, ``<partition>/_episodes`` and final-obs arrays under ``data_dir``."""
     import zarr
 
     root = zarr.open_group(str(data_dir), mode="w")
@@ -50,10 +62,13 @@ def create_arrays(data_dir: Path, fields: list[FieldSpec], chunk_rows: int) -> N
                            compressors=zarr_codecs(f), fill_value=np.zeros((), f.dtype).item())
         g.create_array("_episodes", shape=(0, 3), chunks=(EPISODE_CHUNK, 3), dtype="int64",
                        compressors=zarr_codecs(EPISODES_SPEC), fill_value=0)
+        for f in finals:
+            g.create_array(f.name, shape=(0, *f.shape), chunks=(final_chunk, *f.shape), dtype=f.dtype,
+                           compressors=zarr_codecs(f), fill_value=np.zeros((), f.dtype).item())
 
 
-def empty_commit() -> dict[str, Any]:
-    return {"format_version": FORMAT_VERSION, "generation": 0, "wal": None, "merged": [],
+def empty_commit(version: int = FORMAT_VERSION) -> dict[str, Any]:
+    return {"format_version": version, "generation": 0, "wal": None, "merged": [],
             "partitions": {n: {"rows": 0, "episodes": 0, "head_row": 0, "head_episode": 0, "freed_chunks": 0}
                            for n in PARTITIONS}}
 
@@ -66,9 +81,9 @@ def read_meta(p: Path) -> dict[str, Any]:
         raise StoreError(f"store {p}: not a replay store (no meta.json)") from None
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise StoreError(f"store {p}: meta.json is corrupt") from None
-    if meta.get("format") != "roborl.replay_store" or meta.get("format_version") != FORMAT_VERSION:
+    if meta.get("format") != "roborl.replay_store" or meta.get("format_version") not in READABLE_VERSIONS:
         raise StoreError(f"store {p}: meta.json format_version is {meta.get('format_version')!r}, "
-                         f"this roborl reads {FORMAT_VERSION}")
+                         f"this roborl reads {' and '.join(map(str, READABLE_VERSIONS))}")
     return meta
 
 

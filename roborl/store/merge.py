@@ -33,7 +33,7 @@ def merge_into(dst: Any, src: Any, partition: str) -> int:
     # the committed end are overwritten later.
     gen0 = -1
     saved = (part.rows, part.end, part.n_eps, part.head_ep, part.head_row, part.open_start, part.eps_flushed,
-             list(dst.merged), dict(dst._replay_flags))
+             list(dst.merged), dict(dst._replay_flags), list(part.final_pend))
     try:
         check_same_fields(dst, src)
         if src.meta["uuid"] in dst.merged:
@@ -54,10 +54,12 @@ def merge_into(dst: Any, src: Any, partition: str) -> int:
                     j += 1
                 s0 = int(eps[i, 0])
                 s1 = int(eps[j - 1, 0] + eps[j - 1, 1])
+                # Logical fields: a format-2 source rebuilds next_obs, a format-2 destination
+                # keeps only obs plus each episode's final next_obs (either way round works).
                 data = src.read_rows(sp, s0, s1)  # type: ignore[arg-type]
                 base = part.end
                 a, b = base, base + (s1 - s0)
-                for f in dst.fields:
+                for f in dst.stored_fields:
                     arr = part.arrays[f.name]
                     if arr.shape[0] < b:
                         arr.resize((-(-b // cr) * cr, *f.shape))
@@ -66,12 +68,13 @@ def merge_into(dst: Any, src: Any, partition: str) -> int:
                 for k in range(i, j):
                     part.open_start = base + int(eps[k, 0]) - s0
                     part.end = part.open_start + int(eps[k, 1])
-                    dst._end_episode(part, int(eps[k, 2]))
+                    last = int(eps[k, 0] + eps[k, 1]) - 1 - s0
+                    dst._end_episode(part, int(eps[k, 2]), [data[n][last] for n in dst.next_obs_fields])
                 part.end = part.open_start = b
                 copied += j - i
                 i = j
         if dst.fsync_policy != "never":
-            for f in dst.fields:
+            for f in dst.stored_fields:
                 fsync_path(dst.path / "data.zarr" / part.name / f.name / "zarr.json")
         dst.merged.append(src.meta["uuid"])
         dst._commit(new_wal=dst._wal is not None)
@@ -79,7 +82,7 @@ def merge_into(dst: Any, src: Any, partition: str) -> int:
     except BaseException:
         if dst.generation == gen0:
             (part.rows, part.end, part.n_eps, part.head_ep, part.head_row, part.open_start, part.eps_flushed,
-             dst.merged, dst._replay_flags) = saved
+             dst.merged, dst._replay_flags, part.final_pend) = saved
         raise
     finally:
         src.close()

@@ -23,13 +23,16 @@ from roborl.store.layout import EPISODE_CHUNK, wal_side_file
 from roborl.store.schema import WalCorruptError
 
 
-def cleanup_temp_files(root: Path, commit: dict[str, Any], chunk_rows: int, field_names: list[str]) -> list[str]:
+def cleanup_temp_files(root: Path, commit: dict[str, Any], chunk_rows: int, field_names: list[str],
+                       episode_arrays: dict[str, int] | None = None) -> list[str]:
     """Remove zarr ``*.partial`` files and our ``*.tmp`` files left by a crash; returns their paths.
 
     Only places a writer can have been writing are scanned: the store root, array
     metadata, and chunks from the last committed chunk on (earlier chunks are never
-    rewritten), so a reopen stays fast however many chunks a store has.
+    rewritten), so a reopen stays fast however many chunks a store has. ``episode_arrays``:
+    per-episode arrays (final observations) -> their chunk length in episodes.
     """
+    per_ep = dict(episode_arrays or {}, _episodes=EPISODE_CHUNK)
     removed: list[str] = []
 
     def sweep(d: Path, recursive: bool) -> None:
@@ -50,11 +53,11 @@ def cleanup_temp_files(root: Path, commit: dict[str, Any], chunk_rows: int, fiel
     for name in PARTITIONS:
         sweep(data / name, False)
         first = int(commit["partitions"][name]["rows"]) // chunk_rows
-        first_ep = int(commit["partitions"][name]["episodes"]) // EPISODE_CHUNK
-        for fname in field_names + ["_episodes"]:
+        n_eps = int(commit["partitions"][name]["episodes"])
+        for fname in field_names + list(per_ep):
             fdir = data / name / fname
             sweep(fdir, False)
-            lo = first_ep if fname == "_episodes" else first
+            lo = n_eps // per_ep[fname] if fname in per_ep else first
             try:
                 entries = list(os.scandir(fdir / "c"))
             except FileNotFoundError:
@@ -114,7 +117,11 @@ def recover(store: Any, removed: list[str]) -> dict[str, Any]:
         for pid, row, payload in records:
             part = store.parts[PARTITIONS[pid]]
             if row < part.end:
-                continue  # already flushed into zarr before the crash
+                # Already flushed into zarr before the crash. Frames once: the restated last row
+                # of the open episode (see ReplayStore._commit) carries its next observation.
+                if row == part.end - 1 and len(payload) == store.dtype.itemsize:
+                    part.last_row = np.frombuffer(payload, dtype=store.dtype).copy()
+                continue
             if row != part.end or len(payload) != store.dtype.itemsize:
                 torn += 1  # cannot happen with one writer; stop rather than guess
                 break

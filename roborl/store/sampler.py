@@ -3,7 +3,16 @@
 The mirror holds, per partition, the rows of ended live episodes in a slot ring
 (``slot = row % alloc``) of torch tensors on the sampler's device (on a GPU learner the
 whole mirror lives in GPU memory, so a batch is one ``index_select`` per field), plus
-host numpy arrays for rewards and episode boundaries. ``sample`` pulls new episodes and
+host numpy arrays for rewards and episode boundaries. Each frame is held once, in its
+stored dtype (images stay uint8): the mirror keeps ``obs`` per row and the final next
+observation per episode (a second ring, ``episode % ep_alloc``), and rebuilds::
+
+    next_obs[t] = obs[t + 1]             if t + 1 < episode_end(t)
+                = final[episode(t)]      otherwise
+
+(``Sampler.next_obs``; the same formula as ``ReplayStore.read_rows``, checked equal in the tests).
+``ram_budget_gb`` bounds the mirror: a store whose mirror could outgrow it is refused at
+construction, in one line naming ``store.ram_budget_gb``. ``sample`` pulls new episodes and
 evictions from the store first (an O(1) check when nothing changed).
 
 Samplers (``SamplerConfig.kind``):
@@ -31,7 +40,7 @@ n-step targets are built at sample time from episode boundaries::
 
     k        = min(n, episode_end - t)
     reward   = sum_{j<k} gamma^j r[t+j]
-    next_obs = next_obs[t+k-1]
+    next_obs = next_obs[t+k-1]          (rebuilt as above)
     discount = 0 if step t+k-1 terminated the episode, else gamma^k
                (a truncation or an interrupted episode still bootstraps)
 """
@@ -75,6 +84,26 @@ class _Mirror:
         self.term = np.zeros(0, bool)         # the row's episode ended with a terminal
         self.success = np.zeros(0, bool)      # the row's episode succeeded
         self.tree: SumTree | None = None
+        self.ep_id = np.zeros(0, np.int64)   # absolute episode number of each row
+        # Final next observation of each live episode, slot = episode % ep_alloc.
+        self.finals: dict[str, torch.Tensor] = {}
+        self.final_fields: dict[str, tuple[np.dtype, tuple[int, ...]]] = {}
+        self.ep_alloc = 0
+        self.ep_head = 0  # first live episode
+        self.ep_stop = 0  # one past the last mirrored episode
+
+    def resize_eps(self, new_alloc: int) -> None:
+        """Re-layout the live episodes' final observations into ``new_alloc`` slots (>= live episodes)."""
+        eps = np.arange(self.ep_head, self.ep_stop, dtype=np.int64)
+        assert new_alloc >= len(eps)
+        old_t = torch.from_numpy(eps % self.ep_alloc if self.ep_alloc else eps).to(self.device)
+        new_t = torch.from_numpy(eps % new_alloc).to(self.device)
+        for n, (dt, shape) in self.final_fields.items():
+            t = torch.zeros((new_alloc, *shape), dtype=_torch_dtype(dt), device=self.device)
+            if self.ep_alloc and len(eps):
+                t[new_t] = self.finals[n][old_t]
+            self.finals[n] = t
+        self.ep_alloc = new_alloc
 
     @property
     def live(self) -> int:
@@ -95,7 +124,7 @@ class _Mirror:
             if self.alloc and len(rows):
                 t[new_s_t] = self.data[n][old_s_t]
             self.data[n] = t
-        for attr in ("reward", "ep_end", "term", "success"):
+        for attr in ("reward", "ep_end", "term", "success", "ep_id"):
             old = getattr(self, attr)
             new = np.zeros(new_alloc, old.dtype)
             if self.alloc and len(rows):
@@ -122,8 +151,9 @@ class Sampler:
     """
 
     def __init__(self, store: ReplayStore, cfg: SamplerConfig | None = None, *, device: str = "cpu",
-                 seed: int = 0, relabeler: GoalRelabeler | None = None) -> None:
-        """``relabeler`` (the env's ``goal_relabeler()``) is required when ``cfg.her_fraction`` > 0."""
+                 seed: int = 0, relabeler: GoalRelabeler | None = None, ram_budget_gb: float | None = None) -> None:
+        """``relabeler`` (the env's ``goal_relabeler()``) is required when ``cfg.her_fraction`` > 0.
+        ``ram_budget_gb`` (``store.ram_budget_gb``; None = unchecked) bounds the mirror's memory."""
         self.store = store
         self.cfg = cfg if cfg is not None else SamplerConfig()
         if self.cfg.her_fraction > 0:
@@ -143,11 +173,60 @@ class Sampler:
         self.next_obs_fields = store.next_obs_fields
         self.obs_keys = store.obs_keys
         dt = store.dtype
-        names = self.obs_fields + self.next_obs_fields + ["executed_action"]
+        names = self.obs_fields + ["executed_action"]
         fields = {n: (dt[n].base, dt[n].shape) for n in names}
         self.mirrors = {p: _Mirror(p, fields, self.device, self.use_tree) for p in PARTITIONS}
+        for m in self.mirrors.values():
+            m.final_fields = {n: fields[n] for n in self.obs_fields}
         self.capacity_hint = {"demo": 0, "online": store.online_capacity}
+        self.ram_budget_gb = ram_budget_gb
+        self._check_budget()
         self.sync()
+
+    # Host bytes per mirrored row besides the fields: reward f32, ep_end/ep_id i64, term/success
+    # bools, and the sum tree's two f64 nodes per leaf when priorities are on.
+    _HOST_ROW_BYTES = 4 + 8 + 8 + 1 + 1
+
+    def row_bytes(self) -> int:
+        """Bytes the mirror holds per row (fields in their stored dtypes + host bookkeeping)."""
+        m = self.mirrors["demo"]
+        b = sum(int(np.prod(shape, dtype=np.int64)) * np.dtype(dt).itemsize for dt, shape in m.fields.values())
+        return b + self._HOST_ROW_BYTES + (16 if self.use_tree else 0)
+
+    def mirror_bytes_bound(self) -> int:
+        """Most bytes the mirror can hold: the demo rows plus the online capacity, one longest
+        episode over it (eviction keeps the newest episode), and one final frame per episode."""
+        frame = sum(int(np.prod(shape, dtype=np.int64)) * np.dtype(dt).itemsize
+                    for dt, shape in self.mirrors["demo"].final_fields.values())
+        rows, eps = 0, 0
+        for name in PARTITIONS:
+            idx = self.store.index(name)  # type: ignore[arg-type]
+            lengths = idx.episode_lengths()
+            live = int(lengths.sum())
+            longest = int(lengths.max()) if len(lengths) else 0
+            if name == "online":
+                live = max(live, self.capacity_hint["online"] + longest)
+            rows += live
+            # The finals ring holds one frame per live episode; episodes are assumed no shorter than
+            # the shortest stored one (10 steps while there is none).
+            shortest = int(lengths.min()) if len(lengths) else 10
+            eps += max(len(lengths), live // max(1, shortest))
+        return rows * self.row_bytes() + min(eps, rows) * frame
+
+    def _check_budget(self) -> None:
+        """Refuse (one line naming ``store.ram_budget_gb``) a mirror that could outgrow the budget:
+        checked once here, so it never swaps or runs out of memory later."""
+        if self.ram_budget_gb is None:
+            return
+        need = self.mirror_bytes_bound()
+        budget = float(self.ram_budget_gb) * 1e9
+        if need > budget:
+            per = self.row_bytes()
+            fit = max(0, int((budget - self.store.num_steps("demo") * per) // (2 * per)))
+            raise UsageError(f"store.ram_budget_gb: the {self.device} replay mirror of {self.store.path} needs up to "
+                             f"{need / 1e9:.2f} GB ({per} bytes per row, demo rows + store.online_capacity="
+                             f"{self.capacity_hint['online']}) but store.ram_budget_gb is {self.ram_budget_gb}; "
+                             f"raise it or lower store.online_capacity (about {fit} rows fit)")
 
     # ------------------------------------------------------------------ sync
 
@@ -167,6 +246,8 @@ class Sampler:
                     self._zero_rows(m, a, b)
                 m.head = idx.head_row
                 m.end = max(m.end, m.head)
+            m.ep_head = max(m.ep_head, head_ep)
+            m.ep_stop = max(m.ep_stop, m.ep_head)
             if n_eps <= m.synced_eps:
                 continue
             first = max(m.synced_eps, head_ep)
@@ -184,18 +265,30 @@ class Sampler:
                 if self.capacity_hint[name]:
                     grow = max(need, min(grow, self.capacity_hint[name] + int(eps[:, 1].max())))
                 m.resize(grow)
-            self._load_rows(m, s0, s1, eps)
+            n_live = n_eps - m.ep_head
+            if n_live > m.ep_alloc:
+                m.resize_eps(max(n_live, 2 * m.ep_alloc, 64))
+            self._load_rows(m, s0, s1, eps, first)
             m.end = s1
+            m.ep_stop = n_eps
 
     def _zero_rows(self, m: _Mirror, a: int, b: int) -> None:
         rows = np.arange(a, b, dtype=np.int64)
         m.tree.update(m.slots(rows), 0.0)  # type: ignore[union-attr]
 
-    def _load_rows(self, m: _Mirror, s0: int, s1: int, eps: np.ndarray) -> None:
+    def _load_rows(self, m: _Mirror, s0: int, s1: int, eps: np.ndarray, first_ep: int) -> None:
+        """Mirror rows [s0, s1) = episodes ``eps`` (absolute numbers from ``first_ep``) and their finals."""
         # Read in pieces so a 1M-row reopen does not hold two full copies in memory.
         step = max(self.store.chunk_rows, 65536)
         lengths = eps[:, 1]
         ends = eps[:, 0] + lengths
+        ep_id = np.repeat(np.arange(first_ep, first_ep + len(eps), dtype=np.int64), lengths)
+        for e in range(first_ep, first_ep + len(eps), 4096):
+            e1 = min(first_ep + len(eps), e + 4096)
+            fin = self.store.read_finals(m.name, e, e1)  # type: ignore[arg-type]
+            es = torch.from_numpy(np.arange(e, e1, dtype=np.int64) % m.ep_alloc).to(self.device)
+            for n in m.final_fields:
+                m.finals[n][es] = torch.from_numpy(np.ascontiguousarray(fin[n])).to(self.device)
         ep_end = np.repeat(ends, lengths)
         term = np.repeat((eps[:, 2] & EP_TERMINATED) > 0, lengths)
         succ = np.repeat((eps[:, 2] & EP_SUCCESS) > 0, lengths)
@@ -212,6 +305,7 @@ class Sampler:
             m.ep_end[sl] = ep_end[a - s0: b - s0]
             m.term[sl] = term[a - s0: b - s0]
             m.success[sl] = succ[a - s0: b - s0]
+            m.ep_id[sl] = ep_id[a - s0: b - s0]
             if m.tree is not None:
                 m.tree.update(sl, self._priority_of_new(m.success[sl]))
 
@@ -299,11 +393,10 @@ class Sampler:
             terminal = m.term[sl] & (last == ends - 1)
             dsc = np.where(terminal, 0.0, gamma ** k.astype(np.float64)).astype(np.float32)
             sl_t = torch.from_numpy(sl).to(dev)
-            last_t = torch.from_numpy(last % m.alloc).to(dev)
             for f in self.obs_fields:
                 obs[f].append(m.data[f].index_select(0, sl_t))
-            for f in self.next_obs_fields:
-                nxt[f].append(m.data[f].index_select(0, last_t))
+            for f, of in zip(self.next_obs_fields, self.obs_fields):
+                nxt[f].append(self._next_obs(m, of, last, ends))
             if relabel and self.relabeler is not None:
                 her.append(self._her_rows(m, rows, ends, k, n, offset=sum(len(x) for x in rew)))
             act.append(m.data["executed_action"].index_select(0, sl_t))
@@ -338,6 +431,29 @@ class Sampler:
         return Batch(obs=obs_b, action=cat(act), reward=reward, next_obs=nxt_b, discount=t(disc, torch.float32),
                      weight=t([w], torch.float32), index=t(idx, torch.int64), is_demo=t(demo, torch.bool))
 
+    def _next_obs(self, m: _Mirror, field: str, rows: np.ndarray, ends: np.ndarray) -> torch.Tensor:
+        """Next observation (obs field ``field``) of logical rows ``rows`` [K] whose episodes end at
+        ``ends`` [K] -> [K, *shape]: obs[t + 1] inside the episode, the episode's final obs at its end."""
+        nxt = (rows + 1) % m.alloc
+        at_end = rows + 1 >= ends
+        out = m.data[field].index_select(0, torch.from_numpy(nxt).to(self.device))
+        if at_end.any():
+            pos = np.flatnonzero(at_end)
+            es = m.ep_id[rows[pos] % m.alloc] % m.ep_alloc
+            out[torch.from_numpy(pos).to(self.device)] = m.finals[field].index_select(
+                0, torch.from_numpy(es).to(self.device))
+        return out
+
+    def next_obs(self, partition: str, rows: np.ndarray) -> torch.Tensor | dict[str, torch.Tensor]:
+        """The mirror's next observations of live logical ``rows`` [K] of ``partition`` (the fast
+        path of ``_gather``; equal to ``store.read_rows(...)["next_obs"]``, the plain formula)."""
+        m = self.mirrors[partition]
+        rows = np.asarray(rows, np.int64)
+        ends = m.ep_end[rows % m.alloc]
+        if self.obs_keys == [""]:
+            return self._next_obs(m, "obs", rows, ends)
+        return {k: self._next_obs(m, f"obs.{k}", rows, ends) for k in self.obs_keys}
+
     def _her_rows(self, m: _Mirror, rows: np.ndarray, ends: np.ndarray, k: np.ndarray, n: int,
                   offset: int) -> tuple[np.ndarray, torch.Tensor, np.ndarray]:
         """Pick this partition's HER rows and gather what relabelling needs, in one index_select.
@@ -350,8 +466,8 @@ class Sampler:
         r0, e0, kk = rows[pick], ends[pick], k[pick]
         future = r0 + (self.rng.random(len(pick)) * (e0 - r0)).astype(np.int64)
         steps = r0[:, None] + np.minimum(np.arange(n)[None, :], kk[:, None] - 1)
-        at = np.concatenate([future[:, None], steps], axis=1) % m.alloc  # [H, 1 + n]
-        src = m.data["next_obs"].index_select(0, torch.from_numpy(at.reshape(-1)).to(self.device))
+        at = np.concatenate([future[:, None], steps], axis=1).reshape(-1)  # [H * (1 + n)] logical rows
+        src = self._next_obs(m, "obs", at, m.ep_end[at % m.alloc])
         return pick + offset, src.reshape(len(pick), 1 + n, -1), kk
 
     def _relabel(self, her: list[tuple[np.ndarray, torch.Tensor, np.ndarray]], obs: torch.Tensor,

@@ -9,7 +9,19 @@ Directory layout::
     wal-<gen>.log    write-ahead log of steps not yet flushed into zarr (see wal.py)
     LOCK             flock()ed by the one writer process (released by the kernel on kill -9)
     data.zarr/       <partition>/<field> arrays, one row per transition, plus
-                     <partition>/_episodes [n, 3] int64 (start row, length, flags)
+                     <partition>/_episodes [n, 3] int64 (start row, length, flags), and
+                     (format 2) <partition>/_final_<obs field> [n, *leaf shape]: the next
+                     observation of each ended episode's last step
+
+Frames once (format 2, what ``create`` makes): a row stores ``obs`` but not ``next_obs``; the
+next observation of step t is ``obs[t + 1]`` of the same episode, and the last step's (for
+terminated, truncated and interrupted endings alike) is kept once per episode in the
+``_final_*`` arrays. ``read_rows`` still returns ``next_obs`` fields, rebuilt exactly (plain
+formula: ``next_obs[t] = obs[t + 1] if t + 1 < episode_end else final[episode(t)]``), so
+callers see the same columns as with format 1. Format-1 stores (obs and next_obs in every
+row) are read and appended as they are; merging copies between the formats. The WAL record of
+a step stays the whole row (with next_obs): a crash after the step must still know its next
+observation; each new WAL therefore starts with a copy of the open episode's last flushed row.
 
 Rows are indexed by a *logical* row number that only grows: the online partition evicts
 whole oldest episodes by advancing its head and deleting the zarr chunks that lie wholly
@@ -70,8 +82,9 @@ from roborl.store import wal as walmod
 from roborl.store.index import (EP_INTERRUPTED, EP_SUCCESS, EP_TERMINATED, EP_TRUNCATED, PART_ID, PARTITIONS,
                                 PartitionIndex)
 from roborl.store.integrity import chunk_problem
-from roborl.store.layout import (EPISODE_CHUNK, EPISODES_SPEC, FORMAT_VERSION, acquire_lock, auto_chunk_rows,
-                                 chunk_path, create_arrays, empty_commit, read_commit, read_meta, release_lock)
+from roborl.store.layout import (EPISODE_CHUNK, EPISODES_SPEC, FINAL_PREFIX, FORMAT_VERSION, acquire_lock,
+                                 auto_chunk_rows, chunk_path, create_arrays, empty_commit, final_chunk_rows,
+                                 read_commit, read_meta, release_lock)
 from roborl.store.schema import (OPTIONAL_FIELDS, FieldSpec, StoreCorruptError, StoreError, WalCorruptError,
                                  build_fields, compare_spaces, obs_keys, row_dtype, space_from_json, space_to_json)
 
@@ -90,6 +103,9 @@ class _Part(PartitionIndex):
     episodes_arr: Any = None                                # zarr [n, 3] int64
     pending: np.ndarray | None = None  # structured [chunk_rows]
     n_pend: int = 0
+    final_arrays: dict[str, Any] = field(default_factory=dict)  # final-obs field -> zarr [n_eps, *shape] (format 2)
+    final_pend: list = field(default_factory=list)  # next obs (one array per obs field) of episodes [eps_flushed, n_eps)
+    last_row: np.ndarray | None = None  # the whole (structured [1]) row last appended: its next_obs ends an episode
 
 
 class ReplayStore:
@@ -142,12 +158,25 @@ class ReplayStore:
         self._spec = {f.name: f for f in self.fields}
         self.obs_fields: list[str] = [("obs." + k) if k else "obs" for k in self.obs_keys]
         self.next_obs_fields: list[str] = [("next_obs." + k) if k else "next_obs" for k in self.obs_keys]
+        self.format_version = int(meta["format_version"])
+        self.frames_once = self.format_version >= 2
+        # Fields with a zarr array per row; format 2 rebuilds next_obs (the virtual fields) on read.
+        self.virtual_fields = set(self.next_obs_fields) if self.frames_once else set()
+        self.stored_fields = [f for f in self.fields if f.name not in self.virtual_fields]
+        self.final_fields = [FieldSpec(FINAL_PREFIX + n, self._spec[n].dtype, self._spec[n].shape)
+                             for n in self.obs_fields] if self.frames_once else []
+        self.final_chunk = int(meta.get("final_chunk_rows", 64))
+        self._spec.update({f.name: f for f in self.final_fields})
 
     @classmethod
     def create(cls, path: str | Path, *, env_id: str, observation_space: gym.Space, action_space: gym.Space,
                online_capacity: int = 1_000_000, extra_fields: dict | None = None, chunk_rows: int | None = None,
-               fsync: str = "commit", fsync_interval_s: float = 1.0) -> "ReplayStore":
-        """Create a new, empty store directory. Fails if ``path`` already holds a store or files."""
+               fsync: str = "commit", fsync_interval_s: float = 1.0,
+               format_version: int = FORMAT_VERSION) -> "ReplayStore":
+        """Create a new, empty store directory. Fails if ``path`` already holds a store or files.
+
+        ``format_version`` 1 (obs and next_obs in every row) is for compatibility tests and
+        benchmarks only."""
         p = Path(path)
         if (p / "meta.json").exists():
             raise StoreError(f"store {p}: already exists (meta.json); use ReplayStore.open")
@@ -156,10 +185,18 @@ class ReplayStore:
         if online_capacity <= 0:
             raise StoreError(f"store {p}: online_capacity must be > 0, got {online_capacity}")
         fields = build_fields(observation_space, action_space, extra_fields)
-        cr = int(chunk_rows) if chunk_rows else auto_chunk_rows(fields)
+        okeys = {("obs." + k) if k else "obs" for k in obs_keys(observation_space)}
+        if format_version not in (1, 2):
+            raise StoreError(f"store {p}: format_version must be 1 or 2, got {format_version!r}")
+        nkeys = {"next_" + k for k in okeys} if format_version >= 2 else set()
+        stored = [f for f in fields if f.name not in nkeys]
+        finals = [FieldSpec(FINAL_PREFIX + f.name, f.dtype, f.shape) for f in fields
+                  if f.name in okeys and format_version >= 2]
+        cr = int(chunk_rows) if chunk_rows else auto_chunk_rows(stored)
+        fcr = final_chunk_rows(finals)
         meta = {
             "format": "roborl.replay_store",
-            "format_version": FORMAT_VERSION,
+            "format_version": int(format_version),
             "uuid": uuid.uuid4().hex,
             "env_id": env_id,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -168,6 +205,7 @@ class ReplayStore:
             "fields": [f.to_json() for f in fields],
             "extra_fields": sorted((extra_fields or {}).keys()),
             "chunk_rows": cr,
+            "final_chunk_rows": fcr,
             "online_capacity": int(online_capacity),
         }
         # Build the whole store in a hidden sibling directory and rename it into place, so a
@@ -177,8 +215,8 @@ class ReplayStore:
             shutil.rmtree(stale, ignore_errors=True)
         tmp = p.parent / f".{p.name}.creating-{uuid.uuid4().hex[:8]}"
         tmp.mkdir()
-        create_arrays(tmp / "data.zarr", fields, cr)
-        commit = dict(empty_commit(), time=time.time())
+        create_arrays(tmp / "data.zarr", stored, cr, finals, fcr)
+        commit = dict(empty_commit(format_version), time=time.time())
         atomic_write_text(tmp / "COMMIT.json", json.dumps(commit))
         atomic_write_text(tmp / "meta.json", json.dumps(meta, indent=1))
         if fsync != "never":
@@ -264,7 +302,7 @@ class ReplayStore:
                 g = self._group[name]
                 # write_empty_chunks: zarr skips chunks equal to the fill value by default, which
                 # would make an all-False column indistinguishable from a missing (lost) chunk.
-                for f in self.fields + [EPISODES_SPEC]:
+                for f in self.stored_fields + [EPISODES_SPEC] + self.final_fields:
                     where = f"data.zarr/{name}/{f.name}"
                     arr = g[f.name].with_config({"write_empty_chunks": True})
                     # An edited zarr.json would make zarr decode the chunks as something else.
@@ -274,6 +312,8 @@ class ReplayStore:
                             f"meta.json says {f.dtype} {list(f.shape)}")
                     if f is EPISODES_SPEC:
                         part.episodes_arr = arr
+                    elif f.name.startswith(FINAL_PREFIX):
+                        part.final_arrays[f.name] = arr
                     else:
                         part.arrays[f.name] = arr
                 if part.pending is None and self.mode == "a":
@@ -307,7 +347,8 @@ class ReplayStore:
 
     def _load(self) -> None:
         c = read_commit(self.path)
-        removed = recovery.cleanup_temp_files(self.path, c, self.chunk_rows, self.field_names) \
+        removed = recovery.cleanup_temp_files(self.path, c, self.chunk_rows, [f.name for f in self.stored_fields],
+                                              {f.name: self.final_chunk for f in self.final_fields}) \
             if self.mode == "a" else []
         self._open_zarr()
         self._apply_commit(c)
@@ -316,7 +357,11 @@ class ReplayStore:
             if part.episodes_arr.shape[0] < n or n < 0:
                 raise StoreCorruptError(f"store {self.path}: COMMIT.json says {name} has {n} episodes but "
                                         f"data.zarr/{name}/_episodes holds {part.episodes_arr.shape[0]}")
-            for f in self.fields:
+            for f in self.final_fields:
+                if part.final_arrays[f.name].shape[0] < n:
+                    raise StoreCorruptError(f"store {self.path}: COMMIT.json says {name} has {n} episodes but "
+                                            f"data.zarr/{name}/{f.name} holds {part.final_arrays[f.name].shape[0]}")
+            for f in self.stored_fields:
                 if part.arrays[f.name].shape[0] < part.rows or part.rows < 0:
                     raise StoreCorruptError(f"store {self.path}: COMMIT.json says {name} has {part.rows} rows but "
                                             f"data.zarr/{name}/{f.name} holds {part.arrays[f.name].shape[0]}")
@@ -434,6 +479,7 @@ class ReplayStore:
             part.pending[part.n_pend] = row[0]  # type: ignore[index]
             part.n_pend += 1
             part.end += 1
+            part.last_row = row
             flushed = False
         else:
             flushed = self._append_row_array(part, row)
@@ -503,17 +549,27 @@ class ReplayStore:
             part.n_pend += take
             part.end += take
             i += take
+            part.last_row = rows[i - 1: i].copy()
             if part.end % self.chunk_rows == 0:
                 self._flush_part(part)
                 flushed = True
         return flushed
 
-    def _end_episode(self, part: _Part, flags: int) -> None:
+    def _end_episode(self, part: _Part, flags: int, final: list[np.ndarray] | None = None) -> None:
+        """Record the episode [open_start, end); ``final`` (one array per obs field) is the next
+        observation of its last step (default: the last appended row's next_obs)."""
         start = part.open_start
         length = part.end - start
         flags |= self._replay_flags.pop(part.name, 0)
         if length <= 0:
             return
+        if self.frames_once:
+            if final is None:
+                if part.last_row is None:  # cannot happen: every WAL restates the open episode's last row
+                    raise StoreCorruptError(f"store {self.path}: {part.name} episode at row {start} ends but the "
+                                            f"next observation of its last step is lost")
+                final = [np.array(part.last_row[n][0]) for n in self.next_obs_fields]
+            part.final_pend.append(final)
         part.append_episode(start, length, flags)
         part.open_start = part.end
         if part.name == "online":
@@ -548,13 +604,13 @@ class ReplayStore:
         a, b = part.rows, part.rows + part.n_pend
         block = part.pending[: part.n_pend]  # type: ignore[index]
         cr = self.chunk_rows
-        for f in self.fields:
+        for f in self.stored_fields:
             arr = part.arrays[f.name]
             if arr.shape[0] < b:
                 arr.resize((-(-b // cr) * cr, *f.shape))
             arr[a:b] = block[f.name]
         if self.fsync_policy != "never":
-            for f in self.fields:
+            for f in self.stored_fields:
                 for ci in range(a // cr, (b - 1) // cr + 1):
                     cp = self.chunk_path(part.name, f.name, ci)
                     fsync_path(cp)
@@ -574,6 +630,17 @@ class ReplayStore:
                 for ci in range(n0 // EPISODE_CHUNK, (n1 - 1) // EPISODE_CHUNK + 1):
                     fsync_path(self.chunk_path(part.name, "_episodes", ci))
                 fsync_path(self.path / "data.zarr" / part.name / "_episodes" / "zarr.json")
+            fc = self.final_chunk
+            for j, f in enumerate(self.final_fields):
+                farr = part.final_arrays[f.name]
+                if farr.shape[0] < n1:
+                    farr.resize((-(-n1 // fc) * fc, *f.shape))
+                farr[n0:n1] = np.stack([fin[j] for fin in part.final_pend[: n1 - n0]])
+                if self.fsync_policy != "never":
+                    for ci in range(n0 // fc, (n1 - 1) // fc + 1):
+                        fsync_path(self.chunk_path(part.name, f.name, ci))
+                    fsync_path(self.path / "data.zarr" / part.name / f.name / "zarr.json")
+            part.final_pend = []
             part.eps_flushed = n1
         elif n1 < n0:
             part.eps_flushed = n1
@@ -587,16 +654,26 @@ class ReplayStore:
         for part in self.parts.values():
             self._flush_part(part)
             self._flush_episodes(part)
+        # Frames once: the next observation of the open episode's last flushed step lives only in
+        # the WAL; restate that row at the head of the new WAL (recovery reads it back).
+        carry = None
+        if self.frames_once and self._open is not None and not self._buffered:
+            op = self.parts[self._open]
+            if op.end > op.open_start and op.last_row is not None:
+                carry = walmod.encode(op.pid, op.end - 1, op.last_row.tobytes())
+                new_wal = True
         gen = self.generation + 1
         old = self._wal_name
         new_name = f"wal-{gen:09d}.log" if new_wal else None
         new_writer = None
         if new_name:
             new_writer = walmod.WalWriter(self.path / new_name, create=True)
+            if carry is not None:
+                new_writer.append(carry)
             if self.fsync_policy != "never":
                 os.fsync(new_writer.fd)
         doc = {
-            "format_version": FORMAT_VERSION,
+            "format_version": self.format_version,
             "generation": gen,
             "time": time.time(),
             "wal": new_name,
@@ -627,7 +704,7 @@ class ReplayStore:
         upto = part.head_row // self.chunk_rows
         if upto <= part.freed_chunks:
             return
-        for f in self.fields:
+        for f in self.stored_fields:
             base = self.path / "data.zarr" / part.name / f.name / "c"
             for ci in range(part.freed_chunks, upto):
                 t = base / str(ci)
@@ -652,10 +729,14 @@ class ReplayStore:
                 self._commit(new_wal=False)
                 # Trim array shapes to the committed rows, for plain zarr readers.
                 for part in self.parts.values():
-                    for f in self.fields:
+                    for f in self.stored_fields:
                         arr = part.arrays[f.name]
                         if arr.shape[0] != part.rows:
                             arr.resize((part.rows, *f.shape))
+                    for f in self.final_fields:
+                        arr = part.final_arrays[f.name]
+                        if arr.shape[0] != part.n_eps:
+                            arr.resize((part.n_eps, *f.shape))
                     if part.episodes_arr.shape[0] != part.n_eps:
                         part.episodes_arr.resize((part.n_eps, 3))
             finally:
@@ -722,7 +803,8 @@ class ReplayStore:
         """(shape, dtype) of array ``<partition>/<fname>`` as zarr opened it (the row count is
         a multiple of chunk_rows while writing; only COMMIT.json says which rows hold data)."""
         p = self._part(partition)
-        arr = p.episodes_arr if fname == "_episodes" else p.arrays[fname]
+        arr = p.episodes_arr if fname == "_episodes" else p.final_arrays[fname] if fname.startswith(FINAL_PREFIX) \
+            else p.arrays[fname]
         return tuple(arr.shape), np.dtype(arr.dtype)
 
     @property
@@ -739,8 +821,15 @@ class ReplayStore:
             raise StoreError(f"store {self.path}: rows [{start}, {stop}) of {partition} are not stored "
                              f"(live [{p.head_row}, {p.end}))")
         out = {}
+        virt = [n for n in names if n in self.virtual_fields]
+        if virt:
+            out.update(self._next_obs_rows(p, start, stop, virt))
         z_stop = min(stop, p.rows)
         for n in names:
+            if n in self.virtual_fields:
+                continue
+            if n not in self._spec or n.startswith(FINAL_PREFIX):
+                raise StoreError(f"store {self.path}: no field {n!r} (fields: {', '.join(self.field_names)})")
             parts = []
             if start < z_stop:
                 parts.append(self._read_checked(p, n, start, z_stop, self.chunk_rows))
@@ -749,6 +838,77 @@ class ReplayStore:
                 parts.append(np.array(p.pending[n][a: stop - p.rows]))  # type: ignore[index]
             out[n] = parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else \
                 np.zeros((0, *self.dtype[n].shape), self.dtype[n].base)
+        return {n: out[n] for n in names} if virt else out
+
+    def _next_obs_rows(self, p: _Part, start: int, stop: int, names: list[str]) -> dict[str, np.ndarray]:
+        """Format 2: ``next_obs`` fields of rows [start, stop), rebuilt from the stored obs::
+
+            next_obs[t] = obs[t + 1]            if t + 1 < end of t's episode
+                        = final[episode of t]   if t is the last step of an ended episode
+                        = the writer's last row  if t is the last step so far of the open episode
+        """
+        obs_names = [n[len("next_"):] for n in names]
+        hi = min(stop + 1, p.end)
+        nxt = self.read_rows(p.name, start + 1, hi, obs_names) if hi > start + 1 else \
+            {n: np.zeros((0, *self._spec[n].shape), self._spec[n].dtype) for n in obs_names}  # type: ignore[arg-type]
+        out = {}
+        for n, o in zip(names, obs_names):
+            a = np.empty((stop - start, *self._spec[n].shape), self._spec[n].dtype)
+            a[: len(nxt[o])] = nxt[o]
+            out[n] = a
+        if stop == start:
+            return out
+        ends = p.episode_ends()
+        ep = np.flatnonzero((ends > start) & (ends <= stop))
+        if len(ep):
+            e0 = p.head_ep + int(ep[0])
+            fin = self.read_finals(p.name, e0, p.head_ep + int(ep[-1]) + 1)  # type: ignore[arg-type]
+            rows = ends[ep] - 1 - start
+            for n, o in zip(names, obs_names):
+                out[n][rows] = fin[o][ep + p.head_ep - e0]
+        open_end = not len(ends) or ends[-1] < stop
+        if stop == p.end and open_end:
+            if self.mode != "a" or p.last_row is None:
+                raise StoreError(f"store {self.path}: next_obs of {p.name} row {stop - 1} is not stored yet "
+                                 f"(its episode is still open); read up to row {int(ends[-1]) if len(ends) else p.head_row}")
+            for n in names:
+                out[n][-1] = p.last_row[n][0]
+        return out
+
+    def read_finals(self, partition: Partition, first: int, stop: int) -> dict[str, np.ndarray]:
+        """The next observation of the last step of live ended episodes [first, stop) (absolute
+        numbers) -> {obs field: [E, *shape]} (format 2: the ``_final_*`` arrays; format 1: the
+        last rows' next_obs)."""
+        p = self._part(partition)
+        if not p.head_ep <= first <= stop <= p.n_eps:
+            raise StoreError(f"store {self.path}: episodes [{first}, {stop}) of {partition} are not live "
+                             f"([{p.head_ep}, {p.n_eps}))")
+        out: dict[str, np.ndarray] = {}
+        if not self.frames_once:
+            last = p.episode_ends(first, stop) - 1
+            cols: dict[str, list[np.ndarray]] = {n: [] for n in self.obs_fields}
+            i = 0
+            step = max(self.chunk_rows, 65536)
+            while i < len(last):  # read in row windows so a long store is not held twice in memory
+                j = int(np.searchsorted(last, last[i] + step))
+                j = max(j, i + 1)
+                rows = self.read_rows(partition, int(last[i]), int(last[j - 1]) + 1, self.next_obs_fields)
+                for o, n in zip(self.obs_fields, self.next_obs_fields):
+                    cols[o].append(rows[n][last[i:j] - last[i]])
+                i = j
+            for o in self.obs_fields:
+                spec = self._spec[o]
+                out[o] = np.concatenate(cols[o]) if cols[o] else np.zeros((0, *spec.shape), spec.dtype)
+            return out
+        zs = min(stop, p.eps_flushed)
+        for j, (o, f) in enumerate(zip(self.obs_fields, self.final_fields)):
+            parts = []
+            if first < zs:
+                parts.append(self._read_checked(p, f.name, first, zs, self.final_chunk))
+            if stop > zs:
+                parts.append(np.stack([fin[j] for fin in p.final_pend[max(first, zs) - p.eps_flushed: stop - p.eps_flushed]]))
+            out[o] = parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else \
+                np.zeros((0, *f.shape), f.dtype)
         return out
 
     def _chunk_error(self, p: _Part, fname: str, ci: int, cr: int, problem: str) -> StoreCorruptError:
@@ -759,10 +919,11 @@ class ReplayStore:
     def _read_checked(self, p: _Part, fname: str, a: int, b: int, cr: int) -> np.ndarray:
         """Rows [a, b) of one committed array; StoreCorruptError naming the chunk when one is
         missing (zarr would return fill values) or fails to decode (zstd checksum)."""
-        arr = p.episodes_arr if fname == "_episodes" else p.arrays[fname]
+        arr = p.episodes_arr if fname == "_episodes" else p.final_arrays[fname] \
+            if fname.startswith(FINAL_PREFIX) else p.arrays[fname]
         for ci in range(a // cr, (b - 1) // cr + 1):
             if not os.path.exists(self.chunk_path(p.name, fname, ci)):
-                if fname != "_episodes" and ci < self._freed_by_writer(p):
+                if fname in p.arrays and ci < self._freed_by_writer(p):
                     raise StoreError(f"store {self.path}: {p.name} rows [{a}, {b}) were evicted by the "
                                      f"writer after this reader opened the store; reopen it")
                 raise self._chunk_error(p, fname, ci, cr, "is missing (zarr would read it as zeros)")
@@ -796,15 +957,17 @@ class ReplayStore:
             p = self._part(name)
             cr = self.chunk_rows
             spans = [(f, p.head_row // cr, (p.rows - 1) // cr + 1 if p.rows > p.head_row else 0, cr)
-                     for f in self.fields]
+                     for f in self.stored_fields]
             # eps_flushed, not n_eps: a writer's ended episodes reach zarr at its next commit.
             ne = p.eps_flushed
             spans.append((EPISODES_SPEC, 0, (ne - 1) // EPISODE_CHUNK + 1 if ne else 0, EPISODE_CHUNK))
+            fc = self.final_chunk
+            spans += [(f, 0, (ne - 1) // fc + 1 if ne else 0, fc) for f in self.final_fields]
             for f, c0, c1, rows in spans:
                 nbytes = rows * int(np.prod(f.shape, dtype=np.int64)) * np.dtype(f.dtype).itemsize
                 for ci in range(c0, c1):
                     why = chunk_problem(self.chunk_path(name, f.name, ci), nbytes)
-                    if why and f is not EPISODES_SPEC and ci < self._freed_by_writer(p):
+                    if why and f in self.stored_fields and ci < self._freed_by_writer(p):
                         continue  # evicted since this reader opened: not corruption
                     if why:
                         out.append(str(self._chunk_error(p, f.name, ci, rows, why)).split(": ", 1)[1])
@@ -883,6 +1046,7 @@ class ReplayStore:
                        "successes": int(np.sum(self.episodes("online")[:, 2] & EP_SUCCESS > 0)),
                        "evicted_episodes": self.parts["online"].head_ep},
             "fields": {f.name: {"dtype": f.dtype, "shape": list(f.shape)} for f in self.fields},
+            "frames_once": self.frames_once,
             "size_bytes": self.size_bytes(),
             "uncommitted_wal_steps": len(scan.records) if scan is not None else 0,
         }

@@ -101,11 +101,12 @@ def _check_partition(st: ReplayStore, name: str, problems: list[str], read_data:
     if any("past the committed rows" in msg for msg in table):
         return
     cr = st.chunk_rows
-    for f in st.fields:
+    for f in st.stored_fields + st.final_fields:
+        need = part.n_eps if f in st.final_fields else part.rows
         shape, dtype = st.array_shape(name, f.name)
-        if shape[0] < part.rows or tuple(shape[1:]) != f.shape or dtype != np.dtype(f.dtype):
+        if shape[0] < need or tuple(shape[1:]) != f.shape or dtype != np.dtype(f.dtype):
             problems.append(f"{where} array {f.name} has shape {shape} {dtype}, expected "
-                            f">= ({part.rows}, {', '.join(map(str, f.shape))}) {f.dtype}")
+                            f">= ({need}, {', '.join(map(str, f.shape))}) {f.dtype}")
     problems.extend(f"{where} {msg}" for msg in st.check_chunks([name]))
     if problems or not read_data or not len(eps):
         return

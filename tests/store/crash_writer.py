@@ -1,7 +1,7 @@
 """Writer for test_store_crash.py (not a test module).
 
 Runs as a *zygote*: it imports the store once (no zarr I/O, so no threads yet), then for
-every line ``<store> <seed> <fsync>`` on stdin forks a writer child that appends to the
+every line ``<store> <seed> <fsync> <img>`` on stdin forks a writer child that appends to the
 store forever and reports on stdout (with os.write, unbuffered):
 
     pid <pid>                    the child's pid, so the test can SIGKILL it
@@ -9,7 +9,8 @@ store forever and reports on stdout (with os.write, unbuffered):
     discard <partition> <row>    about to discard the open episode starting at <row>
 
 Every row's content is a pure function of (partition, row), see ``expected_row``, so the
-test can check each committed step bit for bit after a crash.
+test can check each committed step bit for bit after a crash. ``img`` > 0 makes an image
+store: Dict observations {"state": f32[5], "pixels": {"front", "wrist": u8[img, img, 3]}}.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from roborl.store.store import ReplayStore
 
 OBS = gym.spaces.Box(-np.inf, np.inf, (5,), np.float32)
 ACT = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+CAPACITY = {False: 400, True: 100}  # online steps; image writers are slower, evict sooner
 
 
 def obs_of(part: str, row: int) -> np.ndarray:
@@ -31,8 +33,38 @@ def obs_of(part: str, row: int) -> np.ndarray:
             + np.float32(1000.0 if part == "demo" else 0.0))
 
 
-def expected_row(part: str, row: int) -> dict[str, np.ndarray]:
+def spaces(img: int) -> tuple[gym.Space, gym.Space]:
+    if not img:
+        return OBS, ACT
+    cam = gym.spaces.Box(0, 255, (img, img, 3), np.uint8)
+    return gym.spaces.Dict({"state": OBS, "pixels": gym.spaces.Dict({"front": cam, "wrist": cam})}), ACT
+
+
+_BASE: dict[tuple[str, int], np.ndarray] = {}
+
+
+def frame(cam: str, img: int, part: str, row: int) -> np.ndarray:
+    """Camera image of the observation at ``row``: fixed noise (incompressible, like real frames) shifted by row."""
+    if (cam, img) not in _BASE:
+        _BASE[(cam, img)] = np.random.default_rng(len(cam) * 1000 + img).integers(0, 256, (img, img, 3), np.uint8)
+    return _BASE[(cam, img)] + np.uint8((row + (128 if part == "demo" else 0)) % 256)
+
+
+def full_obs(part: str, row: int, img: int) -> object:
+    if not img:
+        return obs_of(part, row)
+    return {"state": obs_of(part, row), "pixels": {c: frame(c, img, part, row) for c in ("front", "wrist")}}
+
+
+def expected_row(part: str, row: int, img: int = 0) -> dict[str, np.ndarray]:
     """The values written at logical row ``row`` (obs/next_obs chain across rows by design)."""
+    if img:
+        return {
+            "obs.state": obs_of(part, row), "next_obs.state": obs_of(part, row + 1),
+            **{f"obs.pixels.{c}": frame(c, img, part, row) for c in ("front", "wrist")},
+            **{f"next_obs.pixels.{c}": frame(c, img, part, row + 1) for c in ("front", "wrist")},
+            **{k: v for k, v in expected_row(part, row).items() if not k.endswith("obs")},
+        }
     return {
         "obs": obs_of(part, row),
         "next_obs": obs_of(part, row + 1),
@@ -46,10 +78,11 @@ def say(msg: str) -> None:
     os.write(1, (msg + "\n").encode())
 
 
-def writer(path: str, seed: int, fsync: str) -> None:
+def writer(path: str, seed: int, fsync: str, img: int = 0) -> None:
     rng = np.random.default_rng(seed)
-    store = ReplayStore.open_or_create(path, env_id="crash-test", observation_space=OBS, action_space=ACT,
-                                       online_capacity=400, chunk_rows=32, fsync=fsync)
+    obs_space, act_space = spaces(img)
+    store = ReplayStore.open_or_create(path, env_id="crash-test", observation_space=obs_space, action_space=act_space,
+                                       online_capacity=CAPACITY[bool(img)], chunk_rows=32, fsync=fsync)
     while True:
         part = "demo" if rng.random() < 0.2 else "online"
         buffered = rng.random() < 0.2
@@ -57,13 +90,14 @@ def writer(path: str, seed: int, fsync: str) -> None:
         discard = rng.random() < 0.1
         p = store.parts[part]
         start = p.end
-        store.start_episode(obs_of(part, start), part, buffered=buffered)
+        store.start_episode(full_obs(part, start, img), part, buffered=buffered)
         for i in range(length):
             row = start + i
             e = expected_row(part, row)
             last = i == length - 1 and not discard
             term = last and rng.random() < 0.5
-            store.add_step(action=e["action"], reward=float(e["reward"]), next_obs=e["next_obs"], terminated=term,
+            store.add_step(action=e["action"], reward=float(e["reward"]), next_obs=full_obs(part, row + 1, img),
+                           terminated=term,
                            truncated=last and not term, timestamp=float(e["timestamp"]), is_success=bool(row % 7 == 0))
             if not buffered:
                 say(f"ack {part} {row}")
@@ -76,11 +110,11 @@ def writer(path: str, seed: int, fsync: str) -> None:
 
 def main() -> None:
     for line in sys.stdin:
-        path, seed, fsync = line.split()
+        path, seed, fsync, img = line.split()
         pid = os.fork()
         if pid == 0:
             try:
-                writer(path, int(seed), fsync)
+                writer(path, int(seed), fsync, int(img))
             finally:
                 os._exit(1)
         say(f"pid {pid}")

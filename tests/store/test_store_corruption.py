@@ -131,12 +131,12 @@ def test_damaged_chunk_names_the_chunk(tmp_path: Path, capsys, how: str) -> None
 @pytest.mark.parametrize("how", ["deleted", "truncated", "zeroed"])
 def test_verify_quick_checks_chunks(tmp_path: Path, capsys, how: str) -> None:
     p = _store(tmp_path)
-    _damage(_chunk(p, "online", "next_obs", 2), how)
+    _damage(_chunk(p, "online", "action", 2), how)
     rc, out, _ = _cli(capsys, "store", "verify", str(p), "--quick", "--json")
     res = json.loads(out)
-    assert rc == 1 and any("online/next_obs chunk 2" in m for m in res["problems"]), res
+    assert rc == 1 and any("online/action chunk 2" in m for m in res["problems"]), res
     rc, out, _ = _cli(capsys, "store", "verify", str(p), "--quick")
-    assert rc == 1 and "next_obs chunk 2" in out
+    assert rc == 1 and "action chunk 2" in out
 
 
 def test_zero_filled_episodes_chunk(tmp_path: Path, capsys) -> None:
