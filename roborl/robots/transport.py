@@ -300,6 +300,9 @@ def jsonable(obj: Any, depth: int = 0) -> Any:
 OBS_PREFIX = "obs/"
 #: deepest Dict nesting of an observation space on the wire.
 MAX_SPACE_DEPTH = 4
+#: most values in one Box of a space description (a 1024x1024x3 camera is 3.1 M): bounds the
+#: float64 arrays a client builds from a hello, whoever sent it.
+MAX_SPACE_ELEMENTS = 16 * 1024 * 1024
 
 
 def _bound(x: np.ndarray) -> Any:
@@ -353,8 +356,8 @@ def space_from_json(d: Any, what: str = "space", depth: int = 0) -> Any:
     if dtype.newbyteorder("<").str not in DTYPES or dtype.kind not in "fiub":
         raise MessageError(f"{what}: dtype {dt} not allowed")
     n = math.prod(shape)
-    if n > MAX_MESSAGE_BYTES:
-        raise MessageError(f"{what}: shape {shape} is too large")
+    if n > MAX_SPACE_ELEMENTS:
+        raise MessageError(f"{what}: shape {shape} has more than {MAX_SPACE_ELEMENTS} values")
 
     def bound(v: Any, inf: float) -> np.ndarray:
         if v is None or isinstance(v, (int, float)) and not isinstance(v, bool):

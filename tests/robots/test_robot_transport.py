@@ -123,6 +123,7 @@ def test_dict_observation_with_a_wrong_leaf_is_refused(case: str):
     {"type": "dict", "spaces": {}},
     {"type": "dict", "spaces": {"a/b": {"shape": [1], "low": 0, "high": 1}}},
     {"shape": [2 ** 40], "low": 0, "high": 1, "dtype": "uint8"},
+    {"shape": [8192, 8192, 3], "low": 0, "high": 255, "dtype": "uint8"},  # the client would build 1.6 GB of bounds
     {"shape": [3], "low": [0, 0], "high": 1},
     {"shape": [2], "low": 0, "high": 1, "dtype": "object"},
     {"shape": [2], "low": None, "high": None, "dtype": "uint8"},
