@@ -10,6 +10,9 @@ HELP = "Serve a robot (or its sim twin) over ZeroMQ, or query a running server."
 DESCRIPTION = (HELP + "\n\nExamples:\n"
                "  roborl robot serve --backend sim:roborl/Push-v0 --port 5555\n"
                "  roborl robot serve --backend sim:roborl/Push-v0 --host 0.0.0.0 --port 5555 --token $SECRET\n"
+               "  roborl robot serve --backend sim:roborl/Push-v0 env.kwargs.obs_mode=proprio+pixels "
+               "env.kwargs.image_size=64\n"
+               "  roborl robot serve --backend sim:roborl/Push-v0 --blind --log-dir runs/blind\n"
                "  roborl eval runs/push/checkpoints --env robot://127.0.0.1:5555\n"
                "  roborl robot stats robot://127.0.0.1:5555\n\n"
                "Binding to anything but loopback requires --token (or $ROBORL_ROBOT_TOKEN).")
@@ -22,6 +25,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--backend", required=True,
                    help="KIND:ARG (sim:roborl/Push-v0; kinds: roborl.robots.BACKENDS or the 'roborl.robots' "
                         "entry points) or package.module:factory[:ARG].")
+    s.add_argument("overrides", nargs="*", metavar="env.KEY=VALUE",
+                   help="sim backend: the same env.* overrides as `roborl train` (env.kwargs.obs_mode=proprio+pixels "
+                        "env.kwargs.image_size=64 env.dr.enabled=true ...), so demos, the served twin and training "
+                        "see one env.")
     s.add_argument("--require-limits", action="store_true",
                    help="Refuse a backend that declares no limits (Robot.limits) instead of warning.")
     s.add_argument("--port", type=int, default=5555, help="TCP port.")
@@ -33,7 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--seconds", type=float, default=None, help="Stop after this many seconds (default: until Ctrl-C/SIGTERM).")
     s.add_argument("--env-kwargs", default=None, metavar="JSON", help="sim backend: env constructor kwargs as JSON.")
     s.add_argument("--blind", action="store_true",
-                   help="Serve what a real arm gives: reward 0, no success flag, allow-listed info only.")
+                   help="Serve what a real arm gives: proprio + camera images (sim twin default "
+                        "obs_mode=proprio+pixels; state is refused), reward 0, no success flag, no privileged info.")
     s.add_argument("--log-dir", default=None, help="Keep the server's true per-episode log (episodes.jsonl) here.")
     for name, helptext in (("stats", "A running server's latency/jitter statistics (robot://HOST:PORT), or true "
                                      "success per episode from a server's --log-dir."),
@@ -57,8 +65,12 @@ def _serve(args: argparse.Namespace) -> int:
     cfg = C.build(ServerConfig, {"host": args.host, "port": args.port, "token": resolve_token(args.token),
                                  "hz": args.hz, "blind": args.blind, "log_dir": args.log_dir}, "command line")
     options: dict = {}
+    env_cfg = _env_overrides(args)
     if args.backend.startswith("sim:"):
         options["clock"] = args.sim_clock
+        options["blind"] = args.blind
+        if env_cfg is not None:
+            options["env_config"] = env_cfg
         if args.env_kwargs:
             try:
                 kw = json.loads(args.env_kwargs)
@@ -89,6 +101,29 @@ def _serve(args: argparse.Namespace) -> int:
         stats = server.serve(max_seconds=args.seconds, ready=_ready)
     print(json.dumps(stats), flush=True)
     return 0
+
+
+def _env_overrides(args: argparse.Namespace):
+    """The ``env.*`` overrides -> an EnvConfig (None without overrides); one line for anything else."""
+    from roborl import config as C
+    from roborl.envs.config import EnvConfig
+    from roborl.errors import UsageError
+
+    if not args.overrides:
+        return None
+    over = C.parse_overrides(args.overrides)
+    other = sorted(k for k in over if k != "env")
+    if other:
+        raise UsageError(f"roborl robot serve: only env.* overrides apply to a served robot, got {other[0]!r}")
+    if not args.backend.startswith("sim:"):
+        raise UsageError(f"roborl robot serve: env.* overrides configure a sim: backend, not {args.backend!r}")
+    env = over.get("env")
+    if not isinstance(env, dict):
+        raise UsageError("roborl robot serve: 'env' needs sub-keys (env.kwargs.obs_mode=...)")
+    sim_id = args.backend[len("sim:"):]
+    if env.get("id", sim_id) != sim_id:
+        raise UsageError(f"roborl robot serve: env.id={env['id']!r} contradicts --backend {args.backend!r}")
+    return C.build(EnvConfig, dict(env, id=sim_id), "command line")
 
 
 def _log_stats(args: argparse.Namespace) -> int:

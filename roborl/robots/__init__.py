@@ -35,13 +35,14 @@ ActionMode = Literal["ee_delta", "joint"]
 class RobotState:
     """What the robot reports after a control period.
 
-    obs: [obs_dim] float32, the observation a policy sees.
+    obs: the observation a policy sees: [obs_dim] float32, or a (nested) dict of arrays matching a
+    Dict ``observation_space`` (``{"proprio": f32[P], "pixels": {"front": u8[H, W, 3], ...}}``).
     reward/terminated/truncated: task feedback when the backend can compute it (the sim twin,
     or a success detector on hardware); a plain hardware adapter reports 0/False/False.
     info: JSON-able extras (e.g. ``ee_pos`` [3]); ``advanced`` says whether time advanced.
     """
 
-    obs: np.ndarray
+    obs: Any
     reward: float = 0.0
     terminated: bool = False
     truncated: bool = False
@@ -123,7 +124,7 @@ class Robot(Protocol):
     it against the limits before each such period.
     """
 
-    observation_space: spaces.Box
+    observation_space: spaces.Space  # a Box, or a (nested) Dict of Boxes (proprio + uint8 camera images)
     action_space: spaces.Box
     control_hz: float
     action_mode: ActionMode

@@ -11,11 +11,14 @@ The server still sees the truth: with ``--log-dir DIR`` it appends one JSON line
 success was reached at any step, how the episode ended) and ``roborl robot stats DIR`` reports
 true success per episode and overall (:func:`summarize`).
 
-Observations: a robot (or the sim twin, from its env's ``privileged_obs_keys``) may declare
-which observation keys are privileged (:func:`privileged_obs_keys`). Filtering them needs
-dict observations (proprio + camera images), which come with a later camera change; until
-then a blind server refuses a backend that declares privileged keys on a flat observation
-(:func:`check_blind_observation`), rather than serving them silently.
+Observations: a robot (or the sim twin, from its env's ``privileged_obs_keys`` /
+``privileged_info_keys``, see :func:`roborl.envs.spaces.privileged_keys`) declares which
+observation and info keys carry ground truth. The blind server drops them from its observation
+space and from every observation and info (:func:`roborl.envs.spaces.strip_privileged`), so with
+a Dict observation (``{"proprio": [P], "pixels": {"front": HxWx3, ...}}``, the sim twin's
+``obs_mode=proprio+pixels``) it serves exactly a real arm's proprioception and cameras. A flat
+observation cannot be filtered by key: a backend that declares privileged keys on one is refused
+(:func:`check_blind_observation`), rather than served silently.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from roborl.envs.spaces import WRAPPER_PRIVILEGED_INFO_KEYS, strip_privileged, strip_privileged_space
 from roborl.errors import UsageError
 from roborl.robots import Robot, RobotState
 
@@ -34,10 +38,14 @@ BLIND_INFO_KEYS = frozenset({"executed_action", "safety", "ee_pos", "advanced"})
 LOG_NAME = "episodes.jsonl"
 
 
-def blind_state(state: RobotState) -> RobotState:
-    """``state`` as a real arm without a success detector would report it (see the module docstring)."""
+def blind_state(state: RobotState, obs_keys: tuple[str, ...] = (), info_keys: tuple[str, ...] = ()) -> RobotState:
+    """``state`` as a real arm without a success detector would report it (see the module docstring):
+    the privileged observation entries ``obs_keys`` dropped (Dict observations), reward 0, no
+    ``terminated``, and of ``info`` only the allow-listed :data:`BLIND_INFO_KEYS` (``info_keys`` are
+    dropped first, so a privileged key can never be allow-listed by mistake)."""
     info = state.info if isinstance(state.info, dict) else {}
-    return RobotState(state.obs, 0.0, False, bool(state.terminated or state.truncated),
+    obs, info = strip_privileged(state.obs, info, obs_keys, info_keys)
+    return RobotState(obs, 0.0, False, bool(state.terminated or state.truncated),
                       {k: v for k, v in info.items() if k in BLIND_INFO_KEYS})
 
 
@@ -47,12 +55,30 @@ def privileged_obs_keys(robot: Robot) -> tuple[str, ...]:
     return tuple(str(k) for k in keys)
 
 
+def privileged_info_keys(robot: Robot) -> tuple[str, ...]:
+    """The info keys ``robot`` declares privileged, plus those our wrappers add (``dr_params``)."""
+    keys = tuple(str(k) for k in (getattr(robot, "privileged_info_keys", ()) or ()))
+    return tuple(dict.fromkeys(keys + WRAPPER_PRIVILEGED_INFO_KEYS))
+
+
+def blind_observation_space(space: Any, obs_keys: tuple[str, ...]) -> Any:
+    """The observation space a blind server serves: ``space`` without the privileged entries."""
+    return strip_privileged_space(space, obs_keys)
+
+
 def check_blind_observation(robot: Robot, backend: str) -> None:
-    """Refuse (one line) a blind server whose robot declares privileged keys it cannot filter yet."""
+    """Refuse (one line) a blind server whose robot declares privileged keys it cannot filter: a flat
+    observation, or a Dict whose every entry is privileged."""
+    from gymnasium import spaces
+
     keys = privileged_obs_keys(robot)
-    if keys:
+    space = robot.observation_space
+    if keys and not isinstance(space, spaces.Dict):
         raise UsageError(f"--blind: --backend {backend!r} declares privileged observation keys {list(keys)}, but its "
                          f"observation is a flat vector that cannot be filtered by key (needs dict observations)")
+    if isinstance(space, spaces.Dict) and not strip_privileged_space(space, keys).spaces:
+        raise UsageError(f"--blind: --backend {backend!r}: every observation entry is privileged {list(keys)}; "
+                         f"nothing a real arm measures is left to serve")
 
 
 class EpisodeLog:
@@ -159,5 +185,5 @@ def format_summary(s: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["BLIND_INFO_KEYS", "EpisodeLog", "blind_state", "check_blind_observation", "format_summary",
-           "privileged_obs_keys", "read_log", "summarize"]
+__all__ = ["BLIND_INFO_KEYS", "EpisodeLog", "blind_observation_space", "blind_state", "check_blind_observation",
+           "format_summary", "privileged_info_keys", "privileged_obs_keys", "read_log", "summarize"]

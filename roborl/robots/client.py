@@ -21,7 +21,8 @@ import numpy as np
 from gymnasium import spaces
 
 from roborl.errors import UsageError
-from roborl.robots.transport import Channel, Message, RemoteError, parse_hostport, resolve_token
+from roborl.robots.transport import (Channel, Message, MessageError, RemoteError, obs_from_arrays, parse_hostport,
+                                     resolve_token, space_from_json)
 
 SCHEME = "robot://"
 
@@ -39,19 +40,19 @@ def parse_robot_url(url: str) -> tuple[str, int, dict[str, str]]:
     return host, port, opts
 
 
-def _box(d: dict[str, Any], what: str) -> spaces.Box:
+def _space(d: Any, what: str) -> gym.Space:
+    """A space from the server's ``hello`` (a Box, or a nested Dict of Boxes), validated."""
     try:
-        shape = tuple(int(s) for s in d["shape"])
-        low = np.array([-np.inf if v is None else v for v in d["low"]], np.float64).reshape(shape)
-        high = np.array([np.inf if v is None else v for v in d["high"]], np.float64).reshape(shape)
-        dtype = np.dtype(d.get("dtype", "float32"))
-        return spaces.Box(low.astype(dtype), high.astype(dtype), shape=shape, dtype=dtype)
-    except (KeyError, TypeError, ValueError) as e:
-        raise UsageError(f"robot server sent a malformed {what} ({e})") from None
+        return space_from_json(d, what)
+    except MessageError as e:
+        raise UsageError(f"robot server sent a malformed {e}") from None
 
 
 class RobotEnv(gym.Env):
-    """Gymnasium env over ``roborl robot serve``. Observations [obs_dim] float32; actions [act_dim].
+    """Gymnasium env over ``roborl robot serve``. Actions [act_dim]. Observations as the server's
+    robot gives them: [obs_dim] float32, or a (nested) Dict such as
+    ``{"proprio": f32[P], "pixels": {"front": u8[H, W, 3], "wrist": u8[H, W, 3]}}``; each reply is
+    checked against the space from ``hello`` (every leaf present, exact shape and dtype).
 
     ``info`` of ``step`` carries the server's view: ``tick``, ``watchdog`` (the robot was held
     since the last step), ``held_ticks``, ``safety_modified``, ``applied``, plus the backend's
@@ -75,8 +76,14 @@ class RobotEnv(gym.Env):
             self.channel.close()
             raise
         self.server_info = hello
-        self.observation_space = _box(hello.get("observation_space", {}), "observation_space")
-        self.action_space = _box(hello.get("action_space", {}), "action_space")
+        try:
+            self.observation_space = _space(hello.get("observation_space"), "observation_space")
+            self.action_space = _space(hello.get("action_space"), "action_space")
+            if not isinstance(self.action_space, spaces.Box):
+                raise UsageError(f"robot server {url} sent a non-Box action_space")
+        except BaseException:
+            self.channel.close()
+            raise
         self.control_hz = float(hello.get("control_hz") or 0.0)
         self.action_mode = hello.get("action_mode")
         self.max_episode_steps = hello.get("max_episode_steps")
@@ -116,7 +123,7 @@ class RobotEnv(gym.Env):
         """The server's latency/jitter statistics."""
         return self.channel.call("stats").header["stats"]
 
-    def observe(self) -> tuple[np.ndarray, dict[str, Any]]:
+    def observe(self) -> tuple[Any, dict[str, Any]]:
         """The robot's latest state without acting (any client may call this)."""
         msg = self.channel.call("observe")
         obs, _, _, _, info = self._unpack(msg)
@@ -125,12 +132,10 @@ class RobotEnv(gym.Env):
 
     def _unpack(self, msg: Message):
         h = msg.header
-        if "obs" not in msg.arrays:
-            raise RemoteError(f"robot server {self.url} sent a {h.get('type')!r} reply without 'obs'")
-        obs = np.array(msg.arrays["obs"], dtype=np.float32)
-        if obs.shape != self.observation_space.shape:
-            raise RemoteError(f"robot server {self.url} sent obs of shape {obs.shape}, expected "
-                              f"{self.observation_space.shape}")
+        try:
+            obs = obs_from_arrays(msg.arrays, self.observation_space)
+        except MessageError as e:
+            raise RemoteError(f"robot server {self.url} sent a bad {h.get('type')!r} reply: {e}") from None
         info = dict(h.get("info") or {})
         for k in ("tick", "watchdog", "held_ticks", "safety_modified", "applied"):
             if k in h:

@@ -50,10 +50,12 @@ import zmq
 from roborl.config import field, positive
 from roborl.errors import UsageError
 from roborl.robots import Robot, RobotState
-from roborl.robots.blind import EpisodeLog, blind_state, check_blind_observation
+from roborl.robots.blind import (EpisodeLog, blind_observation_space, blind_state, check_blind_observation,
+                                  privileged_info_keys, privileged_obs_keys)
 from roborl.robots.limits import LimitGuard
 from roborl.robots.transport import (Message, MessageError, bind_router, check_token, decode_arrays, decode_header,
-                                     encode, error_reply, is_loopback, jsonable, router_recv, router_send)
+                                     encode, error_reply, is_loopback, jsonable, obs_to_arrays, router_recv,
+                                     router_send, space_to_json)
 
 REQUEST_TYPES = ("hello", "reset", "step", "observe", "estop", "stats", "ping")
 WATCHDOG_PERIODS = 2
@@ -119,8 +121,20 @@ class RobotServer:
         self.last_action: np.ndarray | None = None   # the client's last command, as received
         self.last_sent: np.ndarray | None = None     # what the adapter is executing
         self.repeats = bool(getattr(robot, "holds_last_command", True))
+        # What clients see: a Box, or a (nested) Dict of Boxes (proprio + uint8 camera images); the
+        # blind server drops the privileged entries (object/goal state) from it and every observation.
+        self.obs_space = robot.observation_space
+        self._priv_obs: tuple[str, ...] = ()
+        self._priv_info: tuple[str, ...] = ()
         if cfg.blind:
             check_blind_observation(robot, backend)
+            self._priv_obs, self._priv_info = privileged_obs_keys(robot), privileged_info_keys(robot)
+            self.obs_space = blind_observation_space(robot.observation_space, self._priv_obs)
+        try:
+            self._spaces_json = {"observation_space": space_to_json(self.obs_space),
+                                 "action_space": space_to_json(robot.action_space)}
+        except MessageError as e:
+            raise UsageError(f"--backend {backend!r}: {e}") from None
         self.episodes = EpisodeLog(cfg.log_dir) if cfg.log_dir else None
         self._stop = threading.Event()
         self.sock: zmq.Socket | None = None
@@ -304,26 +318,21 @@ class RobotServer:
 
     def _state_reply(self, type_: str, seq: int, state: RobotState, extra: dict[str, Any] | None = None) -> list[bytes]:
         if self.cfg.blind:
-            state = blind_state(state)
+            state = blind_state(state, self._priv_obs, self._priv_info)
         header = {"type": type_, "seq": seq, "reward": float(state.reward), "terminated": bool(state.terminated),
                   "truncated": bool(state.truncated), "info": jsonable(state.info) or {}}
         header.update(extra or {})
-        return encode(header, {"obs": np.asarray(state.obs, np.float32)})
+        return encode(header, obs_to_arrays(state.obs, self.obs_space))
 
     def _on_ping(self, msg, session, envelope) -> None:
         self._reply(envelope, encode({"type": "pong", "seq": msg.seq, "time": time.time()}), session, msg.seq)
 
     def _on_hello(self, msg, session, envelope) -> None:
         r = self.robot
-
-        def box(s) -> dict[str, Any]:  # JSON has no inf: unbounded entries travel as null
-            flat = lambda x: [float(v) if np.isfinite(v) else None for v in np.ravel(x).astype(np.float64)]  # noqa: E731
-            return {"shape": list(s.shape), "low": flat(s.low), "high": flat(s.high), "dtype": str(np.dtype(s.dtype))}
-        obs, act = box(r.observation_space), box(r.action_space)
         self._reply(envelope, encode({
             "type": "hello", "seq": msg.seq, "backend": self.backend, "control_hz": self.hz,
             "action_mode": r.action_mode, "max_episode_steps": r.max_episode_steps,
-            "observation_space": obs, "action_space": act, "watchdog_periods": WATCHDOG_PERIODS,
+            **self._spaces_json, "watchdog_periods": WATCHDOG_PERIODS,
             "token_required": bool(self.cfg.token), "blind": self.cfg.blind,
             "limits": dataclasses.asdict(self.guard.limits) if self.guard.limits is not None else None}),
             session, msg.seq)

@@ -17,9 +17,17 @@ Two clocks:
 
 After ``terminated``/``truncated`` the twin stops advancing until the next reset, and an
 e-stop freezes it until reset.
+
+The env is built like ``roborl train`` builds it (``env_config``: the ``env`` section, filled by
+the same ``env.*`` key=value overrides), so demos, the served twin and training see one env.
+Observations are a Box or a (nested) Dict of Boxes (``obs_mode=proprio+pixels``:
+``{"proprio": f32[P], "pixels": {"front": u8[H, W, 3], ...}}``). ``blind=True`` (the blind twin)
+defaults our arm tasks to ``obs_mode=proprio+pixels`` and refuses ``obs_mode=state``.
 """
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 import gymnasium as gym
@@ -31,9 +39,11 @@ from roborl.robots import ActionMode, RobotBase, RobotLimits, RobotState
 from roborl.robots.transport import jsonable
 
 SIM_CLOCKS = ("realtime", "lockstep")
+#: the blind twin's observation mode for our arm tasks unless the user sets one: what a real arm measures.
+BLIND_OBS_MODE = "proprio+pixels"
 
 
-def _make_env(env_id: str, env_kwargs: dict[str, Any]) -> gym.Env:
+def _make_env(env_id: str, env_kwargs: dict[str, Any], env_config: Any = None) -> gym.Env:
     import roborl  # noqa: F401 - registers roborl/<Task>-v0
 
     if env_id.startswith("robot://"):
@@ -42,7 +52,12 @@ def _make_env(env_id: str, env_kwargs: dict[str, Any]) -> gym.Env:
         from roborl.envs.make import make_env
     except ModuleNotFoundError:  # env glue not installed: plain gymnasium
         make_env = None  # type: ignore[assignment]
-    if make_env is not None:
+    if env_config is not None:
+        from roborl.envs.config import build_env
+
+        # The same env stack as `roborl train` with the same env.* section (safety, DR, history, ...).
+        env = build_env(dataclasses.replace(env_config, id=env_id, kwargs={**env_config.kwargs, **env_kwargs}))
+    elif make_env is not None:
         env = make_env(env_id, **env_kwargs)
     else:
         try:
@@ -86,13 +101,16 @@ class SimRobot(RobotBase):
     """A simulated arm behind the robot server. See the module docstring for the clocks."""
 
     def __init__(self, env_id: str, *, clock: str = "realtime", control_hz: float | None = None,
-                 env_kwargs: dict[str, Any] | None = None, hold_action: np.ndarray | None = None) -> None:
+                 env_kwargs: dict[str, Any] | None = None, hold_action: np.ndarray | None = None,
+                 env_config: Any = None, blind: bool = False) -> None:
         if clock not in SIM_CLOCKS:
             raise UsageError(f"--sim-clock {clock!r} is not one of {SIM_CLOCKS}")
         self.env_id = env_id
         self.clock = clock
         self._hz_override = control_hz
         self._env_kwargs = dict(env_kwargs or {})
+        self._env_config = env_config   # roborl.envs.config.EnvConfig (the env.* section) or None
+        self.blind = bool(blind)
         self._hold_override = None if hold_action is None else np.asarray(hold_action, np.float32)
         self.env: gym.Env | None = None
         self._cmd: np.ndarray | None = None
@@ -106,13 +124,23 @@ class SimRobot(RobotBase):
     def connect(self) -> None:
         if self.env is not None:
             return
-        env = _make_env(self.env_id, self._env_kwargs)
-        if not isinstance(env.observation_space, spaces.Box) or not isinstance(env.action_space, spaces.Box):
+        kwargs = dict(self._env_kwargs)
+        user_kwargs = {**(self._env_config.kwargs if self._env_config is not None else {}), **kwargs}
+        if self.blind and "obs_mode" not in user_kwargs and _is_arm_task(self.env_id):
+            kwargs["obs_mode"] = BLIND_OBS_MODE
+        env = _make_env(self.env_id, kwargs, self._env_config)
+        mode = getattr(env.unwrapped, "obs_mode", None)
+        if self.blind and mode == "state":
             env.close()
-            raise UsageError(f"--backend sim:{self.env_id}: the robot server needs flat Box observation and "
-                             f"action spaces, got {env.observation_space} / {env.action_space}")
+            raise UsageError(f"--blind: sim:{self.env_id} with obs_mode=state serves the object and goal state a real "
+                             f"arm cannot measure; use env.kwargs.obs_mode=proprio+pixels (or proprio)")
+        if not _servable(env.observation_space) or not isinstance(env.action_space, spaces.Box):
+            env.close()
+            raise UsageError(f"--backend sim:{self.env_id}: the robot server needs a Box (or a Dict of Box) "
+                             f"observation space and a Box action space, got {env.observation_space} / "
+                             f"{env.action_space}")
         self.env = env
-        self.observation_space: spaces.Box = env.observation_space
+        self.observation_space: spaces.Space = env.observation_space
         self.action_space: spaces.Box = env.action_space
         u = env.unwrapped
         dt = getattr(u, "control_dt", None) or getattr(u, "dt", None)
@@ -120,10 +148,17 @@ class SimRobot(RobotBase):
         self.action_mode: ActionMode = "ee_delta" if hasattr(u, "ee_pos") else "joint"
         self.max_episode_steps = getattr(env.spec, "max_episode_steps", None) if env.spec else None
         self.limits = _sim_limits(env)
-        # Observation keys the task calls privileged (the blind twin's filter hook; see robots/blind.py).
-        # They name entries of a Dict observation; a task in a flat-vector mode has no such entries.
-        keys = tuple(str(k) for k in (getattr(u, "privileged_obs_keys", ()) or ()))
-        self.privileged_obs_keys = keys if isinstance(env.observation_space, gym.spaces.Dict) else ()
+        # Observation / info keys the task calls privileged (the blind twin's filter; see robots/blind.py).
+        from roborl.envs.spaces import privileged_keys
+
+        obs_keys, info_keys = privileged_keys(env)
+        if isinstance(env.observation_space, spaces.Dict):
+            self.privileged_obs_keys = tuple(str(k) for k in obs_keys)
+        else:
+            # A flat vector has no entries to drop: it is privileged as a whole when the task's state
+            # mode is (its object/goal state); proprio-only flat modes declare nothing.
+            self.privileged_obs_keys = tuple(str(k) for k in obs_keys) if mode in ("state",) else ()
+        self.privileged_info_keys = tuple(str(k) for k in info_keys)
         # lockstep: a command acts for exactly one period, so nothing repeats it
         self.holds_last_command = self.clock == "realtime"
         self._hold = self._hold_vector(None)
@@ -170,7 +205,7 @@ class SimRobot(RobotBase):
         self._over = False
         self._fresh = False
         self._cmd = self._hold.copy()
-        self._state = RobotState(np.asarray(obs, np.float32), 0.0, False, False, self._info(info, True))
+        self._state = RobotState(_obs(obs), 0.0, False, False, self._info(info, True))
         return self._state
 
     def send_action(self, action: np.ndarray) -> None:
@@ -201,9 +236,28 @@ class SimRobot(RobotBase):
         obs, reward, terminated, truncated, info = env.step(self._cmd)
         self.steps += 1
         self._over = bool(terminated or truncated)
-        self._state = RobotState(np.asarray(obs, np.float32), float(reward), bool(terminated), bool(truncated),
+        self._state = RobotState(_obs(obs), float(reward), bool(terminated), bool(truncated),
                                  self._info(info, True))
         return self._state
+
+
+def _obs(obs: Any) -> Any:
+    """A Dict observation as the env gave it (its leaves keep their dtypes: uint8 images); a flat one as float32."""
+    return obs if isinstance(obs, Mapping) else np.asarray(obs, np.float32)
+
+
+def _servable(space: gym.Space) -> bool:
+    """A Box, or a (nested) Dict whose leaves are Boxes: what the wire carries (robots/transport.py)."""
+    if isinstance(space, spaces.Dict):
+        return bool(space.spaces) and all(_servable(s) for s in space.spaces.values())
+    return isinstance(space, spaces.Box)
+
+
+def _is_arm_task(env_id: str) -> bool:
+    """One of our arm tasks (they take ``obs_mode``)."""
+    from roborl.envs.registry import TASKS
+
+    return env_id in TASKS
 
 
 def make_sim_robot(arg: str, **options: Any) -> SimRobot:

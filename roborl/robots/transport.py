@@ -294,6 +294,127 @@ def jsonable(obj: Any, depth: int = 0) -> Any:
     return None
 
 
+# ----------------------------------------------------------------------------- observations
+
+#: array-name prefix of a Dict observation's leaves (``obs/proprio``, ``obs/pixels/front``).
+OBS_PREFIX = "obs/"
+#: deepest Dict nesting of an observation space on the wire.
+MAX_SPACE_DEPTH = 4
+#: most values in one Box of a space description (a 1024x1024x3 camera is 3.1 M): bounds the
+#: float64 arrays a client builds from a hello, whoever sent it.
+MAX_SPACE_ELEMENTS = 16 * 1024 * 1024
+
+
+def _bound(x: np.ndarray) -> Any:
+    """A Box bound for JSON: one number when every entry is equal (a 64x64x3 image bound would
+    otherwise be 12,288 numbers, past the 64 KB header limit), else the flat list; inf -> null."""
+    flat = np.ravel(x).astype(np.float64)
+    enc = lambda v: float(v) if np.isfinite(v) else None  # noqa: E731 - JSON has no inf
+    if flat.size and np.all(flat == flat[0]):
+        return enc(flat[0])
+    return [enc(v) for v in flat]
+
+
+def space_to_json(space: Any) -> dict[str, Any]:
+    """A Box, or a (nested) Dict of Boxes -> JSON: ``{"shape", "low", "high", "dtype"}`` for a Box
+    (bounds: one number or a flat list, null = unbounded), ``{"type": "dict", "spaces": {key: ...}}``
+    for a Dict. Other spaces raise :class:`MessageError`."""
+    from gymnasium import spaces as S
+
+    if isinstance(space, S.Dict):
+        return {"type": "dict", "spaces": {str(k): space_to_json(v) for k, v in space.spaces.items()}}
+    if isinstance(space, S.Box):
+        return {"shape": list(space.shape), "low": _bound(space.low), "high": _bound(space.high),
+                "dtype": np.dtype(space.dtype).name}
+    raise MessageError(f"observation/action space {type(space).__name__} cannot be served (Box or Dict of Box)")
+
+
+def space_from_json(d: Any, what: str = "space", depth: int = 0) -> Any:
+    """Inverse of :func:`space_to_json`, validating everything (dtype allow-list, shape rank and
+    size, bound lengths, nesting, key names); raises :class:`MessageError` with one line."""
+    from gymnasium import spaces as S
+
+    if not isinstance(d, dict):
+        raise MessageError(f"{what}: expected an object")
+    if d.get("type") == "dict":
+        sub = d.get("spaces")
+        if depth >= MAX_SPACE_DEPTH or not isinstance(sub, dict) or not sub or len(sub) > MAX_ARRAYS:
+            raise MessageError(f"{what}: a dict space needs 1..{MAX_ARRAYS} entries, nested at most "
+                               f"{MAX_SPACE_DEPTH} deep")
+        for k in sub:
+            if not k or "/" in k or len(k) > 32:
+                raise MessageError(f"{what}: key {_short(k)} must be 1..32 characters without '/'")
+        return S.Dict({k: space_from_json(v, f"{what}/{k}", depth + 1) for k, v in sub.items()})
+    shape, dt = d.get("shape"), d.get("dtype", "float32")
+    shape = _check_shape(what, shape)
+    if not isinstance(dt, str):
+        raise MessageError(f"{what}: dtype must be a string")
+    try:
+        dtype = np.dtype(dt)
+    except TypeError:
+        raise MessageError(f"{what}: unknown dtype {_short(dt)}") from None
+    if dtype.newbyteorder("<").str not in DTYPES or dtype.kind not in "fiub":
+        raise MessageError(f"{what}: dtype {dt} not allowed")
+    n = math.prod(shape)
+    if n > MAX_SPACE_ELEMENTS:
+        raise MessageError(f"{what}: shape {shape} has more than {MAX_SPACE_ELEMENTS} values")
+
+    def bound(v: Any, inf: float) -> np.ndarray:
+        if v is None or isinstance(v, (int, float)) and not isinstance(v, bool):
+            return np.full(shape, inf if v is None else float(v), np.float64)
+        if not isinstance(v, list) or len(v) != n or not all(
+                x is None or isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+            raise MessageError(f"{what}: bounds must be a number or a list of {n} numbers/nulls")
+        return np.array([inf if x is None else x for x in v], np.float64).reshape(shape)
+
+    low, high = bound(d.get("low"), -np.inf), bound(d.get("high"), np.inf)
+    if dtype.kind != "f" and not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
+        raise MessageError(f"{what}: an integer space needs finite bounds")
+    return S.Box(low.astype(dtype), high.astype(dtype), shape=tuple(shape), dtype=dtype)
+
+
+def obs_to_arrays(obs: Any, space: Any) -> dict[str, np.ndarray]:
+    """One observation -> named wire arrays. A Box: ``{"obs": float32 [...]}`` (as always); a Dict:
+    one array per leaf, ``"obs/" + leaf name`` (``obs/pixels/front``), in the leaf's own dtype
+    (uint8 images stay uint8: 4x fewer bytes than float32)."""
+    from gymnasium import spaces as S
+
+    from roborl.envs.spaces import flatten_obs, leaves
+
+    if not isinstance(space, S.Dict):
+        return {"obs": np.asarray(obs, np.float32)}
+    return {OBS_PREFIX + k: np.asarray(v, dtype=lf.dtype)
+            for lf, (k, v) in zip(leaves(space), flatten_obs(obs, space).items())}
+
+
+def obs_from_arrays(arrays: Mapping[str, np.ndarray], space: Any) -> Any:
+    """Inverse of :func:`obs_to_arrays`, checked against ``space``: every leaf present, none extra,
+    each of the leaf's exact shape and dtype; raises :class:`MessageError` (one line)."""
+    from gymnasium import spaces as S
+
+    from roborl.envs.spaces import leaves, unflatten_obs
+
+    if not isinstance(space, S.Dict):
+        if "obs" not in arrays:
+            raise MessageError("reply without 'obs'")
+        obs = np.array(arrays["obs"], dtype=np.float32)
+        if obs.shape != space.shape:
+            raise MessageError(f"obs of shape {obs.shape}, expected {space.shape}")
+        return obs
+    lvs = leaves(space)
+    got = {k[len(OBS_PREFIX):] for k in arrays if k.startswith(OBS_PREFIX)}
+    want = {lf.name for lf in lvs}
+    if got != want:
+        raise MessageError(f"observation entries {sorted(got)}, expected {sorted(want)}")
+    flat = {}
+    for lf in lvs:
+        a = arrays[OBS_PREFIX + lf.name]
+        if a.shape != lf.shape or a.dtype != lf.dtype:
+            raise MessageError(f"observation {lf.name!r}: {a.dtype}{list(a.shape)}, expected {lf.dtype}{list(lf.shape)}")
+        flat[lf.name] = np.array(a)  # a writable copy (the frame's view is read-only)
+    return unflatten_obs(flat, space)
+
+
 # ----------------------------------------------------------------------------- addresses
 
 def parse_hostport(addr: str, what: str = "address") -> tuple[str, int]:

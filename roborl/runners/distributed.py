@@ -182,22 +182,41 @@ class LearnerEndpoint:
         return added
 
     def _handle(self, envelope: list[bytes], frames: list[bytes]) -> int:
-        from roborl.robots.transport import MessageError, check_token, decode, encode, error_reply, router_send
+        """One request -> one reply. Never raises: the token is checked before any array frame is
+        decoded, and whatever else goes wrong while handling this message becomes an ``error``
+        reply to it while the learner keeps serving."""
+        from roborl.robots.transport import error_reply, router_send
+
+        try:
+            return self._serve_one(envelope, frames)
+        except Exception as e:  # noqa: BLE001 - one bad message must not stop the learner
+            self.counts["internal_errors"] = self.counts.get("internal_errors", 0) + 1
+            try:
+                router_send(self.sock, envelope, error_reply(_request_header(frames), "internal",
+                                                             f"learner error ({type(e).__name__})"))
+            except Exception:  # noqa: BLE001 - even the reply failed: drop it
+                pass
+            return 0
+
+    def _serve_one(self, envelope: list[bytes], frames: list[bytes]) -> int:
+        from roborl.robots.transport import MessageError, Unauthorized, decode, encode, error_reply, router_send
 
         def count(k: str) -> None:
             self.counts[k] = self.counts.get(k, 0) + 1
 
         try:
-            msg = decode(frames)
+            # The token is compared right after the bounded header parse, before any array is read.
+            msg = decode(frames, token=self.token)
+        except Unauthorized:
+            count("refused_unauthorized")
+            router_send(self.sock, envelope, error_reply(_request_header(frames), "unauthorized",
+                                                         "missing or wrong token"))
+            return 0
         except MessageError as e:
             count("refused_malformed")
             router_send(self.sock, envelope, error_reply(None, "malformed", f"malformed message: {e}"))
             return 0
         h = msg.header
-        if not check_token(h, self.token):
-            count("refused_unauthorized")
-            router_send(self.sock, envelope, error_reply(h, "unauthorized", "missing or wrong token"))
-            return 0
         actor = h.get("actor_id")
         added = 0
         try:
@@ -239,6 +258,17 @@ class LearnerEndpoint:
 
     def close(self) -> None:
         self.sock.close(0)
+
+
+def _request_header(frames: list[bytes]) -> dict[str, Any] | None:
+    """The request's validated header (bounded parse, no array touched), so an error reply carries
+    its ``seq`` and the caller's channel accepts it; None when the header itself is malformed."""
+    from roborl.robots.transport import MessageError, decode_header
+
+    try:
+        return decode_header(frames)
+    except MessageError:
+        return None
 
 
 def learner_updates(runner: Any, acc: Any, n: int) -> None:

@@ -67,3 +67,75 @@ def test_token_is_checked_before_the_arrays():
     assert decode(good, token="s3cret").arrays["a"].tolist() == [0.0, 1.0, 2.0]
     # A lone surrogate in the token is a wrong token, not an exception.
     assert check_token(json.loads('{"token": "\\ud800"}'), "s3cret") is False
+
+
+# ----------------------------------------------------------------------------- Dict observations
+
+def _arm_space(h: int = 16):
+    from gymnasium import spaces
+
+    img = spaces.Box(0, 255, (h, h, 3), np.uint8)
+    return spaces.Dict({"proprio": spaces.Box(-np.inf, np.inf, (7,), np.float32),
+                        "pixels": spaces.Dict({"front": img, "wrist": img})})
+
+
+def test_dict_observation_and_space_round_trip_through_the_frames():
+    from roborl.robots.transport import obs_from_arrays, obs_to_arrays, space_from_json, space_to_json
+
+    space = _arm_space(64)
+    wire = json.dumps(space_to_json(space)).encode()
+    assert len(wire) < 1000  # uniform image bounds travel as one number, not 12,288
+    back = space_from_json(json.loads(wire))
+    assert back == space
+    obs = space.sample()
+    arrays = obs_to_arrays(obs, space)
+    assert set(arrays) == {"obs/proprio", "obs/pixels/front", "obs/pixels/wrist"}
+    assert arrays["obs/pixels/front"].dtype == np.uint8  # images travel as bytes, not float32
+    msg = decode(encode({"type": "step", "seq": 1}, arrays))
+    got = obs_from_arrays(msg.arrays, back)
+    assert back.contains(got)
+    np.testing.assert_array_equal(got["pixels"]["wrist"], obs["pixels"]["wrist"])
+    np.testing.assert_array_equal(got["proprio"], obs["proprio"])
+    got["pixels"]["front"][0, 0, 0] = 1  # writable, unlike the frame's own buffer
+
+
+@pytest.mark.parametrize("case", ["missing", "extra", "dtype", "shape"])
+def test_dict_observation_with_a_wrong_leaf_is_refused(case: str):
+    from roborl.robots.transport import obs_from_arrays, obs_to_arrays
+
+    space = _arm_space()
+    arrays = obs_to_arrays(space.sample(), space)
+    if case == "missing":
+        del arrays["obs/pixels/wrist"]
+    elif case == "extra":
+        arrays["obs/environment_state"] = np.zeros(6, np.float32)
+    elif case == "dtype":
+        arrays["obs/pixels/front"] = arrays["obs/pixels/front"].astype(np.float32)
+    else:
+        arrays["obs/proprio"] = np.zeros(8, np.float32)
+    msg = decode(encode({"type": "step", "seq": 1}, arrays))
+    with pytest.raises(MessageError) as e:
+        obs_from_arrays(msg.arrays, space)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("bad", [
+    {"type": "dict", "spaces": {}},
+    {"type": "dict", "spaces": {"a/b": {"shape": [1], "low": 0, "high": 1}}},
+    {"shape": [2 ** 40], "low": 0, "high": 1, "dtype": "uint8"},
+    {"shape": [8192, 8192, 3], "low": 0, "high": 255, "dtype": "uint8"},  # the client would build 1.6 GB of bounds
+    {"shape": [3], "low": [0, 0], "high": 1},
+    {"shape": [2], "low": 0, "high": 1, "dtype": "object"},
+    {"shape": [2], "low": None, "high": None, "dtype": "uint8"},
+    {"shape": [1, 1, 1, 1, 1], "low": 0, "high": 1},
+    "box",
+])
+def test_malformed_space_descriptions_are_refused(bad):
+    from roborl.robots.transport import space_from_json
+
+    deep: dict = {"shape": [1], "low": 0, "high": 1}
+    for _ in range(10):
+        deep = {"type": "dict", "spaces": {"k": deep}}
+    for d in (bad, deep):
+        with pytest.raises(MessageError):
+            space_from_json(d)
