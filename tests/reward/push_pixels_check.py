@@ -53,6 +53,6 @@ try:
     ClassifierReward(gym.make("roborl/Push-v0"), root / "m")
     raise SystemExit("a state-only env was accepted")
 except UsageError as e:
-    assert "'image'" in str(e), e
+    assert "'pixels.front'" in str(e), e
 wrapped.close()
 print("OK")
