@@ -35,6 +35,10 @@ LEARNERS: dict[str, LearnerSpec] = {
                        "roborl.learners.sac:policy_from_checkpoint"),
     "ppo": LearnerSpec("on_policy", "roborl.learners.ppo:PPO", "ppo", "roborl.learners.config:PPOConfig",
                        "roborl.learners.ppo:policy_from_checkpoint"),
+    "td3": LearnerSpec("off_policy", "roborl.learners.td3:TD3", "td3", "roborl.learners.config:TD3Config",
+                       "roborl.learners.td3:policy_from_checkpoint"),
+    "ddpg": LearnerSpec("off_policy", "roborl.learners.ddpg:DDPG", "ddpg", "roborl.learners.config:DDPGConfig",
+                        "roborl.learners.ddpg:policy_from_checkpoint"),
 }
 
 # Derived view kept for callers that only need the loaders.
