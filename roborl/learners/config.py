@@ -11,7 +11,7 @@ from typing import Literal
 
 from roborl.config import field, non_negative, open_unit_interval, positive, unit_interval
 
-__all__ = ["SACConfig", "PPOConfig", "TD3Config", "DDPGConfig"]
+__all__ = ["SACConfig", "PPOConfig", "TD3Config", "DDPGConfig", "DiscreteSACConfig"]
 
 
 @dataclass(frozen=True)
@@ -159,5 +159,28 @@ class DDPGConfig:
                                      check=non_negative)
     utd: int = field(1, doc="Gradient updates per env step (update-to-data ratio).", check=positive)
     grad_clip: float | None = field(None, doc="Max global grad norm (null = off).", check=positive)
+    warmup_steps: int = field(1_000, doc="Random-action env steps before learning starts.", check=non_negative)
+    normalize_obs: bool = field(True, doc="Normalise observations with mean/std fitted once when learning starts (saved in checkpoints).")
+
+
+@dataclass(frozen=True)
+class DiscreteSACConfig:
+    """Discrete-action SAC hyperparameters (Christodoulou 2019; learning rates and entropy ratio as CleanRL's sac_atari)."""
+
+    hidden: tuple[int, ...] = field((256, 256), doc="Hidden layer sizes of actor and critics.")
+    actor_lr: float = field(3e-4, doc="Adam learning rate of the actor.", check=positive)
+    critic_lr: float = field(3e-4, doc="Adam learning rate of the critics.", check=positive)
+    alpha_lr: float = field(3e-4, doc="Adam learning rate of the temperature.", check=positive)
+    batch_size: int = field(256, doc="Transitions per update.", check=positive)
+    gamma: float = field(0.99, doc="Discount.", check=open_unit_interval)
+    reward_scale: float = field(1.0, doc="Rewards are multiplied by this before the TD target.", check=positive)
+    tau: float = field(0.005, doc="Polyak rate of the target critics.", check=unit_interval)
+    n_critics: int = field(2, doc="Critics; target and policy loss use the min over them.", check=positive)
+    init_alpha: float = field(1.0, doc="Initial temperature.", check=positive)
+    learn_alpha: bool = field(True, doc="Tune the temperature toward target_entropy_ratio * log|A|.")
+    target_entropy_ratio: float = field(
+        0.89, doc="Target entropy as a fraction of the maximum log|A| (Christodoulou 2019 uses 0.98; CleanRL found "
+        "0.89 more robust).", check=unit_interval)
+    utd: int = field(1, doc="Gradient updates per env step (update-to-data ratio).", check=positive)
     warmup_steps: int = field(1_000, doc="Random-action env steps before learning starts.", check=non_negative)
     normalize_obs: bool = field(True, doc="Normalise observations with mean/std fitted once when learning starts (saved in checkpoints).")

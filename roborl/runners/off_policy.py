@@ -87,13 +87,21 @@ class OffPolicyRunner:
                 probe.close()
         else:
             obs_space, act_space = spaces
-        if len(getattr(obs_space, "shape", ()) or ()) != 1 or len(getattr(act_space, "shape", ()) or ()) != 1:
+        import gymnasium as gym
+
+        # The learner's action kind (LearnerSpec.actions) must match the env's action space.
+        self.discrete = spec.actions == "discrete"
+        if self.discrete != isinstance(act_space, gym.spaces.Discrete):
+            raise UsageError(f"env.id: {self.algo} needs {'Discrete' if self.discrete else 'Box'} actions; "
+                             f"{cfg.env.id} has {type(act_space).__name__} actions")
+        act_shape = (int(act_space.n),) if self.discrete else (getattr(act_space, "shape", ()) or ())
+        if len(getattr(obs_space, "shape", ()) or ()) != 1 or len(act_shape) != 1:
             raise UsageError(f"env.id: {self.algo.upper()} needs flat Box observations and actions; {cfg.env.id} has "
                              f"{type(obs_space).__name__} observations (use state observations)")
-        if not np.allclose(act_space.low, -1) or not np.allclose(act_space.high, 1):
+        if not self.discrete and (not np.allclose(act_space.low, -1) or not np.allclose(act_space.high, 1)):
             raise UsageError(f"env.id: {cfg.env.id} actions are not scaled to [-1, 1] (enable env action scaling)")
         self.obs_space, self.act_space = obs_space, act_space
-        self.obs_dim, self.act_dim = int(obs_space.shape[0]), int(act_space.shape[0])
+        self.obs_dim, self.act_dim = int(obs_space.shape[0]), int(act_shape[0])  # Discrete: act_dim = n
 
         relabeler = self._goal_relabeler()  # before any file is written: a misconfiguration leaves no run dir
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -229,6 +237,8 @@ class OffPolicyRunner:
     def act(self, obs: np.ndarray) -> np.ndarray:
         """Uniform random actions [A] until learning starts, then a stochastic policy sample."""
         if not self._learning_started:
+            if self.discrete:
+                return np.asarray(self.rng.integers(self.act_dim), dtype=np.int64)
             return self.rng.uniform(-1.0, 1.0, size=self.act_dim).astype(np.float32)
         return self.learner.act(obs[None], deterministic=False)[0].cpu().numpy()
 
