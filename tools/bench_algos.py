@@ -55,7 +55,13 @@ def ours(algo: str, seed: int, steps: int, hidden: list[int], batch: int, lr: fl
 
 def sb3(algo: str, seed: int, steps: int, hidden: list[int], batch: int, lr: float, warmup: int, episodes: int) -> dict:
     import gymnasium as gym
-    from stable_baselines3 import DDPG, TD3
+
+    try:
+        from stable_baselines3 import DDPG, TD3
+    except ImportError:
+        print("bench_algos: the SB3 side needs stable-baselines3 (pip install stable-baselines3), or pass --sides ours",
+              file=sys.stderr)
+        raise SystemExit(2) from None
     from stable_baselines3.common.noise import NormalActionNoise
 
     env = gym.make("Pendulum-v1")
