@@ -105,6 +105,11 @@ def test_cartpole_runs_resumes_and_evals_through_the_runner(tmp_path: Path) -> N
     r2 = OffPolicyRunner(cfg, tmp_path)
     assert r2.try_resume() and r2.step == 300
     r2.close()
+    # `roborl eval` on the run directory plays Discrete actions through the env stack.
+    ev = subprocess.run([sys.executable, "-m", "roborl", "eval", str(tmp_path), "--episodes", "1", "--json"],
+                        capture_output=True, text=True, timeout=120)
+    assert ev.returncode == 0, ev.stderr
+    assert '"episodes": 1' in ev.stdout
 
 
 @pytest.mark.slow
