@@ -367,6 +367,8 @@ def _one_episode(policy: "Policy", env: Any, seed: int, deterministic: bool, wri
         o = obs if isinstance(obs, dict) else np.asarray(obs, dtype=np.float32)[None]
         a = np.asarray(policy.act(o, deterministic=deterministic))
         a = a.reshape(a.shape[1:]) if a.ndim >= 2 and a.shape[0] == 1 else a
+        if a.ndim == 1 and a.shape[0] == 1 and a.dtype.kind in "iu":
+            a = a.reshape(())  # a discrete policy's [1] action index -> the scalar gymnasium Discrete expects
         obs, reward, terminated, truncated, info = env.step(a)
         steps += 1
         total += float(reward)

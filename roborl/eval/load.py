@@ -85,6 +85,8 @@ def check_spaces(env: Any, meta: dict[str, Any], env_id: str, policy: Any = None
     for want, space, what in ((want_obs, env.observation_space, "observation"),
                               (want_act, env.action_space, "action")):
         have = getattr(space, "shape", None)
+        if what == "action" and isinstance(getattr(space, "n", None), (int, np.integer)) and have == ():
+            have = (int(space.n),)  # gymnasium Discrete: checkpoints record act_shape = [n] (number of actions)
         if want is None or have is None:
             continue
         if tuple(want) != tuple(int(x) for x in have):

@@ -28,6 +28,7 @@ class LearnerSpec:
     section: str          # the RunConfig section holding its config (cfg.<section>)
     config: str           # "module:Class" of that section's frozen config dataclass (torch-free)
     policy_loader: str    # "module:function": policy_from_checkpoint(state, meta, device) -> Policy
+    actions: Literal["continuous", "discrete"] = "continuous"  # Box actions in [-1, 1] | gymnasium Discrete (act_dim = n)
 
 
 LEARNERS: dict[str, LearnerSpec] = {
@@ -35,6 +36,13 @@ LEARNERS: dict[str, LearnerSpec] = {
                        "roborl.learners.sac:policy_from_checkpoint"),
     "ppo": LearnerSpec("on_policy", "roborl.learners.ppo:PPO", "ppo", "roborl.learners.config:PPOConfig",
                        "roborl.learners.ppo:policy_from_checkpoint"),
+    "td3": LearnerSpec("off_policy", "roborl.learners.td3:TD3", "td3", "roborl.learners.config:TD3Config",
+                       "roborl.learners.td3:policy_from_checkpoint"),
+    "ddpg": LearnerSpec("off_policy", "roborl.learners.ddpg:DDPG", "ddpg", "roborl.learners.config:DDPGConfig",
+                        "roborl.learners.ddpg:policy_from_checkpoint"),
+    "sac_discrete": LearnerSpec("off_policy", "roborl.learners.sac_discrete:DiscreteSAC", "sac_discrete",
+                                "roborl.learners.config:DiscreteSACConfig",
+                                "roborl.learners.sac_discrete:policy_from_checkpoint", actions="discrete"),
 }
 
 # Derived view kept for callers that only need the loaders.

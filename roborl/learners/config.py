@@ -11,7 +11,7 @@ from typing import Literal
 
 from roborl.config import field, non_negative, open_unit_interval, positive, unit_interval
 
-__all__ = ["SACConfig", "PPOConfig", "EncoderConfig"]
+__all__ = ["SACConfig", "PPOConfig", "EncoderConfig", "TD3Config", "DDPGConfig", "DiscreteSACConfig"]
 
 
 @dataclass(frozen=True)
@@ -139,3 +139,70 @@ class PPOConfig:
             raise ValueError("hidden must be a non-empty list of positive sizes")
         if self.critic_hidden is not None and (not self.critic_hidden or any(h <= 0 for h in self.critic_hidden)):
             raise ValueError("critic_hidden must be a non-empty list of positive sizes (or null)")
+
+
+@dataclass(frozen=True)
+class TD3Config:
+    """TD3 hyperparameters (Fujimoto et al. 2018; defaults as the paper and CleanRL)."""
+
+    hidden: tuple[int, ...] = field((256, 256), doc="Hidden layer sizes of actor and critics.")
+    actor_lr: float = field(3e-4, doc="Adam learning rate of the actor.", check=positive)
+    critic_lr: float = field(3e-4, doc="Adam learning rate of the critics.", check=positive)
+    batch_size: int = field(256, doc="Transitions per update.", check=positive)
+    gamma: float = field(0.99, doc="Discount.", check=open_unit_interval)
+    reward_scale: float = field(1.0, doc="Rewards are multiplied by this before the TD target.", check=positive)
+    tau: float = field(0.005, doc="Polyak rate of the target actor and critics.", check=unit_interval)
+    n_critics: int = field(2, doc="Critics; the target takes the min over all of them (clipped double-Q).", check=positive)
+    exploration_noise: float = field(0.1, doc="Std of the Gaussian noise added to mu(s) when acting (actions in [-1, 1]).",
+                                     check=non_negative)
+    policy_noise: float = field(0.2, doc="Target-policy smoothing: std of the noise added to mu'(s') in the target.",
+                                check=non_negative)
+    noise_clip: float = field(0.5, doc="Target-policy smoothing noise is clipped to [-noise_clip, noise_clip].",
+                              check=non_negative)
+    policy_delay: int = field(2, doc="Critic updates per actor (and target) update.", check=positive)
+    utd: int = field(1, doc="Gradient updates per env step (update-to-data ratio).", check=positive)
+    grad_clip: float | None = field(None, doc="Max global grad norm (null = off).", check=positive)
+    warmup_steps: int = field(1_000, doc="Random-action env steps before learning starts.", check=non_negative)
+    normalize_obs: bool = field(True, doc="Normalise observations with mean/std fitted once when learning starts (saved in checkpoints).")
+
+
+@dataclass(frozen=True)
+class DDPGConfig:
+    """DDPG hyperparameters (Lillicrap et al. 2016; learning rates, tau and Gaussian noise as CleanRL)."""
+
+    hidden: tuple[int, ...] = field((256, 256), doc="Hidden layer sizes of actor and critic.")
+    actor_lr: float = field(3e-4, doc="Adam learning rate of the actor.", check=positive)
+    critic_lr: float = field(3e-4, doc="Adam learning rate of the critic.", check=positive)
+    batch_size: int = field(256, doc="Transitions per update.", check=positive)
+    gamma: float = field(0.99, doc="Discount.", check=open_unit_interval)
+    reward_scale: float = field(1.0, doc="Rewards are multiplied by this before the TD target.", check=positive)
+    tau: float = field(0.005, doc="Polyak rate of the target actor and critic.", check=unit_interval)
+    exploration_noise: float = field(0.1, doc="Std of the Gaussian noise added to mu(s) when acting (actions in [-1, 1]).",
+                                     check=non_negative)
+    utd: int = field(1, doc="Gradient updates per env step (update-to-data ratio).", check=positive)
+    grad_clip: float | None = field(None, doc="Max global grad norm (null = off).", check=positive)
+    warmup_steps: int = field(1_000, doc="Random-action env steps before learning starts.", check=non_negative)
+    normalize_obs: bool = field(True, doc="Normalise observations with mean/std fitted once when learning starts (saved in checkpoints).")
+
+
+@dataclass(frozen=True)
+class DiscreteSACConfig:
+    """Discrete-action SAC hyperparameters (Christodoulou 2019; learning rates and entropy ratio as CleanRL's sac_atari)."""
+
+    hidden: tuple[int, ...] = field((256, 256), doc="Hidden layer sizes of actor and critics.")
+    actor_lr: float = field(3e-4, doc="Adam learning rate of the actor.", check=positive)
+    critic_lr: float = field(3e-4, doc="Adam learning rate of the critics.", check=positive)
+    alpha_lr: float = field(3e-4, doc="Adam learning rate of the temperature.", check=positive)
+    batch_size: int = field(256, doc="Transitions per update.", check=positive)
+    gamma: float = field(0.99, doc="Discount.", check=open_unit_interval)
+    reward_scale: float = field(1.0, doc="Rewards are multiplied by this before the TD target.", check=positive)
+    tau: float = field(0.005, doc="Polyak rate of the target critics.", check=unit_interval)
+    n_critics: int = field(2, doc="Critics; target and policy loss use the min over them.", check=positive)
+    init_alpha: float = field(1.0, doc="Initial temperature.", check=positive)
+    learn_alpha: bool = field(True, doc="Tune the temperature toward target_entropy_ratio * log|A|.")
+    target_entropy_ratio: float = field(
+        0.89, doc="Target entropy as a fraction of the maximum log|A| (Christodoulou 2019 uses 0.98; CleanRL found "
+        "0.89 more robust).", check=unit_interval)
+    utd: int = field(1, doc="Gradient updates per env step (update-to-data ratio).", check=positive)
+    warmup_steps: int = field(1_000, doc="Random-action env steps before learning starts.", check=non_negative)
+    normalize_obs: bool = field(True, doc="Normalise observations with mean/std fitted once when learning starts (saved in checkpoints).")

@@ -11,7 +11,7 @@ from typing import Literal
 from roborl.config import field, non_negative, positive
 from roborl.envs.config import EnvConfig
 from roborl.learners import check_algo
-from roborl.learners.config import PPOConfig, SACConfig
+from roborl.learners.config import DDPGConfig, DiscreteSACConfig, PPOConfig, SACConfig, TD3Config
 from roborl.store.config import StoreConfig
 from roborl.teleop.config import InterventionConfig, TeleopConfig
 
@@ -42,7 +42,7 @@ class RunSection:
 class TrainConfig:
     """The training loop (owned by the runner)."""
 
-    algo: str = field("sac", doc="Which learner runs: a key of roborl.learners.LEARNERS (sac, ppo).",
+    algo: str = field("sac", doc="Which learner runs: a key of roborl.learners.LEARNERS (sac, ppo, td3, ddpg, sac_discrete).",
                       check=check_algo)
     total_steps: int = field(100_000, doc="Env-step budget.", check=positive)
     eval_every: int = field(5_000, doc="Env steps between eval rounds (0 = only at the end).", check=non_negative)
@@ -66,6 +66,9 @@ class RunConfig:
     store: StoreConfig = field(default_factory=StoreConfig, doc="Replay store (off-policy learners).")
     sac: SACConfig = field(default_factory=SACConfig, doc="SAC learner.")
     ppo: PPOConfig = field(default_factory=PPOConfig, doc="PPO learner.")
+    td3: TD3Config = field(default_factory=TD3Config, doc="TD3 learner.")
+    ddpg: DDPGConfig = field(default_factory=DDPGConfig, doc="DDPG learner.")
+    sac_discrete: DiscreteSACConfig = field(default_factory=DiscreteSACConfig, doc="Discrete-action SAC learner.")
     intervention: InterventionConfig = field(default_factory=InterventionConfig,
                                              doc="Human/scripted takeovers during off-policy training (HIL-SERL).")
     teleop: TeleopConfig = field(default_factory=TeleopConfig, doc="Teleop device used by intervention.source=device.")

@@ -87,23 +87,29 @@ class OffPolicyRunner:
                 probe.close()
         else:
             obs_space, act_space = spaces
+        import gymnasium as gym
+
+        # The learner's action kind (LearnerSpec.actions) must match the env's action space.
+        self.discrete = spec.actions == "discrete"
+        if self.discrete != isinstance(act_space, gym.spaces.Discrete):
+            raise UsageError(f"env.id: {self.algo} needs {'Discrete' if self.discrete else 'Box'} actions; "
+                             f"{cfg.env.id} has {type(act_space).__name__} actions")
+        act_shape = (int(act_space.n),) if self.discrete else (getattr(act_space, "shape", ()) or ())
         # SAC reads Dict observations with cameras through its image encoder (sac.encoder): the
         # learner gets the spec {leaf: shape}, the store keeps the Dict as it is.
         self.obs_spec: dict[str, list[int]] | None = None
-        from gymnasium import spaces as gym_spaces
-
-        if isinstance(obs_space, gym_spaces.Dict) and self.algo == "sac" and len(getattr(act_space, "shape", ()) or ()) == 1:
+        if isinstance(obs_space, gym.spaces.Dict) and self.algo == "sac" and len(act_shape) == 1:
             from roborl.envs.spaces import leaves
 
             self.obs_spec = {lf.name.replace("/", "."): list(lf.shape) for lf in leaves(obs_space)}
-        elif len(getattr(obs_space, "shape", ()) or ()) != 1 or len(getattr(act_space, "shape", ()) or ()) != 1:
+        elif len(getattr(obs_space, "shape", ()) or ()) != 1 or len(act_shape) != 1:
             raise UsageError(f"env.id: {self.algo.upper()} needs flat Box observations and actions; {cfg.env.id} has "
                              f"{type(obs_space).__name__} observations (use state observations)")
-        if not np.allclose(act_space.low, -1) or not np.allclose(act_space.high, 1):
+        if not self.discrete and (not np.allclose(act_space.low, -1) or not np.allclose(act_space.high, 1)):
             raise UsageError(f"env.id: {cfg.env.id} actions are not scaled to [-1, 1] (enable env action scaling)")
         self.obs_space, self.act_space = obs_space, act_space
         self.obs_dim = int(obs_space.shape[0]) if self.obs_spec is None else 0
-        self.act_dim = int(act_space.shape[0])
+        self.act_dim = int(act_shape[0])  # Discrete: act_dim = n
 
         relabeler = self._goal_relabeler()  # before any file is written: a misconfiguration leaves no run dir
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -240,6 +246,8 @@ class OffPolicyRunner:
     def act(self, obs: np.ndarray) -> np.ndarray:
         """Uniform random actions [A] until learning starts, then a stochastic policy sample."""
         if not self._learning_started:
+            if self.discrete:
+                return np.asarray(self.rng.integers(self.act_dim), dtype=np.int64)
             return self.rng.uniform(-1.0, 1.0, size=self.act_dim).astype(np.float32)
         # A Dict obs goes as it is (the learner adds the batch dim per leaf).
         return self.learner.act(obs if isinstance(obs, dict) else obs[None], deterministic=False)[0].cpu().numpy()

@@ -34,7 +34,10 @@ def test_entry_builds_from_config_defaults_and_satisfies_its_protocol(algo: str)
     policy = learner.as_policy() if spec.kind == "off_policy" else learner.policy()
     assert isinstance(policy, Policy)
     a = policy.act(np.zeros((3, 5), np.float32), deterministic=True)
-    assert np.asarray(a).shape == (3, 2) and np.all(np.abs(np.asarray(a)) <= 1.0)
+    if spec.actions == "discrete":  # action indices [N] into the 2 actions
+        assert np.asarray(a).shape == (3,) and np.asarray(a).dtype.kind == "i" and set(np.asarray(a)) <= {0, 1}
+    else:
+        assert np.asarray(a).shape == (3, 2) and np.all(np.abs(np.asarray(a)) <= 1.0)
     assert callable(import_object(spec.policy_loader))
     # Its runner is its kind's runner, and it imports.
     assert RUNNERS[algo] == RUNNER_BY_KIND[spec.kind]
