@@ -456,11 +456,10 @@ class PPO:
         # and every rank takes the same number of steps with the same learning rate.
         self.world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         self._comm = torch.zeros(self.flat.numel() + 1, dtype=self.flat.dtype, device=self.device)
-        if self.world > 1:
-            for p in self.model.parameters():
-                dist.broadcast(p.data, 0)
-            for b in self.model.buffers():
-                dist.broadcast(b.data, 0)
+        if self.world > 1:  # start from rank 0's weights (the flat buffer: the parameters are strided views of it)
+            dist.broadcast(self.flat.data, 0)
+            for buf in self.model.buffers():
+                dist.broadcast(buf.data, 0)
 
     @property
     def obs_dims(self) -> dict[str, int]:

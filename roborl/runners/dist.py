@@ -121,6 +121,8 @@ def broadcast_module_(module: torch.nn.Module, src: int = 0) -> None:
     if not active():
         return
     for t in list(module.parameters()) + list(module.buffers()):
+        if not t.is_contiguous():
+            raise ValueError("broadcast_module_ needs contiguous tensors (broadcast a flat parameter buffer instead)")
         dist.broadcast(t.data, src)
 
 
@@ -137,14 +139,15 @@ def launch(nproc: int, module_args: Sequence[str]) -> int:
     from torch.distributed.run import get_args_parser, run
 
     for name in ("torch.distributed.elastic", "torch.distributed.run"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     args = get_args_parser().parse_args(["--standalone", "--nnodes", "1", "--nproc-per-node", str(nproc),
                                          "--max-restarts", "0", "--monitor-interval", "0.1",
                                          "--module", "roborl", *module_args])
     try:
         run(args)
     except ChildFailedError as e:
-        rank, f = min(e.failures.items())
+        # The first rank that failed on its own; the others were stopped by the launcher (SIGTERM).
+        rank, f = min(e.failures.items(), key=lambda kv: (kv[1].exitcode == -15, kv[1].timestamp, kv[0]))
         why = f"signal {f.signal_name()}" if f.exitcode < 0 else f"exit code {f.exitcode}"
         print(f"roborl: error: rank {rank} of {nproc} failed ({why}); the job was stopped", file=sys.stderr)
         return 1
