@@ -9,7 +9,9 @@ HELP = "Train a learner (train.algo: sac, ppo) from a YAML run config (resumes f
 DESCRIPTION = (HELP + "\n\nConfig precedence: defaults < CONFIG file < key=value overrides.\n\n"
                "Examples:\n  roborl train configs/default.yaml\n"
                "  roborl train configs/default.yaml sac.lr=1e-4 env.id=roborl/Push-v0 run.dir=runs/push\n"
-               "  roborl train configs/default.yaml run.dir=runs/push   # again: resumes from its latest checkpoint")
+               "  roborl train configs/default.yaml run.dir=runs/push   # again: resumes from its latest checkpoint\n"
+               "  roborl train configs/ppo_reach.yaml --nproc 2          # PPO on 2 data-parallel processes\n"
+               "  torchrun --nproc_per_node 2 -m roborl train configs/ppo_reach.yaml   # the same, launched by hand")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -185,6 +185,16 @@ def test_cli_nproc_2_trains_writes_one_checkpoint_and_resumes(tmp_path):
     assert steps == ["step_000001024", "step_000001536"]
 
 
+@pytest.mark.parametrize("extra, culprit", [(["train.algo=sac"], "train.algo=ppo"), (["--nproc", "0"], "--nproc 0")])
+def test_bad_nproc_use_is_one_line_exit_2(tmp_path, extra, culprit):
+    cfg = _write_cfg(tmp_path, tmp_path / "run", 1024)
+    args = ["--nproc", "2", *extra] if extra[0] != "--nproc" else extra
+    p = subprocess.run([sys.executable, "-m", "roborl", "train", str(cfg), *args], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and culprit in p.stderr, p.stderr
+    assert not (tmp_path / "run").exists()
+
+
 def _children(pid: int) -> list[int]:
     out = []
     for d in Path("/proc").iterdir():
