@@ -29,6 +29,9 @@ __all__ = ["World", "world_from_env", "init", "shutdown", "launch", "all_mean_",
 # Seconds a collective may wait for the other ranks. Rank 0 evaluates and writes checkpoints
 # while the others wait in the next all-reduce, so this must exceed the longest eval.
 COLLECTIVE_TIMEOUT_S = 600.0
+# Exit code of a rank whose collective failed because another rank went away: it exits quietly and
+# the launcher names the rank that failed first (see launch).
+PEER_LOST_EXIT = 75
 # Env seeds of rank r start at run.seed + SEED_STRIDE * r (far from the n_envs seeds of rank 0).
 SEED_STRIDE = 100_003
 
@@ -147,7 +150,8 @@ def launch(nproc: int, module_args: Sequence[str]) -> int:
         run(args)
     except ChildFailedError as e:
         # The first rank that failed on its own; the others were stopped by the launcher (SIGTERM).
-        rank, f = min(e.failures.items(), key=lambda kv: (kv[1].exitcode == -15, kv[1].timestamp, kv[0]))
+        rank, f = min(e.failures.items(),
+                      key=lambda kv: (kv[1].exitcode in (-15, PEER_LOST_EXIT), kv[1].timestamp, kv[0]))
         why = f"signal {f.signal_name()}" if f.exitcode < 0 else f"exit code {f.exitcode}"
         print(f"roborl: error: rank {rank} of {nproc} failed ({why}); the job was stopped", file=sys.stderr)
         return 1

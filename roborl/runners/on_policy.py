@@ -463,6 +463,13 @@ def run(cfg: RunConfig, run_dir: pathlib.Path, role: str, learner_addr: str | No
     D.init(world, device)
     try:
         return _run(cfg, run_dir, world, main, device, rank_seed)
+    except RuntimeError as e:
+        # gloo reports a vanished peer as a plain RuntimeError naming its transport
+        if not (world.distributed and (isinstance(e, torch.distributed.DistError)
+                                       or any(k in str(e) for k in ("gloo", "NCCL", "peer")))):
+            raise
+        # Another rank went away mid-collective: exit quietly; the launcher reports the rank that failed.
+        raise SystemExit(D.PEER_LOST_EXIT) from None
     finally:
         D.shutdown()
 
