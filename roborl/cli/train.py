@@ -9,7 +9,9 @@ HELP = "Train a learner (train.algo: sac, ppo) from a YAML run config (resumes f
 DESCRIPTION = (HELP + "\n\nConfig precedence: defaults < CONFIG file < key=value overrides.\n\n"
                "Examples:\n  roborl train configs/default.yaml\n"
                "  roborl train configs/default.yaml sac.lr=1e-4 env.id=roborl/Push-v0 run.dir=runs/push\n"
-               "  roborl train configs/default.yaml run.dir=runs/push   # again: resumes from its latest checkpoint")
+               "  roborl train configs/default.yaml run.dir=runs/push   # again: resumes from its latest checkpoint\n"
+               "  roborl train configs/ppo_reach.yaml --nproc 2          # PPO on 2 data-parallel processes\n"
+               "  torchrun --nproc_per_node 2 -m roborl train configs/ppo_reach.yaml   # the same, launched by hand")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -18,6 +20,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--role", choices=["local", "learner", "actor"], default="local",
                    help="local: act and learn here; learner/actor: the split across machines.")
     p.add_argument("--learner", default=None, metavar="HOST:PORT", help="Learner address (with --role actor).")
+    p.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="Data-parallel on-policy training on N local processes (torch's elastic launcher, as "
+                        "`torchrun --nproc_per_node N -m roborl train ...`): gloo on CPU, NCCL on GPU.")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,5 +36,29 @@ def run(args: argparse.Namespace) -> int:
     if args.role == "actor" and not args.learner:
         raise UsageError("--role actor needs --learner HOST:PORT")
     run_dir = check_run_dir(Path(cfg.run.dir) if cfg.run.dir else default_run_dir(cfg.run.name))
+    if args.nproc != 1:
+        return _launch(args, cfg)
     mod_name, fn_name = RUNNERS[cfg.train.algo].split(":")  # train.algo was validated against the registry
     return int(getattr(importlib.import_module(mod_name), fn_name)(cfg, run_dir, args.role, args.learner) or 0)
+
+
+def _launch(args: argparse.Namespace, cfg) -> int:
+    """``--nproc N``: run this same command (without --nproc) on N ranks through torch.distributed.run."""
+    import os
+
+    from roborl.errors import UsageError
+    from roborl.runners.dist import launch
+
+    if args.nproc < 1:
+        raise UsageError(f"--nproc {args.nproc}: must be at least 1")
+    if cfg.train.algo != "ppo":
+        raise UsageError(f"--nproc: data-parallel training is for on-policy learners (train.algo=ppo), "
+                         f"not {cfg.train.algo!r}")
+    if args.role != "local":
+        raise UsageError("--nproc runs with --role local only")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UsageError("--nproc: already running under a distributed launcher (WORLD_SIZE is set)")
+    argv = ["train", args.config, *args.overrides]
+    if os.environ.get("ROBORL_QUIET") == "1":
+        argv.insert(0, "--quiet")
+    return launch(args.nproc, argv)

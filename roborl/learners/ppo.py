@@ -49,11 +49,12 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from roborl.learners.base import POLICY, PRIVILEGED, Rollout
 from roborl.learners.config import PPOConfig
-from roborl.learners.networks import ConcatEncoder, RunningMeanStd
+from roborl.learners.networks import ConcatEncoder, RunningMeanStd, combine_moments
 
 __all__ = [
     "PPOConfig", "RunningMeanStd", "ActorCritic", "PPO", "PPOPolicy", "Rollout", "POLICY", "PRIVILEGED",
@@ -448,6 +449,17 @@ class PPO:
         self.optim = torch.optim.Adam([self.flat], lr=cfg.lr, eps=1e-5, **_adam_impl(self.device))
         self.lr = cfg.lr
         self.beta = cfg.kl_beta
+        # Data parallel (rsl_rl's scheme): with a process group of several ranks, every rank
+        # updates on its own rollout; the gradients are averaged with one all-reduce per
+        # minibatch step. ``_comm`` holds the gradient followed by one slot for the minibatch KL,
+        # so the KL that early stop / adaptive lr decide on rides along in the same all-reduce
+        # and every rank takes the same number of steps with the same learning rate.
+        self.world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        self._comm = torch.zeros(self.flat.numel() + 1, dtype=self.flat.dtype, device=self.device)
+        if self.world > 1:  # start from rank 0's weights (the flat buffer: the parameters are strided views of it)
+            dist.broadcast(self.flat.data, 0)
+            for buf in self.model.buffers():
+                dist.broadcast(buf.data, 0)
 
     @property
     def obs_dims(self) -> dict[str, int]:
@@ -472,10 +484,34 @@ class PPO:
         return m(m.normalize(obs_groups(obs)))[1]
 
     def observe(self, obs: Mapping[str, torch.Tensor] | torch.Tensor) -> None:
-        """Refresh the normalizers with a rollout's raw groups {k: [*, O_k]}; call after :meth:`update`."""
+        """Refresh the normalizers with a rollout's raw groups {k: [*, O_k]}; call after :meth:`update`.
+
+        Data parallel: the rollouts of all ranks are folded in as one batch (their moments combined
+        with one all-reduce of [count, sum, sum of squares]), so the statistics stay identical.
+        """
         for k, v in obs_groups(obs).items():
-            if k in self.model.obs_rms:
-                self.model.obs_rms[k].update(v)
+            if k not in self.model.obs_rms:
+                continue
+            rms = self.model.obs_rms[k]
+            if self.world == 1:
+                rms.update(v)
+                continue
+            x = v.reshape(-1, rms.mean.shape[0]).to(rms.mean.dtype)
+            s = torch.cat([x.new_tensor([x.shape[0]]), x.sum(0), x.pow(2).sum(0)])
+            dist.all_reduce(s)
+            n, d = float(s[0]), rms.mean.shape[0]
+            if n == 0 or d == 0:
+                continue
+            mean = s[1:1 + d] / n
+            var = (s[1 + d:] / n - mean.pow(2)).clamp_min(0.0)
+            with torch.no_grad():
+                if float(rms.count) == 0.0:
+                    new = mean, var, rms.count.new_tensor(n)
+                else:
+                    new = combine_moments(rms.mean, rms.var, rms.count, mean, var, n)
+                rms.mean.copy_(new[0])
+                rms.var.copy_(new[1])
+                rms.count.copy_(new[2])
 
     def set_lr(self, lr: float) -> None:
         self.lr = lr
@@ -495,7 +531,16 @@ class PPO:
         u, logp_old, mu_old = batch.actions.reshape(B, -1), batch.logp.reshape(B), batch.mu.reshape(B, -1)
         v_old, ret, adv = batch.values.reshape(B), returns.reshape(B), adv.reshape(B)
         if cfg.norm_adv:
-            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+            if self.world == 1:
+                adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+            else:  # over all ranks' samples: [count, sum, sum of squares] summed in one all-reduce
+                a = adv.double()
+                s = torch.stack([a.new_tensor(float(B)), a.sum(), a.pow(2).sum()])
+                dist.all_reduce(s)
+                n = s[0]
+                mean = s[1] / n
+                std = ((s[2] - n * mean * mean) / (n - 1)).clamp_min(0.0).sqrt()  # unbiased, as Tensor.std
+                adv = (adv - mean.to(adv.dtype)) / (std.to(adv.dtype) + 1e-8)
         log_std_old = m.log_std.detach().clone()
 
         mb = min(cfg.minibatch_size, B)
@@ -534,6 +579,22 @@ class PPO:
                 grad = self.flat.grad
                 grad.zero_()  # never set_to_none: the parameters' .grad are views into this buffer
                 loss.backward()
+                kl_f = 0.0
+                if self.world > 1:
+                    # ONE all-reduce per step over [flat gradient, minibatch KL] (see __init__):
+                    # mean over ranks of per-rank minibatch means = the mean over the union.
+                    comm = self._comm
+                    comm[:-1].copy_(grad)
+                    with torch.no_grad():
+                        comm[-1] = ((ratio - 1) - log_ratio).mean() if cfg.target_kl is not None else 0.0
+                    dist.all_reduce(comm)
+                    comm.div_(self.world)
+                    grad.copy_(comm[:-1])
+                    if cfg.target_kl is not None:
+                        kl_f = float(comm[-1])
+                elif cfg.target_kl is not None:
+                    with torch.no_grad():
+                        kl_f = float(((ratio - 1) - log_ratio).mean())
                 if cfg.max_grad_norm is not None:
                     grad.mul_((cfg.max_grad_norm / (grad.norm() + 1e-6)).clamp_max(1.0))
                 self.optim.step()
@@ -542,8 +603,6 @@ class PPO:
                 v_hist.append(v_loss.detach())
                 lr_hist.append(log_ratio.detach())
                 if cfg.target_kl is not None:
-                    with torch.no_grad():
-                        kl_f = float(((ratio - 1) - log_ratio).mean())
                     if cfg.kl_control == "early_stop" and kl_f > 1.5 * cfg.target_kl:
                         stopped_early = True
                         break
@@ -558,7 +617,11 @@ class PPO:
         # Whole-batch KL of the final policy against the behaviour policy (closed form).
         with torch.no_grad():
             mu_all, v_all = m.forward_batch(x)
-            kl_batch = float(gaussian_kl(mu_old, log_std_old, mu_all, m.log_std).mean())
+            kl_t = gaussian_kl(mu_old, log_std_old, mu_all, m.log_std).mean()
+            if self.world > 1:  # the adaptive KL penalty (loss: kl) must change beta alike on every rank
+                dist.all_reduce(kl_t)
+                kl_t = kl_t / self.world
+            kl_batch = float(kl_t)
             explained_var = float(1.0 - (ret - v_all).var() / (ret.var() + 1e-8))
         beta_used = self.beta
         if cfg.loss == "kl":  # adaptive penalty (Schulman et al. 2017, sec. 4)

@@ -22,6 +22,13 @@ Each env of the vector env is ``build_env(cfg.env, seed=run.seed + i)`` (make_en
 -> rescale to [-1, 1] -> domain randomization); the eval env is ``build_env(cfg.env,
 seed=eval_seed(run.seed), eval=True)``. PPO keeps observation normalization in its own model
 (saved with every checkpoint), so the policy evaluates on raw observations.
+
+Data parallel (``torchrun --nproc_per_node N -m roborl train ...`` or ``roborl train ... --nproc N``;
+helpers in :mod:`roborl.runners.dist`): every rank runs this loop with its own vector env, env
+seeds offset by ``SEED_STRIDE * rank``; the learner averages gradients across ranks (one all-reduce
+per minibatch) and agrees on KL decisions; observation and reward statistics are combined across
+ranks after each rollout, so every rank holds the same model. ``global_step`` counts the env steps
+of all ranks. Only rank 0 logs, evaluates and writes checkpoints; every rank resumes from them.
 """
 from __future__ import annotations
 
@@ -45,6 +52,7 @@ from roborl.eval.episodes import eval_seed, run_episodes
 from roborl.learners.base import POLICY, PRIVILEGED, OnPolicyLearner, Rollout
 from roborl.learners.config import PPOConfig
 from roborl.learners.networks import RunningMeanStd, combine_moments
+from roborl.runners import dist as D
 from roborl.runners.config import RunConfig
 from roborl.runs import MetricsLogger, progress, resolve_device, write_config
 
@@ -181,13 +189,15 @@ class OnPolicyTrainer:
     """
 
     def __init__(self, cfg: RunConfig, device: str = "cpu", envs: gym.vector.VectorEnv | None = None,
-                 reset_seed: int | None = None) -> None:
+                 reset_seed: int | None = None, world: D.World = D.World()) -> None:
         self.cfg, self.pcfg = cfg, cfg.ppo
         pc = self.pcfg
         self.device = torch.device(device)
         self.n = pc.n_envs
+        self.world = world
+        rank_seed = cfg.run.seed + D.SEED_STRIDE * world.rank
         keys = SUCCESS_KEYS + (tuple(pc.privileged_keys) if pc.asymmetric else ())
-        self.envs = envs if envs is not None else make_vec_env(cfg.env, pc.n_envs, cfg.run.seed, pc.vector, keys)
+        self.envs = envs if envs is not None else make_vec_env(cfg.env, pc.n_envs, rank_seed, pc.vector, keys)
         obs_space, act_space = self.envs.single_observation_space, self.envs.single_action_space
         self.obs_dims = _obs_dims(obs_space, cfg.env.id)
         self._dict_obs = isinstance(obs_space, gym.spaces.Dict)
@@ -201,7 +211,7 @@ class OnPolicyTrainer:
                              f"[{act_space.low.min()}, {act_space.high.max()}]")
         self.obs_dim = sum(d for k, d in self.obs_dims.items() if k != PRIVILEGED)
         self.act_dim = int(act_space.shape[0])
-        seed = cfg.run.seed if reset_seed is None else reset_seed
+        seed = (cfg.run.seed if reset_seed is None else reset_seed) + D.SEED_STRIDE * world.rank
         obs, info = self.envs.reset(seed=[seed + i for i in range(self.n)])
         self.obs = self._to_torch(obs)
         priv, _ = privileged_from_info(info, pc.privileged_keys, self.n) if pc.asymmetric else (None, None)
@@ -216,6 +226,7 @@ class OnPolicyTrainer:
                                                                             str(self.device))
         self.reward_rms = RunningMeanStd(1)  # the checkpointed form of _rew_stats (mean, var, count)
         self._rew_stats = (0.0, 1.0, float(self.reward_rms.count))
+        self._roll = [0.0, 0.0, 0.0]  # this rollout's [count, sum, sum of squares] of discounted returns (data parallel)
         self._disc_ret = np.zeros(self.n, dtype=np.float64)
         self._ep_ret = np.zeros(self.n, dtype=np.float64)
         self._ep_len = np.zeros(self.n, dtype=np.int64)
@@ -256,6 +267,11 @@ class OnPolicyTrainer:
         # 1-element tensor per env step cost more than the whole numpy side of the step.
         x = self._disc_ret
         self._rew_stats = combine_moments(*self._rew_stats, float(x.mean()), float(x.var()), x.size)
+        if self.world.distributed:
+            rl = self._roll
+            rl[0] += x.size
+            rl[1] += float(x.sum())
+            rl[2] += float(x @ x)
         self._disc_ret[done] = 0.0
         return np.clip(r / math.sqrt(self._rew_stats[1] + 1e-8), -10.0, 10.0)
 
@@ -264,6 +280,7 @@ class OnPolicyTrainer:
         pc, buf, learner, n = self.pcfg, self.buf, self.learner, self.n
         asym = self.priv_dim > 0
         tm = self.timers
+        rew_start = self._rew_stats
         for t in range(pc.rollout_steps):
             t0 = time.perf_counter()
             action, u, logp, mu, v = learner.act(self.obs)
@@ -323,7 +340,28 @@ class OnPolicyTrainer:
             t3 = time.perf_counter()
             tm.inference += (t1 - t0) + (t3 - t2)
             tm.sim += t2 - t1
-        self.global_step += pc.rollout_steps * n
+        self.global_step += pc.rollout_steps * n * self.world.size
+        if pc.norm_reward and self.world.distributed:
+            self._sync_reward_stats(rew_start)
+
+    def _sync_reward_stats(self, start: tuple[float, float, float]) -> None:
+        """Data parallel: the reward statistics after a rollout = ``start`` combined with the moments of
+        every rank's discounted returns of that rollout (one all-reduce of [count, sum, sum of squares]).
+
+        During a rollout each rank folds in its own returns step by step (as one process does) and
+        also sums them in ``_roll``; afterwards all ranks replace their running stats with the same
+        combination, so the statistics agree again before the update.
+        """
+        t = torch.tensor(self._roll, dtype=torch.float64, device=self.device)
+        self._roll = [0.0, 0.0, 0.0]
+        torch.distributed.all_reduce(t)
+        n, s1, s2 = (float(x) for x in t)
+        if n <= 0:
+            self._rew_stats = start
+            return
+        mean = s1 / n
+        var = max(s2 / n - mean * mean, 0.0)
+        self._rew_stats = combine_moments(*start, mean, var, n)
 
     def iterate(self) -> dict[str, float]:
         """One iteration: collect, bootstrap, update, refresh normalizers. Returns update metrics."""
@@ -392,18 +430,52 @@ def _meta(cfg: RunConfig, tr: OnPolicyTrainer, wall: float) -> dict[str, Any]:
             "global_step": tr.global_step, "iteration": tr.iteration, "wall_time": wall}
 
 
+class _NoLogger:
+    """Ranks other than 0 log nothing."""
+
+    def set_time_offset(self, t: float) -> None:
+        pass
+
+    def log(self, step: int, row: dict[str, Any], prefix: str = "") -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def run(cfg: RunConfig, run_dir: pathlib.Path, role: str, learner_addr: str | None) -> int:
-    """Train an on-policy learner for ``train.total_steps`` env steps in ``run_dir`` (resuming from its latest checkpoint)."""
+    """Train an on-policy learner for ``train.total_steps`` env steps in ``run_dir`` (resuming from its latest checkpoint).
+
+    Under a distributed launcher (``WORLD_SIZE`` > 1) this process is one rank of a data-parallel job.
+    """
     if role != "local":
         raise UsageError(f"--role {role}: {cfg.train.algo} is on-policy and runs locally only (use --role local)")
     pc: PPOConfig = cfg.ppo
     run_dir = pathlib.Path(run_dir)
-    device = resolve_device(cfg.device)
+    world = D.world_from_env()
+    main = world.is_main
+    device = D.rank_device(resolve_device(cfg.device), world)
     if pc.torch_threads is not None:
         torch.set_num_threads(pc.torch_threads)
-    np.random.seed(cfg.run.seed)
-    torch.manual_seed(cfg.run.seed)
+    rank_seed = cfg.run.seed + D.SEED_STRIDE * world.rank
+    np.random.seed(rank_seed)
+    torch.manual_seed(rank_seed)
+    D.init(world, device)
+    try:
+        return _run(cfg, run_dir, world, main, device, rank_seed)
+    except RuntimeError as e:
+        # gloo reports a vanished peer as a plain RuntimeError naming its transport
+        if not (world.distributed and (isinstance(e, torch.distributed.DistError)
+                                       or any(k in str(e) for k in ("gloo", "NCCL", "peer")))):
+            raise
+        # Another rank went away mid-collective: exit quietly; the launcher reports the rank that failed.
+        raise SystemExit(D.PEER_LOST_EXIT) from None
+    finally:
+        D.shutdown()
 
+
+def _run(cfg: RunConfig, run_dir: pathlib.Path, world: D.World, main: bool, device: str, rank_seed: int) -> int:
+    pc: PPOConfig = cfg.ppo
     ck = find_checkpoint(run_dir) if run_dir.exists() else None
     state = meta = None
     if ck is not None:
@@ -412,26 +484,31 @@ def run(cfg: RunConfig, run_dir: pathlib.Path, role: str, learner_addr: str | No
             raise UsageError(f"run.dir: {run_dir} holds a {meta.get('algo')!r} checkpoint, not {cfg.train.algo}")
     # A resumed run must not replay the episodes of the first run: offset the reset seeds.
     resume_iter = int(meta["iteration"]) if meta else 0
-    tr = OnPolicyTrainer(cfg, device, reset_seed=cfg.run.seed + 7919 * resume_iter)
+    tr = OnPolicyTrainer(cfg, device, reset_seed=cfg.run.seed + 7919 * resume_iter, world=world)
     wall0 = 0.0
     if state is not None:
         if meta["dims"] != _dims(tr):
             raise UsageError(f"run.dir: checkpoint dims {meta['dims']} do not match env {cfg.env.id!r} "
                              f"(obs {tr.obs_dim}, act {tr.act_dim}, priv {tr.priv_dim})")
         tr.load_state_dict(state)
+        if world.rank:  # the checkpoint holds rank 0's generator states; the others keep their own streams
+            np.random.seed(rank_seed + 7919 * resume_iter)
+            torch.manual_seed(rank_seed + 7919 * resume_iter)
         wall0 = float(meta.get("wall_time", 0.0))
-        print(f"resumed from step {tr.global_step}", flush=True)
-    write_config(run_dir, cfg)
-    logger = MetricsLogger(run_dir)
+        if main:
+            print(f"resumed from step {tr.global_step}", flush=True)
+    if main:
+        write_config(run_dir, cfg)
+    logger: MetricsLogger | _NoLogger = MetricsLogger(run_dir) if main else _NoLogger()
     logger.set_time_offset(wall0)
-    eval_env = build_env(cfg.env, seed=eval_seed(cfg.run.seed), eval=True)
+    eval_env = build_env(cfg.env, seed=eval_seed(cfg.run.seed), eval=True) if main else None
     total, tc = cfg.train.total_steps, cfg.train
-    batch = pc.rollout_steps * pc.n_envs
+    batch = pc.rollout_steps * pc.n_envs * world.size
     next_log = (tr.global_step // tc.log_every + 1) * tc.log_every
     next_ckpt = (tr.global_step // tc.checkpoint_every + 1) * tc.checkpoint_every
     next_eval = (tr.global_step // tc.eval_every + 1) * tc.eval_every if tc.eval_every else None
     t_start, steps_start = time.time(), tr.global_step
-    bar = progress(total=total, desc=cfg.train.algo, initial=min(tr.global_step, total))
+    bar = progress(total=total if main else 0, desc=cfg.train.algo, initial=min(tr.global_step, total))
     eval_row: dict[str, float] = {}
     last_eval_step = -1
     try:
@@ -440,44 +517,52 @@ def run(cfg: RunConfig, run_dir: pathlib.Path, role: str, learner_addr: str | No
                 tr.learner.set_lr(pc.lr * max(1.0 - tr.global_step / total, 0.0))
             m = tr.iterate()
             bar.update(batch)
-            if tr.global_step >= next_log or tr.global_step >= total:
+            if main and (tr.global_step >= next_log or tr.global_step >= total):
                 next_log = (tr.global_step // tc.log_every + 1) * tc.log_every
                 ep = tr.episodes
                 row: dict[str, Any] = dict(m)
-                if ep.returns:
+                if ep.returns:  # rank 0's episodes
                     row["train/return"] = float(np.mean(ep.returns))
                     row["train/length"] = float(np.mean(ep.lengths))
                     row["train/success"] = float(np.mean(ep.successes))
                     row["train/episodes"] = len(ep.returns)
                 tr.episodes = _EpisodeStats()
                 el = time.time() - t_start
-                row["fps"] = (tr.global_step - steps_start) / max(el, 1e-9)
+                row["fps"] = (tr.global_step - steps_start) / max(el, 1e-9)  # env steps of all ranks
                 tot_t = sum(tr.timers.as_dict().values()) or 1.0
                 for k, v in tr.timers.as_dict().items():
                     row[f"time/{k}_frac"] = v / tot_t
                 logger.log(tr.global_step, row)
             wall = wall0 + time.time() - t_start
             out_of_time = tc.max_minutes is not None and (time.time() - t_start) / 60.0 >= tc.max_minutes
+            if tc.max_minutes is not None:  # clocks differ: every rank stops after the same iteration
+                out_of_time = D.agree_any(out_of_time, tr.device)
             if next_eval is not None and tr.global_step >= next_eval:
                 next_eval = (tr.global_step // tc.eval_every + 1) * tc.eval_every
-                eval_row = _evaluate(tr, cfg, eval_env)
+                if main:
+                    eval_row = _evaluate(tr, cfg, eval_env)
+                    logger.log(tr.global_step, eval_row)
                 last_eval_step = tr.global_step
-                logger.log(tr.global_step, eval_row)
             if tr.global_step >= next_ckpt or out_of_time:
                 next_ckpt = (tr.global_step // tc.checkpoint_every + 1) * tc.checkpoint_every
-                save_checkpoint(run_dir, tr.global_step, tr.state_dict(), _meta(cfg, tr, wall))
+                if main:
+                    save_checkpoint(run_dir, tr.global_step, tr.state_dict(), _meta(cfg, tr, wall))
             if out_of_time:
-                print(f"train.max_minutes reached at step {tr.global_step}; checkpoint saved", flush=True)
+                if main:
+                    print(f"train.max_minutes reached at step {tr.global_step}; checkpoint saved", flush=True)
                 break
         else:
-            if last_eval_step != tr.global_step:  # always end with an eval of the final policy
-                eval_row = _evaluate(tr, cfg, eval_env)
-                logger.log(tr.global_step, eval_row)
-            save_checkpoint(run_dir, tr.global_step, tr.state_dict(), _meta(cfg, tr, wall0 + time.time() - t_start))
+            if main:
+                if last_eval_step != tr.global_step:  # always end with an eval of the final policy
+                    eval_row = _evaluate(tr, cfg, eval_env)
+                    logger.log(tr.global_step, eval_row)
+                save_checkpoint(run_dir, tr.global_step, tr.state_dict(),
+                                _meta(cfg, tr, wall0 + time.time() - t_start))
     finally:
         bar.close()
         logger.close()
-        eval_env.close()
+        if eval_env is not None:
+            eval_env.close()
         tr.close()
     if eval_row:
         print(f"step {tr.global_step}: eval return {eval_row['eval/return']:.2f} "
