@@ -117,6 +117,7 @@ class OffPolicyRunner:
         self._episodes = 0
         self._learning_started = False
         self.wall_offset = 0.0
+        self._ckpt_rows = self._ckpt_eps = 0  # the store's online rows/episodes at the loaded checkpoint
         self.rng = np.random.default_rng(self.seed)
 
     # ------------------------------------------------------------------ counters (read-only outside)
@@ -168,19 +169,23 @@ class OffPolicyRunner:
     def meta(self) -> dict[str, Any]:
         return {"algo": self.algo, "config": C.to_dict(self.cfg), "obs_shape": [self.obs_dim],
                 "act_shape": [self.act_dim], "env_id": self.cfg.env.id, "store_generation": int(self.store.generation),
-                "step": self._step, "episodes": self._episodes}
+                "store_uuid": str(self.store.meta.get("uuid", "")), "step": self._step, "episodes": self._episodes}
 
     def save(self, elapsed: float) -> Path:
         state = {"learner": self.learner.full_state(), "sampler": self.sampler.state_dict(), "rng": rng_state(),
                  "runner_rng": self.rng.bit_generator.state,
                  "counters": {"step": self._step, "episodes": self._episodes,
-                              "learning_started": self._learning_started, "wall_time": elapsed}}
+                              "learning_started": self._learning_started, "wall_time": elapsed,
+                              # Where the store stood: a resume counts the rows written after this point.
+                              "store_online_rows": int(self.store.end_row("online")),
+                              "store_online_episodes": int(self.store.total_episodes("online"))}}
         return save_checkpoint(self.run_dir, self._step, state, self.meta())
 
     def try_resume(self) -> bool:
         if find_checkpoint(self.run_dir) is None:
             return False
         state, meta, step = load_checkpoint(self.run_dir)
+        self._check_store_matches(meta, state.get("counters", {}), step)
         if meta.get("algo") != self.algo:
             raise UsageError(f"run.dir: {self.run_dir} holds a {meta.get('algo')!r} checkpoint, not {self.algo!r}")
         if list(meta.get("obs_shape", [])) != [self.obs_dim] or list(meta.get("act_shape", [])) != [self.act_dim]:
@@ -198,7 +203,57 @@ class OffPolicyRunner:
         self._step, self._episodes = int(cnt["step"]), int(cnt["episodes"])
         self._learning_started = bool(cnt["learning_started"])
         self.wall_offset = float(cnt.get("wall_time", 0.0))
+        # Older checkpoints lack the store position: every env step of this runner is one online row.
+        self._ckpt_rows = int(cnt.get("store_online_rows", self._step))
+        self._ckpt_eps = int(cnt.get("store_online_episodes", self._episodes))
         return True
+
+    def _check_store_matches(self, meta: dict[str, Any], cnt: dict[str, Any], step: int) -> None:
+        """Refuse a store that changed under the checkpoint: another store (uuid), an older copy
+        (commit generation below the saved one) or fewer online rows than when it was saved. Resuming
+        on it would sample rows the learner never saw at the saved priorities, or miss rows it counted."""
+        where = f"run.dir: the store at {self.store.path} does not match checkpoint step_{step}"
+        fix = "restore the store it was saved with, or start a new run.dir"
+        uid = meta.get("store_uuid")
+        if uid and uid != str(self.store.meta.get("uuid", "")):
+            raise UsageError(f"{where} (another store: uuid {self.store.meta.get('uuid')} != {uid}); {fix}")
+        gen = meta.get("store_generation")
+        if gen is not None and int(self.store.generation) < int(gen):
+            raise UsageError(f"{where} (commit generation {self.store.generation} is older than the saved "
+                             f"{int(gen)}); {fix}")
+        rows = cnt.get("store_online_rows")
+        if rows is not None and self.store.end_row("online") < int(rows):
+            raise UsageError(f"{where} ({self.store.end_row('online')} online rows, {int(rows)} when saved); {fix}")
+
+    def reconcile_with_store(self, resumed: bool) -> str:
+        """Make the counters match the store, and say how (one line).
+
+        The rule: every online row in the store is an env step this run took, and counts. Rows
+        written after the latest checkpoint (or, without one, by a run killed before its first
+        checkpoint), including an episode interrupted by the kill (closed as *interrupted* when the
+        store reopened; it bootstraps at its last step), are kept as replay data and counted, so
+        ``step == store.end_row("online")`` and ``episodes == store.total_episodes("online")``. The
+        learner, sampler and RNG states are the checkpoint's; new rows enter the sampler with the
+        maximum priority like any new row.
+        """
+        rows, eps = int(self.store.end_row("online")), int(self.store.total_episodes("online"))
+        base_rows = self._ckpt_rows if resumed else 0
+        base_eps = self._ckpt_eps if resumed else 0
+        extra_rows, extra_eps = rows - base_rows, eps - base_eps
+        ck_step = self._step
+        self._step += extra_rows
+        self._episodes += max(0, extra_eps)
+        if resumed:
+            msg = f"resumed from step {ck_step}"
+            if extra_rows:
+                msg += (f"; {extra_rows} newer rows in the store ({extra_eps} episodes, incl. any interrupted one) "
+                        f"kept as replay data and counted: continuing at step {self._step}")
+            return msg
+        if extra_rows:
+            return (f"no checkpoint in {self.run_dir}; {extra_rows} rows already in the store ({extra_eps} episodes, "
+                    f"from a run stopped before its first checkpoint) kept as replay data and counted: "
+                    f"starting at step {self._step}")
+        return ""
 
     # ------------------------------------------------------------------ learning pieces
     def ready_to_learn(self) -> bool:
@@ -279,8 +334,9 @@ class OffPolicyRunner:
         write_config(self.run_dir, cfg)
         logger = MetricsLogger(self.run_dir)
         logger.set_time_offset(self.wall_offset)
-        if resumed:
-            print(f"resumed from step {self._step}", flush=True)
+        note = self.reconcile_with_store(resumed)
+        if note:
+            print(note, flush=True)
         t0 = time.time() - self.wall_offset
         assert self.env is not None
         from roborl.teleop.intervention import InterventionRecorder
