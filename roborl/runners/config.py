@@ -49,6 +49,8 @@ class TrainConfig:
     eval_episodes: int = field(10, doc="Episodes per eval round.", check=positive)
     checkpoint_every: int = field(5_000, doc="Env steps between checkpoints.", check=positive)
     log_every: int = field(1_000, doc="Env steps between metric rows.", check=positive)
+    log_every_s: float = field(30.0, doc="Seconds between plain progress lines on stdout when it is not a TTY "
+                               "(logs); 0 = none. --quiet silences them.", check=non_negative)
     max_minutes: float | None = field(None, doc="Wall-clock limit; training stops cleanly (with a checkpoint) when reached.", check=positive)
     threads: int | None = field(1, doc="torch intra-op CPU threads (null = torch default). 1 by default: a 256x256 MLP "
                                 "update does not scale across 2 cores, and oversubscribed OpenMP threads slow it down "

@@ -32,7 +32,7 @@ from roborl.errors import UsageError
 from roborl.eval.episodes import eval_seed
 from roborl.learners import LEARNERS, build_learner
 from roborl.runners.config import RunConfig
-from roborl.runs import Accumulator, MetricsLogger, progress, resolve_device, write_config
+from roborl.runs import Accumulator, MetricsLogger, ProgressLines, progress, resolve_device, write_config
 
 __all__ = ["OffPolicyRunner", "Accumulator", "resolve_demo_path", "run"]
 
@@ -351,6 +351,9 @@ class OffPolicyRunner:
         rate_t, rate_step, rate_upd = time.time(), self._step, 0
         last_eval_res: dict[str, Any] = {}
         bar = progress(total=t.total_steps, initial=self._step, desc=self.algo.upper())
+        lines = ProgressLines(t.total_steps, t.log_every_s, step=self._step)
+        last_ret: float | None = None
+        last_succ: float | None = None
         deadline = t0 + 60 * t.max_minutes if t.max_minutes else math.inf
         try:
             while self._step < t.total_steps and time.time() < deadline:
@@ -370,10 +373,11 @@ class OffPolicyRunner:
                             # Takeover segments also go to the demo partition (never evicted, sampled like demos).
                             row["train/intervention_segments"] = recorder.flush(self.store)
                     logger.log(self._step, row)
+                    last_ret, last_succ = ep.ret, float(ep.success)
                     obs = self.reset_episode(recorder)
                     ep.reset()
-                if self._learning_started:
-                    rate_upd += self.update(acc)
+                n_upd = self.update(acc) if self._learning_started else 0
+                rate_upd += n_upd
                 if self._step - last_log >= t.log_every:
                     now = time.time()
                     row = acc.pop()
@@ -389,6 +393,8 @@ class OffPolicyRunner:
                                             "eval/success": last_eval_res["success_rate"],
                                             "eval/episodes": last_eval_res["episodes"]})
                     bar.set_postfix(success=f"{last_eval_res['success_rate']:.2f}")
+                lines.update(self._step, n_upd, ret=last_ret, success=last_succ,
+                             eval_success=last_eval_res.get("success_rate"), force=last_eval == self._step)
                 if self._step - last_ckpt >= t.checkpoint_every:
                     self.save(time.time() - t0)
                     last_ckpt = self._step
@@ -398,6 +404,8 @@ class OffPolicyRunner:
                 logger.log(self._step, {"eval/return": last_eval_res["return_mean"],
                                         "eval/success": last_eval_res["success_rate"],
                                         "eval/episodes": last_eval_res["episodes"]})
+            lines.update(self._step, ret=last_ret, success=last_succ,
+                         eval_success=last_eval_res.get("success_rate"), force=True)
             ckpt = self.save(time.time() - t0)
         finally:
             bar.close()

@@ -46,7 +46,7 @@ from roborl.learners.base import POLICY, PRIVILEGED, OnPolicyLearner, Rollout
 from roborl.learners.config import PPOConfig
 from roborl.learners.networks import RunningMeanStd, combine_moments
 from roborl.runners.config import RunConfig
-from roborl.runs import MetricsLogger, progress, resolve_device, write_config
+from roborl.runs import MetricsLogger, ProgressLines, progress, resolve_device, write_config
 
 __all__ = ["run", "make_vec_env", "privileged_from_info", "OnPolicyTrainer", "ON_POLICY_LEARNERS"]
 
@@ -434,6 +434,7 @@ def run(cfg: RunConfig, run_dir: pathlib.Path, role: str, learner_addr: str | No
     bar = progress(total=total, desc=cfg.train.algo, initial=min(tr.global_step, total))
     eval_row: dict[str, float] = {}
     last_eval_step = -1
+    lines, last_row = ProgressLines(total, tc.log_every_s, step=tr.global_step), {}  # plain lines for logs
     try:
         while tr.global_step < total:
             if pc.anneal_lr:
@@ -456,6 +457,7 @@ def run(cfg: RunConfig, run_dir: pathlib.Path, role: str, learner_addr: str | No
                 for k, v in tr.timers.as_dict().items():
                     row[f"time/{k}_frac"] = v / tot_t
                 logger.log(tr.global_step, row)
+                last_row = row if "train/return" in row else last_row
             wall = wall0 + time.time() - t_start
             out_of_time = tc.max_minutes is not None and (time.time() - t_start) / 60.0 >= tc.max_minutes
             if next_eval is not None and tr.global_step >= next_eval:
@@ -463,6 +465,9 @@ def run(cfg: RunConfig, run_dir: pathlib.Path, role: str, learner_addr: str | No
                 eval_row = _evaluate(tr, cfg, eval_env)
                 last_eval_step = tr.global_step
                 logger.log(tr.global_step, eval_row)
+            lines.update(tr.global_step, pc.epochs * max(1, batch // pc.minibatch_size), ret=last_row.get("train/return"),
+                         success=last_row.get("train/success"), eval_success=eval_row.get("eval/success"),
+                         force=last_eval_step == tr.global_step)
             if tr.global_step >= next_ckpt or out_of_time:
                 next_ckpt = (tr.global_step // tc.checkpoint_every + 1) * tc.checkpoint_every
                 save_checkpoint(run_dir, tr.global_step, tr.state_dict(), _meta(cfg, tr, wall))
