@@ -256,9 +256,28 @@ class OffPolicyRunner:
         return ""
 
     # ------------------------------------------------------------------ learning pieces
-    def ready_to_learn(self) -> bool:
+    def ready_to_learn(self, open_rows: int = 0) -> bool:
+        """Warmup done and a batch's worth of rows, counting the ``open_rows`` of the episode in progress
+        (see :meth:`publish_open_episode`)."""
         have = self.store.num_steps("demo") + self.store.num_steps("online")
-        return self._step >= self.lcfg.warmup_steps and have >= self.lcfg.batch_size
+        return self._step >= self.lcfg.warmup_steps and have + open_rows >= self.lcfg.batch_size
+
+    def publish_open_episode(self, obs: Any, open_rows: int) -> bool:
+        """Make the rows of the episode in progress sampleable when the ended ones are not a batch.
+
+        The sampler reads ended episodes only (the store's rule), so on long-episode envs (dm_control:
+        1,000 steps) learning would wait for the first episode to end, past the warmup step. The
+        open episode is ended here as *interrupted* (its last row bootstraps from its ``next_obs``, as
+        a mid-episode cut must) and a new store episode continues from ``obs``, the same env episode:
+        the env, its seed and the episode statistics are untouched. Happens at most once, at the
+        learning start; the store then holds one more episode than the env ran. Returns whether it cut.
+        """
+        have = self.store.num_steps("demo") + self.store.num_steps("online")
+        if have >= self.lcfg.batch_size or open_rows <= 0:
+            return False
+        self.store.end_episode()
+        self.store.start_episode(obs, partition="online")
+        return True
 
     def start_learning(self) -> None:
         """The learner's start hook (normaliser fit, demo pretraining, ...) with the runner's sampler."""
@@ -357,7 +376,8 @@ class OffPolicyRunner:
         deadline = t0 + 60 * t.max_minutes if t.max_minutes else math.inf
         try:
             while self._step < t.total_steps and time.time() < deadline:
-                if not self._learning_started and self.ready_to_learn():
+                if not self._learning_started and self.ready_to_learn(open_rows=ep.length):
+                    self.publish_open_episode(obs, ep.length)
                     self.start_learning()
                 s = self.collect_step(obs, ep, recorder)
                 bar.update(1)

@@ -105,3 +105,21 @@ def test_a_store_replaced_under_a_checkpoint_is_refused(tmp_path: Path) -> None:
     out = subprocess.run(_args(tmp_path / "run", "train.total_steps=150", "train.checkpoint_every=1000"),
                          capture_output=True, text=True, timeout=300, env=ENV)
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+def test_learning_starts_at_warmup_inside_a_long_first_episode(tmp_path: Path) -> None:
+    from roborl.runs import read_metrics
+
+    # Episodes of 500 steps, warmup 150, budget 300: no episode ends before the budget is spent.
+    cfg = C.load(RunConfig, None, SMALL + [f"run.dir={tmp_path / 'run'}", "env.max_episode_steps=500",
+                                           "sac.warmup_steps=150", "train.total_steps=300",
+                                           "train.checkpoint_every=1000"])
+    r = OffPolicyRunner(cfg, tmp_path / "run")
+    r.train()
+    assert r.learning_started
+    eps = r.store.episodes("online")
+    r.close()
+    # The open episode was cut at the learning start (interrupted, bootstraps) and continued.
+    assert int(eps[0, 1]) == 150, eps
+    rows = [x for x in read_metrics(tmp_path / "run") if any(k.endswith("loss") or "loss" in k for k in x)]
+    assert rows and min(x["step"] for x in rows) <= 200, rows[:3]
