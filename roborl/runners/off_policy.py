@@ -118,6 +118,7 @@ class OffPolicyRunner:
         self._learning_started = False
         self.wall_offset = 0.0
         self._ckpt_rows = self._ckpt_eps = 0  # the store's online rows/episodes at the loaded checkpoint
+        self._is_w_min: torch.Tensor | None = None  # smallest PER importance weight since the last log row
         self.rng = np.random.default_rng(self.seed)
 
     # ------------------------------------------------------------------ counters (read-only outside)
@@ -297,8 +298,28 @@ class OffPolicyRunner:
             metrics, td_abs = self.learner.update(batch)
             if prioritized:
                 self.sampler.update_priorities(batch.index, td_abs)
+                w = batch.weight.detach().min()  # stays on the device: no sync per update
+                self._is_w_min = w if self._is_w_min is None else torch.minimum(self._is_w_min, w)
             acc.add(metrics)
         return n
+
+    def per_stats(self) -> dict[str, float]:
+        """Prioritised replay health (``store.sampler.kind`` per/lap; else {}): mean and max priority
+        ``p`` over the live rows of both partitions (the sum tree's leaves, p = (|td| + eps)^alpha or
+        max(|td|, floor)^alpha) and the smallest importance weight of a batch since the last call
+        (per: (N P(i))^-beta / max; lap: 1). A max far above the mean with a tiny weight minimum means
+        a few rows dominate the draws."""
+        if self.cfg.store.sampler.kind == "uniform":
+            return {}
+        trees = [(m.tree, m.live) for m in self.sampler.mirrors.values() if m.tree is not None and m.live > 0]
+        out: dict[str, float] = {}
+        if trees:
+            out["per/priority_mean"] = float(sum(t.total for t, _ in trees) / sum(n for _, n in trees))
+            out["per/priority_max"] = float(max(t.leaves().max() for t, _ in trees))
+        if self._is_w_min is not None:
+            out["per/is_weight_min"] = float(self._is_w_min)
+            self._is_w_min = None
+        return out
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         """Uniform random actions [A] until learning starts, then a stochastic policy sample."""
@@ -401,6 +422,7 @@ class OffPolicyRunner:
                 if self._step - last_log >= t.log_every:
                     now = time.time()
                     row = acc.pop()
+                    row.update(self.per_stats())
                     row.update({"env_steps_per_s": (self._step - rate_step) / max(now - rate_t, 1e-9),
                                 "updates_per_s": rate_upd / max(now - rate_t, 1e-9)})
                     logger.log(self._step, row, prefix="")
