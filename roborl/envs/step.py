@@ -80,7 +80,7 @@ class EpisodeStats:
 
 def env_step(env: Any, obs: Any, action: Any, *, sink: Any = None, source: Any = None, recorder: Any = None,
              stats: EpisodeStats | None = None, timestamp: float | None = None,
-             success_key: str | None = None) -> Step:
+             success_key: str | None = None, info_fields: tuple[str, ...] = ()) -> Step:
     """Step ``env`` once from ``obs`` with the policy's ``action`` [A] (or the operator's, when
     ``source`` takes over) and record the transition.
 
@@ -89,6 +89,8 @@ def env_step(env: Any, obs: Any, action: Any, *, sink: Any = None, source: Any =
     recorder: ``step(...)`` of every transition (keeps the takeover segments). stats: updated in
     place. timestamp: stored with the step (default: the store's clock). success_key: the env's
     success key in ``info`` (default: the known keys, :func:`roborl.envs.success.step_success`).
+    info_fields: ``info`` keys stored as the sink's extra fields (e.g. the reward classifier's
+    ``roborl.reward.wrapper.STORE_FIELDS``); a key missing from ``info`` keeps the field's default.
     """
     active, op_action = source.poll(obs) if source is not None else (False, None)
     active = bool(active)
@@ -99,6 +101,7 @@ def env_step(env: Any, obs: Any, action: Any, *, sink: Any = None, source: Any =
                 step_success(info, success_key), active, info)
     if sink is not None:
         extra = {} if timestamp is None else {"timestamp": timestamp}
+        extra.update({k: info[k] for k in info_fields if k in info})
         sink.add_step(action=action, executed_action=executed, reward=step.reward, next_obs=next_obs,
                       terminated=step.terminated, truncated=step.truncated, is_success=step.success,
                       intervention=active, **extra)

@@ -12,6 +12,7 @@ from roborl.config import field, non_negative, positive
 from roborl.envs.config import EnvConfig
 from roborl.learners import check_algo
 from roborl.learners.config import PPOConfig, SACConfig
+from roborl.reward.config import RewardConfig
 from roborl.store.config import StoreConfig
 from roborl.teleop.config import InterventionConfig, TeleopConfig
 
@@ -72,6 +73,8 @@ class RunConfig:
                                              doc="Human/scripted takeovers during off-policy training (HIL-SERL).")
     teleop: TeleopConfig = field(default_factory=TeleopConfig, doc="Teleop device used by intervention.source=device.")
     distributed: DistributedConfig = field(default_factory=DistributedConfig, doc="Actor/learner split (--role).")
+    reward: RewardConfig = field(default_factory=RewardConfig, doc="Learned success reward (reward.classifier; "
+                                                                 "off-policy runs): docs/reward.md.")
 
     def __post_init__(self) -> None:
         # Values that pass each field's own check but cannot work together. Refused here, before

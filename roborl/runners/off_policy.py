@@ -79,6 +79,13 @@ class OffPolicyRunner:
             torch.set_num_threads(cfg.train.threads)
         np.random.seed(self.seed)
         torch.manual_seed(self.seed)
+        # Checks that need no env come before build_env: a robot:// env connects to the robot.
+        if cfg.store.sampler.her_fraction > 0 and cfg.env.id.startswith("robot://"):
+            raise UsageError(f"store.sampler.her_fraction: {cfg.env.id} has no goal to relabel (HER is for "
+                             f"goal-conditioned sim tasks)")
+        store_path = Path(cfg.store.path) if cfg.store.path else self.run_dir / "store"
+        fresh_store = not (store_path.exists() and any(store_path.iterdir()))
+        self._check_demo_needs(fresh_store)
         self.env = build_env(cfg.env, seed=self.seed) if with_env else None
         if self.env is not None or spaces is None:
             probe = self.env if self.env is not None else build_env(cfg.env, seed=self.seed, eval=True)
@@ -96,21 +103,31 @@ class OffPolicyRunner:
         self.obs_dim, self.act_dim = int(obs_space.shape[0]), int(act_space.shape[0])
 
         relabeler = self._goal_relabeler()  # before any file is written: a misconfiguration leaves no run dir
+        self.reset_device: Any = None  # the operator device of manual resets (env.reset_mode=manual)
+        self._owns_reset_device = False
+        self.intervention = None
+        if self.env is not None:
+            self._wrap_hardware_loop()  # classifier reward, interventions, manual resets: checks before any write
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        store_path = Path(cfg.store.path) if cfg.store.path else self.run_dir / "store"
-        fresh_store = not (store_path.exists() and any(store_path.iterdir()))
+        extra: dict[str, Any] = {}
+        self._info_fields: tuple[str, ...] = ()  # info keys env_step stores as extra store fields
+        if cfg.reward.classifier:
+            from roborl.reward.wrapper import STORE_FIELDS
+
+            extra = {"extra_fields": dict(STORE_FIELDS)}
+            self._info_fields = tuple(STORE_FIELDS)
         self.store = ReplayStore.open_or_create(store_path, env_id=cfg.env.id, observation_space=obs_space,
-                                                action_space=act_space, online_capacity=cfg.store.online_capacity)
+                                                action_space=act_space, online_capacity=cfg.store.online_capacity,
+                                                **extra)
         if fresh_store:
             for p in cfg.store.demos:
                 self.store.merge_from(resolve_demo_path(p), partition="demo", allow_env_mismatch=cfg.store.allow_env_mismatch)
+        elif self._needs_demos() and self.store.num_steps("demo") == 0:
+            self.store.close()
+            raise UsageError(f"store.demos: {self._needs_demos()} needs demos but the store at {store_path} has an "
+                             f"empty demo partition")
         self.sampler = Sampler(self.store, cfg.store.sampler, device=self.device, seed=self.seed,
                                relabeler=relabeler)
-        self.intervention = None
-        if self.env is not None and cfg.intervention.source != "none":
-            from roborl.teleop.intervention import build_intervention
-
-            self.intervention = build_intervention(cfg.intervention, self.env, cfg.teleop, seed=self.seed)
         self.learner = build_learner(self.algo, self.obs_dim, self.act_dim, self.lcfg, self.device)
         self.policy = self.learner.as_policy()
         self._step = 0
@@ -138,6 +155,48 @@ class OffPolicyRunner:
     def advance_to(self, step: int) -> None:
         """Env steps taken elsewhere (a remote actor's stream position): the count never goes back."""
         self._step = max(self._step, int(step))
+
+    def _needs_demos(self) -> str:
+        """The learner option that needs a demo partition ('' when none does)."""
+        c, sec = self.lcfg, self.section
+        for name in ("residual", "bc_pretrain_steps", "bc_weight"):
+            if getattr(c, name, 0):
+                return f"{sec}.{name}"
+        return ""
+
+    def _check_demo_needs(self, fresh_store: bool) -> None:
+        """Residual or BC with no demos would train on nothing (or fail at the warmup step, on a robot)."""
+        need = self._needs_demos()
+        if need and fresh_store and not self.cfg.store.demos:
+            raise UsageError(f"store.demos: {need} needs demos (the demo partition would be empty); set store.demos")
+
+    def _wrap_hardware_loop(self) -> None:
+        """The outer env layers of a robot run, outermost last: the classifier reward
+        (``reward.classifier``; its cameras are checked against the env here), the intervention
+        source, and manual resets (``env.reset_mode=manual``; the operator device is the intervention
+        device when there is one, else ``teleop.device``)."""
+        cfg = self.cfg
+        from roborl.reward.wrapper import wrap_reward
+
+        self.env = wrap_reward(self.env, cfg.reward)
+        if cfg.intervention.source != "none":
+            from roborl.teleop.intervention import build_intervention
+
+            self.intervention = build_intervention(cfg.intervention, self.env, cfg.teleop, seed=self.seed)
+        if cfg.env.reset_mode == "manual":
+            from roborl.teleop.config import ResetConfig
+            from roborl.teleop.reset import apply_reset
+
+            device = getattr(self.intervention, "device", None)
+            if device is None:
+                from roborl.teleop.device import action_layout
+                from roborl.teleop.registry import make_device
+
+                device = make_device(cfg.teleop, self.env, action_layout(self.env, cfg.teleop.action_layout))
+                self._owns_reset_device = True
+            self.reset_device = device
+            self.env = apply_reset(self.env, ResetConfig(reset_mode="manual", reset_timeout_s=cfg.env.reset_timeout_s),
+                                   device, prompt=lambda m: print(m, flush=True))
 
     def _goal_relabeler(self) -> Any:
         """The env's HER goal relabeler when ``store.sampler.her_fraction`` > 0 (else None)."""
@@ -348,7 +407,12 @@ class OffPolicyRunner:
     def reset_episode(self, recorder: Any = None) -> np.ndarray:
         """Reset the env (seed run.seed + episodes) and open an online episode in the store."""
         assert self.env is not None
-        obs, _ = self.env.reset(seed=self.seed + self._episodes)
+        if self._owns_reset_device and not getattr(self, "_reset_device_open", False):
+            self.reset_device.open()
+            self._reset_device_open = True
+        obs, _ = self.env.reset(seed=self.seed + self._episodes)  # manual resets wait for START here
+        if self._owns_reset_device:
+            self.reset_device.on_episode_start(obs)
         if self.intervention is not None:
             self.intervention.reset(obs)
             if recorder is not None:
@@ -361,10 +425,13 @@ class OffPolicyRunner:
         An ended episode is counted here; the caller logs it and calls :meth:`reset_episode`."""
         self.learner.set_progress(self._step)
         s = env_step(self.env, obs, self.act(obs), sink=self.store, source=self.intervention,
-                     recorder=recorder if self.intervention is not None else None, stats=stats)
+                     recorder=recorder if self.intervention is not None else None, stats=stats,
+                     info_fields=self._info_fields)
         self._step += 1
         if s.done:
             self._episodes += 1
+            if self.reset_device is not None:
+                self.reset_device.on_episode_end(s.success)  # a device waits for the next START after this
         return s
 
     # ------------------------------------------------------------------ the loop
@@ -383,7 +450,6 @@ class OffPolicyRunner:
 
         source = self.intervention
         recorder = InterventionRecorder()
-        obs = self.reset_episode(recorder)
         ep = EpisodeStats()
         acc = Accumulator()
         last_log = last_ckpt = self._step
@@ -395,7 +461,10 @@ class OffPolicyRunner:
         last_ret: float | None = None
         last_succ: float | None = None
         deadline = t0 + 60 * t.max_minutes if t.max_minutes else math.inf
+        from roborl.teleop.reset import ResetAborted, ResetTimeout
+
         try:
+            obs = self.reset_episode(recorder)
             while self._step < t.total_steps and time.time() < deadline:
                 if not self._learning_started and self.ready_to_learn(open_rows=ep.length):
                     self.publish_open_episode(obs, ep.length)
@@ -449,6 +518,12 @@ class OffPolicyRunner:
             lines.update(self._step, ret=last_ret, success=last_succ,
                          eval_success=last_eval_res.get("success_rate"), force=True)
             ckpt = self.save(time.time() - t0)
+        except (ResetTimeout, ResetAborted) as e:
+            # Nobody reset the scene: keep everything (the store commits on close) and stop with one line.
+            ckpt = self.save(time.time() - t0)
+            self.store.commit()
+            raise UsageError(f"{e}; saved {ckpt.name} at step {self._step}: `roborl train` on the same run.dir "
+                             f"resumes") from None
         finally:
             bar.close()
             logger.close()
@@ -461,6 +536,8 @@ class OffPolicyRunner:
     def close(self) -> None:
         if self.intervention is not None:
             self.intervention.close()
+        if self._owns_reset_device and getattr(self, "_reset_device_open", False):
+            self.reset_device.close()
         if self.env is not None:
             self.env.close()
         self.store.close()
