@@ -104,6 +104,7 @@ class OffPolicyRunner:
 
         relabeler = self._goal_relabeler()  # before any file is written: a misconfiguration leaves no run dir
         self.reset_device: Any = None  # the operator device of manual resets (env.reset_mode=manual)
+        self._labeler: Any = None  # ClassifierReward.label when reward.classifier is set
         self._owns_reset_device = False
         self.intervention = None
         if self.env is not None:
@@ -179,6 +180,7 @@ class OffPolicyRunner:
         from roborl.reward.wrapper import wrap_reward
 
         self.env = wrap_reward(self.env, cfg.reward)
+        self._labeler = getattr(self.env, "label", None) if cfg.reward.classifier else None  # operator verdicts
         if cfg.intervention.source != "none":
             from roborl.teleop.intervention import build_intervention
 
@@ -426,7 +428,7 @@ class OffPolicyRunner:
         self.learner.set_progress(self._step)
         s = env_step(self.env, obs, self.act(obs), sink=self.store, source=self.intervention,
                      recorder=recorder if self.intervention is not None else None, stats=stats,
-                     info_fields=self._info_fields)
+                     info_fields=self._info_fields, labeler=self._labeler)
         self._step += 1
         if s.done:
             self._episodes += 1

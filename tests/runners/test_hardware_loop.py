@@ -57,3 +57,44 @@ def test_checks_before_the_first_robot_step_are_one_line(tmp_path: Path, extra: 
     assert out.returncode == 2 and needle in out.stderr, out.stderr
     assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
     assert not (tmp_path / "r").exists()  # nothing written
+
+
+@pytest.mark.parametrize("decision", ["success", "failure"])
+def test_operator_label_ends_the_episode_with_that_label_in_the_store(tmp_path: Path, decision: str) -> None:
+    from roborl.envs.config import EnvConfig, build_env
+    from roborl.envs.step import env_step
+    from roborl.teleop.config import ScriptedConfig
+    from roborl.teleop.device import action_layout
+    from roborl.teleop.intervention import DeviceIntervention
+    from roborl.teleop.scripted import ScriptedDevice
+
+    env = build_env(EnvConfig(id="roborl/Reach-v0", max_episode_steps=50), seed=0)
+    layout = action_layout(env)
+    device = ScriptedDevice(env, layout, ScriptedConfig(decisions=(decision,)))
+    source = DeviceIntervention(device, layout)
+    store = ReplayStore.create(tmp_path / "s", env_id="roborl/Reach-v0", observation_space=env.observation_space,
+                               action_space=env.action_space)
+    obs, _ = env.reset(seed=0)
+    source.reset(obs)
+    store.start_episode(obs)
+    for i in range(5):
+        if i == 3:
+            device.on_episode_end(False)  # the device now reports the operator's verdict on its next read
+        s = env_step(env, obs, env.action_space.sample() * 0, sink=store, source=source)
+        obs = s.next_obs
+        if s.done:
+            break
+    assert i == 3 and s.done and s.success == (decision == "success")
+    assert s.terminated == (decision == "success") and s.truncated == (decision == "failure")
+    assert s.info["operator_label"] == int(decision == "success")
+    eps = store.episodes("online")
+    store.close()
+    env.close()
+    from roborl.store.index import EP_SUCCESS, EP_TERMINATED, EP_TRUNCATED
+
+    assert eps.shape[0] == 1 and int(eps[0, 1]) == 4
+    flags = int(eps[0, 2])
+    if decision == "success":
+        assert flags & EP_SUCCESS and flags & EP_TERMINATED
+    else:
+        assert not flags & EP_SUCCESS and flags & EP_TRUNCATED
