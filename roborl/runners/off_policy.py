@@ -7,8 +7,16 @@ learner only through :class:`roborl.learners.base.OffPolicyLearner`. Every step 
 :func:`roborl.envs.step.env_step` (full env stack including the safety layer; the store
 receives the *executed* action, ``info["executed_action"]``, so the critic learns about what
 the robot actually did). Checkpoints hold the model, optimisers, normaliser, alpha, RNG
-states, sampler state, counters and the store's commit generation; ``roborl train`` on the
-same ``run.dir`` resumes from the latest one and says so.
+states, sampler state, counters and the store's uuid, commit generation and online rows;
+``roborl train`` on the same ``run.dir`` resumes from the latest one and says so. The resume
+rule (:meth:`OffPolicyRunner.reconcile_with_store`): every online row in the store is a counted
+env step, so rows written after the checkpoint (or by a run killed before its first one) are kept
+as replay data and counted; a store older than, or other than, the checkpoint's is refused.
+
+The hardware loop (docs/reward.md): ``reward.classifier`` wraps the env in the classifier reward
+(its info fields become store fields), the operator's SUCCESS / FAILURE end the episode with that
+label, ``env.reset_mode=manual`` waits for the operator's START before each episode (a timeout
+saves everything and stops with one line), and misconfigurations are refused before the first step.
 
 The remote learner and actor (:mod:`roborl.runners.distributed`) drive the same object through
 its public methods: ``start_learning``, ``update``, ``advance_to``, ``acting_state`` /
