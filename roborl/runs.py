@@ -111,6 +111,60 @@ def progress(iterable: Iterable | None = None, total: int | None = None, desc: s
                 dynamic_ncols=True, leave=False)
 
 
+def _fmt(v: float | None, spec: str) -> str:
+    return "-" if v is None or not math.isfinite(v) else format(v, spec)
+
+
+def _fmt_eta(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "-"
+    s = int(seconds)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+class ProgressLines:
+    """One plain progress line every ``every_s`` seconds for logs (stdout not a TTY: nohup, systemd,
+    CI), where a tqdm bar would be invisible or garbage. Silent on a TTY (the bar is shown) and with
+    ``--quiet`` (ROBORL_QUIET=1). Callers feed ``update(...)`` every loop; ``line(...)`` forces one
+    (at each eval). The rates are over the window since the previous line."""
+
+    def __init__(self, total: int, every_s: float, step: int = 0, stream: Any = None,
+                 enabled: bool | None = None) -> None:
+        self.stream = stream if stream is not None else sys.stdout
+        if enabled is None:
+            enabled = not self.stream.isatty() and os.environ.get("ROBORL_QUIET") != "1"
+        self.enabled = bool(enabled) and every_s > 0
+        self.total, self.every_s = int(total), float(every_s)
+        self._t = self._t_start = time.time()
+        self._step = self._step_start = int(step)
+        self._updates = 0
+
+    def format(self, step: int, env_rate: float, upd_rate: float, ret: float | None, success: float | None,
+               eval_success: float | None, eta_s: float | None) -> str:
+        return (f"step {step}/{self.total} | {env_rate:.1f} env-steps/s | {upd_rate:.1f} updates/s | "
+                f"return {_fmt(ret, '.2f')} | success {_fmt(success, '.2f')} | eval success {_fmt(eval_success, '.2f')}"
+                f" | ETA {_fmt_eta(eta_s)}")
+
+    def update(self, step: int, updates: int = 0, *, ret: float | None = None, success: float | None = None,
+               eval_success: float | None = None, force: bool = False) -> str | None:
+        """Count ``updates`` gradient updates; print (and return) a line when due or ``force``d."""
+        self._updates += int(updates)
+        if not self.enabled:
+            return None
+        now = time.time()
+        if not force and now - self._t < self.every_s:
+            return None
+        dt = max(now - self._t, 1e-9)
+        env_rate = (step - self._step) / dt
+        # ETA from the whole run's mean rate (a window's rate jumps at eval rounds).
+        mean_rate = (step - self._step_start) / max(now - self._t_start, 1e-9)
+        eta = (self.total - step) / mean_rate if mean_rate > 0 else None
+        text = self.format(step, env_rate, self._updates / dt, ret, success, eval_success, eta)
+        print(text, file=self.stream, flush=True)
+        self._t, self._step, self._updates = now, int(step), 0
+        return text
+
+
 class MetricsLogger:
     """Appends metric rows to JSONL/CSV (and TensorBoard when installed). Safe to reopen on resume."""
 

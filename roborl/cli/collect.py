@@ -16,6 +16,7 @@ Examples:
   roborl collect --env roborl/Push-v0 --policy scripted --store demos/push --episodes 20 --noise 0.15
   roborl collect --env roborl/Push-v0 --policy runs/sac-push --store runs/sac-push/eval_store --episodes 10 --partition online
   roborl collect --env Pendulum-v1 --policy random --store /tmp/pendulum --episodes 5
+  roborl collect --env roborl/Push-v0 --policy scripted --store demos/push_pix --episodes 20 env.kwargs.obs_mode=proprio+pixels
 """
 
 
@@ -31,19 +32,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="Episode i uses env seed SEED + i.")
     p.add_argument("--max-episode-steps", type=int, default=None, help="Override the env's time limit.")
     p.add_argument("--device", default="cpu", help="Device for a checkpoint policy.")
+    p.add_argument("overrides", nargs="*", help="env.* key=value overrides, as for roborl train "
+                                                 "(e.g. env.kwargs.obs_mode=proprio+pixels env.dr.enabled=false).")
     p.add_argument("--terminate-on-success", action="store_true",
                    help="End each episode at its first success (env.terminate_on_success), as the runs that use the demos do.")
 
 
 def run(args: argparse.Namespace) -> int:
     from roborl.errors import UsageError
-    from roborl.runners.collect import build_collect_env, collect_policy, record_episodes
+    from roborl.runners.collect import build_collect_env, collect_policy, env_section, record_episodes
     from roborl.runs import progress
     from roborl.store.store import ReplayStore
 
     if args.episodes < 1:
         raise UsageError(f"--episodes: expected >= 1, got {args.episodes}")
-    env = build_collect_env(args.env, args.seed, args.max_episode_steps, args.terminate_on_success)
+    over = env_section(list(args.overrides)).get("env", {})
+    env = build_collect_env(args.env, args.seed, args.max_episode_steps, args.terminate_on_success, over)
     try:
         store = ReplayStore.open_or_create(args.store, env_id=args.env, observation_space=env.observation_space,
                                            action_space=env.action_space)

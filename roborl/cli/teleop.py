@@ -25,6 +25,7 @@ Example:
   roborl teleop --env roborl/Push-v0 --device keyboard --store demos/my_push --episodes 20
   roborl teleop --env roborl/Reach-v0 --device scripted --store /tmp/reach --episodes 5 --hz 20
   roborl teleop --env roborl/Push-v0 --device gamepad --store d sensitivity=0.5 gamepad.index=1
+  roborl teleop --env roborl/Push-v0 --device keyboard --store d teleop.hz=10 env.kwargs.obs_mode=proprio+pixels
 """
 
 
@@ -38,7 +39,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--partition", choices=["demo", "online"], default="demo", help="Store partition.")
     p.add_argument("--config", default=None, help="YAML file with TeleopConfig keys (roborl/teleop/config.py).")
     p.add_argument("--json", action="store_true", help="Print the summary as one JSON object on stdout.")
-    p.add_argument("overrides", nargs="*", help="TeleopConfig overrides key=value, e.g. sensitivity=0.5 deadzone=0.1.")
+    p.add_argument("overrides", nargs="*", help="key=value overrides: TeleopConfig keys, bare or teleop.-prefixed as in "
+                                                 "run configs (teleop.sensitivity=0.5), and env.* keys as for roborl train "
+                                                 "(env.kwargs.obs_mode=proprio+pixels).")
 
 
 def _viewer(env: Any, mode: str) -> Any:
@@ -58,7 +61,7 @@ def _viewer(env: Any, mode: str) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from roborl.config import load
+    from roborl.config import load, parse_overrides
     from roborl.errors import UsageError
     from roborl.store.store import ReplayStore
     from roborl.teleop.collect import DemoCollector, build_teleop_env, text_status
@@ -70,8 +73,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--episodes: must be > 0, got {args.episodes}")
     if args.hz is not None and args.hz <= 0:
         raise UsageError(f"--hz: must be > 0, got {args.hz}")
-    cfg = load(TeleopConfig, args.config, args.overrides)
-    env = build_teleop_env(args.env, args.seed)
+    env_items = [o for o in args.overrides if o.startswith("env.")]
+    tele_items = [o[len("teleop."):] if o.startswith("teleop.") else o for o in args.overrides if not o.startswith("env.")]
+    cfg = load(TeleopConfig, args.config, tele_items)
+    env_over = parse_overrides([o[len("env."):] for o in env_items])
+    env = build_teleop_env(args.env, args.seed, env_over)
     store = device = viewer = None
     try:
         hz = args.hz

@@ -27,7 +27,7 @@ Why this order:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import gymnasium as gym
 from gymnasium import spaces
@@ -51,6 +51,12 @@ class EnvConfig:
     kwargs: dict[str, Any] = field(default_factory=dict, doc="Keyword arguments passed to the env constructor.")
     imports: tuple[str, ...] = field((), doc="Modules imported before making the env, so third-party ids resolve.")
     max_episode_steps: int | None = field(None, doc="Override the episode length (a truncating time limit); null keeps the env's own.", check=positive)
+    reset_mode: Literal["auto", "manual"] = field(
+        "auto", doc="auto = env.reset() resets the scene; manual = the robot holds and the operator resets the scene, "
+                    "then presses START on teleop.device (roborl.teleop.reset.ManualReset; training runs only).")
+    reset_timeout_s: float = field(300.0, doc="manual resets: seconds to wait for START; then the run saves its store "
+                                              "and checkpoint and stops with one line (resume on the same run.dir).",
+                                   check=positive)
     scale_actions: bool = field(True, doc="Rescale a bounded Box action space to [-1, 1].")
     normalize_obs: bool = field(False, doc="Normalize observations with running mean/var in the env stack (frozen at eval). "
                                            "Off by default: SAC and PPO keep their own normalizers, and replayed observations "

@@ -80,7 +80,8 @@ class EpisodeStats:
 
 def env_step(env: Any, obs: Any, action: Any, *, sink: Any = None, source: Any = None, recorder: Any = None,
              stats: EpisodeStats | None = None, timestamp: float | None = None,
-             success_key: str | None = None) -> Step:
+             success_key: str | None = None, info_fields: tuple[str, ...] = (),
+             labeler: Any = None) -> Step:
     """Step ``env`` once from ``obs`` with the policy's ``action`` [A] (or the operator's, when
     ``source`` takes over) and record the transition.
 
@@ -89,16 +90,39 @@ def env_step(env: Any, obs: Any, action: Any, *, sink: Any = None, source: Any =
     recorder: ``step(...)`` of every transition (keeps the takeover segments). stats: updated in
     place. timestamp: stored with the step (default: the store's clock). success_key: the env's
     success key in ``info`` (default: the known keys, :func:`roborl.envs.success.step_success`).
+    info_fields: ``info`` keys stored as the sink's extra fields (e.g. the reward classifier's
+    ``roborl.reward.wrapper.STORE_FIELDS``); a key missing from ``info`` keeps the field's default.
+    labeler: ``label(success) -> bool`` of the env's reward classifier
+    (:class:`roborl.reward.wrapper.ClassifierReward`), told the operator's SUCCESS / FAILURE before the
+    step (it makes the step terminal with reward 1 / 0 and records ``operator_label``).
+
+    Operator labels (``source.pop_label()`` -> True / False / None, read right after the poll) end the
+    episode at this step with that label: through ``labeler`` when there is one; otherwise success is a
+    terminal step with ``is_success`` set and failure a truncation (the operator stopped it: the value
+    of its last state is bootstrapped, nothing claims it was terminal).
     """
     active, op_action = source.poll(obs) if source is not None else (False, None)
     active = bool(active)
+    pop = getattr(source, "pop_label", None)
+    label = pop() if callable(pop) else None
+    if label is not None and labeler is not None:
+        labeler(bool(label))
     command = op_action if active and op_action is not None else action
     next_obs, reward, terminated, truncated, info = env.step(command)
+    success = step_success(info, success_key)
+    if label is not None and labeler is None:
+        info = dict(info)
+        info["operator_label"] = int(label)
+        success = bool(label)
+        terminated, truncated = (True, bool(truncated)) if label else (bool(terminated), True)
+    elif label is not None:
+        success = bool(label)
     executed = np.asarray(info.get("executed_action", command), dtype=np.float32)
     step = Step(obs, action, executed, float(reward), next_obs, bool(terminated), bool(truncated),
-                step_success(info, success_key), active, info)
+                success, active, info)
     if sink is not None:
         extra = {} if timestamp is None else {"timestamp": timestamp}
+        extra.update({k: info[k] for k in info_fields if k in info})
         sink.add_step(action=action, executed_action=executed, reward=step.reward, next_obs=next_obs,
                       terminated=step.terminated, truncated=step.truncated, is_success=step.success,
                       intervention=active, **extra)

@@ -73,6 +73,9 @@ class SACConfig:
         "auto = bf16 where the device runs it natively, else fp32.")
     normalize_obs: bool = field(True, doc="Normalise observations with mean/std fitted once when learning starts (saved in checkpoints).")
     encoder: EncoderConfig = field(default_factory=EncoderConfig, doc="Image encoder for camera observations.")
+    critic_loss: Literal["mse", "huber"] = field(
+        "mse", doc="Critic loss on the TD error: mse = td^2/2; huber = td^2/2 for |td| < 1, |td| - 1/2 beyond (the loss "
+        "LAP prioritisation is defined with, Fujimoto et al. 2020; use it with store.sampler.kind=lap).")
 
     def __post_init__(self) -> None:
         if self.n_critics > 2 and self.critic_subset > self.n_critics:

@@ -36,6 +36,14 @@ def soft_td_target(reward: torch.Tensor, discount: torch.Tensor, q_next: torch.T
     return reward + discount * (q_next - alpha * next_logp)
 
 
+def critic_td_loss(td: torch.Tensor, kind: str) -> torch.Tensor:
+    """Elementwise critic loss of TD errors ``td`` [N, B]: ``mse`` td^2/2; ``huber`` (delta 1) td^2/2 for
+    |td| < 1 and |td| - 1/2 beyond, the loss LAP prioritisation pairs with (Fujimoto et al. 2020)."""
+    if kind == "huber":
+        return torch.nn.functional.huber_loss(td, torch.zeros_like(td), reduction="none", delta=1.0)
+    return 0.5 * td.pow(2)
+
+
 class SAC(nn.Module):
     """Soft Actor-Critic with an ensemble critic, optional residual mode over a frozen BC base.
 
@@ -259,7 +267,7 @@ class SAC(nn.Module):
         with self._autocast():
             q = self.critic(obs, action)  # [N, B], float32 (output layer runs in float32)
         td = q - target.unsqueeze(0)
-        critic_loss = (batch.weight * td.pow(2)).mean(1).sum() * 0.5
+        critic_loss = (batch.weight * critic_td_loss(td, c.critic_loss)).mean(1).sum()
         self.critic_opt.zero_grad(set_to_none=True)
         critic_loss.backward()
         if c.grad_clip is not None:

@@ -30,15 +30,30 @@ class CollectResult:
 
 
 def build_collect_env(env_id: str, seed: int, max_episode_steps: int | None = None,
-                      terminate_on_success: bool = False) -> Any:
+                      terminate_on_success: bool = False, env_overrides: dict[str, Any] | None = None) -> Any:
     """The env stack for collection: :func:`roborl.envs.config.build_env` with the default config
-    for ``env_id`` (safety + action rescaling), an optional time limit and success termination."""
-    from roborl.config import build
+    for ``env_id`` (safety + action rescaling), an optional time limit and success termination.
+    ``env_overrides``: the nested ``env`` section of ``env.*`` key=value overrides, as for ``roborl train``
+    (e.g. ``{"kwargs": {"obs_mode": "proprio+pixels"}}``); they win over the flags."""
+    from roborl.config import _merge, build
     from roborl.envs.config import EnvConfig, build_env
 
-    cfg = build(EnvConfig, {"id": env_id, "terminate_on_success": terminate_on_success,
-                            **({"max_episode_steps": max_episode_steps} if max_episode_steps else {})}, "command line")
+    base = {"id": env_id, "terminate_on_success": terminate_on_success,
+            **({"max_episode_steps": max_episode_steps} if max_episode_steps else {})}
+    cfg = build(EnvConfig, _merge(base, env_overrides or {}), "command line")
     return build_env(cfg, seed=seed)
+
+
+def env_section(overrides: list[str], allowed: tuple[str, ...] = ("env",)) -> dict[str, dict[str, Any]]:
+    """``["env.kwargs.obs_mode=pixels", ...]`` -> {"env": {"kwargs": {"obs_mode": "pixels"}}}: key=value
+    overrides by section; a key outside ``allowed`` sections is a one-line UsageError naming it."""
+    from roborl.config import parse_overrides
+
+    for item in overrides:
+        key = item.split("=", 1)[0]
+        if "=" not in item or key.split(".", 1)[0] not in allowed or "." not in key:
+            raise UsageError(f"{item}: expected {' or '.join(a + '.KEY=VALUE' for a in allowed)}")
+    return parse_overrides(overrides)
 
 
 def collect_policy(spec: str, env: Any, *, noise: float = 0.0, seed: int = 0, device: str = "cpu") -> ActFn:

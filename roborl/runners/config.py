@@ -12,6 +12,7 @@ from roborl.config import field, non_negative, positive
 from roborl.envs.config import EnvConfig
 from roborl.learners import check_algo
 from roborl.learners.config import DDPGConfig, DiscreteSACConfig, PPOConfig, SACConfig, TD3Config
+from roborl.reward.config import RewardConfig
 from roborl.store.config import StoreConfig
 from roborl.teleop.config import InterventionConfig, TeleopConfig
 
@@ -49,6 +50,8 @@ class TrainConfig:
     eval_episodes: int = field(10, doc="Episodes per eval round.", check=positive)
     checkpoint_every: int = field(5_000, doc="Env steps between checkpoints.", check=positive)
     log_every: int = field(1_000, doc="Env steps between metric rows.", check=positive)
+    log_every_s: float = field(30.0, doc="Seconds between plain progress lines on stdout when it is not a TTY "
+                               "(logs); 0 = none. --quiet silences them.", check=non_negative)
     max_minutes: float | None = field(None, doc="Wall-clock limit; training stops cleanly (with a checkpoint) when reached.", check=positive)
     threads: int | None = field(1, doc="torch intra-op CPU threads (null = torch default). 1 by default: a 256x256 MLP "
                                 "update does not scale across 2 cores, and oversubscribed OpenMP threads slow it down "
@@ -73,6 +76,8 @@ class RunConfig:
                                              doc="Human/scripted takeovers during off-policy training (HIL-SERL).")
     teleop: TeleopConfig = field(default_factory=TeleopConfig, doc="Teleop device used by intervention.source=device.")
     distributed: DistributedConfig = field(default_factory=DistributedConfig, doc="Actor/learner split (--role).")
+    reward: RewardConfig = field(default_factory=RewardConfig, doc="Learned success reward (reward.classifier; "
+                                                                 "off-policy runs): docs/reward.md.")
 
     def __post_init__(self) -> None:
         # Values that pass each field's own check but cannot work together. Refused here, before

@@ -7,8 +7,16 @@ learner only through :class:`roborl.learners.base.OffPolicyLearner`. Every step 
 :func:`roborl.envs.step.env_step` (full env stack including the safety layer; the store
 receives the *executed* action, ``info["executed_action"]``, so the critic learns about what
 the robot actually did). Checkpoints hold the model, optimisers, normaliser, alpha, RNG
-states, sampler state, counters and the store's commit generation; ``roborl train`` on the
-same ``run.dir`` resumes from the latest one and says so.
+states, sampler state, counters and the store's uuid, commit generation and online rows;
+``roborl train`` on the same ``run.dir`` resumes from the latest one and says so. The resume
+rule (:meth:`OffPolicyRunner.reconcile_with_store`): every online row in the store is a counted
+env step, so rows written after the checkpoint (or by a run killed before its first one) are kept
+as replay data and counted; a store older than, or other than, the checkpoint's is refused.
+
+The hardware loop (docs/reward.md): ``reward.classifier`` wraps the env in the classifier reward
+(its info fields become store fields), the operator's SUCCESS / FAILURE end the episode with that
+label, ``env.reset_mode=manual`` waits for the operator's START before each episode (a timeout
+saves everything and stops with one line), and misconfigurations are refused before the first step.
 
 The remote learner and actor (:mod:`roborl.runners.distributed`) drive the same object through
 its public methods: ``start_learning``, ``update``, ``advance_to``, ``acting_state`` /
@@ -32,7 +40,7 @@ from roborl.errors import UsageError
 from roborl.eval.episodes import eval_seed
 from roborl.learners import LEARNERS, build_learner
 from roborl.runners.config import RunConfig
-from roborl.runs import Accumulator, MetricsLogger, progress, resolve_device, write_config
+from roborl.runs import Accumulator, MetricsLogger, ProgressLines, progress, resolve_device, write_config
 
 __all__ = ["OffPolicyRunner", "Accumulator", "resolve_demo_path", "run"]
 
@@ -79,6 +87,13 @@ class OffPolicyRunner:
             torch.set_num_threads(cfg.train.threads)
         np.random.seed(self.seed)
         torch.manual_seed(self.seed)
+        # Checks that need no env come before build_env: a robot:// env connects to the robot.
+        if cfg.store.sampler.her_fraction > 0 and cfg.env.id.startswith("robot://"):
+            raise UsageError(f"store.sampler.her_fraction: {cfg.env.id} has no goal to relabel (HER is for "
+                             f"goal-conditioned sim tasks)")
+        store_path = Path(cfg.store.path) if cfg.store.path else self.run_dir / "store"
+        fresh_store = not (store_path.exists() and any(store_path.iterdir()))
+        self._check_demo_needs(fresh_store)
         self.env = build_env(cfg.env, seed=self.seed) if with_env else None
         if self.env is not None or spaces is None:
             probe = self.env if self.env is not None else build_env(cfg.env, seed=self.seed, eval=True)
@@ -112,27 +127,41 @@ class OffPolicyRunner:
         self.act_dim = int(act_shape[0])  # Discrete: act_dim = n
 
         relabeler = self._goal_relabeler()  # before any file is written: a misconfiguration leaves no run dir
+        self.reset_device: Any = None  # the operator device of manual resets (env.reset_mode=manual)
+        self._labeler: Any = None  # ClassifierReward.label when reward.classifier is set
+        self._owns_reset_device = False
+        self.intervention = None
+        if self.env is not None:
+            self._wrap_hardware_loop()  # classifier reward, interventions, manual resets: checks before any write
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        store_path = Path(cfg.store.path) if cfg.store.path else self.run_dir / "store"
-        fresh_store = not (store_path.exists() and any(store_path.iterdir()))
+        extra: dict[str, Any] = {}
+        self._info_fields: tuple[str, ...] = ()  # info keys env_step stores as extra store fields
+        if cfg.reward.classifier:
+            from roborl.reward.wrapper import STORE_FIELDS
+
+            extra = {"extra_fields": dict(STORE_FIELDS)}
+            self._info_fields = tuple(STORE_FIELDS)
         self.store = ReplayStore.open_or_create(store_path, env_id=cfg.env.id, observation_space=obs_space,
-                                                action_space=act_space, online_capacity=cfg.store.online_capacity)
+                                                action_space=act_space, online_capacity=cfg.store.online_capacity,
+                                                **extra)
         if fresh_store:
             for p in cfg.store.demos:
                 self.store.merge_from(resolve_demo_path(p), partition="demo", allow_env_mismatch=cfg.store.allow_env_mismatch)
+        elif self._needs_demos() and self.store.num_steps("demo") == 0:
+            self.store.close()
+            raise UsageError(f"store.demos: {self._needs_demos()} needs demos but the store at {store_path} has an "
+                             f"empty demo partition")
         self.sampler = Sampler(self.store, cfg.store.sampler, device=self.device, seed=self.seed,
                                relabeler=relabeler, ram_budget_gb=cfg.store.ram_budget_gb)
-        self.intervention = None
-        if self.env is not None and cfg.intervention.source != "none":
-            from roborl.teleop.intervention import build_intervention
-
-            self.intervention = build_intervention(cfg.intervention, self.env, cfg.teleop, seed=self.seed)
         self.learner = build_learner(self.algo, self.obs_spec or self.obs_dim, self.act_dim, self.lcfg, self.device)
+
         self.policy = self.learner.as_policy()
         self._step = 0
         self._episodes = 0
         self._learning_started = False
         self.wall_offset = 0.0
+        self._ckpt_rows = self._ckpt_eps = 0  # the store's online rows/episodes at the loaded checkpoint
+        self._is_w_min: torch.Tensor | None = None  # smallest PER importance weight since the last log row
         self.rng = np.random.default_rng(self.seed)
 
     # ------------------------------------------------------------------ counters (read-only outside)
@@ -152,6 +181,49 @@ class OffPolicyRunner:
     def advance_to(self, step: int) -> None:
         """Env steps taken elsewhere (a remote actor's stream position): the count never goes back."""
         self._step = max(self._step, int(step))
+
+    def _needs_demos(self) -> str:
+        """The learner option that needs a demo partition ('' when none does)."""
+        c, sec = self.lcfg, self.section
+        for name in ("residual", "bc_pretrain_steps", "bc_weight"):
+            if getattr(c, name, 0):
+                return f"{sec}.{name}"
+        return ""
+
+    def _check_demo_needs(self, fresh_store: bool) -> None:
+        """Residual or BC with no demos would train on nothing (or fail at the warmup step, on a robot)."""
+        need = self._needs_demos()
+        if need and fresh_store and not self.cfg.store.demos:
+            raise UsageError(f"store.demos: {need} needs demos (the demo partition would be empty); set store.demos")
+
+    def _wrap_hardware_loop(self) -> None:
+        """The outer env layers of a robot run, outermost last: the classifier reward
+        (``reward.classifier``; its cameras are checked against the env here), the intervention
+        source, and manual resets (``env.reset_mode=manual``; the operator device is the intervention
+        device when there is one, else ``teleop.device``)."""
+        cfg = self.cfg
+        from roborl.reward.wrapper import wrap_reward
+
+        self.env = wrap_reward(self.env, cfg.reward)
+        self._labeler = getattr(self.env, "label", None) if cfg.reward.classifier else None  # operator verdicts
+        if cfg.intervention.source != "none":
+            from roborl.teleop.intervention import build_intervention
+
+            self.intervention = build_intervention(cfg.intervention, self.env, cfg.teleop, seed=self.seed)
+        if cfg.env.reset_mode == "manual":
+            from roborl.teleop.config import ResetConfig
+            from roborl.teleop.reset import apply_reset
+
+            device = getattr(self.intervention, "device", None)
+            if device is None:
+                from roborl.teleop.device import action_layout
+                from roborl.teleop.registry import make_device
+
+                device = make_device(cfg.teleop, self.env, action_layout(self.env, cfg.teleop.action_layout))
+                self._owns_reset_device = True
+            self.reset_device = device
+            self.env = apply_reset(self.env, ResetConfig(reset_mode="manual", reset_timeout_s=cfg.env.reset_timeout_s),
+                                   device, prompt=lambda m: print(m, flush=True))
 
     def _goal_relabeler(self) -> Any:
         """The env's HER goal relabeler when ``store.sampler.her_fraction`` > 0 (else None)."""
@@ -183,20 +255,25 @@ class OffPolicyRunner:
     # ------------------------------------------------------------------ checkpoints
     def meta(self) -> dict[str, Any]:
         return {"algo": self.algo, "config": C.to_dict(self.cfg), "obs_shape": [self.obs_dim],
-                "act_shape": [self.act_dim], "obs_spec": self.obs_spec, "env_id": self.cfg.env.id, "store_generation": int(self.store.generation),
-                "step": self._step, "episodes": self._episodes}
+                "act_shape": [self.act_dim], "obs_spec": self.obs_spec, "env_id": self.cfg.env.id,
+                "store_generation": int(self.store.generation),
+                "store_uuid": str(self.store.meta.get("uuid", "")), "step": self._step, "episodes": self._episodes}
 
     def save(self, elapsed: float) -> Path:
         state = {"learner": self.learner.full_state(), "sampler": self.sampler.state_dict(), "rng": rng_state(),
                  "runner_rng": self.rng.bit_generator.state,
                  "counters": {"step": self._step, "episodes": self._episodes,
-                              "learning_started": self._learning_started, "wall_time": elapsed}}
+                              "learning_started": self._learning_started, "wall_time": elapsed,
+                              # Where the store stood: a resume counts the rows written after this point.
+                              "store_online_rows": int(self.store.end_row("online")),
+                              "store_online_episodes": int(self.store.total_episodes("online"))}}
         return save_checkpoint(self.run_dir, self._step, state, self.meta())
 
     def try_resume(self) -> bool:
         if find_checkpoint(self.run_dir) is None:
             return False
         state, meta, step = load_checkpoint(self.run_dir)
+        self._check_store_matches(meta, state.get("counters", {}), step)
         if meta.get("algo") != self.algo:
             raise UsageError(f"run.dir: {self.run_dir} holds a {meta.get('algo')!r} checkpoint, not {self.algo!r}")
         if list(meta.get("obs_shape", [])) != [self.obs_dim] or list(meta.get("act_shape", [])) != [self.act_dim] \
@@ -215,12 +292,81 @@ class OffPolicyRunner:
         self._step, self._episodes = int(cnt["step"]), int(cnt["episodes"])
         self._learning_started = bool(cnt["learning_started"])
         self.wall_offset = float(cnt.get("wall_time", 0.0))
+        # Older checkpoints lack the store position: every env step of this runner is one online row.
+        self._ckpt_rows = int(cnt.get("store_online_rows", self._step))
+        self._ckpt_eps = int(cnt.get("store_online_episodes", self._episodes))
         return True
 
+    def _check_store_matches(self, meta: dict[str, Any], cnt: dict[str, Any], step: int) -> None:
+        """Refuse a store that changed under the checkpoint: another store (uuid), an older copy
+        (commit generation below the saved one) or fewer online rows than when it was saved. Resuming
+        on it would sample rows the learner never saw at the saved priorities, or miss rows it counted."""
+        where = f"run.dir: the store at {self.store.path} does not match checkpoint step_{step}"
+        fix = "restore the store it was saved with, or start a new run.dir"
+        uid = meta.get("store_uuid")
+        if uid and uid != str(self.store.meta.get("uuid", "")):
+            raise UsageError(f"{where} (another store: uuid {self.store.meta.get('uuid')} != {uid}); {fix}")
+        gen = meta.get("store_generation")
+        if gen is not None and int(self.store.generation) < int(gen):
+            raise UsageError(f"{where} (commit generation {self.store.generation} is older than the saved "
+                             f"{int(gen)}); {fix}")
+        rows = cnt.get("store_online_rows")
+        if rows is not None and self.store.end_row("online") < int(rows):
+            raise UsageError(f"{where} ({self.store.end_row('online')} online rows, {int(rows)} when saved); {fix}")
+
+    def reconcile_with_store(self, resumed: bool) -> str:
+        """Make the counters match the store, and say how (one line).
+
+        The rule: every online row in the store is an env step this run took, and counts. Rows
+        written after the latest checkpoint (or, without one, by a run killed before its first
+        checkpoint), including an episode interrupted by the kill (closed as *interrupted* when the
+        store reopened; it bootstraps at its last step), are kept as replay data and counted, so
+        ``step == store.end_row("online")`` and ``episodes == store.total_episodes("online")``. The
+        learner, sampler and RNG states are the checkpoint's; new rows enter the sampler with the
+        maximum priority like any new row.
+        """
+        rows, eps = int(self.store.end_row("online")), int(self.store.total_episodes("online"))
+        base_rows = self._ckpt_rows if resumed else 0
+        base_eps = self._ckpt_eps if resumed else 0
+        extra_rows, extra_eps = rows - base_rows, eps - base_eps
+        ck_step = self._step
+        self._step += extra_rows
+        self._episodes += max(0, extra_eps)
+        if resumed:
+            msg = f"resumed from step {ck_step}"
+            if extra_rows:
+                msg += (f"; {extra_rows} newer rows in the store ({extra_eps} episodes, incl. any interrupted one) "
+                        f"kept as replay data and counted: continuing at step {self._step}")
+            return msg
+        if extra_rows:
+            return (f"no checkpoint in {self.run_dir}; {extra_rows} rows already in the store ({extra_eps} episodes, "
+                    f"from a run stopped before its first checkpoint) kept as replay data and counted: "
+                    f"starting at step {self._step}")
+        return ""
+
     # ------------------------------------------------------------------ learning pieces
-    def ready_to_learn(self) -> bool:
+    def ready_to_learn(self, open_rows: int = 0) -> bool:
+        """Warmup done and a batch's worth of rows, counting the ``open_rows`` of the episode in progress
+        (see :meth:`publish_open_episode`)."""
         have = self.store.num_steps("demo") + self.store.num_steps("online")
-        return self._step >= self.lcfg.warmup_steps and have >= self.lcfg.batch_size
+        return self._step >= self.lcfg.warmup_steps and have + open_rows >= self.lcfg.batch_size
+
+    def publish_open_episode(self, obs: Any, open_rows: int) -> bool:
+        """Make the rows of the episode in progress sampleable when the ended ones are not a batch.
+
+        The sampler reads ended episodes only (the store's rule), so on long-episode envs (dm_control:
+        1,000 steps) learning would wait for the first episode to end, past the warmup step. The
+        open episode is ended here as *interrupted* (its last row bootstraps from its ``next_obs``, as
+        a mid-episode cut must) and a new store episode continues from ``obs``, the same env episode:
+        the env, its seed and the episode statistics are untouched. Happens at most once, at the
+        learning start; the store then holds one more episode than the env ran. Returns whether it cut.
+        """
+        have = self.store.num_steps("demo") + self.store.num_steps("online")
+        if have >= self.lcfg.batch_size or open_rows <= 0:
+            return False
+        self.store.end_episode()
+        self.store.start_episode(obs, partition="online")
+        return True
 
     def start_learning(self) -> None:
         """The learner's start hook (normaliser fit, demo pretraining, ...) with the runner's sampler."""
@@ -240,8 +386,28 @@ class OffPolicyRunner:
             metrics, td_abs = self.learner.update(batch)
             if prioritized:
                 self.sampler.update_priorities(batch.index, td_abs)
+                w = batch.weight.detach().min()  # stays on the device: no sync per update
+                self._is_w_min = w if self._is_w_min is None else torch.minimum(self._is_w_min, w)
             acc.add(metrics)
         return n
+
+    def per_stats(self) -> dict[str, float]:
+        """Prioritised replay health (``store.sampler.kind`` per/lap; else {}): mean and max priority
+        ``p`` over the live rows of both partitions (the sum tree's leaves, p = (|td| + eps)^alpha or
+        max(|td|, floor)^alpha) and the smallest importance weight of a batch since the last call
+        (per: (N P(i))^-beta / max; lap: 1). A max far above the mean with a tiny weight minimum means
+        a few rows dominate the draws."""
+        if self.cfg.store.sampler.kind == "uniform":
+            return {}
+        trees = [(m.tree, m.live) for m in self.sampler.mirrors.values() if m.tree is not None and m.live > 0]
+        out: dict[str, float] = {}
+        if trees:
+            out["per/priority_mean"] = float(sum(t.total for t, _ in trees) / sum(n for _, n in trees))
+            out["per/priority_max"] = float(max(t.leaves().max() for t, _ in trees))
+        if self._is_w_min is not None:
+            out["per/is_weight_min"] = float(self._is_w_min)
+            self._is_w_min = None
+        return out
 
     def act(self, obs: np.ndarray) -> np.ndarray:
         """Uniform random actions [A] until learning starts, then a stochastic policy sample."""
@@ -273,7 +439,12 @@ class OffPolicyRunner:
     def reset_episode(self, recorder: Any = None) -> np.ndarray:
         """Reset the env (seed run.seed + episodes) and open an online episode in the store."""
         assert self.env is not None
-        obs, _ = self.env.reset(seed=self.seed + self._episodes)
+        if self._owns_reset_device and not getattr(self, "_reset_device_open", False):
+            self.reset_device.open()
+            self._reset_device_open = True
+        obs, _ = self.env.reset(seed=self.seed + self._episodes)  # manual resets wait for START here
+        if self._owns_reset_device:
+            self.reset_device.on_episode_start(obs)
         if self.intervention is not None:
             self.intervention.reset(obs)
             if recorder is not None:
@@ -286,10 +457,13 @@ class OffPolicyRunner:
         An ended episode is counted here; the caller logs it and calls :meth:`reset_episode`."""
         self.learner.set_progress(self._step)
         s = env_step(self.env, obs, self.act(obs), sink=self.store, source=self.intervention,
-                     recorder=recorder if self.intervention is not None else None, stats=stats)
+                     recorder=recorder if self.intervention is not None else None, stats=stats,
+                     info_fields=self._info_fields, labeler=self._labeler)
         self._step += 1
         if s.done:
             self._episodes += 1
+            if self.reset_device is not None:
+                self.reset_device.on_episode_end(s.success)  # a device waits for the next START after this
         return s
 
     # ------------------------------------------------------------------ the loop
@@ -299,15 +473,15 @@ class OffPolicyRunner:
         write_config(self.run_dir, cfg)
         logger = MetricsLogger(self.run_dir)
         logger.set_time_offset(self.wall_offset)
-        if resumed:
-            print(f"resumed from step {self._step}", flush=True)
+        note = self.reconcile_with_store(resumed)
+        if note:
+            print(note, flush=True)
         t0 = time.time() - self.wall_offset
         assert self.env is not None
         from roborl.teleop.intervention import InterventionRecorder
 
         source = self.intervention
         recorder = InterventionRecorder()
-        obs = self.reset_episode(recorder)
         ep = EpisodeStats()
         acc = Accumulator()
         last_log = last_ckpt = self._step
@@ -315,10 +489,17 @@ class OffPolicyRunner:
         rate_t, rate_step, rate_upd = time.time(), self._step, 0
         last_eval_res: dict[str, Any] = {}
         bar = progress(total=t.total_steps, initial=self._step, desc=self.algo.upper())
+        lines = ProgressLines(t.total_steps, t.log_every_s, step=self._step)
+        last_ret: float | None = None
+        last_succ: float | None = None
         deadline = t0 + 60 * t.max_minutes if t.max_minutes else math.inf
+        from roborl.teleop.reset import ResetAborted, ResetTimeout
+
         try:
+            obs = self.reset_episode(recorder)
             while self._step < t.total_steps and time.time() < deadline:
-                if not self._learning_started and self.ready_to_learn():
+                if not self._learning_started and self.ready_to_learn(open_rows=ep.length):
+                    self.publish_open_episode(obs, ep.length)
                     self.start_learning()
                 s = self.collect_step(obs, ep, recorder)
                 bar.update(1)
@@ -334,13 +515,15 @@ class OffPolicyRunner:
                             # Takeover segments also go to the demo partition (never evicted, sampled like demos).
                             row["train/intervention_segments"] = recorder.flush(self.store)
                     logger.log(self._step, row)
+                    last_ret, last_succ = ep.ret, float(ep.success)
                     obs = self.reset_episode(recorder)
                     ep.reset()
-                if self._learning_started:
-                    rate_upd += self.update(acc)
+                n_upd = self.update(acc) if self._learning_started else 0
+                rate_upd += n_upd
                 if self._step - last_log >= t.log_every:
                     now = time.time()
                     row = acc.pop()
+                    row.update(self.per_stats())
                     row.update({"env_steps_per_s": (self._step - rate_step) / max(now - rate_t, 1e-9),
                                 "updates_per_s": rate_upd / max(now - rate_t, 1e-9)})
                     logger.log(self._step, row, prefix="")
@@ -353,6 +536,8 @@ class OffPolicyRunner:
                                             "eval/success": last_eval_res["success_rate"],
                                             "eval/episodes": last_eval_res["episodes"]})
                     bar.set_postfix(success=f"{last_eval_res['success_rate']:.2f}")
+                lines.update(self._step, n_upd, ret=last_ret, success=last_succ,
+                             eval_success=last_eval_res.get("success_rate"), force=last_eval == self._step)
                 if self._step - last_ckpt >= t.checkpoint_every:
                     self.save(time.time() - t0)
                     last_ckpt = self._step
@@ -362,7 +547,15 @@ class OffPolicyRunner:
                 logger.log(self._step, {"eval/return": last_eval_res["return_mean"],
                                         "eval/success": last_eval_res["success_rate"],
                                         "eval/episodes": last_eval_res["episodes"]})
+            lines.update(self._step, ret=last_ret, success=last_succ,
+                         eval_success=last_eval_res.get("success_rate"), force=True)
             ckpt = self.save(time.time() - t0)
+        except (ResetTimeout, ResetAborted) as e:
+            # Nobody reset the scene: keep everything (the store commits on close) and stop with one line.
+            ckpt = self.save(time.time() - t0)
+            self.store.commit()
+            raise UsageError(f"{e}; saved {ckpt.name} at step {self._step}: `roborl train` on the same run.dir "
+                             f"resumes") from None
         finally:
             bar.close()
             logger.close()
@@ -375,6 +568,8 @@ class OffPolicyRunner:
     def close(self) -> None:
         if self.intervention is not None:
             self.intervention.close()
+        if self._owns_reset_device and getattr(self, "_reset_device_open", False):
+            self.reset_device.close()
         if self.env is not None:
             self.env.close()
         self.store.close()

@@ -54,7 +54,7 @@ from roborl.learners.config import PPOConfig
 from roborl.learners.networks import RunningMeanStd, combine_moments
 from roborl.runners import dist as D
 from roborl.runners.config import RunConfig
-from roborl.runs import MetricsLogger, progress, resolve_device, write_config
+from roborl.runs import MetricsLogger, ProgressLines, progress, resolve_device, write_config
 
 __all__ = ["run", "make_vec_env", "privileged_from_info", "OnPolicyTrainer", "ON_POLICY_LEARNERS"]
 
@@ -511,6 +511,7 @@ def _run(cfg: RunConfig, run_dir: pathlib.Path, world: D.World, main: bool, devi
     bar = progress(total=total if main else 0, desc=cfg.train.algo, initial=min(tr.global_step, total))
     eval_row: dict[str, float] = {}
     last_eval_step = -1
+    lines, last_row = ProgressLines(total, tc.log_every_s, step=tr.global_step), {}  # plain lines for logs
     try:
         while tr.global_step < total:
             if pc.anneal_lr:
@@ -533,6 +534,7 @@ def _run(cfg: RunConfig, run_dir: pathlib.Path, world: D.World, main: bool, devi
                 for k, v in tr.timers.as_dict().items():
                     row[f"time/{k}_frac"] = v / tot_t
                 logger.log(tr.global_step, row)
+                last_row = row if "train/return" in row else last_row
             wall = wall0 + time.time() - t_start
             out_of_time = tc.max_minutes is not None and (time.time() - t_start) / 60.0 >= tc.max_minutes
             if tc.max_minutes is not None:  # clocks differ: every rank stops after the same iteration
@@ -543,6 +545,10 @@ def _run(cfg: RunConfig, run_dir: pathlib.Path, world: D.World, main: bool, devi
                     eval_row = _evaluate(tr, cfg, eval_env)
                     logger.log(tr.global_step, eval_row)
                 last_eval_step = tr.global_step
+            if main:
+                lines.update(tr.global_step, pc.epochs * max(1, batch // pc.minibatch_size),
+                             ret=last_row.get("train/return"), success=last_row.get("train/success"),
+                             eval_success=eval_row.get("eval/success"), force=last_eval_step == tr.global_step)
             if tr.global_step >= next_ckpt or out_of_time:
                 next_ckpt = (tr.global_step // tc.checkpoint_every + 1) * tc.checkpoint_every
                 if main:

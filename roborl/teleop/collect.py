@@ -59,14 +59,16 @@ class CollectSummary:
 
 
 
-def build_teleop_env(env_id: str, seed: int) -> Any:
+def build_teleop_env(env_id: str, seed: int, env_overrides: dict[str, Any] | None = None) -> Any:
     """The env stack for teleoperation: :func:`roborl.envs.config.build_env` with the safety layer
     but nothing that rescales or normalizes observations and no domain randomization, so the
-    store gets the raw [-1, 1] end-effector action and raw observations."""
-    from roborl.config import build
+    store gets the raw [-1, 1] end-effector action and raw observations. ``env_overrides``: the
+    nested ``env`` section of ``env.*`` key=value overrides (win over these defaults)."""
+    from roborl.config import _merge, build
     from roborl.envs.config import EnvConfig, build_env
 
-    cfg = build(EnvConfig, {"id": env_id, "normalize_obs": False, "dr": {"enabled": False}}, "roborl teleop --env")
+    cfg = build(EnvConfig, _merge({"id": env_id, "normalize_obs": False, "dr": {"enabled": False}}, env_overrides or {}),
+                "roborl teleop --env")
     return build_env(cfg, seed=seed)
 
 

@@ -80,6 +80,7 @@ class DeviceIntervention:
         self.watchdog = ZeroWatchdog(zero_warn_s, getattr(device, "name", "device"))
         self._counts = _Counts()
         self._opened = False
+        self._label: bool | None = None
 
     def reset(self, obs: Any) -> None:
         if not self._opened:
@@ -95,9 +96,16 @@ class DeviceIntervention:
                 self.active = True
             elif ev == Event.INTERVENE_OFF:
                 self.active = False
+            elif ev in (Event.SUCCESS, Event.FAILURE):
+                self._label = ev == Event.SUCCESS  # the operator's verdict ends the episode (pop_label)
         self.watchdog.update(cmd.active, driving=self.active)
         self._counts.count(self.active)
         return (True, to_env_action(cmd, self.layout)) if self.active else (False, None)
+
+    def pop_label(self) -> bool | None:
+        """The SUCCESS (True) / FAILURE (False) the operator sent since the last call, else None."""
+        label, self._label = self._label, None
+        return label
 
     def episode_stats(self) -> dict[str, float]:
         return self._counts.stats()

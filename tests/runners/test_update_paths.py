@@ -98,7 +98,7 @@ def test_runner_builds_whatever_the_registry_names(tmp_path: Path, monkeypatch: 
     assert type(r.learner) is ProbeSAC
     r.train()
     r.close()
-    # Pendulum episodes are 200 steps: learning starts when the first has ended; then utd 2 per step.
-    assert ProbeSAC.calls == {"start_learning": 1, "update": 2 * 100}
+    # Learning starts at the warmup step (100) inside the first 200-step episode; then utd 2 per step.
+    assert ProbeSAC.calls == {"start_learning": 1, "update": 2 * 200}
     _, meta, _ = load_checkpoint(tmp_path / "run")
     assert meta["algo"] == "probe"
