@@ -27,6 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--check", type=int, default=0, metavar="N",
                    help="After writing, compare with roborl eval's policy on N recorded observations (0 = off); "
                         "prints the max abs difference as JSON.")
+    p.add_argument("--env-imports", default="", metavar="MOD[,MOD]",
+                   help="Modules the checkpoint's env.imports may import (never imported unless named here).")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and out.is_dir():
         raise UsageError(f"--out {out} is a directory; give a file name")
-    exp = load_exported(args.path)
+    allow = tuple(m.strip() for m in args.env_imports.split(",") if m.strip())
+    exp = load_exported(args.path, allow)
     mod, fn = FORMATS[args.format].split(":")
     getattr(importlib.import_module(mod), fn)(exp, out)
     summary = {"out": str(out), "format": args.format, "algo": exp.meta["algo"], "env_id": exp.meta["env_id"],
@@ -52,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     if args.check:
         from roborl.export.parity import parity
 
-        summary["parity"] = parity(args.path, out, n=args.check)
+        summary["parity"] = parity(args.path, out, n=args.check, allow_imports=allow)
     print(json.dumps(summary))
     sys.stdout.flush()
     return 0

@@ -12,14 +12,15 @@ from typing import Any
 
 import numpy as np
 
+from roborl.eval.load import checkpoint_obs_normalizer
 from roborl.export.policy import build_eval_env, load_checkpoint_policy
 
 __all__ = ["record_observations", "reference_actions", "parity"]
 
 
-def _reference(path: str | Path) -> tuple[Any, Any, Any]:
+def _reference(path: str | Path, allow_imports: tuple[str, ...] = ()) -> tuple[Any, Any, Any]:
     """(policy, env_cfg, state) of a checkpoint."""
-    policy, env_cfg, state, _meta, _step, _ckpt = load_checkpoint_policy(path)
+    policy, env_cfg, state, _meta, _step, _ckpt = load_checkpoint_policy(path, allow_imports)
     return policy, env_cfg, state
 
 
@@ -40,17 +41,17 @@ def _act_env_units(policy: Any, env: Any, raw_obs: np.ndarray) -> np.ndarray:
 
 def _load_norm(env: Any, state: dict[str, Any]) -> None:
     from roborl.envs.wrappers import load_obs_normalizer_state
-    from roborl.export.policy import _checkpoint_env_normalizer
 
-    load_obs_normalizer_state(env, _checkpoint_env_normalizer(state))
+    load_obs_normalizer_state(env, checkpoint_obs_normalizer(state))
 
 
-def record_observations(path: str | Path, n: int = 1000, seed: int = 12345) -> np.ndarray:
+def record_observations(path: str | Path, n: int = 1000, seed: int = 12345,
+                        allow_imports: tuple[str, ...] = ()) -> np.ndarray:
     """``n`` raw observations [n, O] float32 from deterministic episodes of the checkpoint's eval policy.
 
     Raw = before the env stack's observation normaliser (what a robot would send to the exported file).
     """
-    policy, env_cfg, state = _reference(path)
+    policy, env_cfg, state = _reference(path, allow_imports)
     raw_cfg = dataclasses.replace(env_cfg, normalize_obs=False)
     raw_env = build_eval_env(raw_cfg)
     ref_env = build_eval_env(env_cfg)
@@ -79,9 +80,9 @@ def record_observations(path: str | Path, n: int = 1000, seed: int = 12345) -> n
     return np.stack(out)
 
 
-def reference_actions(path: str | Path, raw_obs: np.ndarray) -> np.ndarray:
+def reference_actions(path: str | Path, raw_obs: np.ndarray, allow_imports: tuple[str, ...] = ()) -> np.ndarray:
     """roborl eval's deterministic actions for raw observations [N, O], in env units [N, A] (float64)."""
-    policy, env_cfg, state = _reference(path)
+    policy, env_cfg, state = _reference(path, allow_imports)
     env = build_eval_env(env_cfg)
     try:
         _load_norm(env, state)
@@ -90,12 +91,13 @@ def reference_actions(path: str | Path, raw_obs: np.ndarray) -> np.ndarray:
         env.close()
 
 
-def parity(path: str | Path, exported: str | Path, n: int = 1000, seed: int = 12345) -> dict[str, Any]:
+def parity(path: str | Path, exported: str | Path, n: int = 1000, seed: int = 12345,
+           allow_imports: tuple[str, ...] = ()) -> dict[str, Any]:
     """``{"observations": n, "max_abs_diff": d, ...}``: the exported file against roborl eval's policy."""
     from roborl.export.writers import detect_format, load_runner
 
-    obs = record_observations(path, n, seed)
-    ref = reference_actions(path, obs)
+    obs = record_observations(path, n, seed, allow_imports)
+    ref = reference_actions(path, obs, allow_imports)
     got = load_runner(exported, threads=1)(obs)
     diff = np.abs(got.astype(np.float64) - ref)
     return {"file": str(exported), "format": detect_format(Path(exported)), "observations": int(len(obs)),

@@ -189,41 +189,15 @@ def config_hash(cfg: Any) -> str:
     return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _checkpoint_env_normalizer(state: dict[str, Any]) -> dict[str, Any] | None:
-    """The env stack's NormalizeObservation statistics saved in a checkpoint (None when the run had none)."""
-    if not isinstance(state, dict):
-        return None
-    if state.get("obs_normalizer") is not None:
-        return state["obs_normalizer"]
-    env_state = state.get("env")
-    return env_state.get("obs_normalizer") if isinstance(env_state, dict) else None
+def load_checkpoint_policy(path: str | Path, allow_imports: tuple[str, ...] = ()
+                           ) -> tuple[Any, Any, dict[str, Any], dict[str, Any], int, Path]:
+    """``(policy, env_cfg, state, meta, step, ckpt_dir)``: the eval policy rebuilt from a checkpoint alone (CPU),
+    through the same loader as ``roborl eval`` (so a checkpoint's ``env.imports`` are refused unless allowed)."""
+    from roborl.checkpoint import load_checkpoint
+    from roborl.eval.load import load_for_eval
 
-
-def load_checkpoint_policy(path: str | Path) -> tuple[Any, Any, dict[str, Any], dict[str, Any], int, Path]:
-    """``(policy, env_cfg, state, meta, step, ckpt_dir)``: the eval policy rebuilt from a checkpoint alone (CPU)."""
-    from roborl import config as C
-    from roborl.checkpoint import find_checkpoint, load_checkpoint
-    from roborl.envs.config import EnvConfig
-    from roborl.errors import ConfigError
-    from roborl.learners import load_policy
-
-    state, meta, step = load_checkpoint(path)
-    ckpt = find_checkpoint(path)
-    assert ckpt is not None
-    cfg = meta.get("config") if isinstance(meta, dict) else None
-    if not isinstance(cfg, dict) or not isinstance(cfg.get("env"), dict):
-        raise UsageError(f"corrupt checkpoint {ckpt}: meta has no 'config.env' (the run config it was trained with)")
-    try:
-        env_cfg = C.build(EnvConfig, cfg["env"], f"{ckpt}/state.json meta.config.env")
-    except ConfigError as e:
-        raise UsageError(f"checkpoint {ckpt}: its env config no longer builds: {e}") from None
-    try:
-        policy = load_policy(state, meta, "cpu")
-    except (UsageError, ConfigError) as e:
-        raise UsageError(f"checkpoint {ckpt}: {e}") from None
-    except Exception as e:  # missing/mis-shaped tensors in a hand-edited or truncated checkpoint
-        msg = str(e).splitlines()[0] if str(e) else ""
-        raise UsageError(f"corrupt checkpoint {ckpt}: cannot rebuild the policy ({type(e).__name__}: {msg[:200]})") from None
+    policy, env_cfg, meta, step, ckpt, _ = load_for_eval(str(path), "cpu", allow_imports=allow_imports)
+    state, _, _ = load_checkpoint(ckpt)
     return policy, env_cfg, state, meta, step, ckpt
 
 
@@ -299,13 +273,14 @@ def build_eval_env(env_cfg: Any) -> Any:
         raise UsageError(f"env {env_cfg.id!r}: cannot be built to read its spaces ({type(e).__name__}: {msg[:200]})") from None
 
 
-def load_exported(path: str | Path) -> ExportedPolicy:
+def load_exported(path: str | Path, allow_imports: tuple[str, ...] = ()) -> ExportedPolicy:
     """Build the export module of a checkpoint (or a run's latest one). Builds the env once for its spaces and rate."""
     from roborl.envs.wrappers import NormalizeObservation, find_wrapper
     from roborl.eval.episodes import env_control_dt
+    from roborl.eval.load import checkpoint_obs_normalizer
     from roborl.store.schema import space_to_json
 
-    policy, env_cfg, state, meta, step, ckpt = load_checkpoint_policy(path)
+    policy, env_cfg, state, meta, step, ckpt = load_checkpoint_policy(path, allow_imports)
     algo = str(meta.get("algo") or meta["config"].get("train", {}).get("algo"))
     norm, actor, squash, base, beta, obs_dim, act_dim = _learner_parts(policy, algo)
     env = build_eval_env(env_cfg)
@@ -314,7 +289,7 @@ def load_exported(path: str | Path) -> ExportedPolicy:
         env_norm: Normalize | None = None
         raw_obs_space = obs_space
         nw = find_wrapper(env, NormalizeObservation)
-        stats = _checkpoint_env_normalizer(state)
+        stats = checkpoint_obs_normalizer(state)
         if nw is not None:
             if stats is None:
                 raise UsageError(f"checkpoint {ckpt}: env.normalize_obs is on but the checkpoint has no observation statistics")

@@ -40,6 +40,12 @@ def test_checkpoint_env_imports_need_the_user_s_consent(roborl, ppo_run: Path, t
     assert "evil_mod_roborl_test" in p.stderr and "--env-imports" in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "IMPORTED").exists()
+    # roborl export builds the env too (for its action box): the same refusal, nothing imported
+    p = subprocess.run([sys.executable, "-m", "roborl.cli", "export", str(ck), "--format", "torchscript",
+                        "--out", str(tmp_path / "p.pt")], capture_output=True, text=True, timeout=300, env=env,
+                       cwd=Path(__file__).parents[2])
+    assert p.returncode == 2 and "evil_mod_roborl_test" in p.stderr and "Traceback" not in p.stderr, p.stderr
+    assert not (tmp_path / "IMPORTED").exists()
     p = run("--env-imports", "evil_mod_roborl_test")  # named explicitly: imported
     assert p.returncode == 0, p.stderr[-1500:]
     assert (tmp_path / "IMPORTED").exists()
