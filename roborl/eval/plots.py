@@ -197,11 +197,17 @@ def plot_runs(paths: list[str | Path], out: str | Path, title: str | None = None
     fig.suptitle(title or ("learning curves (mean ± 95% CI over seeds)" if any(len(m) > 1 for _, m in groups)
                            else "learning curves"))
     fig.tight_layout(rect=(0, 0.06 + 0.03 * ((len(labels) - 1) // 3), 1, 0.97))
+    return _save(plt, fig, out, dpi=110)
+
+
+def _save(plt: Any, fig: Any, out: str | Path, dpi: int) -> Path:
+    """Write ``fig`` to ``out`` (parents created) and close it; a one-line UsageError when it cannot be written."""
+    from roborl.errors import UsageError
+
     out = Path(out)
-    if out.parent and not out.parent.exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fig.savefig(out, dpi=110)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, dpi=dpi)
     except (ValueError, OSError) as e:
         raise UsageError(f"--out {out}: cannot write the figure ({str(e).splitlines()[0]})") from None
     finally:
@@ -320,12 +326,4 @@ def plot_training(paths: list[str | Path], out: str | Path, title: str | None = 
         fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False)
     fig.suptitle(title or "training diagnostics")
     fig.tight_layout(rect=(0, 0.04 if len(runs) > 1 else 0, 1, 0.96))
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fig.savefig(out, dpi=100)
-    except (ValueError, OSError) as e:
-        raise UsageError(f"--out {out}: cannot write the figure ({str(e).splitlines()[0]})") from None
-    finally:
-        plt.close(fig)
-    return out
+    return _save(plt, fig, out, dpi=100)
