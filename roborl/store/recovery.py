@@ -115,6 +115,13 @@ def recover(store: Any, removed: list[str]) -> dict[str, Any]:
         records, valid, size = scan.records, scan.valid_bytes, scan.file_bytes
         torn = size - valid
         for pid, row, payload in records:
+            if pid & walmod.STREAM_FLAG:  # one whole episode of a named stream
+                got = store.replay_stream_record(pid & ~walmod.STREAM_FLAG, row, payload)
+                if got < 0:
+                    torn += 1  # cannot happen with one writer; stop rather than guess
+                    break
+                replayed += got
+                continue
             part = store.parts[PARTITIONS[pid]]
             if row < part.end:
                 # Already flushed into zarr before the crash. Frames once: the restated last row

@@ -108,6 +108,16 @@ class _Part(PartitionIndex):
     last_row: np.ndarray | None = None  # the whole (structured [1]) row last appended: its next_obs ends an episode
 
 
+@dataclass
+class _Stream:
+    """The open episode of one named stream (an actor): rows held in memory until it ends."""
+
+    partition: str
+    cur_obs: list[np.ndarray]
+    rows: list[np.ndarray] = field(default_factory=list)  # structured [1] rows
+    flags: int = 0
+
+
 class ReplayStore:
     """Crash-safe transition store. Use :meth:`create`, :meth:`open` or :meth:`open_or_create`.
 
@@ -152,6 +162,10 @@ class ReplayStore:
         self._buf: list[bytes] = []
         self._buf_rows: list[np.ndarray] = []
         self.recovered: dict[str, Any] = {}
+        # Named streams (one open episode each; see start_episode(stream=...)) and the rows of each
+        # stream's ended episodes, persisted in COMMIT.json and in each stream episode's WAL record.
+        self._streams: dict[str, _Stream] = {}
+        self._stream_rows: dict[str, int] = {}
         self._group: Any = None
         self._closed = False
         self._replay_flags: dict[str, int] = {}  # success flags of episodes rebuilt from the WAL
@@ -331,6 +345,7 @@ class ReplayStore:
             self.generation = int(c["generation"])
             self.merged = list(c.get("merged", []))
             self._wal_name = c.get("wal")
+            self._stream_rows = {str(k): int(v) for k, v in c.get("streams", {}).items()}
             for name, part in self.parts.items():
                 d = c["partitions"][name]
                 part.rows = part.end = int(d["rows"])
@@ -386,17 +401,34 @@ class ReplayStore:
         if self.mode != "a" or self._closed:
             raise StoreError(f"store {self.path}: opened read-only (mode='r') or closed; cannot write")
 
-    def start_episode(self, obs: Any, partition: Partition = "online", *, buffered: bool = False) -> None:
+    def start_episode(self, obs: Any, partition: Partition = "online", *, buffered: bool = False,
+                      stream: str | None = None) -> None:
         """Begin an episode whose first observation is ``obs``.
 
         An episode still open is ended first: kept as *interrupted* (it bootstraps at its
         last step) or, when it was ``buffered``, discarded. ``buffered=True`` keeps the
         steps in memory and writes them only when the episode ends (teleop "keep";
         ``discard_episode`` drops them, a crash loses them).
+
+        ``stream`` (a name, e.g. an actor id): per-stream episodes, so that one writer holds
+        several open episodes at once, one per stream. A stream's open episode stays in memory
+        and is written whole (one WAL record, contiguous rows) when it ends; :meth:`stream_rows`
+        counts the rows of a stream's ended episodes, persisted with them (COMMIT.json and the
+        episode's WAL record), so a caller that acknowledges only up to ``stream_rows`` after a
+        kill -9 has lost nothing it acknowledged and stores nothing twice. A crash loses a
+        stream's open episode (never acknowledged). A partition is written either by the default
+        episode or by streams at a time (the rows of an episode are contiguous).
         """
         self._check_writable()
         if partition not in self.parts:
             raise StoreError(f"store {self.path}: partition must be 'demo' or 'online', got {partition!r}")
+        if stream is not None:
+            self._stream_start(stream, obs, partition)
+            return
+        busy = sorted(k for k, v in self._streams.items() if v.partition == partition)
+        if busy and not buffered:
+            raise StoreError(f"store {self.path}: {partition} has open stream episodes ({', '.join(busy[:4])}); "
+                             f"end them before writing a default episode there")
         if self._open is not None:
             if self._buffered:
                 self.discard_episode()
@@ -427,41 +459,28 @@ class ReplayStore:
         return out
 
     def add_step(self, *, action: Any, executed_action: Any = None, reward: float, next_obs: Any, terminated: bool,
-                 truncated: bool, **optional: Any) -> None:
+                 truncated: bool, stream: str | None = None, **optional: Any) -> None:
         """Append one transition of the open episode; durable against kill -9 when it returns.
 
         ``executed_action`` defaults to ``action`` (what the robot really did after safety
         clipping or an intervention). ``optional``: is_success, intervention, log_prob,
         timestamp (default ``time.time()``), and the store's extra fields. The episode
         ends when ``terminated`` or ``truncated`` is true.
+
+        ``stream``: append to that stream's open episode instead (see :meth:`start_episode`):
+        held in memory until the episode ends, then written whole (durable when the ending
+        ``add_step``/``end_episode`` returns).
         """
+        if stream is not None:
+            self._stream_step(stream, action, executed_action, reward, next_obs, terminated, truncated, optional)
+            return
         if self._open is None:
             self._check_writable()
             raise StoreError(f"store {self.path}: add_step before start_episode")
         part = self.parts[self._open]
         nxt = self._flat_obs(next_obs, "next_obs")
-        row = np.zeros(1, dtype=self.dtype)
-        try:
-            for name, v in zip(self.obs_fields, self._cur_obs):  # type: ignore[arg-type]
-                row[name][0] = v
-            row["action"][0] = action
-            row["executed_action"][0] = action if executed_action is None else executed_action
-            row["reward"][0] = reward
-            for name, v in zip(self.next_obs_fields, nxt):
-                row[name][0] = v
-            row["terminated"][0] = terminated
-            row["truncated"][0] = truncated
-            if "timestamp" not in optional:
-                row["timestamp"][0] = time.time()
-            if "log_prob" not in optional:
-                row["log_prob"][0] = np.nan
-            for k, v in optional.items():
-                if k not in self.dtype.names or k in ("reward", "terminated", "truncated") or k.startswith(("obs", "next_obs", "action")):
-                    raise StoreError(f"store {self.path}: unknown step field {k!r} (known optional: "
-                                     f"{[n for n, _, _ in OPTIONAL_FIELDS] + self.meta.get('extra_fields', [])})")
-                row[k][0] = v
-        except (ValueError, TypeError) as e:
-            raise StoreError(f"store {self.path}: bad step value: {e}") from None
+        row = self._make_row(self._cur_obs, action, executed_action, reward, nxt, terminated, truncated,  # type: ignore[arg-type]
+                             optional)
         if row["is_success"][0]:
             self._open_flags |= EP_SUCCESS
         rec = walmod.encode(part.pid, part.end + len(self._buf_rows) if self._buffered else part.end, row.tobytes())
@@ -491,6 +510,33 @@ class ReplayStore:
         else:
             self._maybe_fsync()
 
+    def _make_row(self, cur_obs: list[np.ndarray], action: Any, executed_action: Any, reward: float,
+                  nxt: list[np.ndarray], terminated: bool, truncated: bool, optional: dict[str, Any]) -> np.ndarray:
+        """One structured row [1] of the store's dtype (StoreError on a bad value or unknown field)."""
+        row = np.zeros(1, dtype=self.dtype)
+        try:
+            for name, v in zip(self.obs_fields, cur_obs):
+                row[name][0] = v
+            row["action"][0] = action
+            row["executed_action"][0] = action if executed_action is None else executed_action
+            row["reward"][0] = reward
+            for name, v in zip(self.next_obs_fields, nxt):
+                row[name][0] = v
+            row["terminated"][0] = terminated
+            row["truncated"][0] = truncated
+            if "timestamp" not in optional:
+                row["timestamp"][0] = time.time()
+            if "log_prob" not in optional:
+                row["log_prob"][0] = np.nan
+            for k, v in optional.items():
+                if k not in self.dtype.names or k in ("reward", "terminated", "truncated") or k.startswith(("obs", "next_obs", "action")):
+                    raise StoreError(f"store {self.path}: unknown step field {k!r} (known optional: "
+                                     f"{[n for n, _, _ in OPTIONAL_FIELDS] + self.meta.get('extra_fields', [])})")
+                row[k][0] = v
+        except (ValueError, TypeError) as e:
+            raise StoreError(f"store {self.path}: bad step value: {e}") from None
+        return row
+
     def _write_buffered(self, part: _Part, flags: int) -> None:
         self._ensure_wal()
         self._wal.append(b"".join(self._buf))  # type: ignore[union-attr]
@@ -504,8 +550,14 @@ class ReplayStore:
         else:
             self._maybe_fsync()
 
-    def end_episode(self) -> None:
-        """End the open episode without a terminal/truncation flag (kept as interrupted; bootstraps)."""
+    def end_episode(self, stream: str | None = None) -> None:
+        """End the open episode without a terminal/truncation flag (kept as interrupted; bootstraps).
+        ``stream``: that stream's open episode (written whole now)."""
+        if stream is not None:
+            st = self._streams.get(stream)
+            if st is not None:
+                self._stream_commit(stream, EP_INTERRUPTED)
+            return
         if self._open is None:
             return
         part = self.parts[self._open]
@@ -517,9 +569,12 @@ class ReplayStore:
             self.commit()
         self._open = None
 
-    def discard_episode(self) -> None:
+    def discard_episode(self, stream: str | None = None) -> None:
         """Drop the open episode (teleop "discard"): its steps never reach a sampler or survive a reopen."""
         self._check_writable()
+        if stream is not None:
+            self._streams.pop(stream, None)
+            return
         if self._open is None:
             return
         part = self.parts[self._open]
@@ -536,6 +591,92 @@ class ReplayStore:
         part.rows = min(part.rows, part.open_start)
         # Commit now: the WAL holds the discarded steps and must not replay them.
         self.commit()
+
+    # ------------------------------------------------------------------ named streams
+
+    def _stream_start(self, stream: str, obs: Any, partition: str) -> None:
+        if not isinstance(stream, str) or not stream:
+            raise StoreError(f"store {self.path}: a stream name must be a non-empty string, got {stream!r}")
+        if stream in self._streams:
+            self.end_episode(stream=stream)
+        self._streams[stream] = _Stream(partition, self._flat_obs(obs, "obs"))
+
+    def _stream_step(self, stream: str, action: Any, executed_action: Any, reward: float, next_obs: Any,
+                     terminated: bool, truncated: bool, optional: dict[str, Any]) -> None:
+        self._check_writable()
+        st = self._streams.get(stream)
+        if st is None:
+            raise StoreError(f"store {self.path}: add_step(stream={stream!r}) before start_episode(stream=...)")
+        nxt = self._flat_obs(next_obs, "next_obs")
+        row = self._make_row(st.cur_obs, action, executed_action, reward, nxt, terminated, truncated, optional)
+        if row["is_success"][0]:
+            st.flags |= EP_SUCCESS
+        st.rows.append(row)
+        st.cur_obs = nxt
+        if terminated or truncated:
+            self._stream_commit(stream, EP_TERMINATED if terminated else EP_TRUNCATED)
+
+    def _stream_commit(self, stream: str, flags: int) -> None:
+        """Write a stream's open episode whole: one WAL record, its rows at the partition's end."""
+        st = self._streams.pop(stream)
+        if not st.rows:
+            return
+        part = self.parts[st.partition]
+        if self._open == st.partition:
+            self._streams[stream] = st  # keep it: nothing was written
+            raise StoreError(f"store {self.path}: cannot write stream {stream!r}'s episode into {st.partition} "
+                             f"while the default episode is open there; end it first")
+        rows = np.concatenate(st.rows)
+        total = self._stream_rows.get(stream, 0) + len(rows)
+        if rows["terminated"][-1] or rows["truncated"][-1]:  # its last step says how it ended
+            flags = EP_TERMINATED if rows["terminated"][-1] else EP_TRUNCATED
+        flags |= st.flags
+        self._ensure_wal()
+        self._wal.append(walmod.encode_stream(part.pid, part.end, {"stream": stream, "n": len(rows), "flags": flags,  # type: ignore[union-attr]
+                                                                   "rows": total}, rows.tobytes()))
+        if self._stream_append(part, stream, rows, flags, total):  # flushed at a chunk boundary: commit
+            self._commit(new_wal=True)
+        else:
+            self._maybe_fsync()
+
+    def _stream_append(self, part: _Part, stream: str, rows: np.ndarray, flags: int, total: int) -> bool:
+        """The rows of one ended stream episode at ``part``'s end (writing and WAL replay) -> flushed."""
+        part.open_start = part.end
+        flushed = self._append_row_array(part, rows)
+        self._end_episode(part, flags)
+        self._stream_rows[stream] = total
+        return flushed
+
+    def replay_stream_record(self, pid: int, row: int, payload: bytes) -> int:
+        """WAL replay of one stream-episode record -> rows appended (0: already committed; -1: it
+        does not fit the partition's end, which one writer never produces)."""
+        part = self.parts[PARTITIONS[pid]]
+        header, raw = walmod.decode_stream(payload)
+        if row < part.end:
+            return 0
+        n = int(header["n"])
+        if row != part.end or len(raw) != n * self.dtype.itemsize:
+            return -1
+        rows = np.frombuffer(raw, dtype=self.dtype).copy()
+        self._stream_append(part, str(header["stream"]), rows, int(header["flags"]), int(header["rows"]))
+        return n
+
+    def stream_rows(self, stream: str) -> int:
+        """Rows of ``stream``'s ended episodes in this store (durable; its open episode not included)."""
+        return self._stream_rows.get(stream, 0)
+
+    def stream_open_rows(self, stream: str) -> int:
+        """Rows of ``stream``'s open episode (in memory until it ends)."""
+        st = self._streams.get(stream)
+        return len(st.rows) if st is not None else 0
+
+    def streams(self) -> dict[str, int]:
+        """{stream: rows of its ended episodes} for every stream this store has written."""
+        return dict(self._stream_rows)
+
+    def open_streams(self) -> list[str]:
+        """Streams with an open episode."""
+        return list(self._streams)
 
     def _append_row_array(self, part: _Part, rows: np.ndarray) -> bool:
         """Copy rows (structured [k]) into the pending block; flush (no commit) at each zarr
@@ -678,6 +819,7 @@ class ReplayStore:
             "time": time.time(),
             "wal": new_name,
             "merged": self.merged,
+            "streams": dict(self._stream_rows),
             "partitions": {
                 name: {"rows": p.rows, "episodes": p.n_eps, "head_row": p.head_row, "head_episode": p.head_ep,
                        "freed_chunks": p.freed_chunks}
@@ -726,6 +868,8 @@ class ReplayStore:
                         self.discard_episode()
                     else:
                         self.end_episode()
+                for name in list(self._streams):
+                    self.end_episode(stream=name)
                 self._commit(new_wal=False)
                 # Trim array shapes to the committed rows, for plain zarr readers.
                 for part in self.parts.values():
@@ -1006,7 +1150,7 @@ class ReplayStore:
         """
         self._check_writable()
         self._part(partition)
-        if self._open is not None:
+        if self._open is not None or self._streams:
             raise StoreError(f"store {self.path}: end or discard the open episode before merging")
         src_p = Path(src_path)
         if src_p.resolve() == self.path.resolve():

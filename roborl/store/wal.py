@@ -31,6 +31,29 @@ _KEY = struct.Struct("<BQ")  # partition, row
 HEADER_SIZE = _HDR.size + _KEY.size
 
 
+# A stream episode record (``partition | STREAM_FLAG``): one whole episode of a named stream,
+# written when it ends (see ReplayStore.start_episode(stream=...)). One record, so one CRC: it
+# replays whole or not at all. Payload: u32 header length | JSON header | the rows' bytes.
+STREAM_FLAG = 0x80
+_U32 = struct.Struct("<I")
+
+
+def encode_stream(partition: int, row: int, header: dict, rows: bytes) -> bytes:
+    """One framed stream-episode record starting at logical ``row``; ``header``: stream, n, flags, rows."""
+    import json
+
+    h = json.dumps(header, separators=(",", ":")).encode()
+    return encode(partition | STREAM_FLAG, row, _U32.pack(len(h)) + h + rows)
+
+
+def decode_stream(payload: bytes) -> tuple[dict, bytes]:
+    """(header, rows bytes) of a stream-episode record's payload."""
+    import json
+
+    (n,) = _U32.unpack_from(payload, 0)
+    return json.loads(payload[_U32.size: _U32.size + n]), payload[_U32.size + n:]
+
+
 def encode(partition: int, row: int, payload: bytes) -> bytes:
     """One framed record."""
     key = _KEY.pack(partition, row)
