@@ -20,6 +20,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--role", choices=["local", "learner", "actor"], default="local",
                    help="local: act and learn here; learner/actor: the split across machines.")
     p.add_argument("--learner", default=None, metavar="HOST:PORT", help="Learner address (with --role actor).")
+    p.add_argument("--actor-id", default=None, metavar="ID",
+                   help="With --role actor: this actor's identity at the learner (distributed.actor_id; default: "
+                        "one kept in run.dir/actor_id). Each actor of a learner needs its own.")
     p.add_argument("--nproc", type=int, default=1, metavar="N",
                    help="Data-parallel on-policy training on N local processes (torch's elastic launcher, as "
                         "`torchrun --nproc_per_node N -m roborl train ...`): gloo on CPU, NCCL on GPU.")
@@ -33,6 +36,12 @@ def run(args: argparse.Namespace) -> int:
     from roborl.runs import check_run_dir, default_run_dir
 
     cfg = C.load(RunConfig, args.config, args.overrides)
+    if getattr(args, "actor_id", None) is not None:
+        import dataclasses
+
+        if args.role != "actor":
+            raise UsageError("--actor-id is for --role actor")
+        cfg = dataclasses.replace(cfg, distributed=dataclasses.replace(cfg.distributed, actor_id=str(args.actor_id)))
     if args.role == "actor" and not args.learner:
         raise UsageError("--role actor needs --learner HOST:PORT")
     run_dir = check_run_dir(Path(cfg.run.dir) if cfg.run.dir else default_run_dir(cfg.run.name))

@@ -28,6 +28,10 @@ class DistributedConfig:
     on_disconnect: Literal["act", "hold"] = field("act", doc="Learner gone: keep acting with the last weights, or hold (stop acting) until it is back.")
     actor_hz: float | None = field(None, doc="Cap the actor's step rate (null = as fast as the env goes; robot:// paces itself).", check=positive)
     linger_s: float = field(5.0, doc="Learner keeps answering this long after total_steps, for the actor's last pushes.", check=positive)
+    actor_id: str | None = field(None, doc="This actor's identity at the learner (--actor-id); null = one made up once and "
+                                 "kept in run.dir/actor_id. Each actor of a learner needs its own.")
+    actor_timeout_s: float = field(10.0, doc="Learner: an actor not heard from this long is gone, and another process "
+                                   "may take over its identity (a restarted one takes over at once).", check=positive)
 
 
 @dataclass(frozen=True)

@@ -1,28 +1,40 @@
 """The actor/learner split across machines: ``roborl train CONFIG --role learner|actor``.
 
-* **actor** (the robot's machine): acts with the latest weights it has, writes every
-  transition to its *local* store first (durable on return: this is the spill), and
-  streams the rows the learner has not acknowledged yet. The stream position of a
-  transition is its logical row in the actor's online partition (``seq``), so a restarted
-  actor resumes its stream from its own store.
-* **learner** (the GPU machine): binds a ROUTER socket, appends received transitions to
-  its store, runs the off-policy runner's updates (the same ``OffPolicyRunner.update`` the
-  local loop calls), publishes the learner's acting weights every ``distributed.push_every``
-  updates and checkpoints. Acks are exactly-once: the learner's count of stored rows for
-  an actor is ``online logical end - base`` where ``base`` (written atomically before the
-  first ack, ``actor_stream.json``) is where that actor's stream starts in the store.
-  The store's WAL makes a row durable when ``add_step`` returns, and a push is acked only
-  after that, so after ``kill -9`` the count read back from the store is exactly what was
-  stored: the actor resends from there and duplicates are cut by ``first_seq``.
+* **actors** (robots' machines, sims, or a mix; any number): each acts with the latest weights
+  it has, writes every transition to its *local* store first (durable on return: this is the
+  spill), and streams the rows the learner has not acknowledged yet. The stream position of a
+  transition is its logical row in the actor's online partition (``seq``), so a restarted actor
+  resumes its stream from its own store. Each actor has an identity (``--actor-id``, or one made
+  up once and kept in ``run.dir/actor_id``).
+* **learner** (the GPU machine): binds a ROUTER socket, appends each actor's transitions to its
+  own store *stream* (:meth:`roborl.store.ReplayStore.start_episode` ``stream=``: one open
+  episode per actor, written whole when it ends), runs the off-policy runner's updates (the same
+  ``OffPolicyRunner.update`` the local loop calls), publishes the acting weights every
+  ``distributed.push_every`` updates (every actor pulls them) and checkpoints. Its env-step count
+  is the sum of the actors' stored rows; it tells the actors to stop when it reaches
+  ``train.total_steps``.
+* Exactly once, per actor: the learner acknowledges an actor's rows up to
+  ``store.stream_rows(actor)``, the rows of that actor's *ended* episodes, which the store
+  persists with the rows themselves (one WAL record per episode). A push also tells the learner
+  where the actor's ended episodes end (``ended_upto``), so the learner ends an episode the actor
+  cut (interrupted, or the actor's last one) without waiting for more rows. After ``kill -9`` of
+  the learner the open episodes it held in memory are gone, but they were never acknowledged:
+  every actor resends from its acknowledged position, and rows below it are cut by
+  ``first_seq``. After ``kill -9`` of an actor its store closes its open episode as interrupted;
+  it resends from what the learner acknowledged. Nothing acknowledged is lost and nothing is
+  stored twice.
+* Identity: every actor process has a session nonce (its channel's ``session``) and keeps it in
+  ``run.dir/actor_session``. A second live process that presents an identity already connected
+  is refused with one line (``duplicate_actor``); a restarted actor presents the previous
+  session of its run dir (``prev_session``) and takes over at once; a session not heard from
+  for ``distributed.actor_timeout_s`` is gone.
 * If the learner disappears, every call fails within its deadline
-  (:class:`~roborl.robots.transport.PeerUnavailable`); the actor keeps acting with its last
+  (:class:`~roborl.robots.transport.PeerUnavailable`); an actor keeps acting with its last
   weights (``on_disconnect: act``) or stops sending commands (``hold``; behind a robot
   server the watchdog then holds the arm), retries with backoff and resends the backlog
-  when the learner is back. An episode cut by a learner crash is stored as an
-  interrupted episode plus its continuation (both bootstrap correctly).
+  when the learner is back.
 
-One actor per learner store (the store has one open episode at a time). LeRobot #3979
-and serl #66 are the failure modes this avoids: no call here can block forever.
+LeRobot #3979 and serl #66 are the failure modes this avoids: no call here can block forever.
 
 Both sides drive an :class:`roborl.runners.off_policy.OffPolicyRunner` handed in by the caller
 (``make_runner``), through its public methods only; the actor steps its env with
@@ -94,71 +106,191 @@ def unpack_weights(manifest: list[dict[str, Any]], blob: np.ndarray) -> dict[str
 
 # ----------------------------------------------------------------------------- learner side
 
-class TransitionSink:
-    """The learner's side of the stream: exactly-once appends of one actor's transitions to a store."""
+ACTOR_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 
-    def __init__(self, store: Any, state_path: Path) -> None:
+
+def check_actor_id(actor_id: Any) -> str | None:
+    """Why ``actor_id`` is not a usable identity (None when it is): 1..64 of [A-Za-z0-9_.-]."""
+    if not isinstance(actor_id, str) or not 0 < len(actor_id) <= 64 or not set(actor_id) <= ACTOR_ID_CHARS:
+        return f"actor id {actor_id!r} must be 1..64 characters of A-Z a-z 0-9 _ . -"
+    return None
+
+
+class ActorStats:
+    """What the learner stored of one actor since it started (ended episodes only): rows, episodes,
+    successes and intervention rows, for the per-actor metrics."""
+
+    def __init__(self) -> None:
+        self.rows = self.episodes = self.successes = self.interventions = 0
+        self.open_rows = self.open_interventions = 0
+        self.open_success = False
+
+    def step(self, success: bool, intervention: bool) -> None:
+        self.open_rows += 1
+        self.open_interventions += int(intervention)
+        self.open_success |= success
+
+    def end_episode(self) -> None:
+        if self.open_rows:
+            self.rows += self.open_rows
+            self.interventions += self.open_interventions
+            self.episodes += 1
+            self.successes += int(self.open_success)
+        self.discard()
+
+    def discard(self) -> None:
+        self.open_rows = self.open_interventions = 0
+        self.open_success = False
+
+    def row(self) -> dict[str, float]:
+        return {"rows": self.rows, "episodes": self.episodes,
+                "success_rate": self.successes / self.episodes if self.episodes else float("nan"),
+                "intervention_rate": self.interventions / self.rows if self.rows else float("nan")}
+
+
+class TransitionSink:
+    """The learner's side of the streams: exactly-once appends of every actor's transitions, each
+    actor in its own store stream (named by its id)."""
+
+    def __init__(self, store: Any, state_path: Path | None = None) -> None:
         self.store = store
-        self.state_path = Path(state_path)
-        st = json.loads(self.state_path.read_text()) if self.state_path.exists() else {}
-        self.actor_id: str | None = st.get("actor_id")
-        self.base: int = int(st.get("base", 0))
-        self.episode_open = False  # after a (re)start, the next row always starts an episode
+        self.open: set[str] = set()   # actors with an open episode in the store (none after a (re)start)
+        self.stats: dict[str, ActorStats] = {}
+        del state_path  # the per-actor positions live in the store (stream_rows), persisted with the rows
+
+    def acked(self, actor_id: str) -> int:
+        """Rows of ``actor_id`` durably stored (its ended episodes): what the actor may forget."""
+        return int(self.store.stream_rows(actor_id))
 
     def next_seq(self, actor_id: str) -> int:
-        from roborl.checkpoint import atomic_write_text
+        """The actor's next seq this learner expects (acked + its open episode's rows)."""
+        return self.acked(actor_id) + int(self.store.stream_open_rows(actor_id))
 
-        if actor_id != self.actor_id:
-            # A new actor stream starts here; persisted before anything of it is acked.
-            if self.episode_open:
-                self.store.end_episode()
-                self.episode_open = False
-            self.actor_id, self.base = actor_id, online_end(self.store)
-            atomic_write_text(self.state_path, json.dumps({"actor_id": actor_id, "base": self.base}))
-        return online_end(self.store) - self.base
+    def total(self) -> int:
+        """Env steps of all actors durably stored: the learner's env-step count."""
+        return int(sum(self.store.streams().values()))
 
-    def ingest(self, actor_id: str, first_seq: int, arrays: dict[str, np.ndarray]) -> tuple[int, int]:
-        """Append the rows not stored yet -> (acked next seq, rows added). Rows are validated first."""
+    def _end(self, actor_id: str) -> None:
+        if actor_id in self.open:
+            self.store.end_episode(stream=actor_id)
+            self.open.discard(actor_id)
+            self.stats.setdefault(actor_id, ActorStats()).end_episode()
+
+    def ingest(self, actor_id: str, first_seq: int, arrays: dict[str, np.ndarray],
+               ended_upto: int | None = None) -> tuple[int, int]:
+        """Append the rows not stored yet -> (acked seq, rows added). Rows are validated first.
+
+        ``first[i]``: row i starts an episode in the actor's store; ``ended_upto``: the actor's
+        rows below it are in ended episodes, so an open episode that reaches it is ended here
+        (interrupted) instead of waiting for a next row."""
         expected = self.next_seq(actor_id)
-        n = int(arrays["reward"].shape[0])
+        n = int(arrays["reward"].shape[0]) if "reward" in arrays else -1
         for k in STREAM_FIELDS + ("first",):
             if k not in arrays or arrays[k].shape[:1] != (n,):
                 raise ValueError(f"push: field {k!r} missing or not of length {n}")
+        if "intervention" in arrays and arrays["intervention"].shape[:1] != (n,):
+            raise ValueError(f"push: field 'intervention' not of length {n}")
         if first_seq > expected:
-            return expected, 0  # a gap: the actor resends from `expected`
-        skip = expected - first_seq
-        added = 0
-        st = self.store
+            return self.acked(actor_id), 0  # a gap: the actor resends from `expected`
+        st, stats = self.store, self.stats.setdefault(actor_id, ActorStats())
         obs, nobs = arrays["obs"], arrays["next_obs"]
-        for i in range(skip, n):
-            if arrays["first"][i] or not self.episode_open:
-                st.start_episode(obs[i], partition="online")
-                self.episode_open = True
+        inter = arrays.get("intervention")
+        added = 0
+        for i in range(expected - first_seq, n):
+            if arrays["first"][i]:
+                self._end(actor_id)  # the actor's episode was cut there (interrupted)
+            if actor_id not in self.open:
+                st.start_episode(obs[i], partition="online", stream=actor_id)
+                self.open.add(actor_id)
             term, trunc = bool(arrays["terminated"][i]), bool(arrays["truncated"][i])
+            succ = bool(arrays["is_success"][i])
+            iv = bool(inter[i]) if inter is not None else False
             st.add_step(action=arrays["action"][i], executed_action=arrays["executed_action"][i],
                         reward=float(arrays["reward"][i]), next_obs=nobs[i], terminated=term, truncated=trunc,
-                        is_success=bool(arrays["is_success"][i]))
+                        is_success=succ, intervention=iv, stream=actor_id)
             added += 1
-            if term or trunc:
-                self.episode_open = False
-        return online_end(st) - self.base, added
+            stats.step(succ, iv)
+            if term or trunc:  # the store wrote the episode whole
+                self.open.discard(actor_id)
+                stats.end_episode()
+        if ended_upto is not None and actor_id in self.open and self.next_seq(actor_id) == ended_upto:
+            self._end(actor_id)
+        return self.acked(actor_id), added
+
+    def end_all(self) -> None:
+        """Write every open episode (interrupted): a clean learner exit keeps what it holds."""
+        for a in sorted(self.open):
+            self._end(a)
+
+
+class DuplicateActor(Exception):
+    """A second live process presents an actor identity already connected."""
+
+
+class Session:
+    def __init__(self, session: str) -> None:
+        self.session = session
+        self.last_seen = time.monotonic()
+        self.bye = False
 
 
 class LearnerEndpoint:
     """ROUTER socket of the learner: ``hello_actor``, ``push``, ``weights``, ``ping``, ``bye``."""
 
-    def __init__(self, sink: TransitionSink, host: str, port: int, token: str | None) -> None:
+    def __init__(self, sink: TransitionSink, host: str, port: int, token: str | None,
+                 actor_timeout_s: float = 10.0) -> None:
         from roborl.robots.transport import bind_router
 
         self.sink = sink
         self.token = token
+        self.actor_timeout_s = float(actor_timeout_s)
         self.sock = bind_router(host, port, "learner")
         self.weights_version = 0
         self.manifest: list[dict[str, Any]] = []
         self.blob = np.zeros(0, np.uint8)
         self.received = 0
-        self.bye = False
+        self.done = False  # the learner reached its step budget: actors are told to stop
+        self.sessions: dict[str, Session] = {}
+        self.last_activity = time.monotonic()
         self.counts: dict[str, int] = {}
+
+    @property
+    def bye(self) -> bool:
+        """Some actor said goodbye (kept for callers of the one-actor endpoint)."""
+        return any(s.bye for s in self.sessions.values())
+
+    def live_actors(self) -> list[str]:
+        """Actors connected now: not said goodbye, heard from within ``actor_timeout_s``."""
+        now = time.monotonic()
+        return sorted(a for a, s in self.sessions.items() if not s.bye and now - s.last_seen <= self.actor_timeout_s)
+
+    def admit(self, actor: str, session: Any, prev_session: Any = None) -> None:
+        """Register or refresh ``actor``'s session; DuplicateActor when another live process holds it.
+
+        A process is one session (the actor channel's nonce). A new session takes over an
+        identity when the old one said goodbye, is the new one's ``prev_session`` (the restarted
+        actor of the same run dir: kill -9 leaves no goodbye), or was not heard from for
+        ``actor_timeout_s``; otherwise it is a duplicate."""
+        if not isinstance(session, str) or not session:
+            raise DuplicateActor(f"actor {actor!r}: the request has no session")
+        now = time.monotonic()
+        cur = self.sessions.get(actor)
+        if cur is not None and cur.session != session and not cur.bye and cur.session != prev_session \
+                and now - cur.last_seen <= self.actor_timeout_s:
+            self.counts["refused_duplicate"] = self.counts.get("refused_duplicate", 0) + 1
+            raise DuplicateActor(f"actor id {actor!r} is already connected from another live process "
+                                 f"(heard from {now - cur.last_seen:.1f} s ago); give each actor its own --actor-id")
+        if cur is None or cur.session != session:
+            if cur is not None and cur.session != session and actor in self.sink.open:
+                # A new process of this actor resends from what was acked: drop what the old one
+                # sent of its open episode (never acked; the new process resends it).
+                self.sink.store.discard_episode(stream=actor)
+                self.sink.open.discard(actor)
+                self.sink.stats.setdefault(actor, ActorStats()).discard()
+            self.sessions[actor] = cur = Session(session)
+            print(f"learner: actor {actor} connected ({len(self.live_actors())} live)", file=sys.stderr, flush=True)
+        cur.last_seen = now
+        cur.bye = False
 
     def publish(self, state_dict: dict[str, Any]) -> None:
         self.manifest, self.blob = pack_weights(state_dict)
@@ -173,6 +305,7 @@ class LearnerEndpoint:
         added = 0
         if not self.sock.poll(timeout_ms, zmq.POLLIN):
             return 0
+        self.last_activity = time.monotonic()
         for _ in range(budget):
             try:
                 env, frames = router_recv(self.sock)
@@ -219,25 +352,35 @@ class LearnerEndpoint:
         h = msg.header
         actor = h.get("actor_id")
         added = 0
+        sink = self.sink
         try:
             if msg.type == "ping":
                 rep = encode({"type": "pong", "seq": msg.seq})
-            elif msg.type in ("hello_actor", "push", "bye") and (not isinstance(actor, str) or not 0 < len(actor) <= 64):
-                raise MessageError("'actor_id' must be a string of 1..64 characters")
+            elif msg.type in ("hello_actor", "push", "bye") and check_actor_id(actor):
+                raise MessageError(f"'actor_id': {check_actor_id(actor)}")
             elif msg.type == "hello_actor":
-                rep = encode({"type": "hello_actor", "seq": msg.seq, "next_seq": self.sink.next_seq(actor),
-                              "weights_version": self.weights_version})
+                self.admit(actor, h.get("session"), h.get("prev_session"))
+                rep = encode({"type": "hello_actor", "seq": msg.seq, "next_seq": sink.next_seq(actor),
+                              "acked": sink.acked(actor), "weights_version": self.weights_version,
+                              "done": self.done})
             elif msg.type == "push":
                 first = h.get("first_seq")
                 if not isinstance(first, int) or isinstance(first, bool) or first < 0:
                     raise MessageError("'first_seq' must be an integer >= 0")
+                upto = h.get("ended_upto")
+                if upto is not None and (not isinstance(upto, int) or isinstance(upto, bool) or upto < 0):
+                    raise MessageError("'ended_upto' must be an integer >= 0")
+                self.admit(actor, h.get("session"))
                 try:
-                    acked, added = self.sink.ingest(actor, first, msg.arrays)
+                    acked, added = sink.ingest(actor, first, msg.arrays, upto)
                 except (ValueError, TypeError) as e:
                     raise MessageError(str(e)) from None
                 self.received += added
-                rep = encode({"type": "push", "seq": msg.seq, "acked": acked, "weights_version": self.weights_version})
+                rep = encode({"type": "push", "seq": msg.seq, "acked": acked, "next_seq": sink.next_seq(actor),
+                              "weights_version": self.weights_version, "done": self.done})
             elif msg.type == "weights":
+                if isinstance(actor, str) and actor in self.sessions:
+                    self.admit(actor, h.get("session"))
                 have = h.get("have", 0)
                 if isinstance(have, int) and have >= self.weights_version:
                     rep = encode({"type": "weights", "seq": msg.seq, "version": self.weights_version})
@@ -245,11 +388,16 @@ class LearnerEndpoint:
                     rep = encode({"type": "weights", "seq": msg.seq, "version": self.weights_version,
                                   "manifest": self.manifest}, {"blob": self.blob})
             elif msg.type == "bye":
-                self.bye = True
+                self.admit(actor, h.get("session"))
+                self.sessions[actor].bye = True
+                print(f"learner: actor {actor} said goodbye ({sink.acked(actor)} rows stored)", file=sys.stderr,
+                      flush=True)
                 rep = encode({"type": "bye", "seq": msg.seq})
             else:
                 count("refused_bad_type")
                 rep = error_reply(h, "bad_type", f"unknown message type {msg.type!r}")
+        except DuplicateActor as e:
+            rep = error_reply(h, "duplicate_actor", str(e))
         except MessageError as e:
             count("refused_rejected")
             rep = error_reply(h, "rejected", str(e))
@@ -280,6 +428,16 @@ def learner_updates(runner: Any, acc: Any, n: int) -> None:
         runner.update(acc, 1)
 
 
+def actor_metrics(sink: TransitionSink, store: Any) -> dict[str, float]:
+    """Per-actor metric columns: ``actor/<id>/{stored,rows,episodes,success_rate,intervention_rate}``."""
+    out: dict[str, float] = {}
+    for a, n in sorted(store.streams().items()):
+        out[f"actor/{a}/stored"] = n
+        for k, v in sink.stats.get(a, ActorStats()).row().items():
+            out[f"actor/{a}/{k}"] = v
+    return out
+
+
 def run_learner(cfg: Any, run_dir: Path, addr: str | None, make_runner: Callable[..., Any]) -> int:
     from roborl.robots.transport import is_loopback, parse_hostport, resolve_token
     from roborl.runs import Accumulator, MetricsLogger, write_config
@@ -294,13 +452,12 @@ def run_learner(cfg: Any, run_dir: Path, addr: str | None, make_runner: Callable
     try:
         resumed = runner.try_resume()
         write_config(run_dir, cfg)
-        sink = TransitionSink(runner.store, Path(run_dir) / "actor_stream.json")
-        endpoint = LearnerEndpoint(sink, host, port, token)
+        sink = TransitionSink(runner.store)
+        endpoint = LearnerEndpoint(sink, host, port, token, dcfg.actor_timeout_s)
         logger = MetricsLogger(run_dir)
         if resumed:
             print(f"learner: resumed from step {runner.step}", file=sys.stderr, flush=True)
-        if sink.actor_id is not None:
-            runner.advance_to(online_end(runner.store) - sink.base)
+        runner.advance_to(sink.total())  # every stored actor row is an env step
         print(f"learner: listening on {host}:{port}", file=sys.stderr, flush=True)
         t0 = time.time() - runner.wall_offset
         total = cfg.train.total_steps
@@ -311,11 +468,12 @@ def run_learner(cfg: Any, run_dir: Path, addr: str | None, make_runner: Callable
             endpoint.publish(runner.acting_state())
         done_at: float | None = None
         while True:
-            added = endpoint.poll(0 if owed > 0 else 20)
-            if added:
-                runner.advance_to(runner.step + added)
+            endpoint.poll(0 if owed > 0 else 20)
+            stored = sink.total()
+            if stored > runner.step:
                 if runner.learning_started:
-                    owed += added * utd
+                    owed += (stored - runner.step) * utd
+                runner.advance_to(stored)
             if not runner.learning_started and runner.ready_to_learn():
                 runner.start_learning()
                 endpoint.publish(runner.acting_state())
@@ -328,25 +486,34 @@ def run_learner(cfg: Any, run_dir: Path, addr: str | None, make_runner: Callable
             if runner.step - last_log >= cfg.train.log_every:
                 row = acc.pop()
                 row.update({"learner/received": endpoint.received, "learner/updates": updates,
-                            "learner/weights_version": endpoint.weights_version})
+                            "learner/weights_version": endpoint.weights_version,
+                            "learner/live_actors": len(endpoint.live_actors())})
+                row.update(actor_metrics(sink, runner.store))
                 logger.log(runner.step, row)
                 last_log = runner.step
             if runner.step - last_ckpt >= cfg.train.checkpoint_every:
                 runner.save(time.time() - t0)
                 last_ckpt = runner.step
             if runner.step >= total and owed == 0 and done_at is None:
+                endpoint.done = True  # every actor is told to stop at its next push
                 runner.save(time.time() - t0)
                 last_ckpt = runner.step
                 done_at = time.monotonic()
-            if done_at is not None and (endpoint.bye or time.monotonic() - done_at > dcfg.linger_s):
+            if done_at is not None and (not endpoint.live_actors()
+                                        or time.monotonic() - endpoint.last_activity > dcfg.linger_s):
                 break
             if cfg.train.max_minutes and time.time() - t0 > 60 * cfg.train.max_minutes:
-                runner.save(time.time() - t0)
                 break
+        sink.end_all()
+        runner.advance_to(sink.total())
+        if runner.step != last_ckpt:
+            runner.save(time.time() - t0)
+        logger.log(runner.step, actor_metrics(sink, runner.store))
         logger.close()
         print(json.dumps({"role": "learner", "run_dir": str(run_dir), "env_steps": runner.step, "updates": updates,
                           "received": endpoint.received, "weights_version": endpoint.weights_version,
-                          "online_steps": runner.store.num_steps("online")}), flush=True)
+                          "online_steps": runner.store.num_steps("online"), "actors": runner.store.streams()}),
+              flush=True)
         return 0
     finally:
         if endpoint is not None:
@@ -356,21 +523,39 @@ def run_learner(cfg: Any, run_dir: Path, addr: str | None, make_runner: Callable
 
 # ----------------------------------------------------------------------------- actor side
 
-class ActorLink:
-    """The actor's connection to the learner: handshake, backlog pushes, weight pulls; never blocks past a deadline."""
+def ended_upto(store: Any) -> int:
+    """The actor's online rows below this are in ended episodes (the open episode starts here)."""
+    eps = store.episodes("online")
+    return int(eps[-1, 0] + eps[-1, 1]) if len(eps) else int(store.head_row("online"))
 
-    def __init__(self, store: Any, host: str, port: int, token: str | None, actor_id: str, cfg: DistributedConfig) -> None:
+
+class ActorLink:
+    """The actor's connection to the learner: handshake, backlog pushes, weight pulls; never blocks past a deadline.
+
+    ``acked``: the learner stored the actor's rows below it (durable there; the actor keeps them
+    until then); ``sent``: the learner has received the rows below it (its open episode)."""
+
+    def __init__(self, store: Any, host: str, port: int, token: str | None, actor_id: str, cfg: DistributedConfig,
+                 prev_session: str | None = None) -> None:
         from roborl.robots.transport import Channel
 
         self.store, self.cfg, self.actor_id = store, cfg, actor_id
+        self.prev_session = prev_session
         self.ch = Channel(host, port, token=token, timeout_s=cfg.timeout_s,
                           attempt_timeout_s=min(0.5, cfg.timeout_s), name="learner")
-        self.acked: int | None = None   # learner's next expected seq (None: not connected)
+        self.acked: int | None = None   # learner's stored rows of this actor (None: not connected)
+        self.next = 0                   # learner's next expected seq
         self.remote_version = 0
+        self.done = False               # the learner reached its step budget
         self.next_try = 0.0
         self.backoff = 0.25
         self.sent = 0
         self.disconnects = 0
+
+    @property
+    def session(self) -> str:
+        """This process's session nonce (the channel's)."""
+        return str(self.ch.session)
 
     @property
     def connected(self) -> bool:
@@ -385,40 +570,52 @@ class ActorLink:
         self.next_try = time.monotonic() + self.backoff
         self.backoff = min(self.backoff * 2, 5.0)
 
+    def _reply(self, h: dict[str, Any]) -> None:
+        self.acked = int(h["acked"])
+        self.next = int(h["next_seq"])
+        self.remote_version = int(h.get("weights_version", self.remote_version))
+        self.done = bool(h.get("done", False))
+
     def maybe_connect(self) -> bool:
         from roborl.robots.transport import PeerUnavailable
 
         if self.connected or time.monotonic() < self.next_try:
             return self.connected
         try:
-            rep = self.ch.call("hello_actor", {"actor_id": self.actor_id}, timeout_s=min(1.0, self.cfg.timeout_s))
+            rep = self.ch.call("hello_actor", {"actor_id": self.actor_id, "prev_session": self.prev_session},
+                               timeout_s=min(1.0, self.cfg.timeout_s))
         except PeerUnavailable as e:
             self._lost(e)
             return False
-        self.acked = int(rep.header["next_seq"])
+        self._reply(rep.header)
         end = online_end(self.store)
-        if self.acked > end:
-            raise UsageError(f"learner has {self.acked} transitions of actor {self.actor_id} but this actor's store "
-                             f"only {end}: wrong actor run.dir?")
-        self.remote_version = int(rep.header.get("weights_version", 0))
+        if self.next > end:
+            raise UsageError(f"learner has {self.next} transitions of actor {self.actor_id} but this actor's store "
+                             f"only {end}: wrong actor run.dir or --actor-id?")
         self.backoff = 0.25
         if self.disconnects:
-            print(f"actor: learner is back; resending from seq {self.acked}", file=sys.stderr, flush=True)
+            print(f"actor: learner is back; resending from seq {self.next}", file=sys.stderr, flush=True)
         return True
 
     def backlog(self) -> int:
+        """Rows the learner has not stored yet."""
         return online_end(self.store) - (self.acked or 0)
 
+    def unsent(self) -> int:
+        return online_end(self.store) - self.next
+
     def push(self, max_messages: int = 4) -> None:
-        """Send up to ``max_messages`` batches of unacked rows."""
+        """Send up to ``max_messages`` batches of rows the learner has not received (or, with none
+        left, where this actor's ended episodes end, so the learner can store its last one)."""
         from roborl.robots.transport import PeerUnavailable
 
         for _ in range(max_messages):
             if not self.connected:
                 return
             end = online_end(self.store)
-            a = self.acked or 0
-            if a >= end:
+            upto = ended_upto(self.store)
+            a = self.next
+            if a >= end and (self.acked or 0) >= upto:
                 return
             head = self.store.head_row("online")
             if a < head:
@@ -429,13 +626,14 @@ class ActorLink:
             arrays = self._stream_arrays(rows)
             arrays["first"] = episode_starts(self.store, a, b)
             try:
-                rep = self.ch.call("push", {"actor_id": self.actor_id, "first_seq": a}, arrays)
+                rep = self.ch.call("push", {"actor_id": self.actor_id, "first_seq": a, "ended_upto": upto}, arrays)
             except PeerUnavailable as e:
                 self._lost(e)
                 return
-            self.acked = int(rep.header["acked"])
+            self._reply(rep.header)
             self.sent += b - a
-            self.remote_version = int(rep.header.get("weights_version", self.remote_version))
+            if b - a == 0:
+                return
 
     def pull_weights(self, have: int) -> tuple[int, dict[str, Any] | None]:
         from roborl.robots.transport import PeerUnavailable
@@ -443,7 +641,7 @@ class ActorLink:
         if not self.connected or self.remote_version <= have:
             return have, None
         try:
-            rep = self.ch.call("weights", {"have": have})
+            rep = self.ch.call("weights", {"have": have, "actor_id": self.actor_id})
         except PeerUnavailable as e:
             self._lost(e)
             return have, None
@@ -461,7 +659,7 @@ class ActorLink:
 
     def _fields(self) -> list[str]:
         names = set(self.store.field_names)
-        return [f for f in self.store.field_names if f.split(".")[0] in STREAM_FIELDS and f in names]
+        return [f for f in self.store.field_names if f.split(".")[0] in STREAM_FIELDS + ("intervention",) and f in names]
 
     def _stream_arrays(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = {}
@@ -469,15 +667,38 @@ class ActorLink:
             if k not in rows:
                 raise UsageError(f"actor store has no field {k!r}: the split needs flat (Box) observations")
             out[k] = np.ascontiguousarray(rows[k])
+        if "intervention" in rows:
+            out["intervention"] = np.ascontiguousarray(rows["intervention"])
         return out
 
     def close(self) -> None:
         self.ch.close()
 
 
-def run_actor(cfg: Any, run_dir: Path, addr: str | None, make_runner: Callable[..., Any]) -> int:
+def actor_identity(run_dir: Path, given: str | None) -> str:
+    """The actor's id: ``given`` (--actor-id / distributed.actor_id), else the one kept in
+    ``run_dir/actor_id`` (made up on the first run). A run dir keeps one identity: its store's rows
+    are that actor's stream."""
     import secrets
 
+    from roborl.checkpoint import atomic_write_text
+
+    id_path = Path(run_dir) / "actor_id"
+    kept = id_path.read_text().strip() if id_path.exists() else None
+    if given is not None:
+        why = check_actor_id(given)
+        if why:
+            raise UsageError(f"--actor-id: {why}")
+        if kept is not None and kept != given:
+            raise UsageError(f"--actor-id {given}: {run_dir} holds the stream of actor {kept!r}; use that id or "
+                             f"another run.dir")
+    actor_id = given or kept or secrets.token_hex(8)
+    if kept != actor_id:
+        atomic_write_text(id_path, actor_id)
+    return actor_id
+
+
+def run_actor(cfg: Any, run_dir: Path, addr: str | None, make_runner: Callable[..., Any]) -> int:
     from roborl.checkpoint import atomic_write_text
     from roborl.envs.step import env_step
     from roborl.robots.transport import parse_hostport, resolve_token
@@ -486,17 +707,19 @@ def run_actor(cfg: Any, run_dir: Path, addr: str | None, make_runner: Callable[.
     if not addr:
         raise UsageError("--role actor needs --learner HOST:PORT")
     host, port = parse_hostport(addr, "--learner")
-    runner = make_runner(cfg, run_dir)
+    if dcfg.actor_id is not None and check_actor_id(dcfg.actor_id):
+        raise UsageError(f"--actor-id: {check_actor_id(dcfg.actor_id)}")
+    runner = make_runner(cfg, run_dir)  # opens (and flock()s) the run's store: one process per run dir
     link = None
     try:
-        id_path = Path(run_dir) / "actor_id"
-        if not id_path.exists():
-            atomic_write_text(id_path, secrets.token_hex(8))
-        actor_id = id_path.read_text().strip()
+        actor_id = actor_identity(Path(run_dir), dcfg.actor_id)
+        sess_path = Path(run_dir) / "actor_session"
+        prev = sess_path.read_text().strip() if sess_path.exists() else None
         store, env = runner.store, runner.env
         assert env is not None
         runner.advance_to(online_end(store))  # the stream position; a restarted actor continues it
-        link = ActorLink(store, host, port, resolve_token(None), actor_id, dcfg)
+        link = ActorLink(store, host, port, resolve_token(None), actor_id, dcfg, prev_session=prev)
+        atomic_write_text(sess_path, link.session)  # what this run dir's next process presents
         version = 0
         total = cfg.train.total_steps
         period = 1.0 / dcfg.actor_hz if dcfg.actor_hz else 0.0
@@ -505,7 +728,7 @@ def run_actor(cfg: Any, run_dir: Path, addr: str | None, make_runner: Callable[.
         episodes = store.total_episodes("online")
         obs, _ = env.reset(seed=cfg.run.seed + episodes)
         store.start_episode(obs, partition="online")
-        while runner.step < total:
+        while runner.step < total and not link.done:
             link.maybe_connect()
             version, weights = link.pull_weights(version)
             if weights is not None:
@@ -528,24 +751,29 @@ def run_actor(cfg: Any, run_dir: Path, addr: str | None, make_runner: Callable[.
                 episodes += 1
                 obs, _ = env.reset(seed=cfg.run.seed + episodes)
                 store.start_episode(obs, partition="online")
-            if link.connected and (link.backlog() >= dcfg.send_every or time.monotonic() - last_send > 1.0):
+            if link.connected and (link.unsent() >= dcfg.send_every or time.monotonic() - last_send > 1.0):
                 link.push()
                 last_send = time.monotonic()
-        # Drain the backlog (bounded): the learner may be restarting right now.
+        # The last episode ends here (interrupted: it bootstraps), so the learner can store it whole.
+        store.end_episode()
         store.commit()
+        # Drain the backlog (bounded): the learner may be restarting right now.
         deadline = time.monotonic() + max(30.0, 10 * dcfg.timeout_s)
         while time.monotonic() < deadline and (not link.connected or link.backlog() > 0):
             if link.maybe_connect():
                 link.push(max_messages=64)
+                if link.backlog() > 0:
+                    time.sleep(0.01)
             else:
                 time.sleep(0.05)
-        unacked = link.backlog() if link.connected else online_end(store) - (link.acked or 0)
+        unacked = online_end(store) - (link.acked or 0)
         if link.connected and unacked == 0:
             link.bye()
-        print(json.dumps({"role": "actor", "run_dir": str(run_dir), "env_steps": runner.step, "sent": link.sent,
-                          "unacked": unacked, "disconnects": link.disconnects,
-                          "steps_while_disconnected": steps_disconnected, "held_s": round(held_s, 2),
-                          "weights_version": version}), flush=True)
+        print(json.dumps({"role": "actor", "actor_id": actor_id, "run_dir": str(run_dir), "env_steps": runner.step,
+                          "sent": link.sent, "acked": link.acked, "unacked": unacked,
+                          "disconnects": link.disconnects, "steps_while_disconnected": steps_disconnected,
+                          "held_s": round(held_s, 2), "weights_version": version,
+                          "stopped_by_learner": link.done}), flush=True)
         if unacked:
             print(f"actor: {unacked} transitions not acked by the learner; they stay in {store.path} and are "
                   f"resent when this actor runs again", file=sys.stderr, flush=True)

@@ -32,16 +32,17 @@ def test_remote_learner_updates_equal_local_runner_updates(tmp_path: Path) -> No
         for _ in range(250):
             s = local.collect_step(obs, ep)
             obs = local.reset_episode() if s.done else s.next_obs
+        local.store.end_episode()  # what an actor does before its last push
         local.store.commit()
         # The same rows reach the remote learner's store through the actor stream's sink.
         n = distributed.online_end(local.store)
         rows = local.store.read_rows("online", 0, n)
         arrays = {k: np.ascontiguousarray(rows[k]) for k in distributed.STREAM_FIELDS}
         arrays["first"] = distributed.episode_starts(local.store, 0, n)
-        sink = distributed.TransitionSink(remote.store, tmp_path / "remote" / "actor_stream.json")
-        acked, added = sink.ingest("actor-a", 0, arrays)
-        assert added == n == acked
-        remote.advance_to(remote.step + added)
+        sink = distributed.TransitionSink(remote.store)
+        acked, added = sink.ingest("actor-a", 0, arrays, distributed.ended_upto(local.store))
+        assert added == n == acked == sink.total()
+        remote.advance_to(sink.total())
         assert remote.step == local.step == 250
 
         for r in (local, remote):
