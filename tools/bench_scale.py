@@ -10,6 +10,17 @@ eval included) are reported too. Scaling efficiency = fps(N) / (N * fps(1)).
 
     python tools/bench_scale.py --part ppo
     python tools/bench_scale.py --part ppo --env HalfCheetah-v5 --n-envs 4 --rollout-steps 256 --iters 4 --rounds 2
+
+``--part fleet``: ``--actors`` sim actors (``roborl train --role actor``, each its own process, run
+dir and ``--actor-id``) into one learner (``--role learner``) on 127.0.0.1, exactly once. The
+learner does not update by default (``sac.warmup_steps`` above the budget: the figure is the
+transport + store path; ``--learn`` turns SAC updates on). Reported: rows/s stored by the learner
+(from its metric rows: stored rows over the learner's wall time between the first and the last
+row), each actor's env steps/s over its loop (stepping, local store, pushes, final drain), and
+the check that the learner's rows equal the sum of the actors' committed rows, per actor.
+
+    python tools/bench_scale.py --part fleet
+    python tools/bench_scale.py --part fleet --actors 4 --steps 20000 --env Pendulum-v1
 """
 from __future__ import annotations
 
@@ -71,11 +82,88 @@ def part_ppo(args: argparse.Namespace) -> dict:
     }
 
 
+def part_fleet(args: argparse.Namespace) -> dict:
+    sys.path.insert(0, str(ROOT))
+    from roborl.robots.launch import free_port
+    from roborl.store.store import ReplayStore
+
+    n, steps = args.actors, args.steps
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "OMP_NUM_THREADS": "1"}
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        cfg = tmp / "cfg.yaml"
+        # Without --learn the learner starts learning only at its last row (warmup is checked
+        # against each side's own budget): the figure is the transport + store path.
+        warmup = min(1000, steps - 1) if args.learn else steps - 1
+        l_warmup = warmup if args.learn else n * steps - 1
+        cfg.write_text(f"""run: {{name: fleet, seed: 0}}
+device: cpu
+env: {{id: {args.env}}}
+train: {{algo: sac, total_steps: {steps}, eval_every: 0, checkpoint_every: {10 * n * steps},
+        log_every: {max(1, n * steps // 20)}, threads: 1}}
+store: {{online_capacity: {2 * n * steps}, sampler: {{kind: uniform, demo_fraction: 0.0}}}}
+sac: {{hidden: [64, 64], batch_size: 64, warmup_steps: {warmup}, utd: 1}}
+distributed: {{batch: {args.batch}, send_every: {args.send_every}, timeout_s: 5.0, linger_s: 5.0}}
+""")
+        port = free_port()
+        base = [sys.executable, "-m", "roborl", "--quiet", "train", str(cfg)]
+        t0 = time.perf_counter()
+        learner = subprocess.Popen(base + [f"run.dir={tmp / 'learner'}", f"train.total_steps={n * steps}",
+                                          f"sac.warmup_steps={l_warmup}", "--role", "learner", "--learner", f"127.0.0.1:{port}"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+        actors = [subprocess.Popen(base + [f"run.dir={tmp / f'a{i}'}", f"run.seed={i + 1}", "--role", "actor",
+                                           "--learner", f"127.0.0.1:{port}", "--actor-id", f"sim{i}"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+                  for i in range(n)]
+        outs = [a.communicate() for a in actors]
+        l_out, l_err = learner.communicate()
+        wall = time.perf_counter() - t0
+        for i, (a, (o, e)) in enumerate(zip(actors, outs)):
+            if a.returncode != 0:
+                raise SystemExit(f"bench_scale: actor {i} failed: {e.strip().splitlines()[-1:]}")
+        if learner.returncode != 0:
+            raise SystemExit(f"bench_scale: learner failed: {l_err.strip().splitlines()[-1:]}")
+        summ = [json.loads(o.strip().splitlines()[-1]) for o, _ in outs]
+        lsum = json.loads(l_out.strip().splitlines()[-1])
+        committed = {}
+        for i in range(n):
+            st = ReplayStore.open(tmp / f"a{i}" / "store", mode="r")
+            committed[f"sim{i}"] = st.end_row("online")
+            st.close()
+        lst = ReplayStore.open(tmp / "learner" / "store", mode="r")
+        l_rows, l_streams = lst.end_row("online"), lst.streams()
+        lst.close()
+        rows = [json.loads(x) for x in (tmp / "learner" / "metrics.jsonl").read_text().splitlines() if x.strip()]
+        rows = [r for r in rows if r.get("learner/received") is not None]
+        rate = ((rows[-1]["step"] - rows[0]["step"]) / (rows[-1]["time"] - rows[0]["time"])
+                if len(rows) >= 2 and rows[-1]["time"] > rows[0]["time"] else None)
+    per_actor = {s["actor_id"]: {"env_steps": s["env_steps"], "loop_s": s["loop_s"],
+                                 "env_steps_per_s": round(s["steps_this_run"] / s["loop_s"], 1)} for s in summ}
+    return {
+        "part": "fleet", "env": args.env, "actors": n, "steps_per_actor": steps, "learn": bool(args.learn),
+        "batch": args.batch, "send_every": args.send_every, "cpus": os.cpu_count(),
+        "load_avg_1m_after": round(os.getloadavg()[0], 2),
+        "learner_rows_per_s": round(rate, 1) if rate else None,
+        "sum_actor_env_steps_per_s": round(sum(v["env_steps_per_s"] for v in per_actor.values()), 1),
+        "per_actor": per_actor,
+        "wall_s_incl_startup": round(wall, 2),
+        "learner_rows": l_rows, "learner_env_steps": lsum["env_steps"], "learner_streams": l_streams,
+        "actor_committed_rows": committed,
+        "exactly_once": l_rows == sum(committed.values()) and l_streams == committed,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--part", choices=["ppo"], default="ppo")
+    ap.add_argument("--part", choices=["ppo", "fleet"], default="ppo")
+    ap.add_argument("--actors", type=int, default=4, help="fleet: sim actors")
+    ap.add_argument("--steps", type=int, default=20000, help="fleet: env steps per actor")
+    ap.add_argument("--batch", type=int, default=1024, help="fleet: max rows per push (distributed.batch)")
+    ap.add_argument("--send-every", type=int, default=256, help="fleet: distributed.send_every")
+    ap.add_argument("--learn", action="store_true", help="fleet: the learner runs SAC updates too (utd 1)")
     ap.add_argument("--nproc", type=int, nargs="+", default=[1, 2], help="process counts (the first should be 1)")
-    ap.add_argument("--env", default="HalfCheetah-v5")
+    ap.add_argument("--env", default=None, help="ppo: HalfCheetah-v5; fleet: Pendulum-v1")
     ap.add_argument("--n-envs", type=int, default=4, help="envs per rank")
     ap.add_argument("--rollout-steps", type=int, default=256)
     ap.add_argument("--epochs", type=int, default=10)
@@ -83,6 +171,11 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=4, help="PPO iterations per run")
     ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
+    if args.part == "fleet":
+        args.env = args.env or "Pendulum-v1"
+        print(json.dumps(part_fleet(args), indent=1))
+        return
+    args.env = args.env or "HalfCheetah-v5"
     print(json.dumps(part_ppo(args), indent=1))
 
 

@@ -728,6 +728,7 @@ def run_actor(cfg: Any, run_dir: Path, addr: str | None, make_runner: Callable[.
         episodes = store.total_episodes("online")
         obs, _ = env.reset(seed=cfg.run.seed + episodes)
         store.start_episode(obs, partition="online")
+        t_loop, step0 = time.monotonic(), runner.step
         while runner.step < total and not link.done:
             link.maybe_connect()
             version, weights = link.pull_weights(version)
@@ -769,11 +770,13 @@ def run_actor(cfg: Any, run_dir: Path, addr: str | None, make_runner: Callable[.
         unacked = online_end(store) - (link.acked or 0)
         if link.connected and unacked == 0:
             link.bye()
+        wall = time.monotonic() - t_loop
         print(json.dumps({"role": "actor", "actor_id": actor_id, "run_dir": str(run_dir), "env_steps": runner.step,
                           "sent": link.sent, "acked": link.acked, "unacked": unacked,
                           "disconnects": link.disconnects, "steps_while_disconnected": steps_disconnected,
                           "held_s": round(held_s, 2), "weights_version": version,
-                          "stopped_by_learner": link.done}), flush=True)
+                          "stopped_by_learner": link.done, "steps_this_run": runner.step - step0,
+                          "loop_s": round(wall, 3)}), flush=True)
         if unacked:
             print(f"actor: {unacked} transitions not acked by the learner; they stay in {store.path} and are "
                   f"resent when this actor runs again", file=sys.stderr, flush=True)
