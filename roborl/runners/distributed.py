@@ -125,11 +125,6 @@ class ActorStats:
         self.open_rows = self.open_interventions = 0
         self.open_success = False
 
-    def step(self, success: bool, intervention: bool) -> None:
-        self.open_rows += 1
-        self.open_interventions += int(intervention)
-        self.open_success |= success
-
     def end_episode(self) -> None:
         if self.open_rows:
             self.rows += self.open_rows
@@ -193,26 +188,38 @@ class TransitionSink:
         if first_seq > expected:
             return self.acked(actor_id), 0  # a gap: the actor resends from `expected`
         st, stats = self.store, self.stats.setdefault(actor_id, ActorStats())
-        obs, nobs = arrays["obs"], arrays["next_obs"]
-        inter = arrays.get("intervention")
-        added = 0
-        for i in range(expected - first_seq, n):
-            if arrays["first"][i]:
-                self._end(actor_id)  # the actor's episode was cut there (interrupted)
-            if actor_id not in self.open:
-                st.start_episode(obs[i], partition="online", stream=actor_id)
-                self.open.add(actor_id)
-            term, trunc = bool(arrays["terminated"][i]), bool(arrays["truncated"][i])
-            succ = bool(arrays["is_success"][i])
-            iv = bool(inter[i]) if inter is not None else False
-            st.add_step(action=arrays["action"][i], executed_action=arrays["executed_action"][i],
-                        reward=float(arrays["reward"][i]), next_obs=nobs[i], terminated=term, truncated=trunc,
-                        is_success=succ, intervention=iv, stream=actor_id)
-            added += 1
-            stats.step(succ, iv)
-            if term or trunc:  # the store wrote the episode whole
-                self.open.discard(actor_id)
-                stats.end_episode()
+        lo = expected - first_seq
+        if lo >= n:
+            added = 0
+        else:
+            term = np.asarray(arrays["terminated"][lo:], bool)
+            trunc = np.asarray(arrays["truncated"][lo:], bool)
+            succ = np.asarray(arrays["is_success"][lo:], bool)
+            first = np.asarray(arrays["first"][lo:], bool)
+            inter = np.asarray(arrays["intervention"][lo:], bool) if "intervention" in arrays \
+                else np.zeros(n - lo, bool)
+            cols = {"action": arrays["action"][lo:], "executed_action": arrays["executed_action"][lo:],
+                    "reward": arrays["reward"][lo:], "next_obs": arrays["next_obs"][lo:], "terminated": term,
+                    "truncated": trunc, "is_success": succ, "intervention": inter}
+            obs = arrays["obs"][lo:]
+            # Segments of one episode each: cut before a row that starts an episode and after one
+            # that ends it; each segment goes to the store in one add_steps call.
+            cuts = np.union1d(np.flatnonzero(first), np.flatnonzero(term | trunc) + 1)
+            bounds = [0, *[int(c) for c in cuts if 0 < c < n - lo], n - lo]
+            for i0, i1 in zip(bounds[:-1], bounds[1:]):
+                if first[i0]:
+                    self._end(actor_id)  # the actor's episode was cut there (interrupted)
+                if actor_id not in self.open:
+                    st.start_episode(obs[i0], partition="online", stream=actor_id)
+                    self.open.add(actor_id)
+                st.add_steps({k: v[i0:i1] for k, v in cols.items()}, stream=actor_id)
+                stats.open_rows += i1 - i0
+                stats.open_interventions += int(inter[i0:i1].sum())
+                stats.open_success |= bool(succ[i0:i1].any())
+                if term[i1 - 1] or trunc[i1 - 1]:  # the store wrote the episode whole
+                    self.open.discard(actor_id)
+                    stats.end_episode()
+            added = n - lo
         if ended_upto is not None and actor_id in self.open and self.next_seq(actor_id) == ended_upto:
             self._end(actor_id)
         return self.acked(actor_id), added

@@ -114,7 +114,8 @@ class _Stream:
 
     partition: str
     cur_obs: list[np.ndarray]
-    rows: list[np.ndarray] = field(default_factory=list)  # structured [1] rows
+    rows: list[np.ndarray] = field(default_factory=list)  # structured [k] blocks of rows
+    n: int = 0  # rows in ``rows``
     flags: int = 0
 
 
@@ -612,9 +613,63 @@ class ReplayStore:
         if row["is_success"][0]:
             st.flags |= EP_SUCCESS
         st.rows.append(row)
+        st.n += 1
         st.cur_obs = nxt
         if terminated or truncated:
             self._stream_commit(stream, EP_TERMINATED if terminated else EP_TRUNCATED)
+
+    def add_steps(self, rows: dict[str, np.ndarray], *, stream: str) -> None:
+        """Append ``k`` transitions to ``stream``'s open episode at once (the learner's batch path).
+
+        ``rows``: columns of ``k`` rows by store field name: ``action`` [k, *A], ``reward`` [k],
+        the next-observation fields [k, *shape], ``terminated`` / ``truncated`` [k] (only the last
+        row may end the episode), and optionally ``executed_action`` (default: action),
+        ``is_success``, ``intervention``, ``log_prob`` (NaN), ``timestamp`` (now) and extra fields.
+        Observations are chained as :meth:`add_step` does (row 0's is the episode's current
+        observation, row j's is row j-1's next observation; given obs columns are ignored).
+
+        Plain formula (what it equals, tested): for each row j, ``add_step(**row_j, stream=stream)``.
+        """
+        self._check_writable()
+        st = self._streams.get(stream)
+        if st is None:
+            raise StoreError(f"store {self.path}: add_steps(stream={stream!r}) before start_episode(stream=...)")
+        k = int(np.asarray(rows["reward"]).shape[0])
+        if k == 0:
+            return
+        try:
+            ends = np.asarray(rows["terminated"], bool) | np.asarray(rows["truncated"], bool)
+            if ends[:-1].any():
+                raise StoreError(f"store {self.path}: add_steps: only the last row may end the episode")
+            block = np.zeros(k, dtype=self.dtype)
+            for name, nxt, cur in zip(self.obs_fields, self.next_obs_fields, st.cur_obs):
+                block[nxt] = rows[nxt]
+                block[name][0] = cur
+                block[name][1:] = block[nxt][:-1]
+            block["action"] = rows["action"]
+            block["executed_action"] = rows.get("executed_action", rows["action"])
+            block["reward"] = rows["reward"]
+            block["terminated"] = rows["terminated"]
+            block["truncated"] = rows["truncated"]
+            block["timestamp"] = rows["timestamp"] if "timestamp" in rows else time.time()
+            block["log_prob"] = rows["log_prob"] if "log_prob" in rows else np.nan
+            skip = set(self.obs_fields) | set(self.next_obs_fields) | {
+                "action", "executed_action", "reward", "terminated", "truncated", "timestamp", "log_prob"}
+            for name, v in rows.items():
+                if name in skip:
+                    continue
+                if name not in self.dtype.names or name.startswith(("obs", "next_obs")):
+                    raise StoreError(f"store {self.path}: unknown step field {name!r}")
+                block[name] = v
+        except (ValueError, TypeError, KeyError) as e:
+            raise StoreError(f"store {self.path}: bad step values: {type(e).__name__}: {e}") from None
+        if block["is_success"].any():
+            st.flags |= EP_SUCCESS
+        st.rows.append(block)
+        st.n += k
+        st.cur_obs = [np.array(block[n][-1]) for n in self.next_obs_fields]
+        if ends[-1]:
+            self._stream_commit(stream, EP_TERMINATED if block["terminated"][-1] else EP_TRUNCATED)
 
     def _stream_commit(self, stream: str, flags: int) -> None:
         """Write a stream's open episode whole: one WAL record, its rows at the partition's end."""
@@ -668,7 +723,7 @@ class ReplayStore:
     def stream_open_rows(self, stream: str) -> int:
         """Rows of ``stream``'s open episode (in memory until it ends)."""
         st = self._streams.get(stream)
-        return len(st.rows) if st is not None else 0
+        return st.n if st is not None else 0
 
     def streams(self) -> dict[str, int]:
         """{stream: rows of its ended episodes} for every stream this store has written."""

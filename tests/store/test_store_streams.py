@@ -96,6 +96,44 @@ def test_streams_interleave_and_each_episode_is_written_whole(tmp_path: Path) ->
     assert rep["ok"], rep["problems"]
 
 
+def test_add_steps_equals_add_step_row_by_row(tmp_path: Path) -> None:
+    """The batch path (add_steps) stores exactly what add_step stores row by row (its plain formula)."""
+    rng = np.random.default_rng(0)
+    k = 23
+    cols = {"action": rng.uniform(-1, 1, (k, 2)).astype(np.float32), "reward": rng.normal(size=k).astype(np.float32),
+            "next_obs": rng.normal(size=(k, 3)).astype(np.float32), "terminated": np.zeros(k, bool),
+            "truncated": np.zeros(k, bool), "is_success": rng.random(k) < 0.3, "intervention": rng.random(k) < 0.5,
+            "executed_action": rng.uniform(-1, 1, (k, 2)).astype(np.float32),
+            "timestamp": np.arange(k, dtype=np.float64)}
+    cols["truncated"][-1] = True
+    stores = [ReplayStore.create(tmp_path / n, env_id="x", observation_space=OBS, action_space=ACT, chunk_rows=8)
+              for n in ("plain", "fast")]
+    o0 = rng.normal(size=3).astype(np.float32)
+    for j, st in enumerate(stores):
+        for s in ("a", "b"):
+            st.start_episode(o0, stream=s)
+            if j == 0:
+                for i in range(k):
+                    st.add_step(**{c: v[i] for c, v in cols.items()}, stream=s)
+            else:
+                st.add_steps({c: v[:10] for c, v in cols.items()}, stream=s)
+                st.add_steps({c: v[10:] for c, v in cols.items()}, stream=s)
+    with pytest.raises(StoreError, match="only the last row"):
+        stores[1].start_episode(o0, stream="c")
+        stores[1].add_steps({c: v[::-1] for c, v in cols.items()}, stream="c")
+    stores[1].discard_episode(stream="c")
+    for st in stores:
+        st.close()
+    a, b = (ReplayStore.open(tmp_path / n, mode="r") for n in ("plain", "fast"))
+    assert a.streams() == b.streams() == {"a": k, "b": k}
+    np.testing.assert_array_equal(a.episodes("online"), b.episodes("online"))
+    ra, rb = a.read_rows("online", 0, 2 * k), b.read_rows("online", 0, 2 * k)
+    for f in a.field_names:
+        np.testing.assert_array_equal(ra[f], rb[f], err_msg=f)
+    a.close()
+    b.close()
+
+
 @pytest.mark.parametrize("trials", [10])
 def test_kill9_streams_lose_nothing_acknowledged_and_store_nothing_twice(tmp_path: Path, trials: int) -> None:
     path = tmp_path / "store"
