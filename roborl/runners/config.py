@@ -30,6 +30,8 @@ class DistributedConfig:
     linger_s: float = field(5.0, doc="Learner keeps answering this long after total_steps, for the actor's last pushes.", check=positive)
     actor_id: str | None = field(None, doc="This actor's identity at the learner (--actor-id); null = one made up once and "
                                  "kept in run.dir/actor_id. Each actor of a learner needs its own.")
+    num_envs: int = field(1, doc="Actor: sims stepped by this one actor (each its own store stream; one batched policy "
+                          "forward per step of all). Sims only (not robot://, no intervention source).", check=positive)
     actor_timeout_s: float = field(10.0, doc="Learner: an actor not heard from this long is gone, and another process "
                                    "may take over its identity (a restarted one takes over at once).", check=positive)
 

@@ -682,6 +682,36 @@ class ActorLink:
         self.ch.close()
 
 
+class StreamSink:
+    """``env_step``'s sink for one of an actor's vector envs: the store, on that env's stream."""
+
+    def __init__(self, store: Any, stream: str) -> None:
+        self.store, self.stream = store, stream
+
+    def add_step(self, **kw: Any) -> None:
+        self.store.add_step(**kw, stream=self.stream)
+
+
+def actor_envs(cfg: Any, env: Any, n: int) -> list[Any]:
+    """The actor's envs: the runner's, plus ``n - 1`` more sims built the same way (seeded apart)."""
+    if n == 1:
+        return [env]
+    if cfg.env.id.startswith("robot://") or cfg.intervention.source != "none" or cfg.env.reset_mode == "manual":
+        raise UsageError(f"distributed.num_envs={n}: several envs per actor are for sims (not robot://, "
+                         f"intervention sources or manual resets)")
+    from roborl.envs.config import build_env
+
+    return [env] + [build_env(cfg.env, seed=cfg.run.seed + 7919 * i) for i in range(1, n)]
+
+
+def act_all(runner: Any, obs: list[Any]) -> list[Any]:
+    """One action per env: ``runner.act`` for one env (or before weights arrived: random), else one
+    batched policy forward ``learner.act(obs [N, O]) -> [N, A]`` (what ``runner.act`` does per row)."""
+    if len(obs) == 1 or not runner.learning_started or isinstance(obs[0], dict):
+        return [runner.act(o) for o in obs]
+    return list(runner.learner.act(np.stack(obs), deterministic=False).cpu().numpy())
+
+
 def actor_identity(run_dir: Path, given: str | None) -> str:
     """The actor's id: ``given`` (--actor-id / distributed.actor_id), else the one kept in
     ``run_dir/actor_id`` (made up on the first run). A run dir keeps one identity: its store's rows
@@ -732,9 +762,18 @@ def run_actor(cfg: Any, run_dir: Path, addr: str | None, make_runner: Callable[.
         period = 1.0 / dcfg.actor_hz if dcfg.actor_hz else 0.0
         next_t = time.monotonic()
         held_s, steps_disconnected, last_send = 0.0, 0, time.monotonic()
-        episodes = store.total_episodes("online")
-        obs, _ = env.reset(seed=cfg.run.seed + episodes)
-        store.start_episode(obs, partition="online")
+        envs = actor_envs(cfg, env, dcfg.num_envs)
+        # One env: the store's default episode. Several: one store stream each (an episode is
+        # written whole when it ends), so the partition's rows stay one episode after another.
+        streams: list[str | None] = [None] if len(envs) == 1 else [f"env{i}" for i in range(len(envs))]
+        resets = store.total_episodes("online")  # reset seeds continue the run's sequence
+        obs = []
+        for e, sname in zip(envs, streams):
+            o, _ = e.reset(seed=cfg.run.seed + resets)
+            resets += 1
+            store.start_episode(o, partition="online", stream=sname)
+            obs.append(o)
+        sinks = [store if sname is None else StreamSink(store, sname) for sname in streams]
         t_loop, step0 = time.monotonic(), runner.step
         while runner.step < total and not link.done:
             link.maybe_connect()
@@ -750,20 +789,27 @@ def run_actor(cfg: Any, run_dir: Path, addr: str | None, make_runner: Callable[.
                 if now < next_t:
                     time.sleep(next_t - now)
                 next_t = max(next_t + period, time.monotonic() - period)
-            s = env_step(env, obs, runner.act(obs), sink=store)
-            runner.advance_to(runner.step + 1)
-            if not link.connected:
-                steps_disconnected += 1
-            obs = s.next_obs
-            if s.done:
-                episodes += 1
-                obs, _ = env.reset(seed=cfg.run.seed + episodes)
-                store.start_episode(obs, partition="online")
+            actions = act_all(runner, obs)
+            for i, e in enumerate(envs):
+                s = env_step(e, obs[i], actions[i], sink=sinks[i])
+                runner.advance_to(runner.step + 1)
+                if not link.connected:
+                    steps_disconnected += 1
+                obs[i] = s.next_obs
+                if s.done:
+                    obs[i], _ = e.reset(seed=cfg.run.seed + resets)
+                    resets += 1
+                    store.start_episode(obs[i], partition="online", stream=streams[i])
+                if runner.step >= total:
+                    break
             if link.connected and (link.unsent() >= dcfg.send_every or time.monotonic() - last_send > 1.0):
                 link.push()
                 last_send = time.monotonic()
-        # The last episode ends here (interrupted: it bootstraps), so the learner can store it whole.
-        store.end_episode()
+        # The last episodes end here (interrupted: they bootstrap), so the learner can store them whole.
+        for sname in streams:
+            store.end_episode(stream=sname)
+        for e in envs[1:]:
+            e.close()
         store.commit()
         # Drain the backlog (bounded): the learner may be restarting right now.
         deadline = time.monotonic() + max(30.0, 10 * dcfg.timeout_s)

@@ -1,7 +1,7 @@
 """Several actors into one learner, real processes on 127.0.0.1: kill -9 an actor and the learner
 mid-run and restart them; every actor's rows are stored exactly once (content hashes), the
 learner's step count is the sum of the actors' real steps, and a second live process presenting
-an identity already connected is refused with one line."""
+an identity already connected is refused with one line. One actor steps a vector of sims."""
 from __future__ import annotations
 
 import collections
@@ -36,7 +36,9 @@ def _train(cfg: Path, run_dir: Path, role: str, port: int, *extra: str) -> subpr
 
 
 def _actor(cfg: Path, tmp: Path, name: str, aid: str, seed: int, port: int) -> subprocess.Popen:
-    return _train(cfg, tmp / name, "actor", port, f"run.seed={seed}", "--actor-id", aid)
+    # a2 steps a vector of 3 sims (one store stream each in its own store).
+    extra = ["distributed.num_envs=3"] if aid == "a2" else []
+    return _train(cfg, tmp / name, "actor", port, f"run.seed={seed}", "--actor-id", aid, *extra)
 
 
 def _wait_for(pred, timeout: float, what: str) -> None:
@@ -132,6 +134,9 @@ def test_three_actors_one_learner_kill9_both_sides_exactly_once(tmp_path: Path) 
         union += hs
         steps[aid] = n
         assert n == STEPS  # real steps of this actor (its restart continued its store)
+    a2 = ReplayStore.open(tmp_path / "a2" / "store", mode="r")
+    assert sorted(a2.streams()) == ["env0", "env1", "env2"] and sum(a2.streams().values()) == STEPS
+    a2.close()
     lh, ln = _row_hashes(L / "store")
     assert max(lh.values()) == 1, "a row is stored twice"
     assert lh == union and ln == sum(steps.values())
