@@ -13,7 +13,10 @@ import sys
 import time
 from pathlib import Path
 
+import threading
+
 import numpy as np
+import pytest
 
 from roborl.robots.launch import free_port
 
@@ -73,6 +76,139 @@ def _row_hashes(store_path: Path) -> tuple[collections.Counter, int]:
         st.close()
 
 
+def _spaces():
+    import gymnasium as gym
+
+    return (gym.spaces.Box(-np.inf, np.inf, (3,), np.float32), gym.spaces.Box(-1.0, 1.0, (1,), np.float32))
+
+
+def _actor_rows(k: int, ends: dict[int, str], tag: float) -> dict[str, np.ndarray]:
+    """k stream rows of one actor: obs[t] = (tag, t, 0), next_obs chained; ``ends`` {row: 'term'|'trunc'|'cut'}
+    ends an episode after that row ('cut': interrupted, the next row has first=True)."""
+    obs = np.stack([np.array([tag, t, 0.0], np.float32) for t in range(k + 1)])
+    first = np.zeros(k, bool)
+    first[0] = True
+    term, trunc = np.zeros(k, bool), np.zeros(k, bool)
+    for r, how in ends.items():
+        if how == "term":
+            term[r] = True
+        elif how == "trunc":
+            trunc[r] = True
+        if r + 1 < k:
+            first[r + 1] = True
+    return {"obs": obs[:-1], "next_obs": obs[1:], "action": np.full((k, 1), tag / 10, np.float32),
+            "executed_action": np.full((k, 1), tag / 10, np.float32), "reward": np.arange(k, dtype=np.float32),
+            "terminated": term, "truncated": trunc, "is_success": np.arange(k) % 9 == 0, "first": first,
+            "intervention": np.arange(k) % 4 == 0}
+
+
+def _cut(a: dict[str, np.ndarray], i: int, j: int) -> dict[str, np.ndarray]:
+    return {k: v[i:j] for k, v in a.items()}
+
+
+def test_sink_stores_each_actor_once_whatever_is_resent(tmp_path: Path) -> None:
+    """Overlapping resends, gaps and interleaved actors: every actor's rows are stored exactly once,
+    each episode whole; the ack is the actor's rows in ended episodes."""
+    from roborl.runners.distributed import TransitionSink
+    from roborl.store.store import ReplayStore
+
+    obs_space, act_space = _spaces()
+    st = ReplayStore.create(tmp_path / "s", env_id="x", observation_space=obs_space, action_space=act_space,
+                            chunk_rows=16)
+    sink = TransitionSink(st)
+    x = _actor_rows(50, {19: "term", 34: "cut"}, 1.0)   # episodes [0,20) [20,35) [35,50: open)
+    y = _actor_rows(30, {9: "trunc"}, 2.0)              # episodes [0,10) [10,30: open)
+    assert sink.ingest("x", 0, _cut(x, 0, 30)) == (20, 30)      # ack: the ended episode only
+    assert sink.ingest("y", 0, _cut(y, 0, 12)) == (10, 12)
+    assert sink.ingest("x", 10, _cut(x, 10, 40)) == (35, 10)    # overlap resent: only [30, 40) added
+    assert sink.ingest("x", 45, _cut(x, 45, 50)) == (35, 0)     # a gap: nothing, the actor resends
+    assert sink.next_seq("x") == 40
+    assert sink.ingest("y", 12, _cut(y, 12, 30), 30) == (30, 18)  # ended_upto: y's last episode ends
+    assert sink.ingest("x", 40, _cut(x, 40, 50), 50) == (50, 10)
+    assert sink.ingest("x", 0, _cut(x, 0, 50), 50) == (50, 0)   # everything again: nothing added
+    assert st.streams() == {"x": 50, "y": 30} and sink.total() == 80 and not st.open_streams()
+    rows = st.read_rows("online", 0, 80, ["obs", "next_obs", "terminated", "truncated"])
+    got = sorted((float(o[0]), int(o[1])) for o in rows["obs"])
+    assert got == sorted([(1.0, t) for t in range(50)] + [(2.0, t) for t in range(30)])
+    np.testing.assert_array_equal(rows["next_obs"][:, 1], rows["obs"][:, 1] + 1)
+    assert [int(n) for _, n, _ in st.episodes("online")] == [20, 10, 15, 20, 15]
+    assert sink.stats["x"].episodes == 3 and sink.stats["x"].interventions == int((np.arange(50) % 4 == 0).sum())
+    st.close()
+
+
+def test_duplicate_identity_is_refused_and_a_restart_takes_over(tmp_path: Path) -> None:
+    """Real sockets on 127.0.0.1: one session per process; another live session presenting the same
+    id is refused, the restarted process (prev_session) and a session after the old one went quiet
+    or said goodbye take over."""
+    from roborl.robots.transport import Channel, RemoteError
+    from roborl.runners.distributed import LearnerEndpoint, TransitionSink
+    from roborl.store.store import ReplayStore
+
+    obs_space, act_space = _spaces()
+    st = ReplayStore.create(tmp_path / "s", env_id="x", observation_space=obs_space, action_space=act_space)
+    port = free_port()
+    ep = LearnerEndpoint(TransitionSink(st), "127.0.0.1", port, None, actor_timeout_s=1.0)
+    stop = threading.Event()
+    th = threading.Thread(target=lambda: [ep.poll(20) for _ in iter(stop.is_set, True)], daemon=True)
+    th.start()
+    chans = [Channel("127.0.0.1", port, timeout_s=5.0, name="learner") for _ in range(4)]
+    try:
+        def hello(ch: Channel, prev: str | None = None) -> int:
+            return int(ch.call("hello_actor", {"actor_id": "a", "prev_session": prev}).header["next_seq"])
+
+        assert hello(chans[0]) == 0
+        with pytest.raises(RemoteError, match="already connected") as e:
+            hello(chans[1])
+        assert e.value.code == "duplicate_actor"
+        assert hello(chans[2], prev=chans[0].session) == 0  # the restarted process of the same run dir
+        with pytest.raises(RemoteError, match="already connected"):  # the old session is now the stranger
+            chans[0].call("push", {"actor_id": "a", "first_seq": 0}, _cut(_actor_rows(3, {}, 1.0), 0, 3))
+        time.sleep(1.3)  # past actor_timeout_s: chans[2] went quiet
+        assert hello(chans[1]) == 0
+        chans[1].call("bye", {"actor_id": "a"})
+        assert hello(chans[3]) == 0  # after a goodbye, at once
+        assert ep.counts["refused_duplicate"] == 2
+    finally:
+        stop.set()
+        th.join(timeout=5)
+        for ch in chans:
+            ch.close()
+        ep.close()
+        st.close()
+
+
+def test_two_actors_one_learner_exactly_once(tmp_path: Path) -> None:
+    """The short end-to-end run (no kills): one plain actor and one stepping 2 sims."""
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(CFG.replace(f"total_steps: {STEPS}", "total_steps: 200"))
+    port = free_port()
+    L = tmp_path / "learner"
+    learner = _train(cfg, L, "learner", port, "train.total_steps=400")
+    actors = [_train(cfg, tmp_path / "b0", "actor", port, "run.seed=1", "--actor-id", "b0"),
+              _train(cfg, tmp_path / "b1", "actor", port, "run.seed=2", "--actor-id", "b1", "distributed.num_envs=2")]
+    try:
+        outs = [a.communicate(timeout=240) for a in actors]
+        l_out, l_err = learner.communicate(timeout=120)
+    finally:
+        for p in [learner, *actors]:
+            if p.poll() is None:
+                p.kill()
+    assert learner.returncode == 0, l_err[-3000:]
+    for a, (out, err) in zip(actors, outs):
+        assert a.returncode == 0, err[-3000:]
+        assert json.loads(out.strip().splitlines()[-1])["unacked"] == 0
+    union = collections.Counter()
+    for d in ("b0", "b1"):
+        hs, n = _row_hashes(tmp_path / d / "store")
+        assert n == 200
+        union += hs
+    lh, ln = _row_hashes(L / "store")
+    assert lh == union and ln == 400 and max(lh.values()) == 1
+    summary = json.loads(l_out.strip().splitlines()[-1])
+    assert summary["env_steps"] == 400 and summary["actors"] == {"b0": 200, "b1": 200}
+
+
+@pytest.mark.slow
 def test_three_actors_one_learner_kill9_both_sides_exactly_once(tmp_path: Path) -> None:
     from roborl.store.store import ReplayStore
 
