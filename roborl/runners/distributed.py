@@ -147,15 +147,17 @@ class TransitionSink:
     """The learner's side of the streams: exactly-once appends of every actor's transitions, each
     actor in its own store stream (named by its id)."""
 
-    def __init__(self, store: Any, state_path: Path | None = None) -> None:
+    def __init__(self, store: Any, offsets: dict[str, int] | None = None) -> None:
         self.store = store
         self.open: set[str] = set()   # actors with an open episode in the store (none after a (re)start)
         self.stats: dict[str, ActorStats] = {}
-        del state_path  # the per-actor positions live in the store (stream_rows), persisted with the rows
+        # Rows an actor's stream had before it had a store stream (see legacy_offsets); the
+        # per-actor positions otherwise live in the store (stream_rows), persisted with the rows.
+        self.offsets = dict(offsets or {})
 
     def acked(self, actor_id: str) -> int:
         """Rows of ``actor_id`` durably stored (its ended episodes): what the actor may forget."""
-        return int(self.store.stream_rows(actor_id))
+        return self.offsets.get(actor_id, 0) + int(self.store.stream_rows(actor_id))
 
     def next_seq(self, actor_id: str) -> int:
         """The actor's next seq this learner expects (acked + its open episode's rows)."""
@@ -163,7 +165,7 @@ class TransitionSink:
 
     def total(self) -> int:
         """Env steps of all actors durably stored: the learner's env-step count."""
-        return int(sum(self.store.streams().values()))
+        return int(sum(self.store.streams().values())) + sum(self.offsets.values())
 
     def _end(self, actor_id: str) -> None:
         if actor_id in self.open:
@@ -445,6 +447,25 @@ def actor_metrics(sink: TransitionSink, store: Any) -> dict[str, float]:
     return out
 
 
+def legacy_offsets(store: Any, path: Path) -> dict[str, int]:
+    """A run dir of the one-actor learner (``actor_stream.json``: ``actor_id``, ``base``): that
+    actor's rows are the default episodes from ``base`` on. Their count is written into the file
+    once, before any stream row exists, so that actor resumes its stream where it was."""
+    from roborl.checkpoint import atomic_write_text
+
+    if not path.exists():
+        return {}
+    try:
+        st = json.loads(path.read_text())
+        actor, base = str(st["actor_id"]), int(st.get("base", 0))
+    except (ValueError, KeyError, TypeError) as e:
+        raise UsageError(f"{path}: unreadable ({type(e).__name__}); restore it or start a new run.dir") from None
+    if "rows" not in st:
+        st["rows"] = online_end(store) - base if not store.streams() else 0
+        atomic_write_text(path, json.dumps(st))
+    return {actor: int(st["rows"])}
+
+
 def run_learner(cfg: Any, run_dir: Path, addr: str | None, make_runner: Callable[..., Any]) -> int:
     from roborl.robots.transport import is_loopback, parse_hostport, resolve_token
     from roborl.runs import Accumulator, MetricsLogger, write_config
@@ -459,7 +480,7 @@ def run_learner(cfg: Any, run_dir: Path, addr: str | None, make_runner: Callable
     try:
         resumed = runner.try_resume()
         write_config(run_dir, cfg)
-        sink = TransitionSink(runner.store)
+        sink = TransitionSink(runner.store, legacy_offsets(runner.store, Path(run_dir) / "actor_stream.json"))
         endpoint = LearnerEndpoint(sink, host, port, token, dcfg.actor_timeout_s)
         logger = MetricsLogger(run_dir)
         if resumed:
@@ -469,7 +490,7 @@ def run_learner(cfg: Any, run_dir: Path, addr: str | None, make_runner: Callable
         t0 = time.time() - runner.wall_offset
         total = cfg.train.total_steps
         utd = runner.lcfg.utd
-        owed, updates, acc = 0, 0, Accumulator()
+        owed, updates, saved_updates, acc = 0, 0, 0, Accumulator()
         last_ckpt = last_log = runner.step
         if runner.learning_started:
             endpoint.publish(runner.acting_state())
@@ -500,11 +521,11 @@ def run_learner(cfg: Any, run_dir: Path, addr: str | None, make_runner: Callable
                 last_log = runner.step
             if runner.step - last_ckpt >= cfg.train.checkpoint_every:
                 runner.save(time.time() - t0)
-                last_ckpt = runner.step
+                last_ckpt, saved_updates = runner.step, updates
             if runner.step >= total and owed == 0 and done_at is None:
                 endpoint.done = True  # every actor is told to stop at its next push
                 runner.save(time.time() - t0)
-                last_ckpt = runner.step
+                last_ckpt, saved_updates = runner.step, updates
                 done_at = time.monotonic()
             if done_at is not None and (not endpoint.live_actors()
                                         or time.monotonic() - endpoint.last_activity > dcfg.linger_s):
@@ -513,7 +534,7 @@ def run_learner(cfg: Any, run_dir: Path, addr: str | None, make_runner: Callable
                 break
         sink.end_all()
         runner.advance_to(sink.total())
-        if runner.step != last_ckpt:
+        if runner.step != last_ckpt or updates != saved_updates:
             runner.save(time.time() - t0)
         logger.log(runner.step, actor_metrics(sink, runner.store))
         logger.close()

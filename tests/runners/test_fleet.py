@@ -136,6 +136,32 @@ def test_sink_stores_each_actor_once_whatever_is_resent(tmp_path: Path) -> None:
     st.close()
 
 
+def test_a_one_actor_learner_run_dir_resumes_its_actor_where_it_was(tmp_path: Path) -> None:
+    """Rows the one-actor learner stored (default episodes from actor_stream.json's base on) count
+    for that actor: its resend adds only what is new."""
+    from roborl.runners.distributed import TransitionSink, legacy_offsets
+    from roborl.store.store import ReplayStore
+
+    obs_space, act_space = _spaces()
+    st = ReplayStore.create(tmp_path / "s", env_id="x", observation_space=obs_space, action_space=act_space)
+    rows = _actor_rows(30, {9: "term"}, 1.0)
+    st.start_episode(rows["obs"][0])
+    for i in range(20):  # what the one-actor learner wrote: [0, 10) ended, [10, 20) open at its kill
+        st.add_step(action=rows["action"][i], reward=float(rows["reward"][i]), next_obs=rows["next_obs"][i],
+                    terminated=bool(rows["terminated"][i]), truncated=False)
+        if rows["terminated"][i]:
+            st.start_episode(rows["next_obs"][i])
+    st.end_episode()
+    (tmp_path / "actor_stream.json").write_text(json.dumps({"actor_id": "old", "base": 0}))
+    offs = legacy_offsets(st, tmp_path / "actor_stream.json")
+    assert offs == {"old": 20} and legacy_offsets(st, tmp_path / "actor_stream.json") == offs
+    sink = TransitionSink(st, offs)
+    assert sink.next_seq("old") == 20 and sink.total() == 20
+    assert sink.ingest("old", 0, rows, 30) == (30, 10)
+    assert st.end_row("online") == 30 and st.streams() == {"old": 10} and sink.total() == 30
+    st.close()
+
+
 def test_duplicate_identity_is_refused_and_a_restart_takes_over(tmp_path: Path) -> None:
     """Real sockets on 127.0.0.1: one session per process; another live session presenting the same
     id is refused, the restarted process (prev_session) and a session after the old one went quiet
