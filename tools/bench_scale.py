@@ -20,7 +20,7 @@ row), each actor's env steps/s over its loop (stepping, local store, pushes, fin
 the check that the learner's rows equal the sum of the actors' committed rows, per actor.
 
     python tools/bench_scale.py --part fleet
-    python tools/bench_scale.py --part fleet --actors 4 --steps 20000 --env Pendulum-v1
+    python tools/bench_scale.py --part fleet --actors 1 4 --steps 20000 --env Pendulum-v1
 """
 from __future__ import annotations
 
@@ -82,12 +82,85 @@ def part_ppo(args: argparse.Namespace) -> dict:
     }
 
 
+def fleet_breakdown(env_id: str, rows: int = 6000) -> dict[str, float]:
+    """Where an actor's and the learner's time goes, per row, in this process (microseconds):
+    the raw env step, the actor's env_step into its local store, its read + encode of a push, the
+    learner's decode and its ingest into a store stream (add_steps per episode segment)."""
+    import gymnasium as gym
+    import numpy as np
+
+    from roborl.envs.step import env_step
+    from roborl.robots.transport import decode, encode
+    from roborl.runners import distributed as D
+    from roborl.store.store import ReplayStore
+
+    out: dict[str, float] = {}
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as d:
+        env = gym.make(env_id)
+        spaces = dict(observation_space=env.observation_space, action_space=env.action_space)
+        st = ReplayStore.create(Path(d) / "actor", env_id=env_id, **spaces)
+        act = lambda: rng.uniform(-1, 1, env.action_space.shape).astype(np.float32)  # noqa: E731
+        env.reset(seed=0)
+        t = time.perf_counter()
+        for _ in range(rows):
+            _, _, te, tr, _ = env.step(act())
+            if te or tr:
+                env.reset()
+        out["env_step_raw"] = (time.perf_counter() - t) / rows
+        obs, _ = env.reset(seed=0)
+        st.start_episode(obs)
+        t = time.perf_counter()
+        for _ in range(rows):
+            s = env_step(env, obs, act(), sink=st)
+            obs = s.next_obs
+            if s.done:
+                obs, _ = env.reset()
+                st.start_episode(obs)
+        out["actor_env_step_into_store"] = (time.perf_counter() - t) / rows
+        st.end_episode()
+        st.commit()
+        link = D.ActorLink.__new__(D.ActorLink)
+        link.store = st
+        t = time.perf_counter()
+        frames = []
+        for a in range(0, rows, 1024):
+            b = min(rows, a + 1024)
+            arr = link._stream_arrays(st.read_rows("online", a, b, fields=link._fields()))
+            arr["first"] = D.episode_starts(st, a, b)
+            frames.append(encode({"type": "push", "seq": 1}, arr))
+        out["actor_read_encode_push"] = (time.perf_counter() - t) / rows
+        t = time.perf_counter()
+        msgs = [decode(f) for f in frames]
+        out["learner_decode"] = (time.perf_counter() - t) / rows
+        lst = ReplayStore.create(Path(d) / "learner", env_id=env_id, **spaces)
+        sink = D.TransitionSink(lst)
+        upto = D.ended_upto(st)
+        t = time.perf_counter()
+        for i, m in enumerate(msgs):
+            sink.ingest("x", i * 1024, m.arrays, upto)
+        out["learner_ingest_store_stream"] = (time.perf_counter() - t) / rows
+        assert lst.stream_rows("x") == rows
+        lst.close()
+        st.close()
+        env.close()
+    return {k: round(v * 1e6, 2) for k, v in out.items()}
+
+
 def part_fleet(args: argparse.Namespace) -> dict:
     sys.path.insert(0, str(ROOT))
+    res = {"part": "fleet", "env": args.env, "cpus": os.cpu_count(),
+           "load_avg_before": [round(x, 2) for x in os.getloadavg()],
+           "per_row_us_in_process": fleet_breakdown(args.env)}
+    res["runs"] = {str(n): fleet_run(n, args) for n in args.actors}
+    return res
+
+
+def fleet_run(n: int, args: argparse.Namespace) -> dict:
     from roborl.robots.launch import free_port
     from roborl.store.store import ReplayStore
 
-    n, steps = args.actors, args.steps
+    steps = args.steps
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
            "OMP_NUM_THREADS": "1"}
     with tempfile.TemporaryDirectory() as d:
@@ -141,8 +214,8 @@ distributed: {{batch: {args.batch}, send_every: {args.send_every}, timeout_s: 5.
     per_actor = {s["actor_id"]: {"env_steps": s["env_steps"], "loop_s": s["loop_s"],
                                  "env_steps_per_s": round(s["steps_this_run"] / s["loop_s"], 1)} for s in summ}
     return {
-        "part": "fleet", "env": args.env, "actors": n, "steps_per_actor": steps, "learn": bool(args.learn),
-        "batch": args.batch, "send_every": args.send_every, "cpus": os.cpu_count(),
+        "actors": n, "steps_per_actor": steps, "learn": bool(args.learn),
+        "batch": args.batch, "send_every": args.send_every,
         "load_avg_1m_after": round(os.getloadavg()[0], 2),
         "learner_rows_per_s": round(rate, 1) if rate else None,
         "sum_actor_env_steps_per_s": round(sum(v["env_steps_per_s"] for v in per_actor.values()), 1),
@@ -157,7 +230,7 @@ distributed: {{batch: {args.batch}, send_every: {args.send_every}, timeout_s: 5.
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--part", choices=["ppo", "fleet"], default="ppo")
-    ap.add_argument("--actors", type=int, default=4, help="fleet: sim actors")
+    ap.add_argument("--actors", type=int, nargs="+", default=[4], help="fleet: sim actors (several: one run each)")
     ap.add_argument("--steps", type=int, default=20000, help="fleet: env steps per actor")
     ap.add_argument("--batch", type=int, default=1024, help="fleet: max rows per push (distributed.batch)")
     ap.add_argument("--send-every", type=int, default=256, help="fleet: distributed.send_every")
