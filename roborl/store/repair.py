@@ -22,10 +22,17 @@ from roborl.store.store import ReplayStore
 def _rows(records: list[tuple[int, int, bytes]]) -> dict[str, list[int]]:
     """{partition: [first row, last row, count]} of WAL records."""
     out: dict[str, list[int]] = {}
-    for pid, row, _ in records:
+    for pid, row, payload in records:
+        n = 1
+        if pid & walmod.STREAM_FLAG:  # one whole stream episode: its rows from `row` on
+            pid &= ~walmod.STREAM_FLAG
+            try:
+                n = int(walmod.decode_stream(payload)[0]["n"])
+            except (ValueError, KeyError, TypeError):
+                n = 1
         name = PARTITIONS[pid] if 0 <= pid < len(PARTITIONS) else f"partition{pid}"
         r = out.setdefault(name, [row, row, 0])
-        r[0], r[1], r[2] = min(r[0], row), max(r[1], row), r[2] + 1
+        r[0], r[1], r[2] = min(r[0], row), max(r[1], row + n - 1), r[2] + n
     return out
 
 

@@ -50,7 +50,10 @@ def decode_stream(payload: bytes) -> tuple[dict, bytes]:
     """(header, rows bytes) of a stream-episode record's payload."""
     import json
 
-    (n,) = _U32.unpack_from(payload, 0)
+    try:
+        (n,) = _U32.unpack_from(payload, 0)
+    except struct.error as e:
+        raise ValueError(f"stream record too short: {e}") from None
     return json.loads(payload[_U32.size: _U32.size + n]), payload[_U32.size + n:]
 
 
