@@ -177,7 +177,8 @@ train: {{algo: sac, total_steps: {steps}, eval_every: 0, checkpoint_every: {10 *
         log_every: {max(1, n * steps // 20)}, threads: 1}}
 store: {{online_capacity: {2 * n * steps}, sampler: {{kind: uniform, demo_fraction: 0.0}}}}
 sac: {{hidden: [64, 64], batch_size: 64, warmup_steps: {warmup}, utd: 1}}
-distributed: {{batch: {args.batch}, send_every: {args.send_every}, timeout_s: 5.0, linger_s: 5.0}}
+distributed: {{batch: {args.batch}, send_every: {args.send_every}, timeout_s: 5.0, linger_s: 5.0,
+              num_envs: {args.num_envs}}}
 """)
         port = free_port()
         base = [sys.executable, "-m", "roborl", "--quiet", "train", str(cfg)]
@@ -214,7 +215,7 @@ distributed: {{batch: {args.batch}, send_every: {args.send_every}, timeout_s: 5.
     per_actor = {s["actor_id"]: {"env_steps": s["env_steps"], "loop_s": s["loop_s"],
                                  "env_steps_per_s": round(s["steps_this_run"] / s["loop_s"], 1)} for s in summ}
     return {
-        "actors": n, "steps_per_actor": steps, "learn": bool(args.learn),
+        "actors": n, "steps_per_actor": steps, "num_envs_per_actor": args.num_envs, "learn": bool(args.learn),
         "batch": args.batch, "send_every": args.send_every,
         "load_avg_1m_after": round(os.getloadavg()[0], 2),
         "learner_rows_per_s": round(rate, 1) if rate else None,
@@ -234,6 +235,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20000, help="fleet: env steps per actor")
     ap.add_argument("--batch", type=int, default=1024, help="fleet: max rows per push (distributed.batch)")
     ap.add_argument("--send-every", type=int, default=256, help="fleet: distributed.send_every")
+    ap.add_argument("--num-envs", type=int, default=1, help="fleet: sims per actor (distributed.num_envs)")
     ap.add_argument("--learn", action="store_true", help="fleet: the learner runs SAC updates too (utd 1)")
     ap.add_argument("--nproc", type=int, nargs="+", default=[1, 2], help="process counts (the first should be 1)")
     ap.add_argument("--env", default=None, help="ppo: HalfCheetah-v5; fleet: Pendulum-v1")
