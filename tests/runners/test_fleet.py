@@ -1,7 +1,10 @@
 """Several actors into one learner, real processes on 127.0.0.1: kill -9 an actor and the learner
 mid-run and restart them; every actor's rows are stored exactly once (content hashes), the
 learner's step count is the sum of the actors' real steps, and a second live process presenting
-an identity already connected is refused with one line. One actor steps a vector of sims."""
+an identity already connected is refused with one line. One actor steps a vector of sims.
+
+The kill -9 run takes 1-1.5 min on a loaded 2-core machine (process start-ups): ``-m slow``; the short
+run and the in-process sink and identity tests stay in the default selection."""
 from __future__ import annotations
 
 import collections
@@ -10,10 +13,9 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
-
-import threading
 
 import numpy as np
 import pytest
