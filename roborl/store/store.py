@@ -4,8 +4,8 @@ Directory layout::
 
     meta.json        format version, env id, spaces, field schema, chunk rows, uuid, creation time
     COMMIT.json      the committed state, replaced atomically (temp file, fsync, rename):
-                     generation, the WAL in use, and per partition the committed rows,
-                     episodes and the eviction head
+                     generation, the WAL in use, per partition the committed rows,
+                     episodes and the eviction head, and per named stream its rows
     wal-<gen>.log    write-ahead log of steps not yet flushed into zarr (see wal.py)
     LOCK             flock()ed by the one writer process (released by the kernel on kill -9)
     data.zarr/       <partition>/<field> arrays, one row per transition, plus
@@ -60,6 +60,14 @@ writable open), ``merge`` (copying another store in), ``integrity`` (chunk file 
 Episode semantics: an episode is visible to samplers once it has ended (terminated or
 truncated step, ``start_episode`` on an open one, or recovery). A discarded episode
 never reaches disk or a batch.
+
+Streams (several open episodes in one writer, one per named stream, e.g. per actor of a
+learner): ``start_episode(obs, stream=name)``, ``add_step(..., stream=name)`` or the batch
+``add_steps(rows, stream=name)``. A stream's open episode lives in memory and is written whole
+when it ends: one WAL record (``wal.encode_stream``; one CRC, so it replays whole or not at
+all) naming the stream and its new row count, then its rows at the partition's end. COMMIT.json
+keeps ``streams`` {name: rows of its ended episodes}; ``stream_rows(name)`` reads it back after
+any crash, so acknowledging up to it is exactly once.
 """
 from __future__ import annotations
 
@@ -427,7 +435,7 @@ class ReplayStore:
             self._stream_start(stream, obs, partition)
             return
         busy = sorted(k for k, v in self._streams.items() if v.partition == partition)
-        if busy and not buffered:
+        if busy:
             raise StoreError(f"store {self.path}: {partition} has open stream episodes ({', '.join(busy[:4])}); "
                              f"end them before writing a default episode there")
         if self._open is not None:
