@@ -187,6 +187,12 @@ class TransitionSink:
                 raise ValueError(f"push: field {k!r} missing or not of length {n}")
         if "intervention" in arrays and arrays["intervention"].shape[:1] != (n,):
             raise ValueError(f"push: field 'intervention' not of length {n}")
+        names = self.store.dtype.names
+        for k in STREAM_FIELDS:  # checked before any row is written: a bad push changes nothing
+            want = self.store.dtype[k].shape if k in names else None
+            if want is not None and tuple(arrays[k].shape[1:]) != tuple(want):
+                raise ValueError(f"push: field {k!r} has rows of shape {list(arrays[k].shape[1:])}, "
+                                 f"the learner's store {list(want)}")
         if first_seq > expected:
             return self.acked(actor_id), 0  # a gap: the actor resends from `expected`
         st, stats = self.store, self.stats.setdefault(actor_id, ActorStats())

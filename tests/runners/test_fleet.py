@@ -128,6 +128,10 @@ def test_sink_stores_each_actor_once_whatever_is_resent(tmp_path: Path) -> None:
     assert sink.ingest("y", 12, _cut(y, 12, 30), 30) == (30, 18)  # ended_upto: y's last episode ends
     assert sink.ingest("x", 40, _cut(x, 40, 50), 50) == (50, 10)
     assert sink.ingest("x", 0, _cut(x, 0, 50), 50) == (50, 0)   # everything again: nothing added
+    bad = dict(_cut(x, 0, 5), obs=np.zeros((5, 4), np.float32))
+    with pytest.raises(ValueError, match="shape"):  # refused whole, before any row is written
+        sink.ingest("z", 0, bad)
+    assert sink.next_seq("z") == 0
     assert st.streams() == {"x": 50, "y": 30} and sink.total() == 80 and not st.open_streams()
     rows = st.read_rows("online", 0, 80, ["obs", "next_obs", "terminated", "truncated"])
     got = sorted((float(o[0]), int(o[1])) for o in rows["obs"])
