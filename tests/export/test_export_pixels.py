@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -103,7 +102,8 @@ PIXEL_RUN = ["env.id=roborl/Push-v0", "env.kwargs={obs_mode: proprio+pixels, ima
              "train.total_steps=120", "train.checkpoint_every=120"]
 
 
-def test_pixel_sac_run_exports_with_parity_on_1000_recorded_observations(tmp_path: Path, gl_env) -> None:
+def test_pixel_sac_run_exports_with_parity_on_1000_recorded_observations(tmp_path: Path, gl_env: dict[str, str],
+                                                                         gl_in_process: str) -> None:
     pytest.importorskip("onnxruntime")
     from roborl.export.parity import record_observations, reference_actions
     from roborl.export.writers import load_runner, read_meta
@@ -113,17 +113,8 @@ def test_pixel_sac_run_exports_with_parity_on_1000_recorded_observations(tmp_pat
     run = tmp_path / "run"
     p = _roborl("train", str(cfg), f"run.dir={run}", *PIXEL_RUN, env=gl_env)
     assert p.returncode == 0, p.stderr[-3000:]
-    old = {k: os.environ.get(k) for k in ("MUJOCO_GL", "PYOPENGL_PLATFORM")}
-    os.environ.update({k: gl_env[k] for k in old if k in gl_env})
-    try:
-        obs = record_observations(run, n=1000)
-        ref = reference_actions(run, obs)
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    obs = record_observations(run, n=1000)  # renders in this process (gl_in_process)
+    ref = reference_actions(run, obs)
     assert set(obs) == {"proprio", "pixels.front", "pixels.wrist"}
     assert obs["pixels.front"].dtype == np.uint8 and obs["pixels.front"].shape == (1000, 32, 32, 3)
     assert ref.shape == (1000, 4) and float(ref.std(0).max()) > 1e-3
