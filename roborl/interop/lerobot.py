@@ -7,7 +7,7 @@ Layout written (LeRobot's templates; one task, the env id)::
     meta/tasks.parquet                          task (index) -> task_index
     meta/episodes/chunk-000/file-000.parquet    one row per episode: length, data and video locators, stats/*
     data/chunk-000/file-000.parquet             one row per frame, episodes never split across files
-    videos/<camera>/chunk-000/file-000.mp4      one mp4 per camera, episodes back to back
+    videos/<camera>/chunk-000/file-000.mp4      mp4 per camera, episodes back to back (next file past 200 MiB)
 
 Store field -> LeRobot feature: ``obs`` -> ``observation.state`` (Dict leaves ``obs.<k>`` ->
 ``observation.<k>``; camera leaves, uint8 [H, W, 3] ``obs.pixels.<cam>`` (or ``obs.<cam>``), ->
@@ -167,10 +167,13 @@ def _image_stats_out(acc: dict[str, np.ndarray]) -> dict[str, list]:
 
 
 def export_store(store_path: Path, out: Path, *, fps: float | None = None, task: str | None = None,
-                 robot_type: str | None = None, video_codec: str | None = None, **_: Any) -> dict[str, Any]:
+                 robot_type: str | None = None, video_codec: str | None = None,
+                 video_file_mb: float = VIDEO_FILES_SIZE_IN_MB, **_: Any) -> dict[str, Any]:
     """Write every live episode of the store at ``store_path`` (demo, then online) as a LeRobot v3 dataset in ``out``.
 
-    Camera fields go to one mp4 per camera, encoded with ``video_codec`` (a VIDEO_CODECS key; default h264)."""
+    Camera fields go to mp4 files per camera, encoded with ``video_codec`` (a VIDEO_CODECS key; default h264);
+    a camera starts its next file (``file-001.mp4``, ...) at an episode boundary once its current one holds
+    ``video_file_mb`` MiB (LeRobot's ``video_files_size_in_mb``), so episodes are never split across files."""
     pa = require("pyarrow")
     import pyarrow.parquet as pq
 
@@ -218,9 +221,16 @@ def export_store(store_path: Path, out: Path, *, fps: float | None = None, task:
             features[k] = {"dtype": "int64", "shape": [1], "names": None}
 
         (out / "meta" / "episodes" / "chunk-000").mkdir(parents=True, exist_ok=True)
+        vid_loc: dict[str, tuple[int, int]] = {}  # camera -> (chunk, file) being written
+
+        def open_video(name: str, shape: tuple[int, ...], chunk_i: int, file_i: int) -> None:
+            vid_loc[name] = (chunk_i, file_i)
+            writers[name] = VideoWriter(out / VIDEO_PATH.format(video_key=cam_feat[name], chunk_index=chunk_i,
+                                                                file_index=file_i), shape[0], shape[1], fps_i, codec)
+
         for name, dt, shape in cams:
-            writers[name] = VideoWriter(out / VIDEO_PATH.format(video_key=cam_feat[name], chunk_index=0, file_index=0),
-                                        shape[0], shape[1], fps_i, codec)
+            open_video(name, shape, 0, 0)
+        first_video = {name: writers[name].path for name, _, _ in cams}
         cam_stats: dict[str, Any] = {n: None for n, _, _ in cams}
         ep_rows: list[dict[str, Any]] = []
         all_cols: dict[str, list[np.ndarray]] = {}
@@ -260,9 +270,17 @@ def export_store(store_path: Path, out: Path, *, fps: float | None = None, task:
             row: dict[str, Any] = {"episode_index": e_i, "tasks": [task_str], "length": T,
                                    "data/chunk_index": chunk, "data/file_index": file_idx,
                                    "dataset_from_index": index, "dataset_to_index": index + T}
-            for name, _dt, _shape in cams:
+            for name, _dt, shape in cams:
+                w = writers[name]
+                if w.frames and w.path.stat().st_size >= video_file_mb * 1024 * 1024:
+                    w.close()
+                    ci, fi = vid_loc[name]
+                    fi += 1
+                    if fi >= CHUNKS_SIZE:
+                        ci, fi = ci + 1, 0
+                    open_video(name, shape, ci, fi)
                 f, w = cam_feat[name], writers[name]
-                row.update({f"videos/{f}/chunk_index": 0, f"videos/{f}/file_index": 0,
+                row.update({f"videos/{f}/chunk_index": vid_loc[name][0], f"videos/{f}/file_index": vid_loc[name][1],
                             f"videos/{f}/from_timestamp": w.frames / fps_i,
                             f"videos/{f}/to_timestamp": (w.frames + T) / fps_i})
                 frames = ep.rows[name]
@@ -286,7 +304,7 @@ def export_store(store_path: Path, out: Path, *, fps: float | None = None, task:
             w.close()
         for name, _dt, shape in cams:
             f = cam_feat[name]
-            pr = probe(writers[name].path)
+            pr = probe(first_video[name])
             features[f]["info"] = {"video.height": int(shape[0]), "video.width": int(shape[1]),
                                    "video.codec": pr["codec"], "video.pix_fmt": pr["pix_fmt"],
                                    "video.is_depth_map": False, "video.fps": fps_i, "video.channels": int(shape[2]),
@@ -309,7 +327,8 @@ def export_store(store_path: Path, out: Path, *, fps: float | None = None, task:
         info = {
             "codebase_version": CODEBASE_VERSION, "robot_type": robot_type, "total_episodes": n_eps,
             "total_frames": index, "total_tasks": 1, "chunks_size": CHUNKS_SIZE,
-            "data_files_size_in_mb": DATA_FILES_SIZE_IN_MB, "video_files_size_in_mb": VIDEO_FILES_SIZE_IN_MB,
+            "data_files_size_in_mb": DATA_FILES_SIZE_IN_MB,
+            "video_files_size_in_mb": int(video_file_mb) if float(video_file_mb).is_integer() else video_file_mb,
             "fps": fps_i, "splits": {"train": f"0:{n_eps}"}, "data_path": DATA_PATH,
             "video_path": VIDEO_PATH if cams else None,
             "features": features,

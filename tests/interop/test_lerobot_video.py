@@ -263,3 +263,20 @@ def test_rendered_mujoco_cameras_round_trip(tmp_path: Path, store_cli, gl_env: d
             for cam in ("front", "wrist"):
                 x, y = a[f"obs.pixels.{cam}"], b[f"obs.pixels.{cam}"]
                 assert np.mean([_psnr(x[i], y[i]) for i in range(len(x))]) > 28.0, cam  # measured 31.6-36.9 dB
+
+
+def test_camera_files_roll_over_at_episode_boundaries(cam_store: Path, tmp_path: Path) -> None:
+    """video_file_mb=0: every episode starts a new mp4 (file-000, file-001, ...); import follows the locators."""
+    from roborl.interop.lerobot import export_store, import_dataset
+
+    out = tmp_path / "lr"
+    export_store(cam_store, out, fps=FPS, video_codec="lossless", video_file_mb=0)
+    eps = pq.read_table(out / "meta/episodes/chunk-000/file-000.parquet").to_pylist()
+    k = "videos/observation.images.front/"
+    assert [e[k + "file_index"] for e in eps] == [0, 1, 2, 3]
+    assert all(e[k + "from_timestamp"] == 0.0 for e in eps)
+    assert len(list(out.glob("videos/observation.images.wrist/chunk-000/file-*.mp4"))) == 4
+    import_dataset(str(out), tmp_path / "back")
+    a, b = _rows(cam_store), _rows(tmp_path / "back")
+    for key in a:
+        assert a[key].tobytes() == b[key].tobytes(), key
