@@ -348,6 +348,12 @@ def _learner_parts(policy: Any, algo: str) -> tuple[Normalize | None, nn.Sequent
         if learner.base is not None:
             base = _copy_mlp(learner.base.net)  # DeterministicPolicy: tanh(net(x)); tanh applied in PolicyCore
         return norm, actor, "tanh", base, float(learner.beta), int(learner.obs_dim), act_dim
+    if algo in ("td3", "ddpg"):
+        # TD3Policy / DDPG: a = tanh(mu(normalise(s))) (DeterministicPolicy); tanh applied in PolicyCore.
+        learner = policy.learner
+        norm = Normalize(learner.normalizer.mean, learner.normalizer.std, 10.0)
+        actor = _copy_mlp(learner.actor.net)
+        return norm, actor, "tanh", None, 0.0, int(learner.obs_dim), int(learner.act_dim)
     if algo == "ppo":
         model = policy.model
         enc = model.actor_encoder
@@ -369,7 +375,7 @@ def _learner_parts(policy: Any, algo: str) -> tuple[Normalize | None, nn.Sequent
         for prm in actor.parameters():
             prm.requires_grad_(False)
         return norm, actor, model.squash, None, 0.0, obs_dim, int(model.act_dim)
-    raise UsageError(f"export: no exporter for algo {algo!r} (sac, ppo)")
+    raise UsageError(f"export: no exporter for algo {algo!r} (sac, ppo, td3, ddpg)")
 
 
 def env_action_box(env: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Any]:
