@@ -34,7 +34,8 @@ Importing a dataset without the ``roborl`` block: ``observation.*`` features bec
 observation (Box, or a Dict of them; ``observation.images.<cam>`` video features become
 ``pixels.<cam>`` uint8 leaves), ``next_obs`` is the next frame's observation (the last frame's
 own observation at an episode's end, marked truncated unless ``next.done``), rewards default
-to 0. Image features (PNG inside parquet) are refused with a line naming the feature.
+to 0. Image features (dtype ``image``: PNG/JPEG bytes inside the parquet rows, LeRobot's
+``use_videos=False``) are decoded into the same uint8 leaves.
 """
 from __future__ import annotations
 
@@ -411,18 +412,15 @@ def _generic_spaces(features: dict[str, Any]) -> tuple[Any, Any, list[str]]:
     obs = [k for k in features if k.startswith("observation.")]
     cams: dict[str, Any] = {}
     for k in obs:
-        if features[k]["dtype"] == "image":
-            raise UsageError(f"feature {k!r} is an image feature (PNG frames in parquet): only video features are "
-                             "imported")
-        if features[k]["dtype"] == "video":
+        if features[k]["dtype"] in ("video", "image"):
             if not k.startswith("observation.images."):
-                raise UsageError(f"video feature {k!r}: expected a name observation.images.<camera>")
+                raise UsageError(f"{features[k]['dtype']} feature {k!r}: expected a name observation.images.<camera>")
             cams[k[len("observation.images."):]] = gym.spaces.Box(0, 255, _hwc(features[k]), np.uint8)
     if not obs:
         raise UsageError("the dataset has no 'observation.*' feature")
     if "action" not in features:
         raise UsageError("the dataset has no 'action' feature")
-    vec = [k for k in obs if features[k]["dtype"] != "video"]
+    vec = [k for k in obs if features[k]["dtype"] not in ("video", "image")]
     if vec == ["observation.state"] and not cams:
         obs_space = box(features["observation.state"])
     else:
@@ -433,6 +431,36 @@ def _generic_spaces(features: dict[str, Any]) -> tuple[Any, Any, list[str]]:
             d["pixels"] = gym.spaces.Dict(cams)
         obs_space = gym.spaces.Dict(d)
     return obs_space, box(features["action"]), obs
+
+
+def _decode_images(column: Any, what: str, shape: tuple[int, ...]) -> np.ndarray:
+    """An ``image`` feature's column (struct {bytes, path} of encoded frames) -> [N, H, W, C] uint8."""
+    import io
+
+    import imageio.v3 as iio
+    import pyarrow as pa
+
+    arr = column.combine_chunks() if hasattr(column, "combine_chunks") else column
+    if pa.types.is_struct(arr.type):
+        if arr.type.get_field_index("bytes") < 0:
+            raise UsageError(f"camera {what!r}: image column has no 'bytes' field")
+        arr = arr.field("bytes")
+    out = np.empty((len(arr), *shape), np.uint8)
+    for i, b in enumerate(arr.to_pylist()):
+        if b is None:
+            raise UsageError(f"camera {what!r}: row {i} holds no image bytes (images stored outside the parquet "
+                             "files are not read)")
+        try:
+            img = np.asarray(iio.imread(io.BytesIO(b)))
+        except Exception as e:
+            raise UsageError(f"camera {what!r}: row {i} is not a readable image ({type(e).__name__})") from None
+        if img.ndim == 2:
+            img = img[:, :, None]
+        if img.shape != shape or img.dtype != np.uint8:
+            raise UsageError(f"camera {what!r}: row {i} is a {img.dtype}{list(img.shape)} image, the feature says "
+                             f"uint8{list(shape)}")
+        out[i] = img
+    return out
 
 
 def _read_episode_meta(src: Path) -> dict[int, dict[str, Any]]:
@@ -502,15 +530,19 @@ def import_dataset(src: str, store_path: Path, partition: str = "demo", *, fps: 
     obs_leaves = leaf_specs(obs_space, "obs")
     act_leaves = leaf_specs(act_space, "action")
     cams: dict[str, str] = {}  # store field -> video feature
+    img_cams: dict[str, str] = {}  # store field -> image feature (encoded frames in the parquet rows)
     for name, (dt, shape) in {**obs_leaves, **act_leaves}.items():
         fname = feature_name(name, dt, shape)
         if fname not in features:
             what = "camera" if _is_camera(dt, shape) else "feature"
             raise UsageError(f"the dataset has no {what} {fname!r} (store field {name!r})")
         f = features[fname]
-        if _is_camera(dt, shape):
+        if _is_camera(dt, shape) and f.get("dtype") == "image":
+            have = _hwc(f)
+            img_cams[name] = fname
+        elif _is_camera(dt, shape):
             if f.get("dtype") != "video":
-                raise UsageError(f"camera {fname!r}: dtype {f.get('dtype')!r} in the dataset; only 'video' "
+                raise UsageError(f"camera {fname!r}: dtype {f.get('dtype')!r} in the dataset; 'video' or 'image' "
                                  "features are imported")
             have = _hwc(f)
             vfps = (f.get("info") or {}).get("video.fps")
@@ -540,7 +572,11 @@ def import_dataset(src: str, store_path: Path, partition: str = "demo", *, fps: 
 
     cols: dict[str, np.ndarray] = {}
     for name, (dt, shape) in {**obs_leaves, **act_leaves}.items():
-        if name not in cams:
+        if name in img_cams:
+            if img_cams[name] not in table.column_names:
+                raise UsageError(f"camera {img_cams[name]!r}: the dataset's data files have no such column")
+            cols[name] = _decode_images(table.column(img_cams[name]), img_cams[name], tuple(shape))
+        elif name not in cams:
             cols[name] = col(feature_name(name, dt, shape), dt, shape)
     for name, (dt, shape) in obs_leaves.items():
         if name in cams:

@@ -216,13 +216,13 @@ def test_camera_mismatches_are_one_line_naming_the_field(cam_store: Path, tmp_pa
     d = variant("shape", lambda d, i: i["features"]["observation.images.front"].update({"shape": [32, 32, 3]}))
     one_line_error(store_cli("import", str(d), "--format", "lerobot", "--store", str(tmp_path / "s4")),
                    "observation.images.front", "[32, 32, 3]")
-    # Image features (PNG in parquet) are refused by name.
+    # An image feature (frames inside the parquet rows) whose column is missing.
     def as_image(d: Path, i: dict) -> None:
         i.pop("roborl")
         i["features"]["observation.images.front"]["dtype"] = "image"
     d = variant("image", as_image)
     one_line_error(store_cli("import", str(d), "--format", "lerobot", "--store", str(tmp_path / "s5")),
-                   "observation.images.front", "image")
+                   "observation.images.front", "no such column")
     for s in ("s1", "s2", "s4", "s5"):
         assert not (tmp_path / s).exists(), s
     # An unknown codec.
@@ -280,3 +280,40 @@ def test_camera_files_roll_over_at_episode_boundaries(cam_store: Path, tmp_path:
     a, b = _rows(cam_store), _rows(tmp_path / "back")
     for key in a:
         assert a[key].tobytes() == b[key].tobytes(), key
+
+
+def test_image_features_png_in_parquet_import_exactly(tmp_path: Path, store_cli) -> None:
+    """LeRobot's use_videos=False layout: dtype 'image', PNG bytes in a {bytes, path} struct column."""
+    import imageio.v3 as iio
+
+    root = tmp_path / "img"
+    (root / "meta").mkdir(parents=True)
+    (root / "data/chunk-000").mkdir(parents=True)
+    T = [3, 5]
+    frames = np.stack([_frame(24, 32, 0.5 * t, 0) for t in range(8)])
+    state = np.arange(8 * 2, dtype=np.float32).reshape(8, 2)
+    png = [iio.imwrite("<bytes>", f, extension=".png") for f in frames]  # bytes of each PNG
+    img_col = pa.StructArray.from_arrays([pa.array(png, pa.binary()), pa.array([None] * 8, pa.string())],
+                                         names=["bytes", "path"])
+    cols = {"observation.images.top": img_col,
+            "observation.state": pa.FixedSizeListArray.from_arrays(pa.array(state.reshape(-1)), 2),
+            "action": pa.FixedSizeListArray.from_arrays(pa.array(-state.reshape(-1)), 2),
+            "timestamp": pa.array(np.zeros(8, np.float32)), "frame_index": pa.array(np.r_[0:3, 0:5].astype(np.int64)),
+            "episode_index": pa.array(np.repeat([0, 1], T).astype(np.int64)), "index": pa.array(np.arange(8)),
+            "task_index": pa.array(np.zeros(8, np.int64))}
+    pq.write_table(pa.table(cols), root / "data/chunk-000/file-000.parquet")
+    feats = {"observation.images.top": {"dtype": "image", "shape": [24, 32, 3], "names": ["height", "width", "channels"]},
+             "observation.state": {"dtype": "float32", "shape": [2], "names": None},
+             "action": {"dtype": "float32", "shape": [2], "names": None}}
+    (root / "meta/info.json").write_text(json.dumps({"codebase_version": "v3.0", "fps": 15, "features": feats,
+                                                     "data_path": "x", "video_path": None}))
+    p = store_cli("import", str(root), "--format", "lerobot", "--store", str(tmp_path / "s"))
+    assert p.returncode == 0, p.stderr
+    st = ReplayStore.open(tmp_path / "s", mode="r")
+    assert st.observation_space["pixels"]["top"].shape == (24, 32, 3)
+    rows = st.read_rows("demo", 0, 8)
+    st.close()
+    np.testing.assert_array_equal(rows["obs.pixels.top"], frames)  # PNG is lossless
+    np.testing.assert_array_equal(rows["obs.state"], state)
+    np.testing.assert_array_equal(rows["next_obs.pixels.top"][:2], frames[1:3])  # next frame inside an episode
+    np.testing.assert_array_equal(rows["next_obs.pixels.top"][2], frames[2])  # episode end: its own frame
