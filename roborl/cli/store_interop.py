@@ -22,7 +22,8 @@ EXPORT_DESCRIPTION = (EXPORT_HELP + "\n\nEvery live episode (demo partition firs
                       "Examples:\n  roborl store export demos/reach --format lerobot --out /data/reach_lerobot\n"
                       "  roborl store export demos/reach --format minari --out ~/.minari/datasets/roborl/reach-v0")
 IMPORT_DESCRIPTION = (IMPORT_HELP + "\n\nSpaces, fps and features are checked against the store (and --env); a mismatch "
-                      "is one line naming the field, exit 2.\n\n"
+                      "is one line naming the field, exit 2. LeRobot camera streams (mp4 'video' features, or "
+                      "'image' features in parquet) become uint8 camera leaves (pixels.<camera>).\n\n"
                       "Examples:\n  roborl store import /data/reach_lerobot --format lerobot --store mystore\n"
                       "  roborl store import roborl/reach-v0 --format minari --store mystore --partition online")
 
