@@ -201,3 +201,6 @@ def test_overrides_are_accepted_anywhere_on_the_line() -> None:
     # after --role: the override is parsed (and validated) like any other
     p = run_cli("train", "configs/default.yaml", "--role", "local", "sac.nope=1")
     assert p.returncode == 2 and "unknown key 'sac.nope'" in p.stderr, p.stderr
+    # ... and after --learner ADDR (an actor's line): refused before any connection is tried
+    p = run_cli("train", "configs/default.yaml", "--role", "actor", "--learner", "tcp://127.0.0.1:9", "sac.nope=1")
+    assert p.returncode == 2 and "unknown key 'sac.nope'" in p.stderr, p.stderr

@@ -18,10 +18,12 @@ EXPORT_DESCRIPTION = (EXPORT_HELP + "\n\nEvery live episode (demo partition firs
                       "(info.json, stats, episodes, tasks); a round trip is bit-exact for low-dimensional data. "
                       "Minari: OUT/data in Minari's arrow format; minari.load_dataset(ID) loads it when OUT is "
                       "$MINARI_DATASETS_PATH/ID. Needs the 'interop' extra: pip install 'roborl[interop]'.\n\n"
+                      "Camera fields are written as mp4 (videos/, --video-codec).\n\n"
                       "Examples:\n  roborl store export demos/reach --format lerobot --out /data/reach_lerobot\n"
                       "  roborl store export demos/reach --format minari --out ~/.minari/datasets/roborl/reach-v0")
 IMPORT_DESCRIPTION = (IMPORT_HELP + "\n\nSpaces, fps and features are checked against the store (and --env); a mismatch "
-                      "is one line naming the field, exit 2.\n\n"
+                      "is one line naming the field, exit 2. LeRobot camera streams (mp4 'video' features, or "
+                      "'image' features in parquet) become uint8 camera leaves (pixels.<camera>).\n\n"
                       "Examples:\n  roborl store import /data/reach_lerobot --format lerobot --store mystore\n"
                       "  roborl store import roborl/reach-v0 --format minari --store mystore --partition online")
 
@@ -39,6 +41,9 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fps", type=float, default=None,
                    help="LeRobot: frames per second (default: the store env's control rate).")
     p.add_argument("--task", default=None, help="LeRobot: the task string (default: the env id).")
+    p.add_argument("--video-codec", default=None, choices=["h264", "av1", "lossless"],
+                   help="LeRobot: codec of the camera streams' mp4 files: h264 (default; within codec tolerance), av1 "
+                        "(LeRobot's default) or lossless (H.264 lossless RGB: bit-exact frames).")
     p.add_argument("--dataset-id", default=None, metavar="ID",
                    help="Minari: dataset id written to its metadata (default: roborl/<DIR name>).")
 
@@ -48,7 +53,7 @@ def run_export(args: argparse.Namespace) -> int:
 
     mod = importlib.import_module(FORMATS[args.format])
     res = mod.export_store(Path(args.store), Path(args.out), fps=args.fps, task=args.task,
-                           dataset_id=args.dataset_id)
+                           dataset_id=args.dataset_id, video_codec=args.video_codec)
     print(json.dumps(res))
     sys.stdout.flush()
     return 0

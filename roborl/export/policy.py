@@ -19,6 +19,14 @@ test bounds the difference (<= 1e-5).
 
 Dict observations: :class:`DictInput` takes ``{key: [B, *shape]}`` and concatenates the
 flattened leaves in the observation space's key order (``gymnasium.spaces.flatten``'s).
+
+Image policies (pixel SAC, Dict observations with cameras): :class:`PixelPolicyCore` takes the
+leaves by their store names (``{"pixels.front": [B, H, W, 3] uint8, "proprio": [B, P]}``)::
+
+    f = cat(conv_cam(permute(x_cam) / 255) for each camera, clip((cat(vectors) - mu) / sigma, +-c))
+    a = PolicyCore.head(f, f_base)     (f_base: the residual base's own encoder's features, else f)
+
+which is ``SAC.features`` (online encoder, no augmentation) followed by the same head.
 """
 from __future__ import annotations
 
@@ -117,13 +125,17 @@ class PolicyCore(nn.Module):
             x = self.env_norm(x)
         if self.use_norm:
             x = self.norm(x)
+        return self.head(x, x)
+
+    def head(self, x: torch.Tensor, xb: torch.Tensor) -> torch.Tensor:
+        """Features x [B, F] (actor) and xb [B, F] (residual base: its own encoder's, else x) -> actions [B, A]."""
         u = self.actor(x)
         if self.tanh_squash:
             a = torch.tanh(u)
         else:
             a = u.clamp(-1.0, 1.0)
         if self.use_base:
-            a = (torch.tanh(self.base(x)) + self.beta * a).clamp(-1.0, 1.0)
+            a = (torch.tanh(self.base(xb)) + self.beta * a).clamp(-1.0, 1.0)
         a = a.clamp(-1.0, 1.0)
         y = self.center + self.scale * a
         return torch.minimum(torch.maximum(y, self.low), self.high)
@@ -157,6 +169,119 @@ class PositionalDictInput(nn.Module):
         return self.core(torch.cat([x.reshape(x.shape[0], -1).to(torch.float32) for x in xs], 1))
 
 
+class CameraEncoder(nn.Module):
+    """Cameras as the env gives them (``[B, H, W, C]`` uint8, one tensor per camera) -> features ``[B, n_cams * F]``.
+
+    Per camera: ``conv_i(to_chw(x) )`` with ``to_chw`` = permute to [B, C, H, W] and / 255 (uint8), the
+    learner's :class:`~roborl.learners.encoders.PixelEncoder` step by step; a shared encoder is the same
+    module in every slot (one set of weights).
+    """
+
+    def __init__(self, convs: list[nn.Module], hwc: list[bool], uint8: list[bool]) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList(convs)
+        self.hwc = list(hwc)
+        self.uint8 = list(uint8)
+
+    def forward(self, ims: list[torch.Tensor]) -> torch.Tensor:
+        feats: list[torch.Tensor] = []
+        for i, conv in enumerate(self.convs):
+            x = ims[i]
+            if self.hwc[i]:
+                x = x.permute(0, 3, 1, 2)
+            x = x.to(torch.float32)
+            if self.uint8[i]:
+                x = x / 255.0
+            feats.append(conv(x))
+        return torch.cat(feats, 1)
+
+
+class PixelPolicyCore(nn.Module):
+    """Image policy: leaves ``[x_0, ..., x_n]`` (cameras [B, H, W, C] uint8, vectors [B, *shape]) -> actions [B, A].
+
+    features = cat(encoder(cameras), normalise(cat(vector leaves)))       (SAC.features, online encoder)
+    base features = cat(base_encoder(cameras), normalise(vectors))        (residual base with its own encoder)
+    actions = PolicyCore.head(features, base features)
+    ``img_idx`` / ``vec_idx``: the positions of the camera and vector leaves in the input list (the learner's
+    sorted key orders).
+    """
+
+    def __init__(self, encoder: CameraEncoder, base_encoder: CameraEncoder | None, norm: Normalize | None,
+                 core: PolicyCore, img_idx: list[int], vec_idx: list[int]) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.use_base_encoder = base_encoder is not None
+        self.base_encoder = base_encoder if base_encoder is not None else encoder
+        self.use_vec = norm is not None and len(vec_idx) > 0
+        self.norm = norm if norm is not None else nn.Sequential()
+        self.core = core
+        self.img_idx = list(img_idx)
+        self.vec_idx = list(vec_idx)
+
+    def forward(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        ims = [xs[i] for i in self.img_idx]
+        f = self.encoder(ims)
+        fb = self.base_encoder(ims) if self.use_base_encoder else f
+        if self.use_vec:
+            vec = torch.cat([xs[i].reshape(xs[i].shape[0], -1).to(torch.float32) for i in self.vec_idx], 1)
+            v = self.norm(vec)
+            f = torch.cat([f, v], 1)
+            fb = torch.cat([fb, v], 1)
+        return self.core.head(f, fb)
+
+
+class PixelDictInput(nn.Module):
+    """TorchScript form: ``{leaf: [B, *shape]}`` (``pixels.front``, ``proprio``) -> :class:`PixelPolicyCore`."""
+
+    def __init__(self, core: PixelPolicyCore, keys: list[str]) -> None:
+        super().__init__()
+        self.core = core
+        self.keys = list(keys)
+
+    def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.core([obs[k] for k in self.keys])
+
+
+class PixelPositionalInput(nn.Module):
+    """ONNX form: one graph input per leaf, in ``keys`` order."""
+
+    def __init__(self, core: PixelPolicyCore, keys: list[str]) -> None:
+        super().__init__()
+        self.core = core
+        self.keys = list(keys)
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        return self.core(list(xs))
+
+
+def _frozen(m: nn.Module) -> nn.Module:
+    m = copy.deepcopy(m).float().eval()
+    for prm in m.parameters():
+        prm.requires_grad_(False)
+    return m
+
+
+def _camera_encoder(enc: Any, spec: dict[str, tuple[int, ...]], dtypes: dict[str, str]) -> CameraEncoder:
+    """A :class:`CameraEncoder` with the weights of a learner's PixelEncoder (cameras in its key order)."""
+    from roborl.learners.encoders import _mod
+
+    shared = _frozen(enc.convs["shared"]) if enc.shared else None
+    convs = [shared if shared is not None else _frozen(enc.convs[_mod(k)]) for k in enc.keys]
+    hwc = [bool(tuple(spec[k])[-1] in (1, 3) and tuple(spec[k])[0] not in (1, 3)) for k in enc.keys]
+    return CameraEncoder(convs, hwc, [dtypes.get(k, "uint8") == "uint8" for k in enc.keys])
+
+
+def pixel_policy_core(learner: Any, core: PolicyCore, keys: list[str], dtypes: dict[str, str]) -> PixelPolicyCore:
+    """The :class:`PixelPolicyCore` of a pixel SAC learner; inputs are the leaves ``keys`` (store names)."""
+    spec = {k: tuple(int(x) for x in v) for k, v in learner.obs_spec.items()}
+    enc = _camera_encoder(learner.encoder, spec, dtypes)
+    base_enc = _camera_encoder(learner.base_encoder, spec, dtypes) if learner.base_encoder is not None else None
+    norm = Normalize(learner.normalizer.mean, learner.normalizer.std, 10.0) if learner.vec_keys else None
+    img_idx = [keys.index(k) for k in learner.encoder.keys]
+    vec_idx = [keys.index(k) for k in learner.vec_keys]
+    return PixelPolicyCore(enc, base_enc, norm, core, img_idx, vec_idx).eval()
+
+
 @dataclass
 class ExportedPolicy:
     """A policy ready to write: ``core`` (flat obs [B, O] -> actions [B, A]) plus what travels with it.
@@ -171,9 +296,14 @@ class ExportedPolicy:
     obs_keys: list[str] | None
     obs_shapes: dict[str, list[int]]
     meta: dict[str, Any]
+    pixel_core: PixelPolicyCore | None = None
+    obs_dtypes: dict[str, str] | None = None
 
     def module(self, onnx: bool = False) -> nn.Module:
         """The module to save: the core for Box obs, a dict (TorchScript) or positional (ONNX) wrapper otherwise."""
+        if self.pixel_core is not None:
+            assert self.obs_keys is not None
+            return (PixelPositionalInput if onnx else PixelDictInput)(self.pixel_core, self.obs_keys)
         if self.obs_keys is None:
             return self.core
         return (PositionalDictInput if onnx else DictInput)(self.core, self.obs_keys)
@@ -181,7 +311,9 @@ class ExportedPolicy:
     def example_inputs(self, batch: int = 2) -> tuple[torch.Tensor, ...]:
         if self.obs_keys is None:
             return (torch.zeros(batch, self.obs_dim),)
-        return tuple(torch.zeros(batch, *self.obs_shapes[k]) for k in self.obs_keys)
+        dt = self.obs_dtypes or {}
+        return tuple(torch.zeros(batch, *self.obs_shapes[k], dtype=getattr(torch, dt.get(k, "float32")))
+                     for k in self.obs_keys)
 
 
 def config_hash(cfg: Any) -> str:
@@ -216,6 +348,12 @@ def _learner_parts(policy: Any, algo: str) -> tuple[Normalize | None, nn.Sequent
         if learner.base is not None:
             base = _copy_mlp(learner.base.net)  # DeterministicPolicy: tanh(net(x)); tanh applied in PolicyCore
         return norm, actor, "tanh", base, float(learner.beta), int(learner.obs_dim), act_dim
+    if algo in ("td3", "ddpg"):
+        # TD3Policy / DDPG: a = tanh(mu(normalise(s))) (DeterministicPolicy); tanh applied in PolicyCore.
+        learner = policy.learner
+        norm = Normalize(learner.normalizer.mean, learner.normalizer.std, 10.0)
+        actor = _copy_mlp(learner.actor.net)
+        return norm, actor, "tanh", None, 0.0, int(learner.obs_dim), int(learner.act_dim)
     if algo == "ppo":
         model = policy.model
         enc = model.actor_encoder
@@ -237,7 +375,7 @@ def _learner_parts(policy: Any, algo: str) -> tuple[Normalize | None, nn.Sequent
         for prm in actor.parameters():
             prm.requires_grad_(False)
         return norm, actor, model.squash, None, 0.0, obs_dim, int(model.act_dim)
-    raise UsageError(f"export: no exporter for algo {algo!r} (sac, ppo)")
+    raise UsageError(f"export: no exporter for algo {algo!r} (sac, ppo, td3, ddpg)")
 
 
 def env_action_box(env: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Any]:
@@ -308,26 +446,56 @@ def load_exported(path: str | Path, allow_imports: tuple[str, ...] = ()) -> Expo
 
     from gymnasium import spaces
 
-    if isinstance(raw_obs_space, spaces.Dict):
+    learner = getattr(policy, "learner", None)
+    pixel = algo == "sac" and getattr(learner, "encoder", None) is not None
+    dtypes: dict[str, str] = {}
+    pixel_core: PixelPolicyCore | None = None
+    if pixel:
+        # Image policies take the env's leaves by their store names (pixels.front, proprio), cameras as uint8.
+        leaves = _space_leaves(raw_obs_space)
+        spec = {k: [int(x) for x in v] for k, v in learner.obs_spec.items()}  # type: ignore[union-attr]
+        have = {k: list(v.shape) for k, v in leaves.items()}
+        if have != spec:
+            raise UsageError(f"checkpoint {ckpt}: the policy takes observations {spec} but env {env_cfg.id!r} gives "
+                             f"{have} (observation_space)")
+        keys = list(leaves)
+        obs_keys = keys
+        shapes = {k: have[k] for k in keys}
+        dtypes = {k: np.dtype(leaves[k].dtype).name for k in keys}
+        for k in keys:
+            if dtypes[k] not in ("uint8", "float32", "float64"):
+                raise UsageError(f"export: observation leaf {k!r} has dtype {dtypes[k]} (uint8 cameras, float vectors)")
+            if dtypes[k] == "float64":
+                dtypes[k] = "float32"  # the exported file takes float32 vectors
+    elif isinstance(raw_obs_space, spaces.Dict):
         keys = list(raw_obs_space.spaces)
         shapes = {k: [int(x) for x in raw_obs_space.spaces[k].shape] for k in keys}
         flat = sum(int(np.prod(s)) for s in shapes.values())
-        obs_keys: list[str] | None = keys
+        obs_keys = keys
     else:
         keys, obs_keys = ["obs"], None
         shapes = {"obs": [int(x) for x in raw_obs_space.shape]}
         flat = int(np.prod(raw_obs_space.shape))
-    if flat != obs_dim:
+    if not pixel and flat != obs_dim:
         raise UsageError(f"checkpoint {ckpt}: the policy takes {obs_dim} observation values but env "
                          f"{env_cfg.id!r} gives {flat} (observation_space)")
     if int(np.prod(act_space.shape)) != act_dim:
         raise UsageError(f"checkpoint {ckpt}: the policy outputs {act_dim} actions but env {env_cfg.id!r} "
                          f"takes {tuple(act_space.shape)} (action_space)")
-    core = PolicyCore(env_norm, norm, actor, squash, base, beta, mid, half, low, high).eval()
+    if pixel:
+        core = PolicyCore(None, None, actor, squash, base, beta, mid, half, low, high).eval()
+        pixel_core = pixel_policy_core(learner, core, keys, dtypes)
+        for p in pixel_core.parameters():
+            p.requires_grad_(False)
+    else:
+        core = PolicyCore(env_norm, norm, actor, squash, base, beta, mid, half, low, high).eval()
     for p in core.parameters():
         p.requires_grad_(False)
     cfg = meta.get("config", {})
-    stages = (["env_obs_normalizer"] if env_norm is not None else []) + (["obs_normalizer"] if norm is not None else []) \
+    enc_stages = (["image_encoder"] + (["base_image_encoder"] if learner.base_encoder is not None else [])) \
+        if pixel else []  # type: ignore[union-attr]
+    stages = (["env_obs_normalizer"] if env_norm is not None else []) + enc_stages \
+        + (["obs_normalizer"] if norm is not None else []) \
         + ["actor_mean"] + (["residual_base"] if base is not None else []) + ["action_rescale", "action_box_clip"]
     export_meta = {
         "format": "roborl.exported_policy",
@@ -341,12 +509,27 @@ def load_exported(path: str | Path, allow_imports: tuple[str, ...] = ()) -> Expo
         "observation_space": space_to_json(raw_obs_space),
         "action_space": space_to_json(act_space),
         "inputs": {k: [None, *shapes[k]] for k in keys},
+        "input_dtypes": {k: dtypes.get(k, "float32") for k in keys},
         "outputs": {"action": [None, act_dim]},
         "dtype": "float32",
         "stages": stages,
         "excluded": ["workspace_projection (robot server)", "safety_layer"],
         "obs_stack": {"obs_history": int(env_cfg.obs_history), "obs_last_actions": int(env_cfg.obs_last_actions)},
         "residual_beta": beta if base is not None else None,
-        "image_inputs": False,  # image policies are not exported yet
+        "image_inputs": pixel,
     }
-    return ExportedPolicy(core, obs_dim, act_dim, obs_keys, shapes, export_meta)
+    return ExportedPolicy(core, obs_dim, act_dim, obs_keys, shapes, export_meta, pixel_core, dtypes or None)
+
+
+def _space_leaves(space: Any, prefix: str = "") -> dict[str, Any]:
+    """{dotted leaf name: Box} of a (nested) Dict space, in its key order (the store's and SAC's leaf names)."""
+    from gymnasium import spaces
+
+    out: dict[str, Any] = {}
+    for k, s in space.spaces.items():
+        name = prefix + str(k)
+        if isinstance(s, spaces.Dict):
+            out.update(_space_leaves(s, name + "."))
+        else:
+            out[name] = s
+    return out

@@ -1,10 +1,11 @@
 """Writers and readers of exported policy files (the :data:`roborl.export.FORMATS` registry's targets).
 
 * TorchScript: ``torch.jit.script`` of the export module; call ``module(obs)`` with a float32
-  ``[B, O]`` tensor (or a dict of them for Dict observations). Metadata: the extra file
+  ``[B, O]`` tensor (or a dict of them for Dict observations; image policies take
+  ``{"pixels.front": [B, H, W, 3] uint8, "proprio": [B, P] float32, ...}``). Metadata: the extra file
   ``roborl_meta.json`` (``torch.jit.load(path, _extra_files={"roborl_meta.json": ""})``).
-* ONNX: opset 17 graph with inputs ``obs`` (or one per Dict key) ``[B, ...]`` float32, B dynamic,
-  output ``action [B, A]``. Metadata: ``metadata_props`` key ``roborl_meta`` (the same JSON),
+* ONNX: opset 17 graph with inputs ``obs`` (or one per Dict leaf, cameras uint8) ``[B, ...]``,
+  B dynamic, output ``action [B, A]``. Metadata: ``metadata_props`` key ``roborl_meta`` (the same JSON),
   plus one prop per top-level key for tools that list props.
 """
 from __future__ import annotations
@@ -103,6 +104,11 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     return json.loads(props[META_KEY])
 
 
+def _as_input(v: Any) -> np.ndarray:
+    a = np.asarray(v)
+    return a if a.dtype == np.uint8 else a.astype(np.float32, copy=False)
+
+
 def load_runner(path: str | Path, threads: int | None = None) -> Callable[[Any], np.ndarray]:
     """``run(obs) -> actions [B, A]`` (numpy) for an exported file; obs: [B, O] array or dict of arrays.
 
@@ -120,7 +126,8 @@ def load_runner(path: str | Path, threads: int | None = None) -> Callable[[Any],
         def run_ts(obs: Any) -> np.ndarray:
             with torch.inference_mode():
                 if isinstance(obs, dict):
-                    x: Any = {k: torch.as_tensor(np.asarray(v, np.float32)) for k, v in obs.items()}
+                    # uint8 cameras stay uint8 (the module converts them); vectors go in as float32.
+                    x: Any = {k: torch.as_tensor(_as_input(v)) for k, v in obs.items()}
                 else:
                     x = torch.as_tensor(np.asarray(obs, np.float32))
                 return mod(x).numpy()
@@ -135,10 +142,11 @@ def load_runner(path: str | Path, threads: int | None = None) -> Callable[[Any],
         so.inter_op_num_threads = 1
     sess = ort.InferenceSession(str(p), sess_options=so, providers=["CPUExecutionProvider"])
     names = [i.name for i in sess.get_inputs()]
+    types = {i.name: (np.uint8 if i.type == "tensor(uint8)" else np.float32) for i in sess.get_inputs()}
 
     def run_onnx(obs: Any) -> np.ndarray:
         if isinstance(obs, dict):
-            feed = {n: np.asarray(obs[n], np.float32) for n in names}
+            feed = {n: np.asarray(obs[n], types[n]) for n in names}
         else:
             feed = {names[0]: np.asarray(obs, np.float32)}
         return sess.run(None, feed)[0]

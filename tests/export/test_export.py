@@ -160,3 +160,28 @@ def test_dict_observations_concatenate_in_space_order() -> None:
     scripted = torch.jit.script(DictInput(core, ["a", "b"]))
     torch.testing.assert_close(scripted(obs), want)
     torch.testing.assert_close(PositionalDictInput(core, ["a", "b"])(obs["a"], obs["b"]), want)
+
+
+@pytest.mark.parametrize("algo", ["td3", "ddpg"])
+def test_deterministic_actor_algos_export_with_parity(tmp_path: Path, algo: str) -> None:
+    """TD3 and DDPG (tanh(mu(normalise(s)))) through the real CLI, both formats, 1,000 recorded observations."""
+    pytest.importorskip("onnxruntime")
+    from roborl.export.parity import record_observations, reference_actions
+    from roborl.export.writers import load_runner
+
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("run: {name: export-test, seed: 0}\n")
+    run = tmp_path / algo
+    p = _roborl("train", str(cfg), f"run.dir={run}", f"train.algo={algo}", *COMMON, f"{algo}.hidden=[32,32]",
+                f"{algo}.batch_size=32", f"{algo}.warmup_steps=100", "train.total_steps=250",
+                "train.checkpoint_every=250")
+    assert p.returncode == 0, p.stderr[-2000:]
+    obs = record_observations(run, n=1000)
+    ref = reference_actions(run, obs)
+    assert float(ref.std(0).max()) > 1e-3
+    for fmt in ("onnx", "torchscript"):
+        out = tmp_path / f"{algo}.{fmt}"
+        p = _roborl("export", str(run), "--format", fmt, "--out", str(out))
+        assert p.returncode == 0, p.stderr
+        assert json.loads(p.stdout)["stages"] == ["obs_normalizer", "actor_mean", "action_rescale", "action_box_clip"]
+        assert float(np.abs(load_runner(out, threads=1)(obs) - ref).max()) <= TOL, fmt

@@ -3,7 +3,8 @@
 `pip install lerobot` here would replace torch 2.13.0 (CPU) with a CUDA torch 2.10 and downgrade numpy,
 so these tests validate our files against the LeRobotDataset v3 schema (codebase_version "v3.0":
 meta/info.json, meta/stats.json, meta/tasks.parquet, meta/episodes/chunk-*/file-*.parquet,
-data/chunk-*/file-*.parquet) with pyarrow instead of loading them with LeRobot itself.
+data/chunk-*/file-*.parquet) with pyarrow; test_lerobot_package.py loads an export with the real lerobot
+package in a separate venv (ROBORL_LEROBOT_PYTHON).
 """
 from __future__ import annotations
 
