@@ -51,7 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def _ours(env_id: str, n_envs: int, n_steps: int, epochs: int, mb: int, seed: int, compile: str = "auto",
+def _ours(env_id: str, n_envs: int, n_steps: int, epochs: int, mb: int, seed: int, compile: str = "on",
           vector: str = "sync"):
     from roborl import config as C
     from roborl.runners.config import RunConfig

@@ -75,8 +75,11 @@ def bench_sb3_updates(rows, env_id: str, updates: int, utd: int) -> float:
     return updates / (time.perf_counter() - t)
 
 
+COMPILE_S: dict[str, float] = {}  # sac.compile=on: seconds of the first (compiling) update, per precision
+
+
 def bench_ours_updates(rows, env_id: str, updates: int, device: str = "cpu", actor_every: int = 1,
-                       precision: str = "fp32") -> float:
+                       precision: str = "fp32", compile: str = "off") -> float:
     import gymnasium as gym
 
     from roborl.config import build
@@ -98,7 +101,11 @@ def bench_ours_updates(rows, env_id: str, updates: int, device: str = "cpu", act
         sampler = Sampler(store, build(SamplerConfig, {}), device=device, seed=0)
         learner = SAC(env.observation_space.shape[0], env.action_space.shape[0],
                       build(SACConfig, {"normalize_obs": False, "actor_every": actor_every,
-                                          "precision": precision}), device)
+                                          "precision": precision, "compile": compile}), device)
+        t = time.perf_counter()
+        learner.update(sampler.sample(256, gamma=0.99))
+        if compile == "on":
+            COMPILE_S.setdefault(f"{device}_{precision}", round(time.perf_counter() - t, 1))
         for _ in range(20):
             learner.update(sampler.sample(256, gamma=0.99))
         if device == "cuda":
@@ -169,21 +176,27 @@ def part_throughput(args) -> dict:
     out: dict = {"env": env_id, "batch": 256, "hidden": [256, 256], "torch_threads": torch.get_num_threads()}
     # Interleave the sides so machine load hits them alike; both at the same torch thread count.
     out["updates_per_s"] = {}
-    for threads in (1, 2):
+    for threads in args.threads:
         torch.set_num_threads(threads)
-        ours, ours_bf16, ours_delay, sb3 = [], [], [], []
+        res: dict[str, list[float]] = {"roborl": [], "roborl_compiled": [], "roborl_bf16": [],
+                                       "roborl_bf16_compiled": [], "roborl_actor_every2": [], "sb3": []}
         for _ in range(args.repeats):
-            ours.append(bench_ours_updates(rows, env_id, args.updates))
-            ours_bf16.append(bench_ours_updates(rows, env_id, args.updates, precision="bf16"))
-            ours_delay.append(bench_ours_updates(rows, env_id, args.updates, actor_every=2))
-            sb3.append(bench_sb3_updates(rows, env_id, args.updates, 1))
-        m = {k: round(float(np.median(v)), 1) for k, v in
-             (("roborl", ours), ("roborl_bf16", ours_bf16), ("roborl_actor_every2", ours_delay), ("sb3", sb3))}
+            res["roborl"].append(bench_ours_updates(rows, env_id, args.updates))
+            res["sb3"].append(bench_sb3_updates(rows, env_id, args.updates, 1))
+            res["roborl_compiled"].append(bench_ours_updates(rows, env_id, args.updates, compile="on"))
+            res["roborl_bf16"].append(bench_ours_updates(rows, env_id, args.updates, precision="bf16"))
+            res["roborl_bf16_compiled"].append(
+                bench_ours_updates(rows, env_id, args.updates, precision="bf16", compile="on"))
+            res["roborl_actor_every2"].append(bench_ours_updates(rows, env_id, args.updates, actor_every=2))
+        m: dict = {k: round(float(np.median(v)), 1) for k, v in res.items()}
         # Median of per-repeat ratios: each repeat's sides ran back to back under the same load.
-        m["speedup_same_work"] = round(float(np.median(np.array(ours) / np.array(sb3))), 2)
-        m["speedup_bf16"] = round(float(np.median(np.array(ours_bf16) / np.array(sb3))), 2)
-        m["speedup_actor_every2"] = round(float(np.median(np.array(ours_delay) / np.array(sb3))), 2)
+        sb3 = np.array(res["sb3"])
+        for k, name in (("roborl", "speedup_same_work"), ("roborl_compiled", "speedup_compiled"),
+                        ("roborl_bf16", "speedup_bf16"), ("roborl_bf16_compiled", "speedup_bf16_compiled"),
+                        ("roborl_actor_every2", "speedup_actor_every2")):
+            m[name] = round(float(np.median(np.array(res[k]) / sb3)), 2)
         out["updates_per_s"][f"threads_{threads}"] = m
+    out["compile_s_first_update"] = dict(COMPILE_S)
     torch.set_num_threads(1)
     if torch.cuda.is_available():
         out["updates_per_s"]["roborl_cuda"] = round(bench_ours_updates(rows, env_id, args.updates, "cuda"), 1)
@@ -452,6 +465,7 @@ def main() -> None:
     p.add_argument("--updates", type=int, default=300)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--loop-steps", type=int, default=1000)
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="throughput: torch thread counts")
     p.add_argument("--skip-loop", action="store_true")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--steps", type=int, default=None, help="env steps (ablation/halfcheetah: 20000/100000; "

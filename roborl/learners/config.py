@@ -142,7 +142,7 @@ class PPOConfig:
     compile: Literal["auto", "on", "off"] = field(
         "auto", doc="torch.compile the minibatch gradient step (forward, backward and gradient clip as one graph; the "
         "same math as the plain step): on, off, or auto = on for a single process (no DDP) with the fused actor-critic "
-        "pair. Compiling takes seconds once per process (torch caches the graphs on disk); if it fails the step runs "
+        "pair when the run has at least 20,000 gradient steps (roborl.learners.ppo.COMPILE_MIN_STEPS). Compiling takes seconds once per process (torch caches the graphs on disk); if it fails the step runs "
         "uncompiled after one logged line (BENCHMARKS.md: learner throughput).")
 
     def __post_init__(self) -> None:

@@ -477,17 +477,24 @@ def _check_layout(model_state: Mapping[str, Any]) -> None:
 
 # ============================================================================= learner
 
+COMPILE_MIN_STEPS = 20_000
+"""``ppo.compile: auto`` compiles for runs of at least this many gradient steps: a cold compile takes
+~5-25 s on a 2-core CPU, a compiled step saves ~0.3 ms (BENCHMARKS.md), so shorter runs (tests, smoke
+runs) would spend more time compiling than they save."""
+
 class PPO:
     """PPO learner (a :class:`roborl.learners.base.OnPolicyLearner`): act on observation groups, update on a :class:`Rollout`.
 
     ``obs_dims``: the size of each observation group (an int = one ``"policy"`` group). The
     :data:`PRIVILEGED` group is used only with ``cfg.asymmetric``. ``fuse``: allow the fast path
-    (:class:`_FusedPair`); ``actor_encoder`` / ``critic_encoder``: see :class:`ActorCritic`.
+    (:class:`_FusedPair`); ``actor_encoder`` / ``critic_encoder``: see :class:`ActorCritic`;
+    ``expected_steps``: the gradient steps the run will take (``ppo.compile: auto`` compiles from
+    :data:`COMPILE_MIN_STEPS` on; unknown = no).
     """
 
     def __init__(self, obs_dims: Mapping[str, int] | int, act_dim: int, cfg: PPOConfig, device: str = "cpu", *,
                  fuse: bool = True, actor_encoder: nn.Module | None = None,
-                 critic_encoder: nn.Module | None = None) -> None:
+                 critic_encoder: nn.Module | None = None, expected_steps: int | None = None) -> None:
         self.cfg = cfg
         self.device = torch.device(device)
         dims = {POLICY: obs_dims} if isinstance(obs_dims, int) else dict(obs_dims)
@@ -516,7 +523,9 @@ class PPO:
 
         self._fast_step: Compiled | None = None
         fp = self.model._fused
-        if fp is not None and self.world == 1 and want_compile(cfg.compile, self.device, ("cpu", "cuda")):
+        # auto compiles when the run's gradient steps repay the compile time (seconds; ~0.3 ms saved per step).
+        long_run = expected_steps is not None and expected_steps >= COMPILE_MIN_STEPS
+        if fp is not None and self.world == 1 and want_compile(cfg.compile, self.device, ("cpu", "cuda") if long_run else ()):
             self._fast_step = Compiled(_fused_step_fn(fp, self.model.log_std, cfg), "ppo.compile", dynamic=False)
         if self.world > 1:  # start from rank 0's weights (the flat buffer: the parameters are strided views of it)
             dist.broadcast(self.flat.data, 0)
@@ -626,7 +635,7 @@ class PPO:
                 kl_f = float(((ratio - 1) - log_ratio).mean())
         if cfg.max_grad_norm is not None:
             grad.mul_((cfg.max_grad_norm / (grad.norm() + 1e-6)).clamp_max(1.0))
-        self.optim.step()
+        adam_step(self.optim)  # = self.optim.step(), bit for bit, without its Python overhead
         return pg_loss, v_loss, log_ratio, kl_f
 
     # ------------------------------------------------------------------ update

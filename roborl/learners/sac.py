@@ -17,6 +17,7 @@ from torch import nn
 from roborl.batch import Batch
 from roborl.learners.base import SampleFn
 from roborl.learners.config import SACConfig
+from roborl.learners.fast import adam_step
 from roborl.learners.networks import (
     CriticEnsemble,
     DeterministicPolicy,
@@ -282,7 +283,7 @@ class SAC(nn.Module):
         critic_loss.backward()
         if c.grad_clip is not None:
             nn.utils.clip_grad_norm_(self._critic_params, c.grad_clip)
-        self.critic_opt.step()
+        adam_step(self.critic_opt)  # = self.critic_opt.step(), bit for bit, without its Python overhead
 
         metrics = {"critic_loss": critic_loss.detach(), "q_mean": q.detach().mean(),
                    "td_abs": td.detach().abs().mean()}
@@ -323,7 +324,7 @@ class SAC(nn.Module):
         actor_loss.backward()
         if c.grad_clip is not None:
             nn.utils.clip_grad_norm_(self.actor.parameters(), c.grad_clip)
-        self.actor_opt.step()
+        adam_step(self.actor_opt)
         for p in self._critic_params:
             p.requires_grad_(True)
         if c.learn_alpha:
@@ -331,7 +332,7 @@ class SAC(nn.Module):
             alpha_loss = -(self.log_alpha * (logp.detach() + self.target_entropy)).mean()
             self.alpha_opt.zero_grad(set_to_none=True)
             alpha_loss.backward()
-            self.alpha_opt.step()
+            adam_step(self.alpha_opt)
         return out
 
     # ------------------------------------------------------------------ fast path (flat observations)
@@ -391,8 +392,6 @@ class SAC(nn.Module):
     def _update_fast(self, batch: Batch) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """:meth:`update` for flat observations through the (compiled) pure losses and the fused Adam kernel
         called directly (:func:`roborl.learners.fast.adam_step`); the same math and random draws."""
-        from roborl.learners.fast import adam_step
-
         c = self.cfg
         assert self._fast is not None
         critic_loss_fn, actor_loss_fn = self._fast

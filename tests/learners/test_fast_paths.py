@@ -16,7 +16,10 @@ from roborl.config import build
 from roborl.learners.base import Rollout
 from roborl.learners.config import PPOConfig, SACConfig
 from roborl.learners.fast import Compiled, adam_step
-from roborl.learners.ppo import PPO
+from roborl import config as C
+from roborl.learners.ppo import COMPILE_MIN_STEPS, PPO
+from roborl.runners.config import RunConfig
+from roborl.runners.on_policy import _grad_steps
 from roborl.learners.sac import SAC
 
 O, A, B = 7, 3, 32
@@ -125,10 +128,17 @@ def test_ppo_compiled_step_equals_plain(mode: str) -> None:
 
 
 def test_ppo_auto_compiles_single_process_only_where_fusable() -> None:
-    assert PPO(O, A, build(PPOConfig, {}))._fast_step is not None  # auto: single process, fused pair
-    assert PPO(O, A, build(PPOConfig, {"compile": "off"}))._fast_step is None
+    # auto: a single process with the fused pair, for runs long enough to repay the compile.
+    assert PPO(O, A, build(PPOConfig, {}), expected_steps=COMPILE_MIN_STEPS)._fast_step is not None
+    assert PPO(O, A, build(PPOConfig, {}), expected_steps=COMPILE_MIN_STEPS - 1)._fast_step is None
+    assert PPO(O, A, build(PPOConfig, {}))._fast_step is None  # run length unknown
+    assert PPO(O, A, build(PPOConfig, {"compile": "off"}), expected_steps=10**6)._fast_step is None
     # Critic wider than the actor: no fused pair, so the plain step runs.
-    assert PPO(O, A, build(PPOConfig, {"critic_hidden": [16]}))._fast_step is None
+    assert PPO(O, A, build(PPOConfig, {"critic_hidden": [16]}), expected_steps=10**6)._fast_step is None
+    # The runner passes the run's gradient steps: 1M env steps of the HalfCheetah recipe compile, 20k do not.
+    cfg = C.build(RunConfig, {"env": {"id": "HalfCheetah-v5"}, "train": {"algo": "ppo", "total_steps": 1_000_000}})
+    assert _grad_steps(cfg) == 489 * 10 * 32 >= COMPILE_MIN_STEPS
+    assert _grad_steps(C.build(RunConfig, {"train": {"algo": "ppo", "total_steps": 20_000}})) < COMPILE_MIN_STEPS
     # sac.compile auto: CUDA only (on a CPU the update is bound by its matmuls).
     assert _sac("auto")._fast is None and _sac("on")._fast is not None
 
