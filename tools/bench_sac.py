@@ -11,6 +11,8 @@ Parts (``--part``):
   seeds, with rows: SAC from scratch, BC only, RLPD demo mix, demo mix + residual,
   demo mix + PER/LAP. Each row is one config override set on configs/default.yaml.
 * ``halfcheetah``: return after a fixed budget (100k steps) for ours vs SB3 SAC, several seeds.
+* ``loop``: full loops only (HalfCheetah UTD 1, and the main job cut short), to run one checkout against
+  another with the same tool (``PYTHONPATH`` picks the code).
 * ``tasks``: the recipe on every shipped arm task at its budget (Reach 3k, Push 10k, PickPlace 30k,
   PegInsert 30k env steps; configs/sac_<task>.yaml), next to BC alone and the same config without demos;
   each run's final policy on 200 held-out episodes, the final state of failed ones, wall time per run.
@@ -20,6 +22,7 @@ Example:
     python tools/bench_sac.py --part ablation --seeds 0 1 2 3 4 --steps 20000
     python tools/bench_sac.py --part halfcheetah --seeds 0 1 2 --steps 100000 --eval-episodes 10
     python tools/bench_sac.py --part tasks --seeds 0 1 2 3 4 --tasks reach push --rows recipe bc_only sac_no_demos
+    python tools/bench_sac.py --part loop --loop-steps 1000 --main-steps 3000   # full loops only
 """
 
 from __future__ import annotations
@@ -210,6 +213,33 @@ def part_throughput(args) -> dict:
         out["full_loop_utd1"]["sb3_env_steps_per_s"] = round(bench_sb3_loop(env_id, args.loop_steps, 1), 1)
         out["full_loop_utd20"] = bench_loop(env_id, max(100, args.loop_steps // 10), 20)
         out["full_loop_utd20_bf16"] = bench_loop(env_id, max(100, args.loop_steps // 10), 20, precision="bf16")
+    return out
+
+
+def part_loop(args) -> dict:
+    """Full loops only, for side-by-side runs of two checkouts (the same tool, PYTHONPATH picks the code):
+    HalfCheetah-v5 at UTD 1 (fp32) through our runner, and the main job (configs/default.yaml) cut to
+    ``--main-steps`` env steps (BC pretraining, demos, HER, UTD 2, bf16 where native: all as shipped)."""
+    import subprocess
+
+    torch.set_num_threads(1)
+    env_id = "HalfCheetah-v5"
+    out: dict = {"full_loop_utd1": bench_loop(env_id, args.loop_steps, 1), "overrides": args.override}
+    with tempfile.TemporaryDirectory() as d:
+        ov = [f"run.dir={d}/main", f"train.total_steps={args.main_steps}", "train.eval_every=0",
+              f"train.log_every={max(100, args.main_steps // 4)}", "train.max_minutes=null", *args.override]
+        t = time.perf_counter()
+        r = subprocess.run([sys.executable, "-m", "roborl.cli", "train", str(REPO / "configs" / "default.yaml"), *ov,
+                            "--quiet"], capture_output=True, text=True)
+        wall = time.perf_counter() - t
+        if r.returncode != 0:
+            raise SystemExit(f"bench_sac: main job failed: {r.stderr.strip()[-1000:]}")
+        from roborl.runs import read_metrics
+
+        rows = [x for x in read_metrics(Path(d) / "main") if "env_steps_per_s" in x]
+    out["main_job"] = {"steps": args.main_steps, "wall_s": round(wall, 1),
+                       "env_steps_per_s_per_log_row": [round(x["env_steps_per_s"], 1) for x in rows],
+                       "updates_per_s_last": rows[-1].get("updates_per_s") if rows else None}
     return out
 
 
@@ -461,7 +491,8 @@ def part_tasks(args) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--part", choices=["throughput", "ablation", "halfcheetah", "tasks"], default="throughput")
+    p.add_argument("--part", choices=["throughput", "ablation", "halfcheetah", "tasks", "loop"], default="throughput")
+    p.add_argument("--main-steps", type=int, default=3000, help="loop: env steps of the shortened main job")
     p.add_argument("--updates", type=int, default=300)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--loop-steps", type=int, default=1000)
@@ -490,7 +521,7 @@ def main() -> None:
     t = time.time()
     out = {"bench": "sac", "part": args.part, "date": time.strftime("%Y-%m-%d"), "machine": _machine()}
     parts = {"throughput": part_throughput, "ablation": part_ablation, "halfcheetah": part_halfcheetah,
-             "tasks": part_tasks}
+             "tasks": part_tasks, "loop": part_loop}
     out.update(parts[args.part](args))
     out["bench_wall_s"] = round(time.time() - t, 1)
     print(json.dumps(out, indent=2))

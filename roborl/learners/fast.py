@@ -69,7 +69,7 @@ class Compiled:
 
 def adam_step(opt: torch.optim.Optimizer) -> None:
     """``opt.step()`` for a fused ``torch.optim.Adam`` without its per-call Python overhead (hooks, grouping,
-    state lookups: ~0.2 ms per call on a CPU, as much as the kernel): the same ``torch._fused_adam_``
+    state lookups: on a CPU several times the kernel's own time for small networks): the same ``torch._fused_adam_``
     kernel with the same arguments Adam passes it, on the optimiser's own state (so checkpoints see no
     difference). Plain formula (Kingma & Ba 2015), per element with step t:
     m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2; p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps).

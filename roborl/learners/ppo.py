@@ -478,9 +478,10 @@ def _check_layout(model_state: Mapping[str, Any]) -> None:
 # ============================================================================= learner
 
 COMPILE_MIN_STEPS = 20_000
-"""``ppo.compile: auto`` compiles for runs of at least this many gradient steps: a cold compile takes
-~5-25 s on a 2-core CPU, a compiled step saves ~0.3 ms (BENCHMARKS.md), so shorter runs (tests, smoke
-runs) would spend more time compiling than they save."""
+"""``ppo.compile: auto`` compiles for runs of at least this many gradient steps: a compile costs seconds
+once, a compiled step saves a fraction of a millisecond (BENCHMARKS.md, learner throughput), so shorter
+runs (tests, smoke runs) would spend more time compiling than they save."""
+
 
 class PPO:
     """PPO learner (a :class:`roborl.learners.base.OnPolicyLearner`): act on observation groups, update on a :class:`Rollout`.
@@ -523,9 +524,10 @@ class PPO:
 
         self._fast_step: Compiled | None = None
         fp = self.model._fused
-        # auto compiles when the run's gradient steps repay the compile time (seconds; ~0.3 ms saved per step).
+        # auto compiles when the run's gradient steps repay the compile time (COMPILE_MIN_STEPS).
         long_run = expected_steps is not None and expected_steps >= COMPILE_MIN_STEPS
-        if fp is not None and self.world == 1 and want_compile(cfg.compile, self.device, ("cpu", "cuda") if long_run else ()):
+        auto_devices = ("cpu", "cuda") if long_run else ()
+        if fp is not None and self.world == 1 and want_compile(cfg.compile, self.device, auto_devices):
             self._fast_step = Compiled(_fused_step_fn(fp, self.model.log_std, cfg), "ppo.compile", dynamic=False)
         if self.world > 1:  # start from rank 0's weights (the flat buffer: the parameters are strided views of it)
             dist.broadcast(self.flat.data, 0)
