@@ -173,6 +173,32 @@ def bench_sb3_loop(env_id: str, steps: int, utd: int) -> float:
     return steps / (time.perf_counter() - Clock.t0)
 
 
+def update_flops(obs: int, act: int, hidden: tuple[int, ...] = (256, 256), batch: int = 256, n_critics: int = 2) -> float:
+    """Matmul FLOPs of one SAC update (critic step + actor step, twin critics, no LayerNorm), 2 per MAC:
+    target pass (actor + target critics forward), critic forward + backward (weight grads of every layer,
+    input grads of all but the first), actor step (actor forward, critics forward, critics' input grads
+    through every layer with frozen weights, actor weight grads and input grads of all but its first layer)."""
+    c_dims, a_dims = [obs + act, *hidden, 1], [obs, *hidden, 2 * act]
+    c_fwd = n_critics * sum(i * o for i, o in zip(c_dims[:-1], c_dims[1:]))
+    a_fwd = sum(i * o for i, o in zip(a_dims[:-1], a_dims[1:]))
+    c_in_grads = n_critics * sum(i * o for i, o in zip(c_dims[1:-1], c_dims[2:]))  # layers 2..L
+    a_in_grads = sum(i * o for i, o in zip(a_dims[1:-1], a_dims[2:]))
+    macs = (a_fwd + c_fwd) + (c_fwd + c_fwd + c_in_grads) + (a_fwd + c_fwd + c_fwd + a_fwd + a_in_grads)
+    return 2.0 * batch * macs
+
+
+def gemm_rate(dtype: torch.dtype, n: int = 256, members: int = 2, reps: int = 200) -> float:
+    """GFLOP/s of one batched [members, n, n] @ [members, n, n] matmul at the current thread count:
+    the update's dominant kernel (the critic ensemble's hidden layer)."""
+    a, b = torch.randn(members, n, n, dtype=dtype), torch.randn(members, n, n, dtype=dtype)
+    for _ in range(20):
+        torch.bmm(a, b)
+    t = time.perf_counter()
+    for _ in range(reps):
+        torch.bmm(a, b)
+    return 2.0 * members * n ** 3 * reps / (time.perf_counter() - t) / 1e9
+
+
 def part_throughput(args) -> dict:
     env_id = "HalfCheetah-v5"
     _, rows = _fill_random(env_id, 5_000)
@@ -198,6 +224,13 @@ def part_throughput(args) -> dict:
                         ("roborl_bf16", "speedup_bf16"), ("roborl_bf16_compiled", "speedup_bf16_compiled"),
                         ("roborl_actor_every2", "speedup_actor_every2")):
             m[name] = round(float(np.median(np.array(res[k]) / sb3)), 2)
+        # The compute bound: the update's matmul FLOPs at this thread count's measured GEMM rate.
+        flops = update_flops(rows[0][0].shape[0], rows[0][1].shape[0])
+        for name, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+            rate = gemm_rate(dt)
+            m[f"gemm_gflops_{name}"] = round(rate, 1)
+            m[f"matmul_bound_updates_per_s_{name}"] = round(rate * 1e9 / flops, 1)
+        m["update_gflop"] = round(flops / 1e9, 3)
         out["updates_per_s"][f"threads_{threads}"] = m
     out["compile_s_first_update"] = dict(COMPILE_S)
     torch.set_num_threads(1)
