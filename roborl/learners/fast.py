@@ -18,14 +18,14 @@ __all__ = ["CompileSetting", "want_compile", "Compiled", "adam_step"]
 
 log = logging.getLogger(__name__)
 
-CompileSetting = str  # "auto" | "on" | "off" (the configs' Literal)
+CompileSetting = str | bool  # "auto" | "on" | "off"; YAML 1.1 reads a bare on/off as true/false
 
 
 def want_compile(setting: CompileSetting, device: torch.device, auto_devices: tuple[str, ...]) -> bool:
-    """Whether to compile: ``on`` always, ``off`` never, ``auto`` on the device types where it measured faster."""
-    if setting == "on":
+    """Whether to compile: ``on`` (true) always, ``off`` (false) never, ``auto`` on the device types listed."""
+    if setting is True or setting == "on":
         return True
-    if setting == "off":
+    if setting is False or setting == "off":
         return False
     return device.type in auto_devices
 

@@ -36,7 +36,7 @@ def _batches(n: int, seed: int = 1) -> list[Batch]:
     return out
 
 
-def _sac(compile: str, **over: object) -> SAC:
+def _sac(compile: str | bool, **over: object) -> SAC:
     torch.manual_seed(0)
     cfg = build(SACConfig, {"hidden": [32, 32], "batch_size": B, "compile": compile, **over})
     learner = SAC(O, A, cfg)
@@ -141,6 +141,11 @@ def test_ppo_auto_compiles_single_process_only_where_fusable() -> None:
     assert _grad_steps(C.build(RunConfig, {"train": {"algo": "ppo", "total_steps": 20_000}})) < COMPILE_MIN_STEPS
     # sac.compile auto: CUDA only (on a CPU the update is bound by its matmuls).
     assert _sac("auto")._fast is None and _sac("on")._fast is not None
+    # YAML 1.1 reads a bare on/off as a bool: both spellings mean the same.
+    assert _sac(True)._fast is not None and _sac(False)._fast is None
+    cfg = C.load(RunConfig, None, ["train.algo=ppo", "ppo.compile=on", "sac.compile=off"])
+    assert cfg.ppo.compile is True and cfg.sac.compile is False
+    assert PPO(O, A, cfg.ppo)._fast_step is not None
 
 
 def _refuse(*args: object, **kwargs: object) -> object:
