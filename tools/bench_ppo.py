@@ -51,14 +51,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def _ours(env_id: str, n_envs: int, n_steps: int, epochs: int, mb: int, seed: int):
+def _ours(env_id: str, n_envs: int, n_steps: int, epochs: int, mb: int, seed: int, compile: str = "on",
+          vector: str = "sync"):
     from roborl import config as C
     from roborl.runners.config import RunConfig
     from roborl.runners.on_policy import OnPolicyTrainer
 
     cfg = C.build(RunConfig, {"device": "cpu", "run": {"seed": seed}, "env": {"id": env_id}, "train": {"algo": "ppo"},
                               "ppo": {"n_envs": n_envs, "rollout_steps": n_steps, "epochs": epochs,
-                                      "minibatch_size": mb, "torch_threads": 1}})
+                                      "minibatch_size": mb, "torch_threads": 1, "compile": compile,
+                                      "vector": vector}})
     return OnPolicyTrainer(cfg, "cpu")
 
 
@@ -82,12 +84,21 @@ def throughput(args: argparse.Namespace) -> dict:
     batch = args.n_envs * args.n_steps
     steps = args.iters * batch
     torch.set_num_threads(1)
-    ours = _ours(args.env, args.n_envs, args.n_steps, args.epochs, args.minibatch, 0)
-    ours.iterate()  # warm-up (allocations, first normalizer update)
+    ours = _ours(args.env, args.n_envs, args.n_steps, args.epochs, args.minibatch, 0, vector=args.vector)
+    t_c = time.perf_counter()
+    ours.iterate()  # warm-up (allocations, first normalizer update; compiles the fast path's step)
+    first_iter_s = time.perf_counter() - t_c
+    step = getattr(ours.learner, "_fast_step", None)
+    plain = _ours(args.env, args.n_envs, args.n_steps, args.epochs, args.minibatch, 0, compile="off",
+                  vector=args.vector) if not args.no_plain else None
+    if plain is not None:
+        plain.iterate()
     sb3 = _sb3(args.env, args.n_envs, args.n_steps, args.epochs, args.minibatch, 0)
     torch.set_num_threads(default_threads)
     sb3.learn(batch)  # warm-up
-    rows: dict[str, list[tuple[float, float]]] = {"roborl": [], "sb3": [], "sb3_1thread": []}
+    rows: dict[str, list[tuple[float, float]]] = {"roborl": [], "roborl_plain": [], "sb3": [], "sb3_1thread": []}
+    if plain is None:
+        del rows["roborl_plain"]
     if args.sb3_one_thread_only:  # skip SB3 with torch's default threads (collapses on a loaded 2-core box)
         del rows["sb3"]
     timers0 = ours.timers.as_dict()
@@ -98,6 +109,11 @@ def throughput(args: argparse.Namespace) -> dict:
             for _ in range(args.iters):
                 ours.iterate()
         rows["roborl"].append(_timed(run_ours))
+        if plain is not None:
+            def run_plain() -> None:
+                for _ in range(args.iters):
+                    plain.iterate()
+            rows["roborl_plain"].append(_timed(run_plain))
         if "sb3" in rows:
             torch.set_num_threads(default_threads)
             rows["sb3"].append(_timed(lambda: sb3.learn(steps, reset_num_timesteps=False)))
@@ -107,6 +123,8 @@ def throughput(args: argparse.Namespace) -> dict:
     t = {k: v - timers0[k] for k, v in ours.timers.as_dict().items()}
     tot = sum(t.values())
     ours.close()
+    if plain is not None:
+        plain.close()
     sb3.get_env().close()
 
     def fps(side: str, i: int) -> list[float]:
@@ -115,20 +133,50 @@ def throughput(args: argparse.Namespace) -> dict:
     out: dict = {"bench": "ppo_throughput", "env": args.env, "n_envs": args.n_envs, "n_steps_per_env": args.n_steps,
                  "steps_per_iteration": batch, "epochs": args.epochs, "minibatch": args.minibatch,
                  "rounds": args.rounds, "env_steps_per_round": steps, "torch_default_threads": default_threads,
-                 "cpu_count": os.cpu_count(), "load_avg_1m": os.getloadavg()[0]}
+                 "cpu_count": os.cpu_count(), "load_avg_1m": os.getloadavg()[0], "vector": args.vector,
+                 "compiled": bool(step is not None and step.active),
+                 "compile_s": None if step is None or step.compile_s is None else round(step.compile_s, 1),
+                 "first_iteration_s": round(first_iter_s, 1)}
     for side in rows:
         out[f"{side}_fps_wall"] = [round(x, 1) for x in fps(side, 0)]
         out[f"{side}_fps_cpu"] = [round(x, 1) for x in fps(side, 1)]
         out[f"{side}_fps_wall_median"] = round(statistics.median(fps(side, 0)), 1)
         out[f"{side}_fps_cpu_median"] = round(statistics.median(fps(side, 1)), 1)
-    for base in [b for b in ("sb3", "sb3_1thread") if b in rows]:
+    for base in [b for b in ("sb3", "sb3_1thread", "roborl_plain") if b in rows]:
         # Per-round ratios: both sides of a round ran back to back under the same load.
         out[f"speedup_vs_{base}_wall"] = round(statistics.median(
             [a / b for a, b in zip(fps("roborl", 0), fps(base, 0))]), 2)
         out[f"speedup_vs_{base}_cpu"] = round(statistics.median(
             [a / b for a, b in zip(fps("roborl", 1), fps(base, 1))]), 2)
+    if plain is not None:
+        out["speedup_plain_vs_sb3_1thread_wall"] = round(statistics.median(
+            [a / b for a, b in zip(fps("roborl_plain", 0), fps("sb3_1thread", 0))]), 2)
     out["roborl_time_share"] = {k: round(v / tot, 3) for k, v in t.items() if k != "other"}
+    if args.sim_limit:
+        out["sim_only_env_steps_per_s"] = {v: round(_sim_only(args, v, steps), 1) for v in ("sync", "async")}
     return out
+
+
+def _sim_only(args: argparse.Namespace, vector: str, steps: int) -> float:
+    """The raw-simulation limit: env-steps/s of the same vector env (roborl's env stack, same envs and
+    autoreset) stepped with random actions, no inference, no update."""
+    from roborl import config as C
+    from roborl.envs.success import SUCCESS_KEYS
+    from roborl.runners.config import RunConfig
+    from roborl.runners.on_policy import make_vec_env
+
+    cfg = C.build(RunConfig, {"env": {"id": args.env}})
+    envs = make_vec_env(cfg.env, args.n_envs, 0, vector, SUCCESS_KEYS)
+    envs.reset(seed=0)
+    rng = np.random.default_rng(0)
+    acts = rng.uniform(-1, 1, (64, args.n_envs, envs.single_action_space.shape[0])).astype(np.float32)
+    n = max(1, steps // args.n_envs)
+    t = time.perf_counter()
+    for i in range(n):
+        envs.step(acts[i % 64])
+    rate = n * args.n_envs / (time.perf_counter() - t)
+    envs.close()
+    return rate
 
 
 class _HoldPolicy:
@@ -293,6 +341,10 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--sb3-one-thread-only", action="store_true",
                    help="measure SB3 with 1 torch thread only (skip torch's default thread count)")
+    p.add_argument("--vector", choices=["sync", "async"], default="sync", help="roborl's vector env (ppo.vector)")
+    p.add_argument("--no-plain", action="store_true", help="skip roborl with ppo.compile=off (the plain update)")
+    p.add_argument("--sim-limit", action="store_true",
+                   help="also time the raw simulation alone (random actions through the same vector env)")
     p.add_argument("--robustness", action="store_true", help="run the DR vs no-DR held-out-grid comparison instead")
     p.add_argument("--steps", type=int, default=20_480, help="training budget per run (--robustness)")
     p.add_argument("--seeds", type=int, default=3, help="seeds per variant (--robustness)")

@@ -11,6 +11,8 @@ Parts (``--part``):
   seeds, with rows: SAC from scratch, BC only, RLPD demo mix, demo mix + residual,
   demo mix + PER/LAP. Each row is one config override set on configs/default.yaml.
 * ``halfcheetah``: return after a fixed budget (100k steps) for ours vs SB3 SAC, several seeds.
+* ``loop``: full loops only (HalfCheetah UTD 1, and the main job cut short), to run one checkout against
+  another with the same tool (``PYTHONPATH`` picks the code).
 * ``tasks``: the recipe on every shipped arm task at its budget (Reach 3k, Push 10k, PickPlace 30k,
   PegInsert 30k env steps; configs/sac_<task>.yaml), next to BC alone and the same config without demos;
   each run's final policy on 200 held-out episodes, the final state of failed ones, wall time per run.
@@ -20,6 +22,7 @@ Example:
     python tools/bench_sac.py --part ablation --seeds 0 1 2 3 4 --steps 20000
     python tools/bench_sac.py --part halfcheetah --seeds 0 1 2 --steps 100000 --eval-episodes 10
     python tools/bench_sac.py --part tasks --seeds 0 1 2 3 4 --tasks reach push --rows recipe bc_only sac_no_demos
+    python tools/bench_sac.py --part loop --loop-steps 1000 --main-steps 3000   # full loops only
 """
 
 from __future__ import annotations
@@ -75,8 +78,11 @@ def bench_sb3_updates(rows, env_id: str, updates: int, utd: int) -> float:
     return updates / (time.perf_counter() - t)
 
 
+COMPILE_S: dict[str, float] = {}  # sac.compile=on: seconds of the first (compiling) update, per precision
+
+
 def bench_ours_updates(rows, env_id: str, updates: int, device: str = "cpu", actor_every: int = 1,
-                       precision: str = "fp32") -> float:
+                       precision: str = "fp32", compile: str = "off") -> float:
     import gymnasium as gym
 
     from roborl.config import build
@@ -98,7 +104,11 @@ def bench_ours_updates(rows, env_id: str, updates: int, device: str = "cpu", act
         sampler = Sampler(store, build(SamplerConfig, {}), device=device, seed=0)
         learner = SAC(env.observation_space.shape[0], env.action_space.shape[0],
                       build(SACConfig, {"normalize_obs": False, "actor_every": actor_every,
-                                          "precision": precision}), device)
+                                          "precision": precision, "compile": compile}), device)
+        t = time.perf_counter()
+        learner.update(sampler.sample(256, gamma=0.99))
+        if compile == "on":
+            COMPILE_S.setdefault(f"{device}_{precision}", round(time.perf_counter() - t, 1))
         for _ in range(20):
             learner.update(sampler.sample(256, gamma=0.99))
         if device == "cuda":
@@ -163,27 +173,66 @@ def bench_sb3_loop(env_id: str, steps: int, utd: int) -> float:
     return steps / (time.perf_counter() - Clock.t0)
 
 
+def update_flops(obs: int, act: int, hidden: tuple[int, ...] = (256, 256), batch: int = 256, n_critics: int = 2) -> float:
+    """Matmul FLOPs of one SAC update (critic step + actor step, twin critics, no LayerNorm), 2 per MAC:
+    target pass (actor + target critics forward), critic forward + backward (weight grads of every layer,
+    input grads of all but the first), actor step (actor forward, critics forward, critics' input grads
+    through every layer with frozen weights, actor weight grads and input grads of all but its first layer)."""
+    c_dims, a_dims = [obs + act, *hidden, 1], [obs, *hidden, 2 * act]
+    c_fwd = n_critics * sum(i * o for i, o in zip(c_dims[:-1], c_dims[1:]))
+    a_fwd = sum(i * o for i, o in zip(a_dims[:-1], a_dims[1:]))
+    c_in_grads = n_critics * sum(i * o for i, o in zip(c_dims[1:-1], c_dims[2:]))  # layers 2..L
+    a_in_grads = sum(i * o for i, o in zip(a_dims[1:-1], a_dims[2:]))
+    macs = (a_fwd + c_fwd) + (c_fwd + c_fwd + c_in_grads) + (a_fwd + c_fwd + c_fwd + a_fwd + a_in_grads)
+    return 2.0 * batch * macs
+
+
+def gemm_rate(dtype: torch.dtype, n: int = 256, members: int = 2, reps: int = 200) -> float:
+    """GFLOP/s of one batched [members, n, n] @ [members, n, n] matmul at the current thread count:
+    the update's dominant kernel (the critic ensemble's hidden layer)."""
+    a, b = torch.randn(members, n, n, dtype=dtype), torch.randn(members, n, n, dtype=dtype)
+    for _ in range(20):
+        torch.bmm(a, b)
+    t = time.perf_counter()
+    for _ in range(reps):
+        torch.bmm(a, b)
+    return 2.0 * members * n ** 3 * reps / (time.perf_counter() - t) / 1e9
+
+
 def part_throughput(args) -> dict:
     env_id = "HalfCheetah-v5"
     _, rows = _fill_random(env_id, 5_000)
     out: dict = {"env": env_id, "batch": 256, "hidden": [256, 256], "torch_threads": torch.get_num_threads()}
     # Interleave the sides so machine load hits them alike; both at the same torch thread count.
     out["updates_per_s"] = {}
-    for threads in (1, 2):
+    for threads in args.threads:
         torch.set_num_threads(threads)
-        ours, ours_bf16, ours_delay, sb3 = [], [], [], []
+        res: dict[str, list[float]] = {"roborl": [], "roborl_compiled": [], "roborl_bf16": [],
+                                       "roborl_bf16_compiled": [], "roborl_actor_every2": [], "sb3": []}
         for _ in range(args.repeats):
-            ours.append(bench_ours_updates(rows, env_id, args.updates))
-            ours_bf16.append(bench_ours_updates(rows, env_id, args.updates, precision="bf16"))
-            ours_delay.append(bench_ours_updates(rows, env_id, args.updates, actor_every=2))
-            sb3.append(bench_sb3_updates(rows, env_id, args.updates, 1))
-        m = {k: round(float(np.median(v)), 1) for k, v in
-             (("roborl", ours), ("roborl_bf16", ours_bf16), ("roborl_actor_every2", ours_delay), ("sb3", sb3))}
+            res["roborl"].append(bench_ours_updates(rows, env_id, args.updates))
+            res["sb3"].append(bench_sb3_updates(rows, env_id, args.updates, 1))
+            res["roborl_compiled"].append(bench_ours_updates(rows, env_id, args.updates, compile="on"))
+            res["roborl_bf16"].append(bench_ours_updates(rows, env_id, args.updates, precision="bf16"))
+            res["roborl_bf16_compiled"].append(
+                bench_ours_updates(rows, env_id, args.updates, precision="bf16", compile="on"))
+            res["roborl_actor_every2"].append(bench_ours_updates(rows, env_id, args.updates, actor_every=2))
+        m: dict = {k: round(float(np.median(v)), 1) for k, v in res.items()}
         # Median of per-repeat ratios: each repeat's sides ran back to back under the same load.
-        m["speedup_same_work"] = round(float(np.median(np.array(ours) / np.array(sb3))), 2)
-        m["speedup_bf16"] = round(float(np.median(np.array(ours_bf16) / np.array(sb3))), 2)
-        m["speedup_actor_every2"] = round(float(np.median(np.array(ours_delay) / np.array(sb3))), 2)
+        sb3 = np.array(res["sb3"])
+        for k, name in (("roborl", "speedup_same_work"), ("roborl_compiled", "speedup_compiled"),
+                        ("roborl_bf16", "speedup_bf16"), ("roborl_bf16_compiled", "speedup_bf16_compiled"),
+                        ("roborl_actor_every2", "speedup_actor_every2")):
+            m[name] = round(float(np.median(np.array(res[k]) / sb3)), 2)
+        # The compute bound: the update's matmul FLOPs at this thread count's measured GEMM rate.
+        flops = update_flops(rows[0][0].shape[0], rows[0][1].shape[0])
+        for name, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+            rate = gemm_rate(dt)
+            m[f"gemm_gflops_{name}"] = round(rate, 1)
+            m[f"matmul_bound_updates_per_s_{name}"] = round(rate * 1e9 / flops, 1)
+        m["update_gflop"] = round(flops / 1e9, 3)
         out["updates_per_s"][f"threads_{threads}"] = m
+    out["compile_s_first_update"] = dict(COMPILE_S)
     torch.set_num_threads(1)
     if torch.cuda.is_available():
         out["updates_per_s"]["roborl_cuda"] = round(bench_ours_updates(rows, env_id, args.updates, "cuda"), 1)
@@ -197,6 +246,33 @@ def part_throughput(args) -> dict:
         out["full_loop_utd1"]["sb3_env_steps_per_s"] = round(bench_sb3_loop(env_id, args.loop_steps, 1), 1)
         out["full_loop_utd20"] = bench_loop(env_id, max(100, args.loop_steps // 10), 20)
         out["full_loop_utd20_bf16"] = bench_loop(env_id, max(100, args.loop_steps // 10), 20, precision="bf16")
+    return out
+
+
+def part_loop(args) -> dict:
+    """Full loops only, for side-by-side runs of two checkouts (the same tool, PYTHONPATH picks the code):
+    HalfCheetah-v5 at UTD 1 (fp32) through our runner, and the main job (configs/default.yaml) cut to
+    ``--main-steps`` env steps (BC pretraining, demos, HER, UTD 2, bf16 where native: all as shipped)."""
+    import subprocess
+
+    torch.set_num_threads(1)
+    env_id = "HalfCheetah-v5"
+    out: dict = {"full_loop_utd1": bench_loop(env_id, args.loop_steps, 1), "overrides": args.override}
+    with tempfile.TemporaryDirectory() as d:
+        ov = [f"run.dir={d}/main", f"train.total_steps={args.main_steps}", "train.eval_every=0",
+              f"train.log_every={max(100, args.main_steps // 4)}", "train.max_minutes=null", *args.override]
+        t = time.perf_counter()
+        r = subprocess.run([sys.executable, "-m", "roborl.cli", "train", str(REPO / "configs" / "default.yaml"), *ov,
+                            "--quiet"], capture_output=True, text=True)
+        wall = time.perf_counter() - t
+        if r.returncode != 0:
+            raise SystemExit(f"bench_sac: main job failed: {r.stderr.strip()[-1000:]}")
+        from roborl.runs import read_metrics
+
+        rows = [x for x in read_metrics(Path(d) / "main") if "env_steps_per_s" in x]
+    out["main_job"] = {"steps": args.main_steps, "wall_s": round(wall, 1),
+                       "env_steps_per_s_per_log_row": [round(x["env_steps_per_s"], 1) for x in rows],
+                       "updates_per_s_last": rows[-1].get("updates_per_s") if rows else None}
     return out
 
 
@@ -448,10 +524,12 @@ def part_tasks(args) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--part", choices=["throughput", "ablation", "halfcheetah", "tasks"], default="throughput")
+    p.add_argument("--part", choices=["throughput", "ablation", "halfcheetah", "tasks", "loop"], default="throughput")
+    p.add_argument("--main-steps", type=int, default=3000, help="loop: env steps of the shortened main job")
     p.add_argument("--updates", type=int, default=300)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--loop-steps", type=int, default=1000)
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="throughput: torch thread counts")
     p.add_argument("--skip-loop", action="store_true")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--steps", type=int, default=None, help="env steps (ablation/halfcheetah: 20000/100000; "
@@ -476,7 +554,7 @@ def main() -> None:
     t = time.time()
     out = {"bench": "sac", "part": args.part, "date": time.strftime("%Y-%m-%d"), "machine": _machine()}
     parts = {"throughput": part_throughput, "ablation": part_ablation, "halfcheetah": part_halfcheetah,
-             "tasks": part_tasks}
+             "tasks": part_tasks, "loop": part_loop}
     out.update(parts[args.part](args))
     out["bench_wall_s"] = round(time.time() - t, 1)
     print(json.dumps(out, indent=2))

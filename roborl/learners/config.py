@@ -76,6 +76,11 @@ class SACConfig:
     critic_loss: Literal["mse", "huber"] = field(
         "mse", doc="Critic loss on the TD error: mse = td^2/2; huber = td^2/2 for |td| < 1, |td| - 1/2 beyond (the loss "
         "LAP prioritisation is defined with, Fujimoto et al. 2020; use it with store.sampler.kind=lap).")
+    compile: Literal["auto", "on", "off"] | bool = field(
+        "auto", doc="torch.compile the critic and actor losses of the update (flat observations; the same math as the "
+        "plain update): on (YAML reads it as true), off (false), or auto = on for CUDA only (on a CPU the 256-wide update is bound by its matmuls and "
+        "compiling measured no faster; BENCHMARKS.md: learner throughput). If compiling fails the update runs "
+        "uncompiled after one logged line.")
 
     def __post_init__(self) -> None:
         if self.n_critics > 2 and self.critic_subset > self.n_critics:
@@ -134,6 +139,11 @@ class PPOConfig:
     torch_threads: int | None = field(
         None, doc="torch.set_num_threads for the runner (null = leave torch's default). 1 is fastest for small MLPs on CPU.",
         check=positive)
+    compile: Literal["auto", "on", "off"] | bool = field(
+        "auto", doc="torch.compile the minibatch gradient step (forward, backward and gradient clip as one graph; the "
+        "same math as the plain step): on (YAML reads it as true), off (false), or auto = on for a single process (no DDP) with the fused actor-critic "
+        "pair when the run has at least 20,000 gradient steps (roborl.learners.ppo.COMPILE_MIN_STEPS). Compiling takes seconds once per process (torch caches the graphs on disk); if it fails the step runs "
+        "uncompiled after one logged line (BENCHMARKS.md: learner throughput).")
 
     def __post_init__(self) -> None:
         if self.lr_min > self.lr_max:

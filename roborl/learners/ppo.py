@@ -54,6 +54,7 @@ from torch import nn
 
 from roborl.learners.base import POLICY, PRIVILEGED, Rollout
 from roborl.learners.config import PPOConfig
+from roborl.learners.fast import adam_step
 from roborl.learners.networks import ConcatEncoder, RunningMeanStd, combine_moments
 
 __all__ = [
@@ -376,6 +377,58 @@ class _FusedPair:
         return x[0, :, :self.act_dim], x[1, :, 0]
 
 
+def _fused_step_fn(pair: _FusedPair, log_std: torch.Tensor, cfg: PPOConfig) -> Any:
+    """The fast path's minibatch step as one pure function of the flat parameter: PPO loss, its gradient
+    (``torch.func.grad``, no autograd tape) and the gradient-norm clip, which ``torch.compile`` turns into
+    one graph. The same math as the plain step in :meth:`PPO.update` (forward through the fused pair,
+    surrogate, value loss, entropy bonus, ``g * min(1, max_norm / (|g| + 1e-6))``).
+
+    ``step(flat [P], x [2, b, D], u [b, A], logp_old [b], mu_old [b, A], adv [b], ret [b], v_old [b],
+    log_std_old [A], beta []) -> (clipped grad [P], pg_loss [], v_loss [], log_ratio [b], kl [])``.
+    """
+    # Where each block lives in the flat buffer: the fused pair's leaves and log_std are views of it.
+    w_at = [(w.storage_offset(), tuple(w.shape)) for w in pair.weights]
+    b_at = [(b.storage_offset(), tuple(b.shape)) for b in pair.biases]
+    ls_at, a_dim = log_std.storage_offset(), pair.act_dim
+    act, n = pair.act, len(w_at)
+
+    def loss_fn(flat: torch.Tensor, x: torch.Tensor, u: torch.Tensor, logp_old: torch.Tensor, mu_old: torch.Tensor,
+                adv: torch.Tensor, ret: torch.Tensor, v_old: torch.Tensor, log_std_old: torch.Tensor,
+                beta: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        for i, ((wo, ws), (bo, bs)) in enumerate(zip(w_at, b_at)):
+            x = torch.baddbmm(flat[bo:bo + math.prod(bs)].view(bs), x, flat[wo:wo + math.prod(ws)].view(ws))
+            if i < n - 1:
+                x = act(x)
+        mu, v = x[0, :, :a_dim], x[1, :, 0]
+        ls = flat[ls_at:ls_at + a_dim]
+        log_ratio = gaussian_log_prob(u, mu, ls) - logp_old
+        ratio = log_ratio.exp()
+        if cfg.loss == "clip":
+            pg_loss = clipped_surrogate(ratio, adv, cfg.clip_eps)
+        else:
+            pg_loss = -(ratio * adv).mean() + beta * gaussian_kl(mu_old, log_std_old, mu, ls).mean()
+        if cfg.clip_value is not None:
+            v_clip = v_old + (v - v_old).clamp(-cfg.clip_value, cfg.clip_value)
+            v_loss = torch.max((v - ret).pow(2), (v_clip - ret).pow(2)).mean()
+        else:
+            v_loss = (v - ret).pow(2).mean()
+        loss = pg_loss + cfg.vf_coef * v_loss
+        if cfg.ent_coef > 0:
+            loss = loss - cfg.ent_coef * gaussian_entropy(ls)
+        kl = ((ratio - 1) - log_ratio).mean()
+        return loss, (pg_loss.detach(), v_loss.detach(), log_ratio.detach(), kl.detach())
+
+    grad_fn = torch.func.grad(loss_fn, has_aux=True)
+
+    def step(flat: torch.Tensor, *batch: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        g, aux = grad_fn(flat, *batch)
+        if cfg.max_grad_norm is not None:
+            g = g * (cfg.max_grad_norm / (g.norm() + 1e-6)).clamp_max(1.0)
+        return (g, *aux)
+
+    return step
+
+
 def _flatten_parameters(module: nn.Module) -> nn.Parameter:
     """Re-home every parameter of ``module`` as a view of one flat parameter, grads likewise.
 
@@ -424,17 +477,25 @@ def _check_layout(model_state: Mapping[str, Any]) -> None:
 
 # ============================================================================= learner
 
+COMPILE_MIN_STEPS = 20_000
+"""``ppo.compile: auto`` compiles for runs of at least this many gradient steps: a compile costs seconds
+once, a compiled step saves a fraction of a millisecond (BENCHMARKS.md, learner throughput), so shorter
+runs (tests, smoke runs) would spend more time compiling than they save."""
+
+
 class PPO:
     """PPO learner (a :class:`roborl.learners.base.OnPolicyLearner`): act on observation groups, update on a :class:`Rollout`.
 
     ``obs_dims``: the size of each observation group (an int = one ``"policy"`` group). The
     :data:`PRIVILEGED` group is used only with ``cfg.asymmetric``. ``fuse``: allow the fast path
-    (:class:`_FusedPair`); ``actor_encoder`` / ``critic_encoder``: see :class:`ActorCritic`.
+    (:class:`_FusedPair`); ``actor_encoder`` / ``critic_encoder``: see :class:`ActorCritic`;
+    ``expected_steps``: the gradient steps the run will take (``ppo.compile: auto`` compiles from
+    :data:`COMPILE_MIN_STEPS` on; unknown = no).
     """
 
     def __init__(self, obs_dims: Mapping[str, int] | int, act_dim: int, cfg: PPOConfig, device: str = "cpu", *,
                  fuse: bool = True, actor_encoder: nn.Module | None = None,
-                 critic_encoder: nn.Module | None = None) -> None:
+                 critic_encoder: nn.Module | None = None, expected_steps: int | None = None) -> None:
         self.cfg = cfg
         self.device = torch.device(device)
         dims = {POLICY: obs_dims} if isinstance(obs_dims, int) else dict(obs_dims)
@@ -456,6 +517,18 @@ class PPO:
         # and every rank takes the same number of steps with the same learning rate.
         self.world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
         self._comm = torch.zeros(self.flat.numel() + 1, dtype=self.flat.dtype, device=self.device)
+        # The fast path (``ppo.compile``): the minibatch step as one compiled pure function of the flat
+        # parameter (:func:`_fused_step_fn`), then the same fused Adam kernel without Optimizer.step's
+        # Python overhead. Single process and the fused pair only; DDP and custom encoders run the plain step.
+        from roborl.learners.fast import Compiled, want_compile
+
+        self._fast_step: Compiled | None = None
+        fp = self.model._fused
+        # auto compiles when the run's gradient steps repay the compile time (COMPILE_MIN_STEPS).
+        long_run = expected_steps is not None and expected_steps >= COMPILE_MIN_STEPS
+        auto_devices = ("cpu", "cuda") if long_run else ()
+        if fp is not None and self.world == 1 and want_compile(cfg.compile, self.device, auto_devices):
+            self._fast_step = Compiled(_fused_step_fn(fp, self.model.log_std, cfg), "ppo.compile", dynamic=False)
         if self.world > 1:  # start from rank 0's weights (the flat buffer: the parameters are strided views of it)
             dist.broadcast(self.flat.data, 0)
             for buf in self.model.buffers():
@@ -518,6 +591,55 @@ class PPO:
         for g in self.optim.param_groups:
             g["lr"] = lr
 
+    def _plain_step(self, b_x: Any, b_u: torch.Tensor, b_logp: torch.Tensor, b_mu: torch.Tensor, b_adv: torch.Tensor,
+                    b_ret: torch.Tensor, b_vold: torch.Tensor, log_std_old: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+        """One minibatch gradient step through autograd (the reference the fast path is tested against);
+        with DDP the gradient and the minibatch KL are averaged over ranks. Returns (pg_loss, v_loss,
+        log_ratio [b], minibatch KL as a float, 0 unless target_kl)."""
+        cfg, m = self.cfg, self.model
+        mu, v = m.forward_batch(b_x)
+        logp = gaussian_log_prob(b_u, mu, m.log_std)
+        log_ratio = logp - b_logp
+        ratio = log_ratio.exp()
+        if cfg.loss == "clip":
+            pg_loss = clipped_surrogate(ratio, b_adv, cfg.clip_eps)
+        else:  # PPO-KL (Schulman et al. 2017, sec. 4): surrogate minus beta * KL(old || new), closed form
+            kl_pen = gaussian_kl(b_mu, log_std_old, mu, m.log_std).mean()
+            pg_loss = -(ratio * b_adv).mean() + self.beta * kl_pen
+        if cfg.clip_value is not None:
+            v_clip = b_vold + (v - b_vold).clamp(-cfg.clip_value, cfg.clip_value)
+            v_loss = torch.max((v - b_ret).pow(2), (v_clip - b_ret).pow(2)).mean()
+        else:
+            v_loss = (v - b_ret).pow(2).mean()
+        loss = pg_loss + cfg.vf_coef * v_loss
+        if cfg.ent_coef > 0:
+            loss = loss - cfg.ent_coef * gaussian_entropy(m.log_std)
+
+        grad = self.flat.grad
+        grad.zero_()  # never set_to_none: the parameters' .grad are views into this buffer
+        loss.backward()
+        kl_f = 0.0
+        if self.world > 1:
+            # ONE all-reduce per step over [flat gradient, minibatch KL] (see __init__):
+            # mean over ranks of per-rank minibatch means = the mean over the union.
+            comm = self._comm
+            comm[:-1].copy_(grad)
+            with torch.no_grad():
+                comm[-1] = ((ratio - 1) - log_ratio).mean() if cfg.target_kl is not None else 0.0
+            dist.all_reduce(comm)
+            comm.div_(self.world)
+            grad.copy_(comm[:-1])
+            if cfg.target_kl is not None:
+                kl_f = float(comm[-1])
+        elif cfg.target_kl is not None:
+            with torch.no_grad():
+                kl_f = float(((ratio - 1) - log_ratio).mean())
+        if cfg.max_grad_norm is not None:
+            grad.mul_((cfg.max_grad_norm / (grad.norm() + 1e-6)).clamp_max(1.0))
+        adam_step(self.optim)  # = self.optim.step(), bit for bit, without its Python overhead
+        return pg_loss, v_loss, log_ratio, kl_f
+
     # ------------------------------------------------------------------ update
     def update(self, batch: Rollout) -> dict[str, float]:
         """``epochs`` passes of minibatch SGD on the PPO loss; returns scalar metrics."""
@@ -542,6 +664,7 @@ class PPO:
                 std = ((s[2] - n * mean * mean) / (n - 1)).clamp_min(0.0).sqrt()  # unbiased, as Tensor.std
                 adv = (adv - mean.to(adv.dtype)) / (std.to(adv.dtype) + 1e-8)
         log_std_old = m.log_std.detach().clone()
+        beta_t = torch.tensor(self.beta, dtype=self.flat.dtype, device=self.device)  # an input, not a constant
 
         mb = min(cfg.minibatch_size, B)
         n_mb = B // mb  # a ragged tail (B % mb) is dropped each epoch; it is a different tail every epoch
@@ -558,47 +681,15 @@ class PPO:
             chunks = zip(m.split(m.take(x, perm), mb), u[perm].split(mb), logp_old[perm].split(mb),
                          mu_old[perm].split(mb), adv[perm].split(mb), ret[perm].split(mb), v_old[perm].split(mb))
             for _i, (b_x, b_u, b_logp, b_mu, b_adv, b_ret, b_vold) in zip(range(n_mb), chunks):
-                mu, v = m.forward_batch(b_x)
-                logp = gaussian_log_prob(b_u, mu, m.log_std)
-                log_ratio = logp - b_logp
-                ratio = log_ratio.exp()
-                if cfg.loss == "clip":
-                    pg_loss = clipped_surrogate(ratio, b_adv, cfg.clip_eps)
-                else:  # PPO-KL (Schulman et al. 2017, sec. 4): surrogate minus beta * KL(old || new), closed form
-                    kl_pen = gaussian_kl(b_mu, log_std_old, mu, m.log_std).mean()
-                    pg_loss = -(ratio * b_adv).mean() + self.beta * kl_pen
-                if cfg.clip_value is not None:
-                    v_clip = b_vold + (v - b_vold).clamp(-cfg.clip_value, cfg.clip_value)
-                    v_loss = torch.max((v - b_ret).pow(2), (v_clip - b_ret).pow(2)).mean()
+                if self._fast_step is not None:
+                    g, pg_loss, v_loss, log_ratio, kl_mb = self._fast_step(
+                        self.flat.detach(), b_x, b_u, b_logp, b_mu, b_adv, b_ret, b_vold, log_std_old, beta_t)
+                    self.flat.grad.copy_(g)
+                    adam_step(self.optim)
+                    kl_f = float(kl_mb) if cfg.target_kl is not None else 0.0
                 else:
-                    v_loss = (v - b_ret).pow(2).mean()
-                loss = pg_loss + cfg.vf_coef * v_loss
-                if cfg.ent_coef > 0:
-                    loss = loss - cfg.ent_coef * gaussian_entropy(m.log_std)
-
-                grad = self.flat.grad
-                grad.zero_()  # never set_to_none: the parameters' .grad are views into this buffer
-                loss.backward()
-                kl_f = 0.0
-                if self.world > 1:
-                    # ONE all-reduce per step over [flat gradient, minibatch KL] (see __init__):
-                    # mean over ranks of per-rank minibatch means = the mean over the union.
-                    comm = self._comm
-                    comm[:-1].copy_(grad)
-                    with torch.no_grad():
-                        comm[-1] = ((ratio - 1) - log_ratio).mean() if cfg.target_kl is not None else 0.0
-                    dist.all_reduce(comm)
-                    comm.div_(self.world)
-                    grad.copy_(comm[:-1])
-                    if cfg.target_kl is not None:
-                        kl_f = float(comm[-1])
-                elif cfg.target_kl is not None:
-                    with torch.no_grad():
-                        kl_f = float(((ratio - 1) - log_ratio).mean())
-                if cfg.max_grad_norm is not None:
-                    grad.mul_((cfg.max_grad_norm / (grad.norm() + 1e-6)).clamp_max(1.0))
-                self.optim.step()
-
+                    pg_loss, v_loss, log_ratio, kl_f = self._plain_step(b_x, b_u, b_logp, b_mu, b_adv, b_ret, b_vold,
+                                                                        log_std_old)
                 pg_hist.append(pg_loss.detach())
                 v_hist.append(v_loss.detach())
                 lr_hist.append(log_ratio.detach())

@@ -17,11 +17,13 @@ from torch import nn
 from roborl.batch import Batch
 from roborl.learners.base import SampleFn
 from roborl.learners.config import SACConfig
+from roborl.learners.fast import adam_step
 from roborl.learners.networks import (
     CriticEnsemble,
     DeterministicPolicy,
     ObsNormalizer,
     TanhGaussianActor,
+    squashed_log_prob,
 )
 
 
@@ -138,6 +140,13 @@ class SAC(nn.Module):
         self._polyak_dst = list(self.critic_target.parameters()) + list(self.critic_target.buffers())
         self._enc_src = enc_params
         self._enc_dst = list(self.encoder_target.parameters()) if self.encoder_target is not None else []
+        # The fast path (``sac.compile``): the update's two losses compiled (flat observations only).
+        from roborl.learners.fast import Compiled, want_compile
+
+        self._fast: tuple[Compiled, Compiled] | None = None
+        if self.obs_spec is None and want_compile(cfg.compile, self.device, ("cuda",)):
+            self._fast = (Compiled(self._critic_loss, "sac.compile", dynamic=False),
+                          Compiled(self._actor_loss, "sac.compile", dynamic=False))
 
     # ------------------------------------------------------------------ policy
     @property
@@ -240,6 +249,8 @@ class SAC(nn.Module):
 
     def update(self, batch: Batch) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """One critic step (+ actor and temperature steps every ``actor_every``). Returns (metrics, |TD| [B])."""
+        if self._fast is not None:
+            return self._update_fast(batch)
         c = self.cfg
         # Stores keep the env's dtype (gymnasium MuJoCo envs emit float64); learn in float32.
         base_w = ("base",) if self.base_encoder is not None else ()
@@ -272,7 +283,7 @@ class SAC(nn.Module):
         critic_loss.backward()
         if c.grad_clip is not None:
             nn.utils.clip_grad_norm_(self._critic_params, c.grad_clip)
-        self.critic_opt.step()
+        adam_step(self.critic_opt)  # = self.critic_opt.step(), bit for bit, without its Python overhead
 
         metrics = {"critic_loss": critic_loss.detach(), "q_mean": q.detach().mean(),
                    "td_abs": td.detach().abs().mean()}
@@ -313,7 +324,7 @@ class SAC(nn.Module):
         actor_loss.backward()
         if c.grad_clip is not None:
             nn.utils.clip_grad_norm_(self.actor.parameters(), c.grad_clip)
-        self.actor_opt.step()
+        adam_step(self.actor_opt)
         for p in self._critic_params:
             p.requires_grad_(True)
         if c.learn_alpha:
@@ -321,8 +332,108 @@ class SAC(nn.Module):
             alpha_loss = -(self.log_alpha * (logp.detach() + self.target_entropy)).mean()
             self.alpha_opt.zero_grad(set_to_none=True)
             alpha_loss.backward()
-            self.alpha_opt.step()
+            adam_step(self.alpha_opt)
         return out
+
+    # ------------------------------------------------------------------ fast path (flat observations)
+    def _sample(self, obs: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`policy` with its Gaussian noise ``eps`` [B, A] given: (final action [B, A], log pi [B], mu [B, A]).
+        The same draws as the plain path: ``randn_like(mu)`` there is ``randn(B, A)`` here, in the same order."""
+        mu, log_std = self.actor.dist_params(obs)
+        u = mu + log_std.exp() * eps
+        logp = squashed_log_prob(u, mu, log_std)
+        a = torch.tanh(u)
+        if self.base is not None:
+            with torch.no_grad():
+                base = self.base(obs)
+            a = (base + self.beta * a).clamp(-1.0, 1.0)
+        return a, logp, mu
+
+    def _critic_loss(self, obs: torch.Tensor, action: torch.Tensor, next_obs: torch.Tensor, reward: torch.Tensor,
+                     discount: torch.Tensor, weight: torch.Tensor, alpha: torch.Tensor, eps: torch.Tensor,
+                     subset: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The critic loss of :meth:`update` as a pure function (what ``sac.compile`` compiles): features [B, F],
+        action [B, A], reward/discount/weight [B], alpha [], eps [B, A], subset [k] or None -> (loss, Q [N, B], TD [N, B])."""
+        c = self.cfg
+        with torch.no_grad(), self._autocast():
+            next_a, next_logp, _ = self._sample(next_obs, eps)
+            q_next = self.critic_target(next_obs, next_a)
+            if subset is not None:
+                q_next = q_next.index_select(0, subset)
+            target = soft_td_target(reward * c.reward_scale, discount, q_next.min(0).values, next_logp, alpha)
+        with self._autocast():
+            q = self.critic(obs, action)
+        td = q - target.unsqueeze(0)
+        loss = (weight * critic_td_loss(td, c.critic_loss)).mean(1).sum()
+        return loss, q.detach(), td.detach()
+
+    def _actor_loss(self, obs: torch.Tensor, action: torch.Tensor, demo: torch.Tensor, alpha: torch.Tensor,
+                    eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The actor loss of :meth:`_actor_step` as a pure function (critic parameters frozen by the caller):
+        obs [B, F], action [B, A], demo [B] float, alpha [], eps [B, A] -> (loss, SAC loss without the BC
+        term [], log pi [B], BC loss [])."""
+        c = self.cfg
+        with self._autocast():
+            a, logp, mu = self._sample(obs, eps)
+            q_pi = self.critic(obs, a)
+        q_pi = q_pi.min(0).values if c.n_critics <= 2 else q_pi.mean(0)
+        loss = sac_loss = (alpha * logp - q_pi).mean()
+        bc = torch.zeros((), device=obs.device)
+        if c.bc_weight > 0:
+            det = torch.tanh(mu)  # the deterministic policy: u = mu
+            if self.base is not None:
+                with torch.no_grad():
+                    base = self.base(obs)
+                det = (base + self.beta * det).clamp(-1.0, 1.0)
+            bc = ((det - action).pow(2).sum(-1) * demo).sum() / demo.sum().clamp_min(1.0)
+            loss = loss + c.bc_weight * q_pi.detach().abs().mean().clamp_min(1.0) * bc
+        return loss, sac_loss.detach(), logp.detach(), bc.detach()
+
+    def _update_fast(self, batch: Batch) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """:meth:`update` for flat observations through the (compiled) pure losses and the fused Adam kernel
+        called directly (:func:`roborl.learners.fast.adam_step`); the same math and random draws."""
+        c = self.cfg
+        assert self._fast is not None
+        critic_loss_fn, actor_loss_fn = self._fast
+        obs = self.normalizer(self.vector(batch.obs))
+        next_obs = self.normalizer(self.vector(batch.next_obs))
+        action = batch.action.float()
+        alpha = self.alpha.detach()
+        shape = (action.shape[0], self.act_dim)
+        eps = torch.randn(shape, device=action.device)
+        subset = (torch.randperm(c.n_critics, device=action.device)[: c.critic_subset] if c.n_critics > 2 else None)
+        critic_loss, q, td = critic_loss_fn(obs, action, next_obs, batch.reward, batch.discount, batch.weight,
+                                            alpha, eps, subset)
+        self.critic_opt.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        if c.grad_clip is not None:
+            nn.utils.clip_grad_norm_(self._critic_params, c.grad_clip)
+        adam_step(self.critic_opt)
+        metrics = {"critic_loss": critic_loss.detach(), "q_mean": q.mean(), "td_abs": td.abs().mean()}
+        self._updates += 1
+        if self._updates > c.actor_delay and self._updates % c.actor_every == 0:
+            for p in self._critic_params:
+                p.requires_grad_(False)
+            actor_loss, sac_loss, logp, bc = actor_loss_fn(obs, action, batch.is_demo.float(), alpha,
+                                                           torch.randn(shape, device=action.device))
+            metrics.update({"actor_loss": sac_loss, "entropy": -logp.mean()})
+            if c.bc_weight > 0:
+                metrics["bc_loss"] = bc
+            self.actor_opt.zero_grad(set_to_none=True)
+            actor_loss.backward()
+            if c.grad_clip is not None:
+                nn.utils.clip_grad_norm_(self.actor.parameters(), c.grad_clip)
+            adam_step(self.actor_opt)
+            for p in self._critic_params:
+                p.requires_grad_(True)
+            if c.learn_alpha:
+                alpha_loss = -(self.log_alpha * (logp + self.target_entropy)).mean()
+                self.alpha_opt.zero_grad(set_to_none=True)
+                alpha_loss.backward()
+                adam_step(self.alpha_opt)
+        self._polyak()
+        metrics["alpha"] = alpha
+        return metrics, td.abs().mean(0)
 
     @torch.no_grad()
     def _polyak(self) -> None:

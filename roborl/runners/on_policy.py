@@ -62,7 +62,14 @@ __all__ = ["run", "make_vec_env", "privileged_from_info", "OnPolicyTrainer", "ON
 def _ppo(obs_dims: dict[str, int], act_dim: int, cfg: RunConfig, device: str) -> OnPolicyLearner:
     from roborl.learners.ppo import PPO
 
-    return PPO(obs_dims, act_dim, cfg.ppo, device)
+    return PPO(obs_dims, act_dim, cfg.ppo, device, expected_steps=_grad_steps(cfg))
+
+
+def _grad_steps(cfg: RunConfig) -> int:
+    """The minibatch gradient steps of the whole run (per process): iterations x epochs x minibatches."""
+    pc = cfg.ppo
+    batch = pc.n_envs * pc.rollout_steps
+    return -(-cfg.train.total_steps // batch) * pc.epochs * max(1, batch // pc.minibatch_size)
 
 
 # train.algo -> learner factory (obs group sizes, action dim, run config, device). The rollout
