@@ -29,6 +29,7 @@ class LearnerSpec:
     config: str           # "module:Class" of that section's frozen config dataclass (torch-free)
     policy_loader: str    # "module:function": policy_from_checkpoint(state, meta, device) -> Policy
     actions: Literal["continuous", "discrete"] = "continuous"  # Box actions in [-1, 1] | gymnasium Discrete (act_dim = n)
+    sim_only: bool = False  # refused on robot:// envs (e.g. MBPO's model rollouts assume a simulator's data volume)
 
 
 LEARNERS: dict[str, LearnerSpec] = {
@@ -43,6 +44,16 @@ LEARNERS: dict[str, LearnerSpec] = {
     "sac_discrete": LearnerSpec("off_policy", "roborl.learners.sac_discrete:DiscreteSAC", "sac_discrete",
                                 "roborl.learners.config:DiscreteSACConfig",
                                 "roborl.learners.sac_discrete:policy_from_checkpoint", actions="discrete"),
+    "reinforce": LearnerSpec("on_policy", "roborl.learners.reinforce:Reinforce", "reinforce",
+                             "roborl.learners.config:ReinforceConfig", "roborl.learners.reinforce:policy_from_checkpoint"),
+    "a2c": LearnerSpec("on_policy", "roborl.learners.a2c:A2C", "a2c", "roborl.learners.config:A2CConfig",
+                       "roborl.learners.a2c:policy_from_checkpoint"),
+    "npg": LearnerSpec("on_policy", "roborl.learners.npg:NPG", "npg", "roborl.learners.config:NPGConfig",
+                       "roborl.learners.npg:policy_from_checkpoint"),
+    "trpo": LearnerSpec("on_policy", "roborl.learners.trpo:TRPO", "trpo", "roborl.learners.config:TRPOConfig",
+                        "roborl.learners.trpo:policy_from_checkpoint"),
+    "mbpo": LearnerSpec("off_policy", "roborl.learners.mbpo:MBPO", "mbpo", "roborl.learners.config:MBPOConfig",
+                        "roborl.learners.mbpo:policy_from_checkpoint", sim_only=True),
 }
 
 # Derived view kept for callers that only need the loaders.
