@@ -138,6 +138,18 @@ class SAC(nn.Module):
         self._polyak_dst = list(self.critic_target.parameters()) + list(self.critic_target.buffers())
         self._enc_src = enc_params
         self._enc_dst = list(self.encoder_target.parameters()) if self.encoder_target is not None else []
+        # SAC with a value network (cfg.value_net; Haarnoja et al. 2018, v1): V(s) [B] regressed on
+        # E_a~pi[min Q(s, a) - alpha log pi(a|s)] and a Polyak target V' for the critic targets.
+        # Named critic_* so acting_state leaves them out, like the critics.
+        self.critic_v: nn.Module | None = None
+        if cfg.value_net:
+            from roborl.learners.networks import mlp
+
+            self.critic_v = mlp(feat_dim, hidden, 1).to(self.device)
+            self.critic_v_target = copy.deepcopy(self.critic_v).requires_grad_(False)
+            self.value_opt = _adam(self.critic_v.parameters(), cfg.lr)
+            self._polyak_src += list(self.critic_v.parameters())
+            self._polyak_dst += list(self.critic_v_target.parameters())
 
     # ------------------------------------------------------------------ policy
     @property
@@ -266,6 +278,9 @@ class SAC(nn.Module):
             target = soft_td_target(batch.reward * c.reward_scale, batch.discount, q_next.min(0).values, next_logp, alpha)
         with self._autocast():
             q = self.critic(obs, action)  # [N, B], float32 (output layer runs in float32)
+        if self.critic_v is not None:  # SAC-V: y = r + discount * V'(s') replaces the soft Q target above
+            with torch.no_grad():
+                target = batch.reward * c.reward_scale + batch.discount * self.critic_v_target(f_next["target"])[:, 0]
         td = q - target.unsqueeze(0)
         critic_loss = (batch.weight * critic_td_loss(td, c.critic_loss)).mean(1).sum()
         self.critic_opt.zero_grad(set_to_none=True)
@@ -276,6 +291,8 @@ class SAC(nn.Module):
 
         metrics = {"critic_loss": critic_loss.detach(), "q_mean": q.detach().mean(),
                    "td_abs": td.detach().abs().mean()}
+        if self.critic_v is not None:
+            metrics["value_loss"] = self._value_step(obs.detach())
         # A Python counter (not a tensor) so the actor_every test never syncs with the device.
         self._updates += 1
         if self._updates > c.actor_delay and self._updates % c.actor_every == 0:
@@ -323,6 +340,22 @@ class SAC(nn.Module):
             alpha_loss.backward()
             self.alpha_opt.step()
         return out
+
+    @torch.no_grad()
+    def soft_value_target(self, obs: torch.Tensor) -> torch.Tensor:
+        """V's regression target on features [B, F]: min_i Q_i(s, a) - alpha log pi(a|s), a ~ pi(.|s) (one
+        sample; its mean over a is the soft value E_a~pi[Q(s, a) - alpha log pi(a|s)]) -> [B]."""
+        a, logp, _ = self.policy(obs)
+        return self.critic(obs, a).min(0).values - self.alpha * logp
+
+    def _value_step(self, obs: torch.Tensor) -> torch.Tensor:
+        """One step of 0.5 (V(s) - soft_value_target(s))^2 on features [B, F]; returns the loss (detached)."""
+        assert self.critic_v is not None
+        loss = 0.5 * (self.critic_v(obs)[:, 0] - self.soft_value_target(obs)).pow(2).mean()
+        self.value_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.value_opt.step()
+        return loss.detach()
 
     @torch.no_grad()
     def _polyak(self) -> None:
@@ -408,6 +441,8 @@ class SAC(nn.Module):
             st["base_opt"] = self.base_opt.state_dict()
         if self.bc_opt is not self.actor_opt:
             st["bc_opt"] = self.bc_opt.state_dict()
+        if self.critic_v is not None:
+            st["value_opt"] = self.value_opt.state_dict()
         return st
 
     def load_full_state(self, st: dict[str, Any]) -> None:
@@ -420,6 +455,8 @@ class SAC(nn.Module):
             self.base_opt.load_state_dict(st["base_opt"])
         if self.bc_opt is not self.actor_opt and "bc_opt" in st:
             self.bc_opt.load_state_dict(st["bc_opt"])
+        if self.critic_v is not None and "value_opt" in st:
+            self.value_opt.load_state_dict(st["value_opt"])
         if self.base_encoder is not None and self._updates > 0:
             self.base_encoder.requires_grad_(False)
 
