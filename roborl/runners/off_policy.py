@@ -154,6 +154,8 @@ class OffPolicyRunner:
         self.sampler = Sampler(self.store, cfg.store.sampler, device=self.device, seed=self.seed,
                                relabeler=relabeler, ram_budget_gb=cfg.store.ram_budget_gb)
         self.learner = build_learner(self.algo, self.obs_spec or self.obs_dim, self.act_dim, self.lcfg, self.device)
+        if hasattr(self.learner, "set_sampler"):  # a learner that draws its own real batches (MBPO), resumed runs too
+            self.learner.set_sampler(self.sampler.sample)
 
         self.policy = self.learner.as_policy()
         self._step = 0
