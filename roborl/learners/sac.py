@@ -236,6 +236,19 @@ class SAC(nn.Module):
             return self.policy(f["online"], deterministic, base_in=f["base"])[0]
         return self.policy(self.features(obs_t)["online"], deterministic)[0]
 
+    @torch.no_grad()
+    def behaviour_log_prob(self, obs: np.ndarray, action: np.ndarray) -> float | None:
+        """log pi(action|obs) of the acting policy for one flat obs [1, O] and its sampled action [1, A] in
+        (-1, 1) (stored for Retrace); None with a residual base or camera observations."""
+        from roborl.learners.networks import squashed_log_prob
+
+        if self.base is not None or self.pixels:
+            return None
+        f = self.features(self._as_tensors(obs))["online"]
+        mu, log_std = self.actor.dist_params(f)
+        a = torch.as_tensor(action, dtype=torch.float32, device=self.device).clamp(-1 + 1e-6, 1 - 1e-6)
+        return float(squashed_log_prob(torch.atanh(a), mu, log_std)[0])
+
     def set_progress(self, env_step: int) -> None:
         """Progressive residual schedule: beta ramps from residual_beta to residual_beta_final."""
         c = self.cfg
@@ -278,6 +291,8 @@ class SAC(nn.Module):
             target = soft_td_target(batch.reward * c.reward_scale, batch.discount, q_next.min(0).values, next_logp, alpha)
         with self._autocast():
             q = self.critic(obs, action)  # [N, B], float32 (output layer runs in float32)
+        if getattr(batch, "trace", None) is not None:  # store.sampler.nstep_correction=retrace
+            target = self._retrace_target(batch.trace, alpha)
         if self.critic_v is not None:  # SAC-V: y = r + discount * V'(s') replaces the soft Q target above
             with torch.no_grad():
                 target = batch.reward * c.reward_scale + batch.discount * self.critic_v_target(f_next["target"])[:, 0]
@@ -340,6 +355,31 @@ class SAC(nn.Module):
             alpha_loss.backward()
             self.alpha_opt.step()
         return out
+
+    @torch.no_grad()
+    def _retrace_target(self, tr: dict[str, torch.Tensor], alpha: torch.Tensor) -> torch.Tensor:
+        """Retrace target [B] from a sampled trace (:class:`roborl.store.sampler.TraceBatch`) with the target
+        critics: V(s) = min Q'(s, a') - alpha log pi(a'|s), a' ~ pi; Q(s_k, a_k) = min Q'(s_k, a_k);
+        c_k = lambda min(1, pi(a_k|s_k) / mu(a_k|s_k)) with pi of the stored executed action (flat obs)."""
+        from roborl.learners.networks import squashed_log_prob
+        from roborl.store.sampler import retrace_return, retrace_traces
+
+        if self.pixels or self.base is not None:
+            raise ValueError("store.sampler.nstep_correction=retrace: flat observations and no residual policy only")
+        B, n = tr["reward"].shape
+        s1 = self.normalizer(tr["next_obs"].reshape(B * n, -1).float())  # s_{t+k+1}, [B*n, O]
+        a1, logp1, _ = self.policy(s1)
+        v_next = (self.critic_target(s1, a1).min(0).values - alpha * logp1).view(B, n)
+        # Step k >= 1 is at state s_{t+k} = next_obs of step k-1, with the stored action a_{t+k}.
+        s_k = s1.view(B, n, -1)[:, :-1].reshape(B * (n - 1), -1)
+        a_k = tr["action"][:, 1:].reshape(B * (n - 1), -1).float().clamp(-1 + 1e-6, 1 - 1e-6)
+        q = self.critic_target(s_k, a_k).min(0).values.view(B, n - 1)
+        mu, log_std = self.actor.dist_params(s_k)
+        pi_logp = squashed_log_prob(torch.atanh(a_k), mu, log_std).view(B, n - 1)
+        c = retrace_traces(pi_logp, tr["behaviour_logp"][:, 1:], float(tr["lambda"]))
+        pad = torch.zeros(B, 1, device=c.device)
+        return retrace_return(tr["reward"] * self.cfg.reward_scale, tr["valid"], tr["terminal"],
+                              torch.cat([pad, c], 1), torch.cat([pad, q], 1), v_next, self.cfg.gamma)
 
     @torch.no_grad()
     def soft_value_target(self, obs: torch.Tensor) -> torch.Tensor:
