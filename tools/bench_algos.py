@@ -134,7 +134,8 @@ def _ours_train(algo: str, env_id: str, seed: int, steps: int, over: list[str], 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = C.load(RunConfig, None, [
             f"env.id={env_id}", f"run.dir={tmp}", f"run.seed={seed}", f"train.algo={algo}", f"train.total_steps={steps}",
-            f"train.eval_every={eval_every}", "train.eval_episodes=5", f"train.checkpoint_every={steps}",
+            f"train.eval_every={eval_every}", f"train.eval_episodes={5 if eval_every else 1}",
+            f"train.checkpoint_every={steps}",
             "train.log_every=1000", "train.log_every_s=0", "device=cpu", *over])
         t0 = time.time()
         if LEARNERS[algo].kind == "on_policy":
@@ -195,11 +196,12 @@ def _steps_to_reach(curve: list, target: float) -> int | None:
     return next((int(s) for s, r in curve if r >= target), None)
 
 
-def run_pair(pair: str, seeds: list[int], steps: int, episodes: int, mbpo_steps: int | None) -> dict:
+def run_pair(pair: str, seeds: list[int], steps: int, episodes: int, mbpo_steps: int | None,
+             env: str | None = None) -> dict:
     h = [64, 64]
     sides: dict[str, list[dict]] = {}
     if pair in ("a2c", "trpo"):
-        env_id = "InvertedPendulum-v5"
+        env_id = env or "InvertedPendulum-v5"
         over = [f"{pair}.hidden={h}", f"{pair}.torch_threads=1", f"{pair}.n_envs=8"]
         if pair == "trpo":
             over += ["trpo.rollout_steps=256"]
@@ -245,11 +247,12 @@ def main() -> None:
         ap.add_argument("--steps", type=int, default=20_000)
         ap.add_argument("--mbpo-steps", type=int, default=None, help="MBPO's env steps (default: --steps)")
         ap.add_argument("--eval-episodes", type=int, default=10)
+        ap.add_argument("--env", default=None, help="MuJoCo env of the a2c/trpo pairs (default InvertedPendulum-v5)")
         a = ap.parse_args()
         torch.set_num_threads(1)
         out = {"machine": _machine(), "load_avg": os.getloadavg(), "steps": a.steps, "results": {}}
         for pair in a.pairs:
-            out["results"][pair] = run_pair(pair, a.seeds, a.steps, a.eval_episodes, a.mbpo_steps)
+            out["results"][pair] = run_pair(pair, a.seeds, a.steps, a.eval_episodes, a.mbpo_steps, a.env)
             print(json.dumps({pair: out["results"][pair]}), file=sys.stderr, flush=True)
         out["load_avg_end"] = os.getloadavg()
         print(json.dumps(out))

@@ -192,3 +192,13 @@ def test_bad_action_space_or_robot_combinations_are_one_line_exit_2(args, culpri
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and culprit in lines[0], r.stderr
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("name", ["reinforce_invertedpendulum", "a2c_invertedpendulum", "npg_invertedpendulum",
+                                  "trpo_invertedpendulum", "trpo_halfcheetah", "mbpo_invertedpendulum",
+                                  "sac_value_pendulum", "sac_retrace_pendulum"])
+def test_shipped_configs_load(name: str) -> None:
+    from pathlib import Path
+
+    cfg = C.load(RunConfig, Path(__file__).resolve().parents[2] / "configs" / f"{name}.yaml")
+    assert cfg.train.algo in LEARNERS
