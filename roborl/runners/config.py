@@ -90,6 +90,9 @@ class RunConfig:
         if spec is not None and spec.sim_only and self.env.id.startswith("robot://"):
             raise ValueError(f"train.algo: {self.train.algo} runs in simulation only (MuJoCo/gymnasium envs), "
                              f"not on {self.env.id}")
+        if self.store.sampler.nstep_correction == "retrace" and (self.train.algo != "sac" or self.sac.residual):
+            raise ValueError(f"store.sampler.nstep_correction: retrace targets are built by SAC without a residual "
+                             f"policy only, not train.algo={self.train.algo}" + (" with sac.residual" if self.sac.residual else ""))
         # Values that pass each field's own check but cannot work together. Refused here, before
         # anything runs, instead of a run that trains with zero updates and exits 0.
         learner = getattr(self, self.train.algo, None)

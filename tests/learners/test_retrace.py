@@ -156,3 +156,12 @@ def test_off_policy_run_with_retrace_stores_the_behaviour_log_prob(tmp_path) -> 
         assert isinstance(b, TraceBatch) and torch.isfinite(b.trace["behaviour_logp"][b.trace["valid"]]).all()
     finally:
         runner.close()
+
+
+@pytest.mark.parametrize("over", [["train.algo=td3"], ["sac.residual=true"]])
+def test_retrace_with_a_learner_that_does_not_read_traces_is_a_config_error(over) -> None:
+    from roborl.runners.config import RunConfig
+
+    with pytest.raises(C.ConfigError) as e:
+        C.load(RunConfig, None, ["store.sampler.nstep_correction=retrace", *over])
+    assert "store.sampler.nstep_correction" in str(e.value) and "\n" not in str(e.value)
