@@ -79,7 +79,7 @@ class SACConfig:
         "LAP prioritisation is defined with, Fujimoto et al. 2020; use it with store.sampler.kind=lap).")
     value_net: bool = field(False, doc="Soft policy iteration in its original form (Haarnoja et al. 2018, v1): a state-value "
                             "network V(s) fitted to E_a~pi[min Q(s, a) - alpha log pi(a|s)], a Polyak target V' and critic "
-                            "targets r + discount * V'(s') (flat observations only).")
+                            "targets r + discount * V'(s').")
 
     def __post_init__(self) -> None:
         if self.n_critics > 2 and self.critic_subset > self.n_critics:
