@@ -139,9 +139,12 @@ def _ours_train(algo: str, env_id: str, seed: int, steps: int, over: list[str], 
             "train.log_every=1000", "train.log_every_s=0", "device=cpu", *over])
         t0 = time.time()
         if LEARNERS[algo].kind == "on_policy":
+            import contextlib
+
             from roborl.runners.on_policy import run
 
-            run(cfg, Path(tmp), "local", None)
+            with contextlib.redirect_stdout(sys.stderr):  # the runner's final line; stdout is the JSON only
+                run(cfg, Path(tmp), "local", None)
         else:
             from roborl.runners.off_policy import OffPolicyRunner
 
