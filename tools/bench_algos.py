@@ -220,8 +220,8 @@ def run_pair(pair: str, seeds: list[int], steps: int, episodes: int, mbpo_steps:
         env_id = "InvertedPendulum-v5"
         n = mbpo_steps or steps
         sac = ["sac.hidden=[256, 256]", "sac.warmup_steps=500", "store.sampler.demo_fraction=0", "train.threads=1"]
-        mb = ["mbpo.warmup_steps=500", "mbpo.utd=5", "mbpo.sac.hidden=[256, 256]", "mbpo.model_steps=100",
-              "mbpo.rollout_batch=1000", "store.sampler.demo_fraction=0", "train.threads=1"]
+        mb = ["mbpo.warmup_steps=500", "mbpo.utd=10", "mbpo.sac.hidden=[256, 256]", "mbpo.model_steps=200",
+              "mbpo.rollout_batch=5000", "store.sampler.demo_fraction=0", "train.threads=1"]
         every = max(250, steps // 10)
         sides["mbpo/sac"] = [_ours_train("sac", env_id, s, steps, sac, episodes, eval_every=every) for s in seeds]
         sides["mbpo/ours"] = [_ours_train("mbpo", env_id, s, n, mb, episodes, eval_every=250) for s in seeds]
