@@ -74,7 +74,7 @@ def test_reinforce_reward_to_go_weights_are_the_discounted_returns_within_episod
     m = ln.model
     x, u, _, _ = ln.flat_rollout(r)
     params = [p for p in m.parameters()]
-    logp = gaussian_log_prob(u, *m.plain(x)[:1], m.log_std)
+    logp = gaussian_log_prob(u, m.plain(x)[0], m.log_std)
     expected = torch.autograd.grad(-(logp * g.reshape(-1)).mean(), params, allow_unused=True)
     before = [p.detach().clone() for p in params]
     # One Adam step moves each parameter by -lr * sign(grad) (first step, eps small): compare directions.
