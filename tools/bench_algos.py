@@ -1,4 +1,16 @@
-"""Algorithm-family benchmark: our TD3 / DDPG against stable-baselines3's on the same short budget.
+"""Algorithm-family benchmark: each of our learners against its peer on the same budget, side by side.
+
+Pairs (``--pairs``; the original TD3/DDPG pair keeps its ``--algos`` form below):
+  a2c          our A2C vs SB3 A2C            (InvertedPendulum-v5, on-policy runner)
+  trpo         our TRPO vs sb3-contrib TRPO  (InvertedPendulum-v5, on-policy runner)
+  sac_discrete our discrete SAC vs SB3 DQN   (CartPole-v1, off-policy runner)
+  mbpo         our MBPO vs our SAC           (InvertedPendulum-v5, eval curve: env steps MBPO needs to
+               reach SAC's final return)
+Both sides of a pair get the same env, env steps, network sizes and (where they exist) hyperparameters;
+every trained policy is evaluated deterministically on the same ``--eval-episodes`` reset seeds.
+
+Example:
+    python tools/bench_algos.py --pairs a2c trpo --seeds 0 1 2 --steps 20000
 
 Prints one JSON object. Not a CI test. Both sides get the same env (gymnasium Pendulum-v1), networks
 (``--hidden``), batch, learning rates, warmup, Gaussian exploration noise 0.1, tau 0.005, gamma 0.99,
@@ -89,7 +101,165 @@ def sb3(algo: str, seed: int, steps: int, hidden: list[int], batch: int, lr: flo
     return {"return": round(float(np.mean(rets)), 1), "wall_s": round(wall, 1)}
 
 
+# ============================================================================= the matrix (--pairs)
+
+def _eval_gym(predict, env_id: str, episodes: int) -> float:
+    """Mean deterministic return of ``predict(obs) -> action`` on ``env_id`` (episode i reset with EVAL_SEED + i)."""
+    import gymnasium as gym
+
+    env = gym.make(env_id)
+    rets = []
+    for i in range(episodes):
+        obs, _ = env.reset(seed=EVAL_SEED + i)
+        done, total = False, 0.0
+        while not done:
+            obs, r, term, trunc, _ = env.step(predict(obs))
+            total += float(r)
+            done = term or trunc
+        rets.append(total)
+    env.close()
+    return float(np.mean(rets))
+
+
+def _ours_train(algo: str, env_id: str, seed: int, steps: int, over: list[str], episodes: int,
+                eval_every: int = 0) -> dict:
+    """Train with ``roborl train``'s runner for ``algo`` in a temp dir; eval like ``roborl eval``."""
+    from roborl import config as C
+    from roborl.checkpoint import find_checkpoint, load_checkpoint
+    from roborl.eval.episodes import run_episodes
+    from roborl.learners import LEARNERS, load_policy
+    from roborl.runners.config import RunConfig
+    from roborl.runs import read_metrics
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = C.load(RunConfig, None, [
+            f"env.id={env_id}", f"run.dir={tmp}", f"run.seed={seed}", f"train.algo={algo}", f"train.total_steps={steps}",
+            f"train.eval_every={eval_every}", f"train.eval_episodes={5 if eval_every else 1}",
+            f"train.checkpoint_every={steps}",
+            "train.log_every=1000", "train.log_every_s=0", "device=cpu", *over])
+        t0 = time.time()
+        if LEARNERS[algo].kind == "on_policy":
+            import contextlib
+
+            from roborl.runners.on_policy import run
+
+            with contextlib.redirect_stdout(sys.stderr):  # the runner's final line; stdout is the JSON only
+                run(cfg, Path(tmp), "local", None)
+        else:
+            from roborl.runners.off_policy import OffPolicyRunner
+
+            runner = OffPolicyRunner(cfg, Path(tmp))
+            runner.train(quiet=True)
+            runner.close()
+        wall = time.time() - t0
+        state, meta, _ = load_checkpoint(find_checkpoint(Path(tmp)))
+        res = run_episodes(load_policy(state, meta), cfg.env, episodes, seed=EVAL_SEED)
+        curve = [(r["step"], r["eval/return"]) for r in read_metrics(tmp) if "eval/return" in r]
+    return {"return": round(float(res.return_mean), 1), "wall_s": round(wall, 1), "curve": curve}
+
+
+def _sb3_train(kind: str, env_id: str, seed: int, steps: int, hidden: list[int], episodes: int) -> dict:
+    import gymnasium as gym
+
+    try:
+        from stable_baselines3 import A2C, DQN
+        from stable_baselines3.common.env_util import make_vec_env
+    except ImportError:
+        print("bench_algos: the peer side needs stable-baselines3 (pip install stable-baselines3)", file=sys.stderr)
+        raise SystemExit(2) from None
+    t0 = time.time()
+    if kind == "a2c":  # SB3 defaults (RMSprop, n_steps 5), 8 envs as ours
+        model = A2C("MlpPolicy", make_vec_env(env_id, n_envs=8, seed=seed), seed=seed, device="cpu",
+                    policy_kwargs={"net_arch": list(hidden)}, verbose=0)
+    elif kind == "trpo":
+        try:
+            from sb3_contrib import TRPO
+        except ImportError:
+            print("bench_algos: the trpo peer needs sb3-contrib (pip install sb3-contrib)", file=sys.stderr)
+            raise SystemExit(2) from None
+        # sb3-contrib defaults (n_steps 2048 on one env, batch 128, KL 0.01, 15 CG steps, damping 0.1);
+        # 8 envs x 256 steps = the same 2048-step batch as ours.
+        model = TRPO("MlpPolicy", make_vec_env(env_id, n_envs=8, seed=seed), n_steps=256, seed=seed, device="cpu",
+                     policy_kwargs={"net_arch": list(hidden)}, verbose=0)
+    elif kind == "dqn":  # rl-zoo's CartPole DQN settings, on the same budget
+        model = DQN("MlpPolicy", gym.make(env_id), learning_rate=2.3e-3, batch_size=64, buffer_size=100_000,
+                    learning_starts=1000, gamma=0.99, target_update_interval=10, train_freq=256, gradient_steps=128,
+                    exploration_fraction=0.16, exploration_final_eps=0.04, seed=seed, device="cpu",
+                    policy_kwargs={"net_arch": list(hidden)}, verbose=0)
+    else:
+        raise ValueError(kind)
+    model.learn(total_timesteps=steps)
+    wall = time.time() - t0
+    ret = _eval_gym(lambda o: model.predict(o, deterministic=True)[0], env_id, episodes)
+    return {"return": round(ret, 1), "wall_s": round(wall, 1)}
+
+
+def _steps_to_reach(curve: list, target: float) -> int | None:
+    """First eval step whose return >= target (None if never)."""
+    return next((int(s) for s, r in curve if r >= target), None)
+
+
+def run_pair(pair: str, seeds: list[int], steps: int, episodes: int, mbpo_steps: int | None,
+             env: str | None = None) -> dict:
+    h = [64, 64]
+    sides: dict[str, list[dict]] = {}
+    if pair in ("a2c", "trpo"):
+        env_id = env or "InvertedPendulum-v5"
+        over = [f"{pair}.hidden={h}", f"{pair}.torch_threads=1", f"{pair}.n_envs=8"]
+        if pair == "trpo":
+            over += ["trpo.rollout_steps=256"]
+        sides[f"{pair}/ours"] = [_ours_train(pair, env_id, s, steps, over, episodes) for s in seeds]
+        sides[f"{pair}/peer"] = [_sb3_train(pair, env_id, s, steps, h, episodes) for s in seeds]
+    elif pair == "sac_discrete":
+        env_id = "CartPole-v1"
+        over = [f"sac_discrete.hidden={h}", "sac_discrete.batch_size=64", "sac_discrete.warmup_steps=1000",
+                "store.sampler.demo_fraction=0", "train.threads=1"]
+        sides["sac_discrete/ours"] = [_ours_train("sac_discrete", env_id, s, steps, over, episodes) for s in seeds]
+        sides["sac_discrete/peer_dqn"] = [_sb3_train("dqn", env_id, s, steps, h, episodes) for s in seeds]
+    elif pair == "mbpo":
+        env_id = "InvertedPendulum-v5"
+        n = mbpo_steps or steps
+        sac = ["sac.hidden=[256, 256]", "sac.warmup_steps=500", "store.sampler.demo_fraction=0", "train.threads=1"]
+        mb = ["mbpo.warmup_steps=500", "mbpo.utd=10", "mbpo.sac.hidden=[256, 256]", "mbpo.model_steps=200",
+              "mbpo.rollout_batch=5000", "store.sampler.demo_fraction=0", "train.threads=1"]
+        every = max(250, steps // 10)
+        sides["mbpo/sac"] = [_ours_train("sac", env_id, s, steps, sac, episodes, eval_every=every) for s in seeds]
+        sides["mbpo/ours"] = [_ours_train("mbpo", env_id, s, n, mb, episodes, eval_every=250) for s in seeds]
+    else:
+        raise ValueError(pair)
+    out = {"env": env_id, "steps": steps}
+    for name, rows in sides.items():
+        rets = [r["return"] for r in rows]
+        out[name] = {"seeds": seeds, "returns": rets, "return_mean": round(float(np.mean(rets)), 1),
+                     "return_std": round(float(np.std(rets)), 1), "wall_s": [r["wall_s"] for r in rows],
+                     "ms_per_env_step": round(1000 * float(np.mean([r["wall_s"] for r in rows])) /
+                                              (mbpo_steps if name == "mbpo/ours" and mbpo_steps else steps), 2)}
+        if "curve" in rows[0] and rows[0]["curve"]:
+            out[name]["curves"] = [r["curve"] for r in rows]
+    if pair == "mbpo":
+        target = out["mbpo/sac"]["return_mean"]
+        out["mbpo/steps_to_sac_final_return"] = [_steps_to_reach(r["curve"], target) for r in sides["mbpo/ours"]]
+    return out
+
+
 def main() -> None:
+    if "--pairs" in sys.argv:
+        ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        ap.add_argument("--pairs", nargs="+", required=True, choices=["a2c", "trpo", "sac_discrete", "mbpo"])
+        ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+        ap.add_argument("--steps", type=int, default=20_000)
+        ap.add_argument("--mbpo-steps", type=int, default=None, help="MBPO's env steps (default: --steps)")
+        ap.add_argument("--eval-episodes", type=int, default=10)
+        ap.add_argument("--env", default=None, help="MuJoCo env of the a2c/trpo pairs (default InvertedPendulum-v5)")
+        a = ap.parse_args()
+        torch.set_num_threads(1)
+        out = {"machine": _machine(), "load_avg": os.getloadavg(), "steps": a.steps, "results": {}}
+        for pair in a.pairs:
+            out["results"][pair] = run_pair(pair, a.seeds, a.steps, a.eval_episodes, a.mbpo_steps, a.env)
+            print(json.dumps({pair: out["results"][pair]}), file=sys.stderr, flush=True)
+        out["load_avg_end"] = os.getloadavg()
+        print(json.dumps(out))
+        return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--algos", nargs="+", default=["td3", "ddpg"], choices=["td3", "ddpg"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])

@@ -5,7 +5,7 @@ import argparse
 import importlib
 from pathlib import Path
 
-HELP = "Train a learner (train.algo: sac, ppo) from a YAML run config (resumes from run.dir's latest checkpoint)."
+HELP = "Train a learner (train.algo: sac, ppo, td3, ddpg, sac_discrete, reinforce, a2c, npg, trpo, mbpo) from a YAML run config (resumes from run.dir's latest checkpoint)."
 DESCRIPTION = (HELP + "\n\nConfig precedence: defaults < CONFIG file < key=value overrides.\n\n"
                "Examples:\n  roborl train configs/default.yaml\n"
                "  roborl train configs/default.yaml sac.lr=1e-4 env.id=roborl/Push-v0 run.dir=runs/push\n"

@@ -81,7 +81,7 @@ class EpisodeStats:
 def env_step(env: Any, obs: Any, action: Any, *, sink: Any = None, source: Any = None, recorder: Any = None,
              stats: EpisodeStats | None = None, timestamp: float | None = None,
              success_key: str | None = None, info_fields: tuple[str, ...] = (),
-             labeler: Any = None) -> Step:
+             labeler: Any = None, log_prob: float | None = None) -> Step:
     """Step ``env`` once from ``obs`` with the policy's ``action`` [A] (or the operator's, when
     ``source`` takes over) and record the transition.
 
@@ -95,6 +95,8 @@ def env_step(env: Any, obs: Any, action: Any, *, sink: Any = None, source: Any =
     labeler: ``label(success) -> bool`` of the env's reward classifier
     (:class:`roborl.reward.wrapper.ClassifierReward`), told the operator's SUCCESS / FAILURE before the
     step (it makes the step terminal with reward 1 / 0 and records ``operator_label``).
+    log_prob: the behaviour policy's log mu(action|obs), stored when the executed action is the policy's
+    (no takeover, no safety clip); else the store keeps NaN (unknown behaviour density, for Retrace).
 
     Operator labels (``source.pop_label()`` -> True / False / None, read right after the poll) end the
     episode at this step with that label: through ``labeler`` when there is one; otherwise success is a
@@ -123,6 +125,8 @@ def env_step(env: Any, obs: Any, action: Any, *, sink: Any = None, source: Any =
     if sink is not None:
         extra = {} if timestamp is None else {"timestamp": timestamp}
         extra.update({k: info[k] for k in info_fields if k in info})
+        if log_prob is not None and not active and np.allclose(executed, np.asarray(action, dtype=np.float32)):
+            extra["log_prob"] = float(log_prob)
         sink.add_step(action=action, executed_action=executed, reward=step.reward, next_obs=next_obs,
                       terminated=step.terminated, truncated=step.truncated, is_success=step.success,
                       intervention=active, **extra)

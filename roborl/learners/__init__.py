@@ -29,6 +29,7 @@ class LearnerSpec:
     config: str           # "module:Class" of that section's frozen config dataclass (torch-free)
     policy_loader: str    # "module:function": policy_from_checkpoint(state, meta, device) -> Policy
     actions: Literal["continuous", "discrete"] = "continuous"  # Box actions in [-1, 1] | gymnasium Discrete (act_dim = n)
+    sim_only: bool = False  # refused on robot:// envs (e.g. MBPO's model rollouts assume a simulator's data volume)
 
 
 LEARNERS: dict[str, LearnerSpec] = {
@@ -43,6 +44,16 @@ LEARNERS: dict[str, LearnerSpec] = {
     "sac_discrete": LearnerSpec("off_policy", "roborl.learners.sac_discrete:DiscreteSAC", "sac_discrete",
                                 "roborl.learners.config:DiscreteSACConfig",
                                 "roborl.learners.sac_discrete:policy_from_checkpoint", actions="discrete"),
+    "reinforce": LearnerSpec("on_policy", "roborl.learners.reinforce:Reinforce", "reinforce",
+                             "roborl.learners.config:ReinforceConfig", "roborl.learners.reinforce:policy_from_checkpoint"),
+    "a2c": LearnerSpec("on_policy", "roborl.learners.a2c:A2C", "a2c", "roborl.learners.config:A2CConfig",
+                       "roborl.learners.a2c:policy_from_checkpoint"),
+    "npg": LearnerSpec("on_policy", "roborl.learners.npg:NPG", "npg", "roborl.learners.config:NPGConfig",
+                       "roborl.learners.npg:policy_from_checkpoint"),
+    "trpo": LearnerSpec("on_policy", "roborl.learners.trpo:TRPO", "trpo", "roborl.learners.config:TRPOConfig",
+                        "roborl.learners.trpo:policy_from_checkpoint"),
+    "mbpo": LearnerSpec("off_policy", "roborl.learners.mbpo:MBPO", "mbpo", "roborl.learners.config:MBPOConfig",
+                        "roborl.learners.mbpo:policy_from_checkpoint", sim_only=True),
 }
 
 # Derived view kept for callers that only need the loaders.
@@ -71,9 +82,17 @@ def learner_class(algo: str) -> type:
     return import_object(LEARNERS[algo].learner)
 
 
-def build_learner(algo: str, obs_dim: int, act_dim: int, cfg: Any, device: str = "cpu") -> Any:
-    """The learner of ``algo`` with its config section ``cfg`` (``getattr(run_cfg, LEARNERS[algo].section)``)."""
-    return learner_class(algo)(obs_dim, act_dim, cfg, device=device)
+def build_learner(algo: str, obs_dim: Any, act_dim: int, cfg: Any, device: str = "cpu", **hints: Any) -> Any:
+    """The learner of ``algo`` with its config section ``cfg`` (``getattr(run_cfg, LEARNERS[algo].section)``).
+
+    ``hints``: optional keyword arguments a runner knows (e.g. ``expected_steps``, the run's gradient
+    steps); each is passed only to a learner whose constructor takes it.
+    """
+    import inspect
+
+    cls = learner_class(algo)
+    params = inspect.signature(cls).parameters
+    return cls(obs_dim, act_dim, cfg, device=device, **{k: v for k, v in hints.items() if k in params})
 
 
 def load_policy(state: dict[str, Any], meta: dict[str, Any], device: str = "cpu") -> Policy:

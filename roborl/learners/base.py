@@ -7,11 +7,11 @@ algorithm is one file in ``roborl/learners/`` plus one registry entry; no runner
 
 Two protocols, one per runner:
 
-- :class:`OffPolicyLearner` (SAC today; TD3, DDPG, discrete SAC, MBPO next): the off-policy
+- :class:`OffPolicyLearner` (SAC, TD3, DDPG, discrete SAC, MBPO): the off-policy
   runner (:mod:`roborl.runners.off_policy`) samples a :class:`roborl.batch.Batch` from the
   replay store and calls ``update(batch)``, which returns metrics and the per-sample |TD error|
   used for priorities.
-- :class:`OnPolicyLearner` (PPO today; A2C, REINFORCE, TRPO next): the on-policy runner collects
+- :class:`OnPolicyLearner` (PPO, REINFORCE, A2C, NPG, TRPO): the on-policy runner collects
   a rollout with ``act``/``value`` and hands it to ``update``.
 
 Both expose a :class:`Policy` for eval and robots (``policy()`` / ``as_policy()``) and exact

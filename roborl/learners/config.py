@@ -11,7 +11,8 @@ from typing import Literal
 
 from roborl.config import field, non_negative, open_unit_interval, positive, unit_interval
 
-__all__ = ["SACConfig", "PPOConfig", "EncoderConfig", "TD3Config", "DDPGConfig", "DiscreteSACConfig"]
+__all__ = ["SACConfig", "PPOConfig", "EncoderConfig", "TD3Config", "DDPGConfig", "DiscreteSACConfig",
+           "OnPolicyCommon", "ReinforceConfig", "A2CConfig", "NPGConfig", "TRPOConfig", "MBPOConfig"]
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,9 @@ class SACConfig:
         "plain update): on (YAML reads it as true), off (false), or auto = on for CUDA only (on a CPU the 256-wide update is bound by its matmuls and "
         "compiling measured no faster; BENCHMARKS.md: learner throughput). If compiling fails the update runs "
         "uncompiled after one logged line.")
+    value_net: bool = field(False, doc="Soft policy iteration in its original form (Haarnoja et al. 2018, v1): a state-value "
+                            "network V(s) fitted to E_a~pi[min Q(s, a) - alpha log pi(a|s)], a Polyak target V' and critic "
+                            "targets r + discount * V'(s').")
 
     def __post_init__(self) -> None:
         if self.n_critics > 2 and self.critic_subset > self.n_critics:
@@ -219,3 +223,145 @@ class DiscreteSACConfig:
     utd: int = field(1, doc="Gradient updates per env step (update-to-data ratio).", check=positive)
     warmup_steps: int = field(1_000, doc="Random-action env steps before learning starts.", check=non_negative)
     normalize_obs: bool = field(True, doc="Normalise observations with mean/std fitted once when learning starts (saved in checkpoints).")
+
+
+# ============================================================================= the policy-gradient family
+
+
+@dataclass(frozen=True)
+class OnPolicyCommon:
+    """What every on-policy learner's section holds besides its own update: the rollout settings the
+    on-policy runner reads (its own section's, never PPO's) and the Gaussian actor-critic's layout
+    (the same model as PPO's, :class:`roborl.learners.ppo.ActorCritic`)."""
+
+    # --- rollouts (read by the runner)
+    n_envs: int = field(8, doc="Parallel envs in the gymnasium vector env.", check=positive)
+    vector: Literal["sync", "async"] = field("sync", doc="sync: envs stepped in this process; async: one subprocess per env.")
+    rollout_steps: int = field(256, doc="Steps per env per iteration; batch = n_envs * rollout_steps.", check=positive)
+    asymmetric: bool = field(False, doc="Critic also sees privileged state (info keys in privileged_keys); actor does not.")
+    privileged_keys: tuple[str, ...] = field(("dr_params",), doc="info keys of the critic's privileged input when asymmetric.")
+    norm_reward: bool = field(False, doc="Scale rewards by the running std of the discounted return (SB3 VecNormalize).")
+    anneal_lr: bool = field(False, doc="Linearly anneal the learning rate to 0 over train.total_steps.")
+    torch_threads: int | None = field(None, doc="torch.set_num_threads for the runner (null = leave torch's default).",
+                                      check=positive)
+    # --- model (roborl.learners.ppo.ActorCritic)
+    hidden: tuple[int, ...] = field((64, 64), doc="Hidden layer sizes of the actor (and of the critic unless critic_hidden).")
+    critic_hidden: tuple[int, ...] | None = field(None, doc="Hidden layer sizes of the critic (null = same as hidden).")
+    activation: Literal["tanh", "relu", "elu"] = field("tanh", doc="Hidden activation.")
+    init_log_std: float = field(0.0, doc="Initial log-std of the state-independent Gaussian.")
+    action_squash: Literal["clip", "tanh"] = field("clip", doc="Gaussian sample u -> action: clip(u) or tanh(u).")
+    norm_obs: bool = field(True, doc="Running mean/std observation normalisation inside the model (saved in checkpoints).")
+    obs_clip: float = field(10.0, doc="Clip normalised observations to [-obs_clip, obs_clip].", check=positive)
+    # --- returns
+    gamma: float = field(0.99, doc="Discount.", check=open_unit_interval)
+    lr: float = field(3e-4, doc="Learning rate (of the whole model; of the critic alone for NPG/TRPO).", check=positive)
+
+    def __post_init__(self) -> None:
+        if not self.hidden or any(h <= 0 for h in self.hidden):
+            raise ValueError("hidden must be a non-empty list of positive sizes")
+        if self.critic_hidden is not None and (not self.critic_hidden or any(h <= 0 for h in self.critic_hidden)):
+            raise ValueError("critic_hidden must be a non-empty list of positive sizes (or null)")
+
+
+@dataclass(frozen=True)
+class ReinforceConfig(OnPolicyCommon):
+    """REINFORCE (Williams 1992) on vector envs: one gradient step per rollout on sum_t log pi(a_t|s_t) Psi_t.
+
+    Episodes longer than a rollout are cut at its end: ``baseline`` bootstraps the cut (and time-limit
+    truncations) from V, ``reward_to_go`` has no critic and sums the rewards seen in the rollout only,
+    so keep ``rollout_steps`` >= the episode length with it.
+    """
+
+    rollout_steps: int = field(1000, doc="Steps per env per iteration (>= the episode length: whole episodes).",
+                               check=positive)
+    weighting: Literal["reward_to_go", "baseline"] = field(
+        "baseline", doc="Psi_t: reward_to_go G_t; baseline G_t - V(s_t) with a learned V (same mean, lower variance).")
+    lr: float = field(1e-3, doc="Adam learning rate of the policy and the baseline.", check=positive)
+    vf_coef: float = field(0.5, doc="Weight of the baseline's MSE in the loss.", check=non_negative)
+    value_epochs: int = field(5, doc="Extra full-batch regression steps of the baseline per rollout.", check=non_negative)
+    norm_adv: bool = field(True, doc="Standardise Psi over the batch (a per-batch baseline and scale).")
+    ent_coef: float = field(0.0, doc="Entropy-bonus coefficient.", check=non_negative)
+    max_grad_norm: float | None = field(1.0, doc="Global gradient-norm clip (null = off).", check=positive)
+
+
+@dataclass(frozen=True)
+class A2CConfig(OnPolicyCommon):
+    """A2C (Mnih et al. 2016, the synchronous variant): one gradient step per short rollout on the actor-critic loss.
+    Defaults as stable-baselines3's A2C (RMSprop, 5 steps per env, no GAE)."""
+
+    rollout_steps: int = field(5, doc="Steps per env per iteration (SB3's n_steps).", check=positive)
+    lr: float = field(7e-4, doc="Learning rate.", check=positive)
+    optimizer: Literal["rmsprop", "adam"] = field("rmsprop", doc="rmsprop (alpha 0.99, eps 1e-5, as SB3) or adam.")
+    gae_lambda: float = field(1.0, doc="GAE lambda (1 = n-step returns, SB3's A2C default).", check=unit_interval)
+    norm_adv: bool = field(False, doc="Standardise advantages over the batch.")
+    vf_coef: float = field(0.5, doc="Value-loss coefficient.", check=non_negative)
+    ent_coef: float = field(0.0, doc="Entropy-bonus coefficient.", check=non_negative)
+    max_grad_norm: float | None = field(0.5, doc="Global gradient-norm clip (null = off).", check=positive)
+
+
+@dataclass(frozen=True)
+class NPGConfig(OnPolicyCommon):
+    """Natural policy gradient (Kakade 2001): the step F^-1 g scaled to a KL of max_kl in the quadratic model;
+    the critic is fitted separately with Adam. Defaults as sb3-contrib's TRPO where they overlap."""
+
+    rollout_steps: int = field(256, doc="Steps per env per iteration; batch = n_envs * rollout_steps.", check=positive)
+    lr: float = field(1e-3, doc="Adam learning rate of the critic.", check=positive)
+    gae_lambda: float = field(0.95, doc="GAE lambda.", check=unit_interval)
+    norm_adv: bool = field(True, doc="Standardise advantages over the batch.")
+    max_kl: float = field(0.01, doc="delta: the KL of the step in the quadratic model 0.5 s^T F s.", check=positive)
+    cg_iters: int = field(15, doc="Conjugate-gradient iterations for F x = g.", check=positive)
+    cg_damping: float = field(0.1, doc="Damping added to F (F + damping I) in the CG solve.", check=non_negative)
+    vf_epochs: int = field(10, doc="Critic passes over each rollout.", check=positive)
+    vf_minibatch: int = field(128, doc="Critic minibatch size.", check=positive)
+
+
+@dataclass(frozen=True)
+class TRPOConfig(NPGConfig):
+    """TRPO (Schulman et al. 2015): the natural step with a backtracking line search that accepts only a
+    step whose exact mean KL <= max_kl and whose surrogate improves (else the policy stays)."""
+
+    backtrack: float = field(0.8, doc="Line-search shrink factor per try (sb3-contrib: 0.8).", check=open_unit_interval)
+    max_backtracks: int = field(10, doc="Line-search tries.", check=positive)
+
+
+# ============================================================================= model-based
+
+
+@dataclass(frozen=True)
+class MBPOConfig:
+    """MBPO (Janner et al. 2019): an ensemble of probabilistic dynamics models fitted to the real data,
+    short branched rollouts from real states into a model buffer, SAC on a real/model mix.
+
+    The runner reads batch_size, gamma, utd and warmup_steps (as for every off-policy learner).
+    """
+
+    batch_size: int = field(256, doc="Real transitions the runner samples per SAC update (the real share is "
+                            "real_ratio of sac.batch_size; this batch supplies it).", check=positive)
+    gamma: float = field(0.99, doc="Discount.", check=open_unit_interval)
+    utd: int = field(10, doc="SAC updates per env step (MBPO uses 20; the model data makes many affordable).",
+                     check=positive)
+    warmup_steps: int = field(1_000, doc="Random-action env steps before learning starts.", check=non_negative)
+    ensemble_size: int = field(7, doc="Dynamics models in the ensemble.", check=positive)
+    elites: int = field(5, doc="Models with the lowest held-out loss used for rollouts.", check=positive)
+    model_hidden: tuple[int, ...] = field((200, 200, 200), doc="Hidden sizes of each dynamics model (SiLU).")
+    model_lr: float = field(1e-3, doc="Adam learning rate of the models.", check=positive)
+    model_weight_decay: float = field(5e-5, doc="Adam weight decay of the models.", check=non_negative)
+    model_batch: int = field(256, doc="Transitions per model gradient step.", check=positive)
+    model_train_every: int = field(250, doc="Env steps between model refits (and rollout rounds).", check=positive)
+    model_steps: int = field(200, doc="Gradient steps per model refit.", check=positive)
+    rollout_batch: int = field(1_000, doc="Real start states per rollout round.", check=positive)
+    rollout_min_length: int = field(1, doc="Branched rollout length k at rollout_min_step.", check=positive)
+    rollout_max_length: int = field(1, doc="k at rollout_max_step (linear in between; MBPO Hopper: 1 -> 15).",
+                                    check=positive)
+    rollout_min_step: int = field(20_000, doc="Env step where the length schedule starts.", check=non_negative)
+    rollout_max_step: int = field(100_000, doc="Env step where k reaches rollout_max_length.", check=non_negative)
+    model_retain: int = field(5, doc="Rollout rounds kept in the model buffer (its capacity is retain * rollout_batch * k).",
+                              check=positive)
+    real_ratio: float = field(0.05, doc="Share of real transitions in each SAC batch.", check=unit_interval)
+    sac: SACConfig = field(default_factory=SACConfig, doc="The SAC agent trained on the mix (its batch_size, lr, alpha, ...).")
+
+    def __post_init__(self) -> None:
+        if self.elites > self.ensemble_size:
+            raise ValueError(f"elites ({self.elites}) must be <= ensemble_size ({self.ensemble_size})")
+        if self.rollout_max_step < self.rollout_min_step:
+            raise ValueError("rollout_max_step must be >= rollout_min_step")

@@ -12,14 +12,20 @@ with any of these weights Psi_t, all unbiased:
 
 Reward-to-go drops terms whose expectation is zero; a baseline near V(s_t) centres the weights.
 Both leave the mean unchanged and lower the variance (measured in tests/learners/test_reinforce.py).
-This module holds the estimator; losses are written as surrogate scalars whose autograd gradient
-is the estimate.
+This module holds the estimator (losses are written as surrogate scalars whose autograd gradient
+is the estimate) and :class:`Reinforce`, the learner the on-policy runner trains with
+``train.algo=reinforce`` (config :class:`roborl.learners.config.ReinforceConfig`).
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
+
+from roborl.learners.actor_critic import GaussianPGLearner, load_policy, standardize
+from roborl.learners.base import Rollout
+from roborl.learners.config import ReinforceConfig
+from roborl.learners.ppo import PPOPolicy, compute_gae, gaussian_entropy, gaussian_log_prob
 
 Weighting = Literal["return", "reward_to_go", "baseline"]
 
@@ -61,3 +67,53 @@ def reinforce_loss(logp: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     Its gradient is minus the REINFORCE estimate of grad J; the weights are constants (detached).
     """
     return -(logp * weights.detach()).sum(-1).mean()
+
+
+class Reinforce(GaussianPGLearner):
+    """REINFORCE on the runner's rollouts: one policy-gradient step per rollout, weights Psi_t detached.
+
+    ``weighting="reward_to_go"``: Psi_t = G_t, summed within the rollout (no critic; dones stop it),
+    ``"baseline"``: Psi_t = G_t - V(s_t), G_t the Monte-Carlo return (GAE with lambda = 1: it
+    bootstraps from V only where the rollout cuts an episode or a time limit truncates it), and V is
+    regressed on G_t (the same step plus ``value_epochs`` critic-only steps).
+    """
+
+    cfg: ReinforceConfig
+
+    def update(self, r: Rollout) -> dict[str, float]:
+        cfg, m = self.cfg, self.model
+        if cfg.weighting == "baseline":
+            psi, ret = compute_gae(r.rewards, r.values, r.next_values, r.terminated, r.dones, cfg.gamma, 1.0)
+        else:
+            ret = discounted_returns(r.rewards, cfg.gamma, r.dones)  # [T, N]
+            psi = ret
+        x, u, _, _ = self.flat_rollout(r)
+        B = u.shape[0]
+        psi, ret = psi.reshape(B), ret.reshape(B)
+        if cfg.norm_adv:
+            psi = standardize(psi)
+        mu, v = m.plain(x)
+        logp = gaussian_log_prob(u, mu, m.log_std)
+        pg = -(logp * psi.detach()).mean()  # reinforce_loss with the sum over t replaced by a mean over all B samples
+        loss = pg - cfg.ent_coef * gaussian_entropy(m.log_std)
+        v_loss = (v - ret).pow(2).mean()
+        if cfg.weighting == "baseline":
+            loss = loss + cfg.vf_coef * v_loss
+        self._step(loss)
+        if cfg.weighting == "baseline":
+            for _ in range(cfg.value_epochs):
+                v_loss = (m.plain(x)[1] - ret).pow(2).mean()
+                self._step(cfg.vf_coef * v_loss)
+        return {"loss/policy": float(pg.detach()), "loss/value": float(v_loss.detach()), "entropy": float(gaussian_entropy(m.log_std.detach())),
+                "std": float(m.log_std.detach().exp().mean()), "lr": self.lr}
+
+    def _step(self, loss: torch.Tensor) -> None:
+        self.optim.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
+        self.optim.step()
+
+
+def policy_from_checkpoint(state: dict[str, Any], meta: dict[str, Any], device: str = "cpu") -> PPOPolicy:
+    return load_policy(state, meta, device, "reinforce", ReinforceConfig)

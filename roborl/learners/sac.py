@@ -140,11 +140,24 @@ class SAC(nn.Module):
         self._polyak_dst = list(self.critic_target.parameters()) + list(self.critic_target.buffers())
         self._enc_src = enc_params
         self._enc_dst = list(self.encoder_target.parameters()) if self.encoder_target is not None else []
-        # The fast path (``sac.compile``): the update's two losses compiled (flat observations only).
+        # SAC with a value network (cfg.value_net; Haarnoja et al. 2018, v1): V(s) [B] regressed on
+        # E_a~pi[min Q(s, a) - alpha log pi(a|s)] and a Polyak target V' for the critic targets.
+        # Named critic_* so acting_state leaves them out, like the critics.
+        self.critic_v: nn.Module | None = None
+        if cfg.value_net:
+            from roborl.learners.networks import mlp
+
+            self.critic_v = mlp(feat_dim, hidden, 1).to(self.device)
+            self.critic_v_target = copy.deepcopy(self.critic_v).requires_grad_(False)
+            self.value_opt = _adam(self.critic_v.parameters(), cfg.lr)
+            self._polyak_src += list(self.critic_v.parameters())
+            self._polyak_dst += list(self.critic_v_target.parameters())
+        # The fast path (``sac.compile``): the update's two losses compiled (flat observations, Q-function
+        # targets; the value-net and Retrace targets take the plain path).
         from roborl.learners.fast import Compiled, want_compile
 
         self._fast: tuple[Compiled, Compiled] | None = None
-        if self.obs_spec is None and want_compile(cfg.compile, self.device, ("cuda",)):
+        if self.obs_spec is None and not cfg.value_net and want_compile(cfg.compile, self.device, ("cuda",)):
             self._fast = (Compiled(self._critic_loss, "sac.compile", dynamic=False),
                           Compiled(self._actor_loss, "sac.compile", dynamic=False))
 
@@ -233,6 +246,19 @@ class SAC(nn.Module):
             return self.policy(f["online"], deterministic, base_in=f["base"])[0]
         return self.policy(self.features(obs_t)["online"], deterministic)[0]
 
+    @torch.no_grad()
+    def behaviour_log_prob(self, obs: np.ndarray, action: np.ndarray) -> float | None:
+        """log pi(action|obs) of the acting policy for one flat obs [1, O] and its sampled action [1, A] in
+        (-1, 1) (stored for Retrace); None with a residual base or camera observations."""
+        from roborl.learners.networks import squashed_log_prob
+
+        if self.base is not None or self.pixels:
+            return None
+        f = self.features(self._as_tensors(obs))["online"]
+        mu, log_std = self.actor.dist_params(f)
+        a = torch.as_tensor(action, dtype=torch.float32, device=self.device).clamp(-1 + 1e-6, 1 - 1e-6)
+        return float(squashed_log_prob(torch.atanh(a), mu, log_std)[0])
+
     def set_progress(self, env_step: int) -> None:
         """Progressive residual schedule: beta ramps from residual_beta to residual_beta_final."""
         c = self.cfg
@@ -249,7 +275,7 @@ class SAC(nn.Module):
 
     def update(self, batch: Batch) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """One critic step (+ actor and temperature steps every ``actor_every``). Returns (metrics, |TD| [B])."""
-        if self._fast is not None:
+        if self._fast is not None and getattr(batch, "trace", None) is None:
             return self._update_fast(batch)
         c = self.cfg
         # Stores keep the env's dtype (gymnasium MuJoCo envs emit float64); learn in float32.
@@ -277,6 +303,11 @@ class SAC(nn.Module):
             target = soft_td_target(batch.reward * c.reward_scale, batch.discount, q_next.min(0).values, next_logp, alpha)
         with self._autocast():
             q = self.critic(obs, action)  # [N, B], float32 (output layer runs in float32)
+        if getattr(batch, "trace", None) is not None:  # store.sampler.nstep_correction=retrace
+            target = self._retrace_target(batch.trace, alpha)
+        if self.critic_v is not None:  # SAC-V: y = r + discount * V'(s') replaces the soft Q target above
+            with torch.no_grad():
+                target = batch.reward * c.reward_scale + batch.discount * self.critic_v_target(f_next["target"])[:, 0]
         td = q - target.unsqueeze(0)
         critic_loss = (batch.weight * critic_td_loss(td, c.critic_loss)).mean(1).sum()
         self.critic_opt.zero_grad(set_to_none=True)
@@ -287,6 +318,8 @@ class SAC(nn.Module):
 
         metrics = {"critic_loss": critic_loss.detach(), "q_mean": q.detach().mean(),
                    "td_abs": td.detach().abs().mean()}
+        if self.critic_v is not None:
+            metrics["value_loss"] = self._value_step(obs.detach())
         # A Python counter (not a tensor) so the actor_every test never syncs with the device.
         self._updates += 1
         if self._updates > c.actor_delay and self._updates % c.actor_every == 0:
@@ -436,6 +469,47 @@ class SAC(nn.Module):
         return metrics, td.abs().mean(0)
 
     @torch.no_grad()
+    def _retrace_target(self, tr: dict[str, torch.Tensor], alpha: torch.Tensor) -> torch.Tensor:
+        """Retrace target [B] from a sampled trace (:class:`roborl.store.sampler.TraceBatch`) with the target
+        critics: V(s) = min Q'(s, a') - alpha log pi(a'|s), a' ~ pi; Q(s_k, a_k) = min Q'(s_k, a_k);
+        c_k = lambda min(1, pi(a_k|s_k) / mu(a_k|s_k)) with pi of the stored executed action (flat obs)."""
+        from roborl.learners.networks import squashed_log_prob
+        from roborl.learners.retrace import retrace_return, retrace_traces
+
+        if self.pixels or self.base is not None:
+            raise ValueError("store.sampler.nstep_correction=retrace: flat observations and no residual policy only")
+        B, n = tr["reward"].shape
+        s1 = self.normalizer(tr["next_obs"].reshape(B * n, -1).float())  # s_{t+k+1}, [B*n, O]
+        a1, logp1, _ = self.policy(s1)
+        v_next = (self.critic_target(s1, a1).min(0).values - alpha * logp1).view(B, n)
+        # Step k >= 1 is at state s_{t+k} = next_obs of step k-1, with the stored action a_{t+k}.
+        s_k = s1.view(B, n, -1)[:, :-1].reshape(B * (n - 1), -1)
+        a_k = tr["action"][:, 1:].reshape(B * (n - 1), -1).float().clamp(-1 + 1e-6, 1 - 1e-6)
+        q = self.critic_target(s_k, a_k).min(0).values.view(B, n - 1)
+        mu, log_std = self.actor.dist_params(s_k)
+        pi_logp = squashed_log_prob(torch.atanh(a_k), mu, log_std).view(B, n - 1)
+        c = retrace_traces(pi_logp, tr["behaviour_logp"][:, 1:], float(tr["lambda"]))
+        pad = torch.zeros(B, 1, device=c.device)
+        return retrace_return(tr["reward"] * self.cfg.reward_scale, tr["valid"], tr["terminal"],
+                              torch.cat([pad, c], 1), torch.cat([pad, q], 1), v_next, self.cfg.gamma)
+
+    @torch.no_grad()
+    def soft_value_target(self, obs: torch.Tensor) -> torch.Tensor:
+        """V's regression target on features [B, F]: min_i Q_i(s, a) - alpha log pi(a|s), a ~ pi(.|s) (one
+        sample; its mean over a is the soft value E_a~pi[Q(s, a) - alpha log pi(a|s)]) -> [B]."""
+        a, logp, _ = self.policy(obs)
+        return self.critic(obs, a).min(0).values - self.alpha * logp
+
+    def _value_step(self, obs: torch.Tensor) -> torch.Tensor:
+        """One step of 0.5 (V(s) - soft_value_target(s))^2 on features [B, F]; returns the loss (detached)."""
+        assert self.critic_v is not None
+        loss = 0.5 * (self.critic_v(obs)[:, 0] - self.soft_value_target(obs)).pow(2).mean()
+        self.value_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.value_opt.step()
+        return loss.detach()
+
+    @torch.no_grad()
     def _polyak(self) -> None:
         torch._foreach_lerp_(self._polyak_dst, self._polyak_src, self.cfg.tau)
         if self._enc_dst:
@@ -519,6 +593,8 @@ class SAC(nn.Module):
             st["base_opt"] = self.base_opt.state_dict()
         if self.bc_opt is not self.actor_opt:
             st["bc_opt"] = self.bc_opt.state_dict()
+        if self.critic_v is not None:
+            st["value_opt"] = self.value_opt.state_dict()
         return st
 
     def load_full_state(self, st: dict[str, Any]) -> None:
@@ -531,6 +607,8 @@ class SAC(nn.Module):
             self.base_opt.load_state_dict(st["base_opt"])
         if self.bc_opt is not self.actor_opt and "bc_opt" in st:
             self.bc_opt.load_state_dict(st["bc_opt"])
+        if self.critic_v is not None and "value_opt" in st:
+            self.value_opt.load_state_dict(st["value_opt"])
         if self.base_encoder is not None and self._updates > 0:
             self.base_encoder.requires_grad_(False)
 

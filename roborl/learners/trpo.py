@@ -1,4 +1,4 @@
-"""Natural policy gradient and TRPO's step (Kakade 2001; Schulman et al. 2015): the pieces, read top to bottom.
+"""TRPO (Schulman et al. 2015): the natural policy gradient step (Kakade 2001) inside a trust region, read top to bottom.
 
 One TRPO update from the surrogate L(theta) = E[pi_theta(a|s) / pi_old(a|s) A(s, a)] and the mean
 KL(pi_old || pi_theta) over the batch's states:
@@ -10,56 +10,24 @@ KL(pi_old || pi_theta) over the batch's states:
 4. backtracking line search: accept theta_old + beta^k s once the exact mean KL <= delta and the
    surrogate improves; if no k does, keep theta_old (the step is rejected).
 
-Parameters move as one flat vector (``torch.nn.utils.parameters_to_vector``).
+Parameters move as one flat vector (``torch.nn.utils.parameters_to_vector``). :class:`TRPO` is the
+learner ``train.algo=trpo`` trains (config :class:`roborl.learners.config.TRPOConfig`): NPG's update
+(:mod:`roborl.learners.npg`) with step 4 in place of NPG's plain step.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
+from roborl.learners.actor_critic import load_policy
+from roborl.learners.config import TRPOConfig
+# Steps 1-3 are the natural policy gradient's (roborl.learners.npg); re-exported here with step 4.
+from roborl.learners.npg import NPG, conjugate_gradient, fisher_vector_product, flat_grad, natural_step
 
-def flat_grad(y: torch.Tensor, params: Sequence[torch.Tensor], create_graph: bool = False) -> torch.Tensor:
-    """dy/dparams as one flat vector [P]."""
-    grads = torch.autograd.grad(y, list(params), create_graph=create_graph)
-    return torch.cat([g.reshape(-1) for g in grads])
-
-
-def fisher_vector_product(kl_fn: Callable[[], torch.Tensor], params: Sequence[torch.Tensor], v: torch.Tensor,
-                          damping: float = 0.0) -> torch.Tensor:
-    """(F + damping I) v [P], F the Hessian of the mean KL(pi_old || pi_theta) at theta = theta_old.
-
-    ``kl_fn()`` must evaluate the KL with pi_old detached, at the current parameters (= theta_old).
-    Two backward passes (Pearlmutter's trick), O(P) memory.
-    """
-    g = flat_grad(kl_fn(), params, create_graph=True)
-    return flat_grad((g * v.detach()).sum(), params) + damping * v
-
-
-def conjugate_gradient(avp: Callable[[torch.Tensor], torch.Tensor], b: torch.Tensor, iters: int = 10,
-                       tol: float = 1e-10) -> torch.Tensor:
-    """Solve A x = b for symmetric positive-definite A given only x -> A x: b [P] -> x [P] (Shewchuk 1994)."""
-    x = torch.zeros_like(b)
-    r = b.clone()
-    p = b.clone()
-    rr = r @ r
-    for _ in range(iters):
-        if rr <= tol:
-            break
-        ap = avp(p)
-        step = rr / (p @ ap)
-        x = x + step * p
-        r = r - step * ap
-        rr_new = r @ r
-        p = r + (rr_new / rr) * p
-        rr = rr_new
-    return x
-
-
-def natural_step(x: torch.Tensor, fx: torch.Tensor, max_kl: float) -> torch.Tensor:
-    """s = sqrt(2 delta / x^T F x) x: the step along x whose quadratic KL model 0.5 s^T F s equals delta."""
-    return torch.sqrt(2.0 * max_kl / (x @ fx).clamp_min(1e-12)) * x
+__all__ = ["TRPO", "line_search", "conjugate_gradient", "fisher_vector_product", "flat_grad", "natural_step",
+           "policy_from_checkpoint"]
 
 
 @torch.no_grad()
@@ -76,3 +44,18 @@ def line_search(params: Sequence[torch.Tensor], surrogate_fn: Callable[[], torch
             return True, k
     vector_to_parameters(old, params)
     return False, -1
+
+
+class TRPO(NPG):
+    """TRPO learner: NPG's natural step, accepted only through :func:`line_search`."""
+
+    cfg: TRPOConfig
+
+    def policy_step(self, params: list[torch.nn.Parameter], step: torch.Tensor, surrogate: Any,
+                    kl: Any) -> dict[str, float]:
+        ok, k = line_search(params, surrogate, kl, step, self.cfg.max_kl, self.cfg.backtrack, self.cfg.max_backtracks)
+        return {"accepted": float(ok), "backtracks": float(k)}
+
+
+def policy_from_checkpoint(state: dict[str, Any], meta: dict[str, Any], device: str = "cpu") -> Any:
+    return load_policy(state, meta, device, "trpo", TRPOConfig)

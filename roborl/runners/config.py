@@ -10,8 +10,9 @@ from typing import Literal
 
 from roborl.config import field, non_negative, positive
 from roborl.envs.config import EnvConfig
-from roborl.learners import check_algo
-from roborl.learners.config import DDPGConfig, DiscreteSACConfig, PPOConfig, SACConfig, TD3Config
+from roborl.learners import LEARNERS, check_algo
+from roborl.learners.config import (A2CConfig, DDPGConfig, DiscreteSACConfig, MBPOConfig, NPGConfig, PPOConfig,
+                                    ReinforceConfig, SACConfig, TD3Config, TRPOConfig)
 from roborl.reward.config import RewardConfig
 from roborl.store.config import StoreConfig
 from roborl.teleop.config import InterventionConfig, TeleopConfig
@@ -49,7 +50,7 @@ class RunSection:
 class TrainConfig:
     """The training loop (owned by the runner)."""
 
-    algo: str = field("sac", doc="Which learner runs: a key of roborl.learners.LEARNERS (sac, ppo, td3, ddpg, sac_discrete).",
+    algo: str = field("sac", doc="Which learner runs: a key of roborl.learners.LEARNERS (sac, ppo, td3, ddpg, sac_discrete, reinforce, a2c, npg, trpo, mbpo).",
                       check=check_algo)
     total_steps: int = field(100_000, doc="Env-step budget.", check=positive)
     eval_every: int = field(5_000, doc="Env steps between eval rounds (0 = only at the end).", check=non_negative)
@@ -78,6 +79,11 @@ class RunConfig:
     td3: TD3Config = field(default_factory=TD3Config, doc="TD3 learner.")
     ddpg: DDPGConfig = field(default_factory=DDPGConfig, doc="DDPG learner.")
     sac_discrete: DiscreteSACConfig = field(default_factory=DiscreteSACConfig, doc="Discrete-action SAC learner.")
+    reinforce: ReinforceConfig = field(default_factory=ReinforceConfig, doc="REINFORCE learner (on-policy).")
+    a2c: A2CConfig = field(default_factory=A2CConfig, doc="A2C learner (on-policy).")
+    npg: NPGConfig = field(default_factory=NPGConfig, doc="Natural policy gradient learner (on-policy).")
+    trpo: TRPOConfig = field(default_factory=TRPOConfig, doc="TRPO learner (on-policy).")
+    mbpo: MBPOConfig = field(default_factory=MBPOConfig, doc="MBPO learner (model-based, off-policy runner).")
     intervention: InterventionConfig = field(default_factory=InterventionConfig,
                                              doc="Human/scripted takeovers during off-policy training (HIL-SERL).")
     teleop: TeleopConfig = field(default_factory=TeleopConfig, doc="Teleop device used by intervention.source=device.")
@@ -86,6 +92,13 @@ class RunConfig:
                                                                  "off-policy runs): docs/reward.md.")
 
     def __post_init__(self) -> None:
+        spec = LEARNERS.get(self.train.algo)
+        if spec is not None and spec.sim_only and self.env.id.startswith("robot://"):
+            raise ValueError(f"train.algo: {self.train.algo} runs in simulation only (MuJoCo/gymnasium envs), "
+                             f"not on {self.env.id}")
+        if self.store.sampler.nstep_correction == "retrace" and (self.train.algo != "sac" or self.sac.residual):
+            raise ValueError(f"store.sampler.nstep_correction: retrace targets are built by SAC without a residual "
+                             f"policy only, not train.algo={self.train.algo}" + (" with sac.residual" if self.sac.residual else ""))
         # Values that pass each field's own check but cannot work together. Refused here, before
         # anything runs, instead of a run that trains with zero updates and exits 0.
         learner = getattr(self, self.train.algo, None)

@@ -154,6 +154,8 @@ class OffPolicyRunner:
         self.sampler = Sampler(self.store, cfg.store.sampler, device=self.device, seed=self.seed,
                                relabeler=relabeler, ram_budget_gb=cfg.store.ram_budget_gb)
         self.learner = build_learner(self.algo, self.obs_spec or self.obs_dim, self.act_dim, self.lcfg, self.device)
+        if hasattr(self.learner, "set_sampler"):  # a learner that draws its own real batches (MBPO), resumed runs too
+            self.learner.set_sampler(self.sampler.sample)
 
         self.policy = self.learner.as_policy()
         self._step = 0
@@ -418,6 +420,16 @@ class OffPolicyRunner:
         # A Dict obs goes as it is (the learner adds the batch dim per leaf).
         return self.learner.act(obs if isinstance(obs, dict) else obs[None], deterministic=False)[0].cpu().numpy()
 
+    def _behaviour_log_prob(self, obs: np.ndarray, action: np.ndarray) -> float | None:
+        """log mu(action|obs) of the acting policy, kept in the store for Retrace (store.sampler.nstep_correction);
+        None (not stored) otherwise or where the learner cannot say (uniform warmup: -A log 2)."""
+        if self.cfg.store.sampler.nstep_correction != "retrace" or self.discrete:
+            return None
+        if not self._learning_started:
+            return -self.act_dim * float(np.log(2.0))
+        fn = getattr(self.learner, "behaviour_log_prob", None)
+        return None if fn is None else fn(obs[None], action[None])
+
     def acting_state(self) -> dict[str, Any]:
         """The weights an actor needs (published by a remote learner)."""
         return self.learner.acting_state()
@@ -456,9 +468,10 @@ class OffPolicyRunner:
         """Act on ``obs`` and take one :func:`~roborl.envs.step.env_step` into the store -> the Step.
         An ended episode is counted here; the caller logs it and calls :meth:`reset_episode`."""
         self.learner.set_progress(self._step)
-        s = env_step(self.env, obs, self.act(obs), sink=self.store, source=self.intervention,
+        action = self.act(obs)
+        s = env_step(self.env, obs, action, sink=self.store, source=self.intervention,
                      recorder=recorder if self.intervention is not None else None, stats=stats,
-                     info_fields=self._info_fields, labeler=self._labeler)
+                     info_fields=self._info_fields, labeler=self._labeler, log_prob=self._behaviour_log_prob(obs, action))
         self._step += 1
         if s.done:
             self._episodes += 1

@@ -3,7 +3,9 @@
 ``run(cfg, run_dir, role, learner_addr)`` is registered as ``RUNNERS["ppo"]``; ``roborl train
 configs/ppo_*.yaml`` dispatches here. The runner talks to its learner only through
 :class:`roborl.learners.base.OnPolicyLearner` (``act``, ``value``, ``update``, ``observe``,
-``set_lr``, ``policy``, state); :data:`ON_POLICY_LEARNERS` names the learner per ``train.algo``.
+``set_lr``, ``policy``, state); the learner and its config section come from the registry
+:data:`roborl.learners.LEARNERS` (every ``on_policy`` entry: PPO, REINFORCE, A2C, NPG, TRPO), and the
+rollout settings (``n_envs``, ``rollout_steps``, ``vector``, ...) from that section (:func:`learner_section`).
 The learner never sees envs or files; this module owns both.
 
 Observations reach the learner as a dict of groups: ``{"policy": [N, O]}`` for a flat Box
@@ -37,7 +39,7 @@ import math
 import pathlib
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -50,32 +52,36 @@ from roborl.envs.success import SUCCESS_KEYS, vector_success
 from roborl.errors import UsageError
 from roborl.eval.episodes import eval_seed, run_episodes
 from roborl.learners.base import POLICY, PRIVILEGED, OnPolicyLearner, Rollout
-from roborl.learners.config import PPOConfig
+from roborl.learners import LEARNERS, build_learner
 from roborl.learners.networks import RunningMeanStd, combine_moments
 from roborl.runners import dist as D
 from roborl.runners.config import RunConfig
 from roborl.runs import MetricsLogger, ProgressLines, progress, resolve_device, write_config
 
-__all__ = ["run", "make_vec_env", "privileged_from_info", "OnPolicyTrainer", "ON_POLICY_LEARNERS"]
+__all__ = ["run", "make_vec_env", "privileged_from_info", "OnPolicyTrainer", "ON_POLICY_LEARNERS", "learner_section"]
 
 
-def _ppo(obs_dims: dict[str, int], act_dim: int, cfg: RunConfig, device: str) -> OnPolicyLearner:
-    from roborl.learners.ppo import PPO
-
-    return PPO(obs_dims, act_dim, cfg.ppo, device, expected_steps=_grad_steps(cfg))
+# The train.algo values this runner trains (the registry's on_policy entries).
+ON_POLICY_LEARNERS: tuple[str, ...] = tuple(a for a, s in LEARNERS.items() if s.kind == "on_policy")
 
 
 def _grad_steps(cfg: RunConfig) -> int:
-    """The minibatch gradient steps of the whole run (per process): iterations x epochs x minibatches."""
-    pc = cfg.ppo
+    """The minibatch gradient steps of the whole run (per process): iterations x epochs x minibatches
+    (``ppo.compile: auto`` compiles only for long runs)."""
+    pc = learner_section(cfg)
     batch = pc.n_envs * pc.rollout_steps
-    return -(-cfg.train.total_steps // batch) * pc.epochs * max(1, batch // pc.minibatch_size)
+    epochs, minibatch = getattr(pc, "epochs", 1), getattr(pc, "minibatch_size", batch)
+    return -(-cfg.train.total_steps // batch) * epochs * max(1, batch // minibatch)
 
 
-# train.algo -> learner factory (obs group sizes, action dim, run config, device). The rollout
-# settings (n_envs, rollout_steps, vector, asymmetric, privileged_keys, norm_reward, gamma,
-# anneal_lr, lr, torch_threads) are read from ``cfg.ppo``.
-ON_POLICY_LEARNERS: dict[str, Callable[[dict[str, int], int, RunConfig, str], OnPolicyLearner]] = {"ppo": _ppo}
+def learner_section(cfg: RunConfig) -> Any:
+    """The config section of ``train.algo``'s learner (``cfg.ppo``, ``cfg.a2c``, ...). The runner reads its
+    rollout settings there: n_envs, rollout_steps, vector, asymmetric, privileged_keys, norm_reward,
+    gamma, anneal_lr, lr, torch_threads."""
+    spec = LEARNERS[cfg.train.algo]
+    if spec.kind != "on_policy":
+        raise UsageError(f"train.algo: {cfg.train.algo!r} is {spec.kind}, not an on-policy learner")
+    return getattr(cfg, spec.section)
 
 
 # ============================================================================= env construction
@@ -197,7 +203,7 @@ class OnPolicyTrainer:
 
     def __init__(self, cfg: RunConfig, device: str = "cpu", envs: gym.vector.VectorEnv | None = None,
                  reset_seed: int | None = None, world: D.World = D.World()) -> None:
-        self.cfg, self.pcfg = cfg, cfg.ppo
+        self.cfg, self.pcfg = cfg, learner_section(cfg)
         pc = self.pcfg
         self.device = torch.device(device)
         self.n = pc.n_envs
@@ -212,9 +218,9 @@ class OnPolicyTrainer:
             raise UsageError(f"env.id: {cfg.env.id!r} has an observation group {PRIVILEGED!r}, the name of the "
                              f"privileged group ppo.asymmetric builds from ppo.privileged_keys")
         if not isinstance(act_space, gym.spaces.Box) or len(act_space.shape) != 1:
-            raise UsageError(f"env.id: PPO needs a flat Box action space, {cfg.env.id!r} has {act_space}")
+            raise UsageError(f"env.id: {cfg.train.algo} needs a flat Box action space, {cfg.env.id!r} has {act_space}")
         if not (np.allclose(act_space.low, -1) and np.allclose(act_space.high, 1)):
-            raise UsageError(f"env.id: PPO expects actions rescaled to [-1, 1]; {cfg.env.id!r} has "
+            raise UsageError(f"env.id: {cfg.train.algo} expects actions rescaled to [-1, 1]; {cfg.env.id!r} has "
                              f"[{act_space.low.min()}, {act_space.high.max()}]")
         self.obs_dim = sum(d for k, d in self.obs_dims.items() if k != PRIVILEGED)
         self.act_dim = int(act_space.shape[0])
@@ -229,8 +235,8 @@ class OnPolicyTrainer:
         if priv is not None:
             self.obs[PRIVILEGED] = torch.as_tensor(priv, device=self.device)
             self.obs_dims[PRIVILEGED] = self.priv_dim
-        self.learner: OnPolicyLearner = ON_POLICY_LEARNERS[cfg.train.algo](dict(self.obs_dims), self.act_dim, cfg,
-                                                                            str(self.device))
+        self.learner: OnPolicyLearner = build_learner(cfg.train.algo, dict(self.obs_dims), self.act_dim, pc,
+                                                      str(self.device), expected_steps=_grad_steps(cfg))
         self.reward_rms = RunningMeanStd(1)  # the checkpointed form of _rew_stats (mean, var, count)
         self._rew_stats = (0.0, 1.0, float(self.reward_rms.count))
         self._roll = [0.0, 0.0, 0.0]  # this rollout's [count, sum, sum of squares] of discounted returns (data parallel)
@@ -457,7 +463,7 @@ def run(cfg: RunConfig, run_dir: pathlib.Path, role: str, learner_addr: str | No
     """
     if role != "local":
         raise UsageError(f"--role {role}: {cfg.train.algo} is on-policy and runs locally only (use --role local)")
-    pc: PPOConfig = cfg.ppo
+    pc = learner_section(cfg)
     run_dir = pathlib.Path(run_dir)
     world = D.world_from_env()
     main = world.is_main
@@ -482,7 +488,7 @@ def run(cfg: RunConfig, run_dir: pathlib.Path, role: str, learner_addr: str | No
 
 
 def _run(cfg: RunConfig, run_dir: pathlib.Path, world: D.World, main: bool, device: str, rank_seed: int) -> int:
-    pc: PPOConfig = cfg.ppo
+    pc = learner_section(cfg)
     ck = find_checkpoint(run_dir) if run_dir.exists() else None
     state = meta = None
     if ck is not None:
@@ -553,7 +559,7 @@ def _run(cfg: RunConfig, run_dir: pathlib.Path, world: D.World, main: bool, devi
                     logger.log(tr.global_step, eval_row)
                 last_eval_step = tr.global_step
             if main:
-                lines.update(tr.global_step, pc.epochs * max(1, batch // pc.minibatch_size),
+                lines.update(tr.global_step, getattr(pc, "epochs", 1) * max(1, batch // getattr(pc, "minibatch_size", batch)),
                              ret=last_row.get("train/return"), success=last_row.get("train/success"),
                              eval_success=eval_row.get("eval/success"), force=last_eval_step == tr.global_step)
             if tr.global_step >= next_ckpt or out_of_time:

@@ -35,6 +35,12 @@ class SamplerConfig:
                                 "env's roborl.envs.goals.GoalRelabeler; 0 = off. Needs a goal-conditioned env (Reach, "
                                 "Push, PickPlace). BC pretraining and the normaliser fit always see stored goals; the optional "
                                 "sac.bc_weight term does see relabelled demo rows.", check=unit_interval)
+    nstep_correction: Literal["none", "retrace"] = field(
+        "none", doc="Off-policy correction of the n-step return (n_step > 1). retrace: batches also carry the "
+        "per-step trace (rewards, next observations, actions, the stored behaviour log_prob mu) and learners that "
+        "read it (SAC) build Retrace targets with traces c = retrace_lambda * min(1, pi/mu) (Munos et al. 2016); "
+        "rows without a stored log_prob cut the trace (c = 0). none: the plain n-step return.")
+    retrace_lambda: float = field(1.0, doc="Retrace's lambda in c = lambda * min(1, pi/mu).", check=unit_interval)
 
 
 @dataclass(frozen=True)

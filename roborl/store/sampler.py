@@ -46,6 +46,7 @@ n-step targets are built at sample time from episode boundaries::
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -62,6 +63,21 @@ from roborl.store.sumtree import SumTree
 
 if TYPE_CHECKING:
     from roborl.envs.goals import GoalRelabeler
+
+
+@dataclass
+class TraceBatch(Batch):
+    """A :class:`Batch` with the per-step trace Retrace needs (``store.sampler.nstep_correction: retrace``).
+
+    ``trace`` holds, for step k = 0..n-1 after each sampled row t (row t + k of its episode):
+    ``reward`` [B, n] r_{t+k} (0 where not valid); ``valid`` [B, n] step k lies inside the episode;
+    ``terminal`` [B, n] s_{t+k+1} is terminal; ``next_obs`` [B, n, O] s_{t+k+1} (the episode's final
+    observation at its end); ``action`` [B, n, A] the executed a_{t+k}; ``behaviour_logp`` [B, n]
+    the stored log mu(a_{t+k}|s_{t+k}) (NaN where not recorded); ``lambda`` (0-d) retrace_lambda. ``reward``/``discount`` of the batch
+    stay the uncorrected n-step return, for learners that do not read the trace.
+    """
+
+    trace: dict[str, torch.Tensor] | None = None
 
 
 class _Mirror:
@@ -174,6 +190,14 @@ class Sampler:
         self.obs_keys = store.obs_keys
         dt = store.dtype
         names = self.obs_fields + ["executed_action"]
+        self.retrace = self.cfg.nstep_correction == "retrace"
+        if self.retrace:
+            if store.obs_keys != [""]:
+                raise UsageError("store.sampler.nstep_correction: retrace needs flat Box observations")
+            if self.cfg.her_fraction > 0:
+                raise UsageError("store.sampler.nstep_correction: retrace cannot be combined with her_fraction > 0 "
+                                 "(relabelled rewards have no behaviour trace)")
+            names.append("log_prob")  # the behaviour policy's log mu(a|s), NaN where not recorded
         fields = {n: (dt[n].base, dt[n].shape) for n in names}
         self.mirrors = {p: _Mirror(p, fields, self.device, self.use_tree) for p in PARTITIONS}
         for m in self.mirrors.values():
@@ -428,8 +452,32 @@ class Sampler:
             # Flat obs (checked at init). Rewrites the batch tensors in place: fresh copies, never the mirror.
             assert isinstance(obs_b, torch.Tensor) and isinstance(nxt_b, torch.Tensor)
             self._relabel(her, obs_b, nxt_b, reward, gamma, n)
-        return Batch(obs=obs_b, action=cat(act), reward=reward, next_obs=nxt_b, discount=t(disc, torch.float32),
-                     weight=t([w], torch.float32), index=t(idx, torch.int64), is_demo=t(demo, torch.bool))
+        out = dict(obs=obs_b, action=cat(act), reward=reward, next_obs=nxt_b, discount=t(disc, torch.float32),
+                   weight=t([w], torch.float32), index=t(idx, torch.int64), is_demo=t(demo, torch.bool))
+        if self.retrace and n > 1 and not her:
+            traces = [self._trace(m, rows, n) for m, rows, _ in parts]
+            trace = {k: cat([tr[k] for tr in traces]) for k in traces[0]}
+            trace["lambda"] = torch.tensor(self.cfg.retrace_lambda)
+            return TraceBatch(**out, trace=trace)
+        return Batch(**out)
+
+    def _trace(self, m: _Mirror, rows: np.ndarray, n: int) -> dict[str, torch.Tensor]:
+        """The n steps after each sampled row [K] (see :class:`TraceBatch`): step k is row t + k of the episode."""
+        dev = self.device
+        sl = rows % m.alloc
+        ends = m.ep_end[sl]
+        rr = rows[:, None] + np.arange(n, dtype=np.int64)[None, :]  # [K, n]
+        valid = rr < ends[:, None]
+        rc = np.minimum(rr, ends[:, None] - 1)  # past the episode end: repeat its last row (masked by valid)
+        term = valid & (rr == ends[:, None] - 1) & m.term[sl][:, None]
+        nxt = torch.stack([self._next_obs(m, "obs", rc[:, k], ends) for k in range(n)], 1)  # [K, n, O]
+        flat = torch.from_numpy((rc % m.alloc).reshape(-1)).to(dev)
+        act = m.data["executed_action"].index_select(0, flat).reshape(len(rows), n, -1)
+        logp = m.data["log_prob"].index_select(0, flat).reshape(len(rows), n)
+        def t(x: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+            return torch.from_numpy(x).to(dtype=dtype, device=dev)
+        return {"reward": t(np.where(valid, m.reward[rc % m.alloc], 0.0), torch.float32), "valid": t(valid, torch.bool),
+                "terminal": t(term, torch.bool), "next_obs": nxt, "action": act, "behaviour_logp": logp.float()}
 
     def _next_obs(self, m: _Mirror, field: str, rows: np.ndarray, ends: np.ndarray) -> torch.Tensor:
         """Next observation (obs field ``field``) of logical rows ``rows`` [K] whose episodes end at
