@@ -7,14 +7,18 @@
   ``[B, n_cams * feature_dim]``; the learner concatenates the normalised proprio vector.
 * :class:`EmbeddingCache`: the frozen-encoder path. Embeddings live in a direct-mapped table keyed
   by the sampler's row id (``Batch.index``: unique per stored transition for the store's life, so
-  a ring overwrite gets a new id) and checked by a fingerprint of the frame, so each stored frame is
-  encoded once per role (obs / next_obs), not once per sample. The learner sees only tensors.
+  a ring overwrite gets a new id); the next-obs cache also checks a fingerprint of the frame. Each
+  stored frame is encoded once per role (obs / next_obs), not once per sample. The learner sees only
+  tensors.
+* :class:`BCPretrainer`: BC with random shift, the objective of ``roborl encoder pretrain``.
+* :class:`GroupPixelEncoder`: the same encoder in PPO's encoder slot (observation groups).
 * :func:`save_encoder` / :func:`load_encoder_state`: safetensors files with the input shapes in
   their metadata (a mismatch is one line, exit 2).
 """
 from __future__ import annotations
 
 import copy
+import math
 import json
 from pathlib import Path
 from typing import Any, Mapping
@@ -24,7 +28,8 @@ from torch import nn
 from torch.nn import functional as F
 
 __all__ = ["image_keys", "vector_keys", "random_shift", "random_shift_reference", "ConvEncoder", "PixelEncoder",
-           "EmbeddingCache", "save_encoder", "load_encoder_state", "read_encoder_meta", "BCPretrainer"]
+           "EmbeddingCache", "save_encoder", "load_encoder_state", "read_encoder_meta", "BCPretrainer",
+           "GroupPixelEncoder"]
 
 
 def _is_image(shape: tuple[int, ...]) -> bool:
@@ -158,12 +163,17 @@ class EmbeddingCache(nn.Module):
     arithmetic). A hit needs both to match, so a slot reused by another row, or a next-obs row whose
     n-step successor changed (another ``n_step``), is recomputed instead of served stale.
     ``lookup(index [B], images {key: [B, ...]}, encode) -> [B, D]`` calls ``encode`` on the misses only.
-    Not saved in checkpoints (buffers are non-persistent): it refills from the store after a resume.
+    ``verify=False`` keys by row id alone (no fingerprint): exact where a row id always names the same
+    frame, as a stored row's own observation does (ids are never reused, a ring overwrite gets a new
+    one); the next observation of a row is not such a frame (its n-step successor moves while the
+    episode is open), so that cache verifies. Not saved in checkpoints (buffers are non-persistent): it
+    refills from the store after a resume.
     """
 
-    def __init__(self, size: int, dim: int, n_probe: int = 64, seed: int = 0) -> None:
+    def __init__(self, size: int, dim: int, n_probe: int = 64, seed: int = 0, verify: bool = True) -> None:
         super().__init__()
         self.size, self.dim, self.n_probe = int(size), int(dim), int(n_probe)
+        self.verify = bool(verify)
         self.register_buffer("emb", torch.zeros(self.size, self.dim), persistent=False)
         self.register_buffer("key", torch.full((self.size,), -1, dtype=torch.int64), persistent=False)
         self.register_buffer("fp", torch.zeros(self.size, dtype=torch.int64), persistent=False)
@@ -193,8 +203,12 @@ class EmbeddingCache(nn.Module):
     @torch.no_grad()
     def lookup(self, index: torch.Tensor, images: Mapping[str, torch.Tensor], encode: Any) -> torch.Tensor:
         slot = index % self.size
-        fp = self.fingerprint(images)
-        hit = (self.key[slot] == index) & (self.fp[slot] == fp)
+        if self.verify:
+            fp = self.fingerprint(images)
+            hit = (self.key[slot] == index) & (self.fp[slot] == fp)
+        else:
+            fp = None
+            hit = self.key[slot] == index
         miss = (~hit).nonzero().squeeze(1)
         if miss.numel():
             # Duplicate rows inside one batch are encoded once: unique misses only.
@@ -207,7 +221,8 @@ class EmbeddingCache(nn.Module):
             s = slot[rows]
             self.emb[s] = e
             self.key[s] = index[rows]
-            self.fp[s] = fp[rows]
+            if fp is not None:
+                self.fp[s] = fp[rows]
         return self.emb[slot]
 
 
@@ -321,3 +336,34 @@ class BCPretrainer(nn.Module):
         loss.backward()
         self.opt.step()
         return loss.detach()
+
+
+class GroupPixelEncoder(nn.Module):
+    """PPO's encoder over observation groups (rsl_rl's encoder slot of :class:`roborl.learners.ppo.ActorCritic`).
+
+    ``forward({group: [B, ...]}) -> [B, out_dim]``: the camera groups (``[B, H, W, C]`` uint8, or flattened
+    ``[B, H*W*C]`` as PPO's batching hands them over) go through one :class:`PixelEncoder`, the vector
+    groups are concatenated after its features (sorted order). Camera groups are read raw
+    (:attr:`raw_keys`: PPO's per-group normalisers skip them). With ``pad`` > 0 and the module in
+    training mode, each call randomly shifts the images (DrQ); ``eval()`` turns that off.
+    Pass it as both ``actor_encoder`` and ``critic_encoder`` for one shared trunk.
+    """
+
+    def __init__(self, spec: Mapping[str, tuple[int, ...]], *, shared: bool = False, channels: int = 32,
+                 layers: int = 4, feature_dim: int = 50, pad: int = 0, downsample: int = 1,
+                 exclude: tuple[str, ...] = ()) -> None:
+        super().__init__()
+        spec = {k.replace("/", "."): tuple(int(d) for d in v) for k, v in spec.items() if k not in exclude}
+        self.pixels = PixelEncoder(spec, shared=shared, channels=channels, layers=layers, feature_dim=feature_dim,
+                                   pad=pad, downsample=downsample)
+        self.spec = spec
+        self.raw_keys: tuple[str, ...] = self.pixels.keys
+        self.vec_keys = vector_keys(spec)
+        self.out_dim = self.pixels.out_dim + int(sum(math.prod(spec[k]) for k in self.vec_keys))
+
+    def forward(self, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        b = next(iter(obs.values())).shape[0]
+        ims = {k: obs[k].reshape(b, *self.spec[k]) for k in self.raw_keys}
+        feats = [self.pixels(ims, augment=self.training).float()]
+        feats += [obs[k].reshape(b, -1).float() for k in self.vec_keys]
+        return torch.cat(feats, -1)
