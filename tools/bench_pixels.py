@@ -70,10 +70,11 @@ def throughput(args: argparse.Namespace) -> None:
         spec = {lf.name: lf.shape for lf in leaves(obs_space)}
         sampler = Sampler(st, build(SamplerConfig, {}), device="cpu", seed=0)
         weights = Path(tmp) / "enc.safetensors"
-        E.save_encoder(weights, E.PixelEncoder(spec))
-        for mode in ("state", "e2e", "frozen"):
-            for prec in ("fp32", "bf16"):
+        E.save_encoder(weights, E.PixelEncoder(spec, downsample=args.downsample))
+        for mode in args.modes:
+            for prec in args.precisions:
                 enc = {"weights": str(weights)} if mode == "frozen" else {}
+                enc["downsample"] = args.downsample
                 cfg = build(SACConfig, {"batch_size": args.batch, "precision": prec, "encoder": enc})
                 # state: the same SAC on the proprio leaf alone (the speed the frozen path aims at).
                 sac = SAC({"proprio": (9,)} if mode == "state" else spec, 4, cfg)
@@ -92,6 +93,7 @@ def throughput(args: argparse.Namespace) -> None:
                     sac.update(b)
                 dt = time.perf_counter() - t0
                 print(json.dumps({"part": "throughput", "mode": mode, "precision": prec, "batch": args.batch,
+                                  "downsample": args.downsample,
                                   "cameras": 2, "size": args.size, "iters": args.iters,
                                   "updates_per_s": round(args.iters / dt, 3),
                                   "ms_per_update": round(1000 * dt / args.iters, 1),
@@ -222,6 +224,9 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=1000)
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--modes", nargs="*", default=["state", "e2e", "frozen"], help="throughput: subset of state e2e frozen")
+    ap.add_argument("--precisions", nargs="*", default=["fp32", "bf16"], help="throughput: subset of fp32 bf16")
+    ap.add_argument("--downsample", type=int, default=1, help="throughput: stride-2 conv layers of the encoder")
     args = ap.parse_args()
     (part_push if args.part == "push" else throughput)(args)
 
