@@ -37,6 +37,7 @@ COMMANDS: dict[str, str] = {
     "robot": "roborl.cli.robot",
     "export": "roborl.cli.export",
     "reward": "roborl.cli.reward",
+    "encoder": "roborl.cli.encoder",
 }
 
 # One-line summaries for `roborl --help`, kept here so the top-level help imports nothing.
@@ -53,6 +54,7 @@ SUMMARIES: dict[str, str] = {
     "robot": "Serve a robot (or its sim twin) over the network.",
     "export": "Export a checkpoint's policy to ONNX or TorchScript.",
     "reward": "Train or evaluate a success classifier on camera frames (learned reward).",
+    "encoder": "Pretrain an image encoder on a store's demo frames (sac.encoder.weights).",
 }
 
 

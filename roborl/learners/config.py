@@ -11,8 +11,8 @@ from typing import Literal
 
 from roborl.config import field, non_negative, open_unit_interval, positive, unit_interval
 
-__all__ = ["SACConfig", "PPOConfig", "EncoderConfig", "TD3Config", "DDPGConfig", "DiscreteSACConfig",
-           "OnPolicyCommon", "ReinforceConfig", "A2CConfig", "NPGConfig", "TRPOConfig", "MBPOConfig"]
+__all__ = ["SACConfig", "PPOConfig", "EncoderConfig", "EncoderPretrainConfig", "TD3Config", "DDPGConfig",
+           "DiscreteSACConfig", "OnPolicyCommon", "ReinforceConfig", "A2CConfig", "NPGConfig", "TRPOConfig", "MBPOConfig"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,38 @@ class EncoderConfig:
                                 "null = train end to end.")
     cache_size: int = field(200_000, doc="Frozen encoder: embedding cache slots (rows of the store, obs and next_obs "
                             "each).", check=positive)
+    downsample: int = field(1, doc="How many of the first conv layers have stride 2 (DrQ: 1; 2 is ~4x cheaper, for "
+                                   "CPU training).", check=positive)
+    pretrain_steps: int = field(0, doc="With weights null and this > 0: before learning, pretrain the encoder on the "
+                                       "demo partition for this many steps (BC with random shift, the other "
+                                       "settings EncoderPretrainConfig's defaults), save it as <run dir>/encoder.safetensors and use it frozen (reused on "
+                                       "resume). 0 = off.", check=non_negative)
+
+
+@dataclass(frozen=True)
+class EncoderPretrainConfig:
+    """``roborl encoder pretrain``: fit an image encoder on a store's demo frames by behaviour cloning.
+
+    The encoder (:class:`roborl.learners.encoders.PixelEncoder`) feeds a small MLP head that predicts
+    the demonstrator's action; every frame is randomly shifted (DrQ, Kostrikov et al. 2020). The
+    architecture fields must equal the ``sac.encoder`` that loads the file (a mismatch is refused).
+    """
+
+    cameras: tuple[str, ...] = field((), doc="Cameras to encode: names (front) or store keys (pixels.front); empty "
+                                             "= every camera of the store.")
+    steps: int = field(1500, doc="Gradient steps.", check=positive)
+    batch_size: int = field(64, doc="Demo steps per batch.", check=positive)
+    lr: float = field(3e-4, doc="Adam learning rate.", check=positive)
+    pad: int = field(4, doc="Random-shift augmentation pad in pixels (0 = off).", check=non_negative)
+    hidden: tuple[int, ...] = field((256, 256), doc="Hidden sizes of the BC head (discarded after pretraining).")
+    shared: bool = field(False, doc="One conv encoder for all cameras (sac.encoder.shared).")
+    channels: int = field(32, doc="Conv channels per layer (sac.encoder.channels).", check=positive)
+    layers: int = field(4, doc="Conv layers (sac.encoder.layers).", check=positive)
+    feature_dim: int = field(50, doc="Features per camera (sac.encoder.feature_dim).", check=positive)
+    downsample: int = field(1, doc="Stride-2 conv layers (sac.encoder.downsample).", check=positive)
+    val_episodes: int = field(0, doc="Demo episodes held out to report a validation BC loss (0 = train on all).",
+                              check=non_negative)
+    seed: int = field(0, doc="Seed of initialisation, batches and augmentation.")
 
 
 @dataclass(frozen=True)

@@ -7,14 +7,18 @@
   ``[B, n_cams * feature_dim]``; the learner concatenates the normalised proprio vector.
 * :class:`EmbeddingCache`: the frozen-encoder path. Embeddings live in a direct-mapped table keyed
   by the sampler's row id (``Batch.index``: unique per stored transition for the store's life, so
-  a ring overwrite gets a new id) and checked by a fingerprint of the frame, so each stored frame is
-  encoded once per role (obs / next_obs), not once per sample. The learner sees only tensors.
+  a ring overwrite gets a new id); the next-obs cache also checks a fingerprint of the frame. Each
+  stored frame is encoded once per role (obs / next_obs), not once per sample. The learner sees only
+  tensors.
+* :class:`BCPretrainer`: BC with random shift, the objective of ``roborl encoder pretrain``.
+* :class:`GroupPixelEncoder`: the same encoder in PPO's encoder slot (observation groups).
 * :func:`save_encoder` / :func:`load_encoder_state`: safetensors files with the input shapes in
   their metadata (a mismatch is one line, exit 2).
 """
 from __future__ import annotations
 
 import copy
+import math
 import json
 from pathlib import Path
 from typing import Any, Mapping
@@ -24,7 +28,8 @@ from torch import nn
 from torch.nn import functional as F
 
 __all__ = ["image_keys", "vector_keys", "random_shift", "random_shift_reference", "ConvEncoder", "PixelEncoder",
-           "EmbeddingCache", "save_encoder", "load_encoder_state"]
+           "EmbeddingCache", "save_encoder", "load_encoder_state", "read_encoder_meta", "BCPretrainer",
+           "GroupPixelEncoder"]
 
 
 def _is_image(shape: tuple[int, ...]) -> bool:
@@ -79,12 +84,14 @@ def random_shift_reference(x: torch.Tensor, pad: int, offsets: torch.Tensor) -> 
 class ConvEncoder(nn.Module):
     """One camera: ``[B, C, H, W]`` float in [0, 1] -> ``[B, feature_dim]`` (DrQ's encoder)."""
 
-    def __init__(self, in_shape: tuple[int, int, int], channels: int = 32, layers: int = 4, feature_dim: int = 50) -> None:
+    def __init__(self, in_shape: tuple[int, int, int], channels: int = 32, layers: int = 4, feature_dim: int = 50,
+                 downsample: int = 1) -> None:
         super().__init__()
         c, h, w = in_shape
         convs: list[nn.Module] = []
         for i in range(layers):
-            convs += [nn.Conv2d(c if i == 0 else channels, channels, 3, stride=2 if i == 0 else 1), nn.ReLU()]
+            # ``downsample`` leading stride-2 layers (DrQ: 1); 2 cuts the conv cost ~4x on a CPU.
+            convs += [nn.Conv2d(c if i == 0 else channels, channels, 3, stride=2 if i < downsample else 1), nn.ReLU()]
         self.convs = nn.Sequential(*convs)
         with torch.no_grad():
             n = int(self.convs(torch.zeros(1, c, h, w)).numel())
@@ -103,17 +110,18 @@ class PixelEncoder(nn.Module):
     """
 
     def __init__(self, spec: Mapping[str, tuple[int, ...]], *, shared: bool = False, channels: int = 32,
-                 layers: int = 4, feature_dim: int = 50, pad: int = 0) -> None:
+                 layers: int = 4, feature_dim: int = 50, pad: int = 0, downsample: int = 1) -> None:
         super().__init__()
         spec = {k.replace("/", "."): v for k, v in spec.items()}  # the store's leaf names (pixels.front)
         self.keys = image_keys(spec)
         self.shapes = {k: _chw(tuple(spec[k])) for k in self.keys}
-        self.shared, self.pad = shared, pad
+        self.shared, self.pad, self.downsample = shared, pad, downsample
+        self.channels, self.layers = channels, layers
         if shared and len(set(self.shapes.values())) > 1:
             raise ValueError(f"encoder.shared needs cameras of one shape, got {self.shapes}")
         self.convs = nn.ModuleDict(
-            {"shared": ConvEncoder(self.shapes[self.keys[0]], channels, layers, feature_dim)} if shared else
-            {_mod(k): ConvEncoder(self.shapes[k], channels, layers, feature_dim) for k in self.keys})
+            {"shared": ConvEncoder(self.shapes[self.keys[0]], channels, layers, feature_dim, downsample)} if shared else
+            {_mod(k): ConvEncoder(self.shapes[k], channels, layers, feature_dim, downsample) for k in self.keys})
         self.out_dim = feature_dim * len(self.keys)
 
     def input_shapes(self) -> dict[str, list[int]]:
@@ -155,12 +163,17 @@ class EmbeddingCache(nn.Module):
     arithmetic). A hit needs both to match, so a slot reused by another row, or a next-obs row whose
     n-step successor changed (another ``n_step``), is recomputed instead of served stale.
     ``lookup(index [B], images {key: [B, ...]}, encode) -> [B, D]`` calls ``encode`` on the misses only.
-    Not saved in checkpoints (buffers are non-persistent): it refills from the store after a resume.
+    ``verify=False`` keys by row id alone (no fingerprint): exact where a row id always names the same
+    frame, as a stored row's own observation does (ids are never reused, a ring overwrite gets a new
+    one); the next observation of a row is not such a frame (its n-step successor moves while the
+    episode is open), so that cache verifies. Not saved in checkpoints (buffers are non-persistent): it
+    refills from the store after a resume.
     """
 
-    def __init__(self, size: int, dim: int, n_probe: int = 64, seed: int = 0) -> None:
+    def __init__(self, size: int, dim: int, n_probe: int = 64, seed: int = 0, verify: bool = True) -> None:
         super().__init__()
         self.size, self.dim, self.n_probe = int(size), int(dim), int(n_probe)
+        self.verify = bool(verify)
         self.register_buffer("emb", torch.zeros(self.size, self.dim), persistent=False)
         self.register_buffer("key", torch.full((self.size,), -1, dtype=torch.int64), persistent=False)
         self.register_buffer("fp", torch.zeros(self.size, dtype=torch.int64), persistent=False)
@@ -190,8 +203,12 @@ class EmbeddingCache(nn.Module):
     @torch.no_grad()
     def lookup(self, index: torch.Tensor, images: Mapping[str, torch.Tensor], encode: Any) -> torch.Tensor:
         slot = index % self.size
-        fp = self.fingerprint(images)
-        hit = (self.key[slot] == index) & (self.fp[slot] == fp)
+        if self.verify:
+            fp = self.fingerprint(images)
+            hit = (self.key[slot] == index) & (self.fp[slot] == fp)
+        else:
+            fp = None
+            hit = self.key[slot] == index
         miss = (~hit).nonzero().squeeze(1)
         if miss.numel():
             # Duplicate rows inside one batch are encoded once: unique misses only.
@@ -204,16 +221,21 @@ class EmbeddingCache(nn.Module):
             s = slot[rows]
             self.emb[s] = e
             self.key[s] = index[rows]
-            self.fp[s] = fp[rows]
+            if fp is not None:
+                self.fp[s] = fp[rows]
         return self.emb[slot]
 
 
-def save_encoder(path: str | Path, encoder: PixelEncoder) -> None:
-    """Write ``encoder``'s weights to a safetensors file with its input shapes and layout in the metadata."""
+def save_encoder(path: str | Path, encoder: PixelEncoder, extra: Mapping[str, Any] | None = None) -> None:
+    """Write ``encoder``'s weights to a safetensors file with its input shapes and layout in the metadata
+    (``extra``: more JSON-able metadata, e.g. how it was trained)."""
     from safetensors.torch import save_file
 
     meta = {"input_shapes": json.dumps(encoder.input_shapes()), "shared": json.dumps(encoder.shared),
-            "feature_dim": json.dumps(encoder.out_dim // max(1, len(encoder.keys)))}
+            "feature_dim": json.dumps(encoder.out_dim // max(1, len(encoder.keys))),
+            "channels": json.dumps(encoder.channels), "layers": json.dumps(encoder.layers),
+            "downsample": json.dumps(encoder.downsample)}
+    meta.update({k: json.dumps(v) for k, v in (extra or {}).items()})
     save_file({k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}, str(path), metadata=meta)
 
 
@@ -238,14 +260,110 @@ def load_encoder_state(path: str | Path, encoder: PixelEncoder, what: str = "sac
         raise UsageError(f"{what}: {p} is not a safetensors encoder file ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
     shapes = json.loads(meta.get("input_shapes", "null"))
     if shapes != encoder.input_shapes():
-        raise UsageError(f"{what}: {p} encodes inputs {shapes}, the env gives {encoder.input_shapes()} (C, H, W per camera)")
+        raise UsageError(f"{what}: {p} encodes inputs {shapes}, this needs {encoder.input_shapes()} (C, H, W per camera)")
     try:
         encoder.load_state_dict(state)
     except RuntimeError as e:
-        raise UsageError(f"{what}: {p} does not fit sac.encoder (channels/layers/feature_dim/shared): "
-                         f"{str(e).splitlines()[0]}") from None
+        arch = {k: json.loads(meta[k]) for k in ("shared", "channels", "layers", "feature_dim", "downsample") if k in meta}
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        why = next((ln for ln in lines if "size mismatch" in ln or "key" in ln.lower()), lines[0] if lines else "")
+        raise UsageError(f"{what}: {p} does not fit sac.encoder (the file has {arch}): {why.rstrip('.')}") from None
+
+
+def read_encoder_meta(path: str | Path) -> dict[str, Any]:
+    """The JSON metadata of a :func:`save_encoder` file (input shapes, layout, training record)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    return {k: json.loads(v) for k, v in meta.items()}
 
 
 def frozen_copy(module: nn.Module) -> nn.Module:
     """A deep copy with gradients off (the target encoder; the residual base's encoder after BC)."""
     return copy.deepcopy(module).requires_grad_(False)
+
+
+class BCPretrainer(nn.Module):
+    """Pretrain a :class:`PixelEncoder` by behaviour cloning with random-shift augmentation.
+
+    ``action_hat = tanh(MLP([encoder(shift(images)), normalise(vector)]))`` fit by MSE to the
+    demonstrator's action (clipped to [-1, 1]): the encoder must keep what the expert's action depends
+    on (the object and the goal marker relative to the gripper). The head and the normaliser are
+    discarded; :attr:`encoder` is what ``sac.encoder.weights`` loads (frozen, unshifted).
+
+    ``update({leaf: [B, ...]}, action [B, A]) -> loss`` (0-d, detached); ``loss(...)`` without a step.
+    """
+
+    def __init__(self, spec: Mapping[str, tuple[int, ...]], act_dim: int, *, shared: bool = False, channels: int = 32,
+                 layers: int = 4, feature_dim: int = 50, downsample: int = 1, pad: int = 4,
+                 hidden: tuple[int, ...] = (256, 256), lr: float = 3e-4) -> None:
+        super().__init__()
+        from roborl.learners.networks import ObsNormalizer
+
+        spec = {k.replace("/", "."): tuple(int(d) for d in v) for k, v in spec.items()}
+        self.encoder = PixelEncoder(spec, shared=shared, channels=channels, layers=layers, feature_dim=feature_dim,
+                                    pad=pad, downsample=downsample)
+        self.vec_keys = vector_keys(spec)
+        vec_dim = int(sum(int(torch.tensor(spec[k]).prod()) for k in self.vec_keys))
+        self.normalizer = ObsNormalizer(vec_dim)
+        dims = [self.encoder.out_dim + vec_dim, *hidden]
+        mlp: list[nn.Module] = []
+        for a, b in zip(dims[:-1], dims[1:]):
+            mlp += [nn.Linear(a, b), nn.ReLU()]
+        self.head = nn.Sequential(*mlp, nn.Linear(dims[-1], act_dim))
+        self.opt = torch.optim.Adam(self.parameters(), lr=lr)
+
+    def vector(self, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The vector leaves concatenated in sorted order: [B, V] (V may be 0)."""
+        b = next(iter(obs.values())).shape[0]
+        if not self.vec_keys:
+            return torch.zeros(b, 0)
+        return torch.cat([obs[k].reshape(b, -1).float() for k in self.vec_keys], -1)
+
+    def predict(self, obs: Mapping[str, torch.Tensor], augment: bool = False) -> torch.Tensor:
+        """[B, A] in (-1, 1)."""
+        f = torch.cat([self.encoder(obs, augment=augment).float(), self.normalizer(self.vector(obs))], -1)
+        return torch.tanh(self.head(f))
+
+    def loss(self, obs: Mapping[str, torch.Tensor], action: torch.Tensor, augment: bool = False) -> torch.Tensor:
+        """Mean over the batch of the squared error summed over action dims (SAC's BC loss)."""
+        return (self.predict(obs, augment) - action.float().clamp(-1.0, 1.0)).pow(2).sum(-1).mean()
+
+    def update(self, obs: Mapping[str, torch.Tensor], action: torch.Tensor) -> torch.Tensor:
+        loss = self.loss(obs, action, augment=True)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return loss.detach()
+
+
+class GroupPixelEncoder(nn.Module):
+    """PPO's encoder over observation groups (rsl_rl's encoder slot of :class:`roborl.learners.ppo.ActorCritic`).
+
+    ``forward({group: [B, ...]}) -> [B, out_dim]``: the camera groups (``[B, H, W, C]`` uint8, or flattened
+    ``[B, H*W*C]`` as PPO's batching hands them over) go through one :class:`PixelEncoder`, the vector
+    groups are concatenated after its features (sorted order). Camera groups are read raw
+    (:attr:`raw_keys`: PPO's per-group normalisers skip them). With ``pad`` > 0 and the module in
+    training mode, each call randomly shifts the images (DrQ); ``eval()`` turns that off.
+    Pass it as both ``actor_encoder`` and ``critic_encoder`` for one shared trunk.
+    """
+
+    def __init__(self, spec: Mapping[str, tuple[int, ...]], *, shared: bool = False, channels: int = 32,
+                 layers: int = 4, feature_dim: int = 50, pad: int = 0, downsample: int = 1,
+                 exclude: tuple[str, ...] = ()) -> None:
+        super().__init__()
+        spec = {k.replace("/", "."): tuple(int(d) for d in v) for k, v in spec.items() if k not in exclude}
+        self.pixels = PixelEncoder(spec, shared=shared, channels=channels, layers=layers, feature_dim=feature_dim,
+                                   pad=pad, downsample=downsample)
+        self.spec = spec
+        self.raw_keys: tuple[str, ...] = self.pixels.keys
+        self.vec_keys = vector_keys(spec)
+        self.out_dim = self.pixels.out_dim + int(sum(math.prod(spec[k]) for k in self.vec_keys))
+
+    def forward(self, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        b = next(iter(obs.values())).shape[0]
+        ims = {k: obs[k].reshape(b, *self.spec[k]) for k in self.raw_keys}
+        feats = [self.pixels(ims, augment=self.training).float()]
+        feats += [obs[k].reshape(b, -1).float() for k in self.vec_keys]
+        return torch.cat(feats, -1)

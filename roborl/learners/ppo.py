@@ -211,13 +211,16 @@ class ActorCritic(nn.Module):
         _orthogonal_init(self.actor, self.critic)
         self.log_std = nn.Parameter(torch.full((act_dim,), float(cfg.init_log_std)))
         self._fused: _FusedPair | None = None
+        self.raw_keys = frozenset(getattr(self.actor_encoder, "raw_keys", ())) | frozenset(
+            getattr(self.critic_encoder, "raw_keys", ()))
 
     # ---------------------------------------------------------------- plain modules (the reference)
     def normalize(self, obs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Raw groups ``{k: [B, O_k]}`` -> normalised groups (groups this model does not know are dropped)."""
         if not self.norm_obs:
             return {k: v for k, v in obs.items() if k in self.obs_dims}
-        return {k: self.obs_rms[k](v) for k, v in obs.items() if k in self.obs_dims}
+        # Groups an encoder reads raw (camera images: encoders.GroupPixelEncoder.raw_keys) skip the normaliser.
+        return {k: v if k in self.raw_keys else self.obs_rms[k](v) for k, v in obs.items() if k in self.obs_dims}
 
     def actor_mean(self, obs_n: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Normalised groups -> mu [B, A] (the actor alone: what a deployed policy runs)."""
@@ -563,7 +566,7 @@ class PPO:
         with one all-reduce of [count, sum, sum of squares]), so the statistics stay identical.
         """
         for k, v in obs_groups(obs).items():
-            if k not in self.model.obs_rms:
+            if k not in self.model.obs_rms or k in self.model.raw_keys:
                 continue
             rms = self.model.obs_rms[k]
             if self.world == 1:

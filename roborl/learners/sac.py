@@ -90,14 +90,16 @@ class SAC(nn.Module):
             assert self.obs_spec is not None
             ec = cfg.encoder
             self.encoder = E.PixelEncoder(self.obs_spec, shared=ec.shared, channels=ec.channels, layers=ec.layers,
-                                          feature_dim=ec.feature_dim, pad=ec.pad)
+                                          feature_dim=ec.feature_dim, pad=ec.pad, downsample=ec.downsample)
             feat_dim += self.encoder.out_dim
             self.frozen = ec.weights is not None
             if self.frozen:
                 if load_encoder_weights:
                     E.load_encoder_state(ec.weights, self.encoder)
                 self.encoder.requires_grad_(False).eval()
-                self.cache_obs = E.EmbeddingCache(ec.cache_size, self.encoder.out_dim)
+                # A row's own frame never changes under its id: no fingerprint. Its next frame can
+                # (n-step successor of a row of the open episode): verified.
+                self.cache_obs = E.EmbeddingCache(ec.cache_size, self.encoder.out_dim, verify=False)
                 self.cache_next = E.EmbeddingCache(ec.cache_size, self.encoder.out_dim)
             else:
                 self.encoder_target = E.frozen_copy(self.encoder)

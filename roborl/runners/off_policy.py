@@ -26,6 +26,7 @@ its public methods: ``start_learning``, ``update``, ``advance_to``, ``acting_sta
 from __future__ import annotations
 
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -153,6 +154,7 @@ class OffPolicyRunner:
                              f"empty demo partition")
         self.sampler = Sampler(self.store, cfg.store.sampler, device=self.device, seed=self.seed,
                                relabeler=relabeler, ram_budget_gb=cfg.store.ram_budget_gb)
+        self._pretrain_encoder()
         self.learner = build_learner(self.algo, self.obs_spec or self.obs_dim, self.act_dim, self.lcfg, self.device)
         if hasattr(self.learner, "set_sampler"):  # a learner that draws its own real batches (MBPO), resumed runs too
             self.learner.set_sampler(self.sampler.sample)
@@ -226,6 +228,34 @@ class OffPolicyRunner:
             self.reset_device = device
             self.env = apply_reset(self.env, ResetConfig(reset_mode="manual", reset_timeout_s=cfg.env.reset_timeout_s),
                                    device, prompt=lambda m: print(m, flush=True))
+
+    def _pretrain_encoder(self) -> None:
+        """``<section>.encoder.pretrain_steps`` > 0 with no ``weights``: BC-pretrain the image encoder on the
+        demo partition once (:func:`roborl.runners.pretrain.pretrain_encoder`), save it as
+        ``<run dir>/encoder.safetensors`` (kept: a resume reuses it) and train with it frozen."""
+        import dataclasses
+
+        ec = getattr(self.lcfg, "encoder", None)
+        if self.obs_spec is None or ec is None or ec.weights is not None or not getattr(ec, "pretrain_steps", 0):
+            return
+        path = self.run_dir / "encoder.safetensors"
+        if not path.is_file():
+            if self.store.num_steps("demo") == 0:
+                raise UsageError(f"{self.section}.encoder.pretrain_steps: pretraining needs demos (store.demos)")
+            from roborl.config import build
+            from roborl.learners.config import EncoderPretrainConfig
+            from roborl.runners.pretrain import pretrain_encoder
+
+            pcfg = build(EncoderPretrainConfig, {"steps": ec.pretrain_steps, "shared": ec.shared, "channels": ec.channels,
+                                                 "layers": ec.layers, "feature_dim": ec.feature_dim,
+                                                 "downsample": ec.downsample, "pad": ec.pad or 4, "seed": self.seed},
+                         source=f"{self.section}.encoder")
+            meta = pretrain_encoder([self.store], path, pcfg, device=self.device,
+                                    log=None if os.environ.get("ROBORL_QUIET") else (lambda m: print(m, flush=True)))
+            print(f"encoder pretrained on {meta['demo_steps']} demo steps: BC loss {meta['train_bc_loss']:.4f} "
+                  f"({meta['seconds']} s) -> {path}", flush=True)
+        self.lcfg = dataclasses.replace(self.lcfg, encoder=dataclasses.replace(ec, weights=str(path)))
+        self.cfg = dataclasses.replace(self.cfg, **{self.section: self.lcfg})
 
     def _goal_relabeler(self) -> Any:
         """The env's HER goal relabeler when ``store.sampler.her_fraction`` > 0 (else None)."""

@@ -136,13 +136,54 @@ def test_frozen_encoder_embeds_once_per_frame_not_per_sample(tmp_path) -> None:
     torch.testing.assert_close(f_cached, f_plain)
 
 
-def test_cache_recomputes_when_a_row_holds_another_frame(tmp_path) -> None:
+def test_next_obs_cache_recomputes_when_a_row_has_another_next_frame(tmp_path) -> None:
+    # A row's next frame can change under its id (the n-step successor of a row of the open episode):
+    # the next-obs cache checks a fingerprint. A row's own frame cannot: that cache is keyed by id alone.
     sac = _frozen(tmp_path)
+    assert sac.cache_next.verify and not sac.cache_obs.verify
     b1, b2 = _batch(b=4, seed=1), _batch(b=4, seed=2)
-    sac.features(b1.obs, index=torch.arange(4))
-    f = sac.features(b2.obs, index=torch.arange(4))["online"]  # same row ids, other frames (fingerprint differs)
-    torch.testing.assert_close(f, sac.features(b2.obs)["online"])
-    assert sac.cache_obs.encoded == 8
+    sac.features(b1.next_obs, index=torch.arange(4), next_obs=True)
+    f = sac.features(b2.next_obs, index=torch.arange(4), next_obs=True)["online"]  # same ids, other frames
+    torch.testing.assert_close(f, sac.features(b2.next_obs)["online"])
+    assert sac.cache_next.encoded == 8
+
+
+def test_frozen_cache_over_a_real_store_equals_encoding_every_sample(tmp_path) -> None:
+    """The fast path (row-id cache for obs, verified cache for next obs) against the plain formula
+    (encode every sampled frame), on a real store and sampler with 3-step returns over terminated and
+    truncated episode ends."""
+    import gymnasium as gym
+
+    from roborl.store import ReplayStore, Sampler
+    from roborl.store.config import SamplerConfig
+
+    img = gym.spaces.Box(0, 255, (16, 16, 3), np.uint8)
+    space = gym.spaces.Dict({"proprio": gym.spaces.Box(-np.inf, np.inf, (3,), np.float32),
+                             "pixels": gym.spaces.Dict({"front": img, "wrist": img})})
+    st = ReplayStore.open_or_create(tmp_path / "s", env_id="test/pix", observation_space=space,
+                                    action_space=gym.spaces.Box(-1, 1, (2,), np.float32), online_capacity=500)
+    rng = np.random.default_rng(0)
+
+    def o() -> dict:
+        return {"proprio": rng.standard_normal(3).astype(np.float32),
+                "pixels": {"front": rng.integers(0, 256, (16, 16, 3), np.uint8),
+                           "wrist": rng.integers(0, 256, (16, 16, 3), np.uint8)}}
+
+    for ep in range(4):
+        st.start_episode(o(), "demo" if ep == 0 else "online")
+        for t in range(10):
+            st.add_step(action=rng.uniform(-1, 1, 2).astype(np.float32), reward=1.0, next_obs=o(),
+                        terminated=ep == 1 and t == 9, truncated=ep != 1 and t == 9)
+    sac = _frozen(tmp_path)
+    sampler = Sampler(st, build(SamplerConfig, {"n_step": 3}), seed=0)
+    for _ in range(12):
+        b = sampler.sample(32, gamma=0.9)
+        for nxt, frames in ((False, b.obs), (True, b.next_obs)):
+            fast = sac.features(frames, index=b.index, next_obs=nxt)["online"]
+            torch.testing.assert_close(fast, sac.features(frames)["online"])
+    # 384 samples of 40 stored rows: each frame encoded once per role, not once per sample.
+    assert 30 <= sac.cache_obs.encoded <= 40 and 30 <= sac.cache_next.encoded <= 40
+    st.close()
 
 
 def test_frozen_weights_shape_mismatch_is_one_line(tmp_path) -> None:

@@ -35,3 +35,45 @@ def test_train_resume_and_eval_with_cameras(tmp_path: Path, gl_env: dict[str, st
                        capture_output=True, text=True, timeout=600)
     assert e.returncode == 0, e.stderr[-2000:]
     assert '"episodes"' in e.stdout or "return" in e.stdout
+
+
+def test_train_pretrains_the_frozen_encoder_on_demos_at_startup(tmp_path: Path, gl_env: dict[str, str]) -> None:
+    """sac.encoder.pretrain_steps with no weights: BC-pretrain on the demo partition once, save it in the
+    run dir, train with it frozen; a resume reuses the file (configs/pixels_push.yaml from a fresh clone)."""
+    import copy
+    import os
+
+    from roborl.learners.encoders import read_encoder_meta
+
+    demos = tmp_path / "demos"
+    c = subprocess.run([sys.executable, "-m", "roborl.cli", "collect", "--env", "roborl/Reach-v0", "--policy", "scripted",
+                        "--store", str(demos), "--episodes", "2", "--noise", "0.1", "env.kwargs.obs_mode=proprio+pixels",
+                        "env.kwargs.image_size=32", "env.kwargs.cameras=[front]"], env=gl_env, capture_output=True,
+                       text=True, timeout=600)
+    assert c.returncode == 0, c.stderr[-2000:]
+    cfg = copy.deepcopy(CFG)
+    cfg["store"] = {"online_capacity": 1000, "demos": [str(demos)]}
+    cfg["sac"] = {"hidden": [32, 32], "batch_size": 16, "warmup_steps": 0, "bc_pretrain_steps": 5, "residual": True,
+                  "encoder": {"channels": 8, "layers": 2, "feature_dim": 16, "downsample": 2, "pretrain_steps": 4}}
+    cfg["train"] = {**CFG["train"], "total_steps": 60, "checkpoint_every": 60}
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    run = tmp_path / "run"
+
+    def train(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "roborl.cli", "train", str(path), f"run.dir={run}", *extra],
+                              env=gl_env, capture_output=True, text=True, timeout=600)
+
+    r = train()
+    assert r.returncode == 0, r.stderr[-2000:]
+    enc = run / "encoder.safetensors"
+    meta = read_encoder_meta(enc)
+    assert meta["objective"] == "bc_random_shift" and meta["config"]["steps"] == 4 and meta["demo_steps"] > 0
+    assert meta["input_shapes"] == {"pixels.front": [3, 32, 32]}
+    _, ck, step = load_checkpoint(run)
+    assert step == 60 and ck["config"]["sac"]["encoder"]["weights"] == str(enc)
+    mtime = os.stat(enc).st_mtime_ns
+    r = train("train.total_steps=90")  # resume: the same encoder file, not a new pretraining
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert os.stat(enc).st_mtime_ns == mtime and "encoder pretrained" not in r.stdout
+    assert load_checkpoint(run)[2] == 90

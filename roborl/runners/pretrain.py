@@ -1,0 +1,219 @@
+"""Pretrain an image encoder on the demo frames of replay stores (the library side of ``roborl encoder pretrain``).
+
+The data loop lives here (it reads stores); the model and its update are
+:class:`roborl.learners.encoders.BCPretrainer` (tensors only). The result is a safetensors file
+written by :func:`roborl.learners.encoders.save_encoder`, with how it was trained in its metadata,
+which ``sac.encoder.weights`` loads as a frozen encoder.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from roborl.errors import UsageError
+from roborl.learners.config import EncoderPretrainConfig
+
+__all__ = ["DemoFrames", "camera_keys", "resolve_cameras", "load_demo_frames", "pretrain_encoder"]
+
+
+@dataclass
+class DemoFrames:
+    """Demo steps of one or more stores. ``N`` = steps.
+
+    obs:     leaf (store key, e.g. ``pixels.front`` / ``proprio``) -> [N, *shape] (images uint8 HxWx3)
+    action:  float32 [N, A] (the executed action: what the sampler gives SAC's BC)
+    episode: int64 [N] episode number, unique over all stores (for a held-out split)
+    spec:    leaf -> shape, the encoder's input spec (chosen cameras + every vector leaf)
+    sources: one dict per store: path, uuid, episodes, steps
+    """
+
+    obs: dict[str, np.ndarray]
+    action: np.ndarray
+    episode: np.ndarray
+    spec: dict[str, tuple[int, ...]]
+    sources: list[dict[str, Any]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return int(self.action.shape[0])
+
+
+def _is_image(dtype: Any, shape: Sequence[int]) -> bool:
+    return np.dtype(dtype) == np.uint8 and len(shape) == 3 and int(shape[-1]) in (1, 3)
+
+
+def camera_keys(store: Any) -> list[str]:
+    """Observation keys of a store whose field is a uint8 HxWxC image (``obs.<key>``), sorted."""
+    keys = [k for k in store.obs_keys if k]
+    return sorted(k for k in keys if _is_image(store.dtype[f"obs.{k}"].base, store.dtype[f"obs.{k}"].shape))
+
+
+def resolve_cameras(store: Any, cameras: Sequence[str], where: str) -> list[str]:
+    """Camera names (``front``) or keys (``pixels.front``) -> the store's keys; empty = all.
+    A name the store does not have is a one-line UsageError naming it and the cameras there are."""
+    have = camera_keys(store)
+    if not have:
+        fields = ", ".join(f"obs.{k}" if k else "obs" for k in store.obs_keys)
+        raise UsageError(f"{where}: store {store.path} has no camera observations (uint8 HxWx3 fields; it has {fields})")
+    if not cameras:
+        return have
+    out = []
+    for c in cameras:
+        hit = [k for k in have if k == c or k.split(".")[-1] == c]
+        if len(hit) != 1:
+            raise UsageError(f"{where}: camera {c!r} is not in store {store.path} (its cameras: "
+                             f"{', '.join(k.split('.')[-1] for k in have)})")
+        out.append(hit[0])
+    return sorted(set(out))
+
+
+def load_demo_frames(stores: Sequence[Any], cameras: Sequence[str] = (), where: str = "encoder pretrain") -> DemoFrames:
+    """Every live demo step of each store (a path, or an open :class:`~roborl.store.ReplayStore`).
+
+    Reads the chosen cameras and every vector observation leaf, and the executed actions. Stores
+    must agree on shapes. A missing store, no cameras, an unknown camera or an empty demo partition
+    is a one-line UsageError.
+    """
+    from roborl.store import ReplayStore
+    from roborl.store.store import StoreError
+
+    if not stores:
+        raise UsageError(f"{where}: give at least one --store")
+    obs: dict[str, list[np.ndarray]] = {}
+    acts: list[np.ndarray] = []
+    eps: list[np.ndarray] = []
+    sources: list[dict[str, Any]] = []
+    spec: dict[str, tuple[int, ...]] | None = None
+    n_eps = 0
+    for s in stores:
+        own = not isinstance(s, ReplayStore)
+        if own:
+            if not Path(s).is_dir():
+                raise UsageError(f"{where}: store not found: {s}")
+            try:
+                st = ReplayStore.open(s, mode="r")
+            except StoreError as e:
+                raise UsageError(f"{where}: {e}") from None
+        else:
+            st = s
+        try:
+            cams = resolve_cameras(st, cameras, where)
+            vec = sorted(k for k in st.obs_keys if k and k not in camera_keys(st))
+            keys = cams + vec
+            sp = {k: tuple(int(d) for d in st.dtype[f"obs.{k}"].shape) for k in keys}
+            sp["__action__"] = tuple(int(d) for d in st.dtype["executed_action"].shape)
+            if spec is None:
+                spec = sp
+            elif sp != spec:
+                raise UsageError(f"{where}: store {st.path} has observations {sp}, another store has {spec}")
+            ep = st.episodes("demo")
+            if len(ep) == 0:
+                raise UsageError(f"{where}: store {st.path} has no demo episodes (record some with roborl collect "
+                                 f"or roborl teleop)")
+            start, stop = int(ep[0, 0]), int(ep[-1, 0] + ep[-1, 1])
+            cols = st.read_rows("demo", start, stop, [f"obs.{k}" for k in keys] + ["executed_action"])
+            for k in keys:
+                obs.setdefault(k, []).append(cols[f"obs.{k}"])
+            acts.append(cols["executed_action"].astype(np.float32))
+            lens = ep[:, 1].astype(np.int64)
+            eps.append(np.repeat(np.arange(n_eps, n_eps + len(ep)), lens))
+            n_eps += len(ep)
+            sources.append({"path": str(st.path), "uuid": st.meta.get("uuid"),
+                            "episodes": int(len(ep)), "steps": int(stop - start)})
+        finally:
+            if own:
+                st.close()
+    assert spec is not None
+    spec.pop("__action__")
+    return DemoFrames({k: np.concatenate(v) for k, v in obs.items()}, np.concatenate(acts), np.concatenate(eps),
+                      spec, sources)
+
+
+def pretrain_encoder(stores: Sequence[Any], out: str | Path, cfg: EncoderPretrainConfig | None = None, *,
+                     device: str = "cpu", init: str | Path | None = None,
+                     log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Fit a :class:`~roborl.learners.encoders.BCPretrainer` on the stores' demo steps and write its
+    encoder to ``out`` (safetensors; written to a temporary name, then renamed). ``init``: start from
+    an encoder file (its input shapes and layout must match). Returns the metadata written."""
+    import torch
+
+    from roborl.learners import encoders as E
+
+    cfg = cfg if cfg is not None else EncoderPretrainConfig()
+    out = Path(out)
+    if out.is_dir():
+        raise UsageError(f"--out: {out} is a directory; give a file name (e.g. {out / 'encoder.safetensors'})")
+    data = load_demo_frames(stores, cfg.cameras)
+    n = len(data)
+    rng = np.random.default_rng(cfg.seed)
+    n_eps = int(data.episode.max()) + 1
+    if cfg.val_episodes >= n_eps:
+        raise UsageError(f"val_episodes: {cfg.val_episodes} would hold out every one of the {n_eps} demo episodes")
+    held = rng.choice(n_eps, cfg.val_episodes, replace=False) if cfg.val_episodes else np.zeros(0, np.int64)
+    is_val = np.isin(data.episode, held)
+    tr_idx, va_idx = np.flatnonzero(~is_val), np.flatnonzero(is_val)
+    torch.manual_seed(cfg.seed)
+    act_dim = int(data.action.shape[1])
+    model = _pretrainer(data.spec, act_dim, cfg).to(device)
+    if init is not None:
+        E.load_encoder_state(init, model.encoder, what="--init")
+    # uint8 frames stay uint8 on the device; the encoder converts per batch.
+    obs_t = {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in data.obs.items()}
+    act_t = torch.from_numpy(data.action).to(device)
+    tr_t = torch.from_numpy(tr_idx).to(device)
+    model.normalizer.fit(model.vector({k: v.index_select(0, tr_t) for k, v in obs_t.items()}))
+
+    def batch(idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {k: v.index_select(0, idx) for k, v in obs_t.items()}
+
+    @torch.no_grad()
+    def eval_loss(idx: np.ndarray) -> float | None:
+        if len(idx) == 0:
+            return None
+        model.eval()
+        tot = 0.0
+        for i in range(0, len(idx), 256):
+            j = torch.from_numpy(idx[i: i + 256]).to(device)
+            tot += float(model.loss(batch(j), act_t.index_select(0, j))) * len(j)
+        model.train()
+        return tot / len(idx)
+
+    t0 = time.time()
+    g = torch.Generator(device="cpu").manual_seed(cfg.seed)
+    running, count = 0.0, 0
+    every = max(1, cfg.steps // 10)
+    for step in range(1, cfg.steps + 1):
+        j = tr_t[torch.randint(0, len(tr_idx), (cfg.batch_size,), generator=g).to(device)]
+        running += float(model.update(batch(j), act_t.index_select(0, j)))
+        count += 1
+        if log is not None and (step % every == 0 or step == cfg.steps):
+            log(f"encoder pretrain: step {step}/{cfg.steps}  bc_loss {running / count:.4f}  {time.time() - t0:.0f} s")
+            running, count = 0.0, 0
+    seconds = time.time() - t0
+    train_loss = eval_loss(tr_idx[rng.permutation(len(tr_idx))[:2048]])
+    val_loss = eval_loss(va_idx)
+    meta = {"format": "roborl.encoder", "objective": "bc_random_shift",
+            "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
+            "stores": data.sources, "demo_steps": int(n), "train_steps": int(len(tr_idx)),
+            "val_steps": int(len(va_idx)), "train_bc_loss": train_loss, "val_bc_loss": val_loss,
+            "seconds": round(seconds, 1), "init": str(init) if init is not None else None}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    E.save_encoder(tmp, model.encoder.cpu(), extra=meta)
+    os.replace(tmp, out)
+    meta["input_shapes"] = model.encoder.input_shapes()
+    meta["out"] = str(out)
+    return meta
+
+
+def _pretrainer(spec: dict[str, tuple[int, ...]], act_dim: int, cfg: EncoderPretrainConfig) -> Any:
+    """The BC pretrainer of ``cfg``'s architecture over ``spec``."""
+    from roborl.learners.encoders import BCPretrainer
+
+    return BCPretrainer(spec, act_dim, shared=cfg.shared, channels=cfg.channels, layers=cfg.layers,
+                        feature_dim=cfg.feature_dim, downsample=cfg.downsample, pad=cfg.pad, hidden=tuple(cfg.hidden),
+                        lr=cfg.lr)
