@@ -212,10 +212,11 @@ class ClassifierReward(gym.Wrapper):
         return meta
 
 
-def wrap_reward(env: gym.Env, cfg: Any) -> gym.Env:
+def wrap_reward(env: gym.Env, cfg: Any, model_dir: str | Path | None = None) -> gym.Env:
     """Apply a run's ``reward`` section (:class:`roborl.reward.config.RewardConfig`): ``env`` unchanged when
-    ``cfg.classifier`` is null, else wrapped in :class:`ClassifierReward`."""
+    ``cfg.classifier`` is null, else wrapped in :class:`ClassifierReward` (reading ``model_dir`` instead of
+    ``cfg.classifier`` when given: a run's fine-tuned copy)."""
     if not cfg.classifier:
         return env
-    return ClassifierReward(env, cfg.classifier, threshold=cfg.threshold, confirm_steps=cfg.confirm_steps,
-                            terminate=cfg.terminate)
+    return ClassifierReward(env, model_dir or cfg.classifier, threshold=cfg.threshold,
+                            confirm_steps=cfg.confirm_steps, terminate=cfg.terminate)

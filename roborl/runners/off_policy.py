@@ -42,7 +42,11 @@ from roborl.learners import LEARNERS, build_learner
 from roborl.runners.config import RunConfig
 from roborl.runs import Accumulator, MetricsLogger, ProgressLines, progress, resolve_device, write_config
 
-__all__ = ["OffPolicyRunner", "Accumulator", "resolve_demo_path", "run"]
+__all__ = ["OffPolicyRunner", "Accumulator", "resolve_demo_path", "run", "FINETUNED_CLASSIFIER"]
+
+# run.dir subdirectory of the classifier fine-tuned from operator labels (reward.finetune_every): the
+# model given in reward.classifier is never overwritten.
+FINETUNED_CLASSIFIER = "reward_classifier"
 
 
 def resolve_demo_path(p: str) -> Path:
@@ -128,6 +132,7 @@ class OffPolicyRunner:
 
         relabeler = self._goal_relabeler()  # before any file is written: a misconfiguration leaves no run dir
         self.reset_device: Any = None  # the operator device of manual resets (env.reset_mode=manual)
+        self.reward_env: Any = None  # the ClassifierReward layer when reward.classifier is set
         self._labeler: Any = None  # ClassifierReward.label when reward.classifier is set
         self._owns_reset_device = False
         self.intervention = None
@@ -204,7 +209,11 @@ class OffPolicyRunner:
         cfg = self.cfg
         from roborl.reward.wrapper import wrap_reward
 
-        self.env = wrap_reward(self.env, cfg.reward)
+        model_dir = None
+        if cfg.reward.classifier and cfg.reward.finetune_every and (self.run_dir / FINETUNED_CLASSIFIER).is_dir():
+            model_dir = self.run_dir / FINETUNED_CLASSIFIER  # a resumed run keeps its fine-tuned classifier
+        self.env = wrap_reward(self.env, cfg.reward, model_dir=model_dir)
+        self.reward_env = self.env if cfg.reward.classifier else None  # the ClassifierReward layer
         self._labeler = getattr(self.env, "label", None) if cfg.reward.classifier else None  # operator verdicts
         if cfg.intervention.source != "none":
             from roborl.teleop.intervention import build_intervention
@@ -466,6 +475,24 @@ class OffPolicyRunner:
                 self.reset_device.on_episode_end(s.success)  # a device waits for the next START after this
         return s
 
+    def maybe_finetune(self) -> dict[str, float]:
+        """Every ``reward.finetune_every`` episodes, fine-tune the classifier on the operator's labelled
+        frames kept since the last round (between episodes: the robot is not waiting on a step).
+        The model goes to ``run.dir/reward_classifier`` and is reloaded. Returns log fields ({} when
+        nothing ran)."""
+        rc = self.cfg.reward
+        if self.reward_env is None or not rc.finetune_every or self._episodes % rc.finetune_every:
+            return {}
+        n = int(self.reward_env.num_corrections)
+        if n == 0:
+            return {}
+        t0 = time.time()
+        meta = self.reward_env.finetune(steps=rc.finetune_steps, lr=rc.finetune_lr,
+                                        out=self.run_dir / FINETUNED_CLASSIFIER)
+        after = (meta or {}).get("finetunes", [{}])[-1].get("after", {})
+        return {"reward/finetune_frames": float(n), "reward/finetune_s": time.time() - t0,
+                "reward/finetune_accuracy": float(after.get("accuracy", float("nan")))}
+
     # ------------------------------------------------------------------ the loop
     def train(self, quiet: bool = False) -> dict[str, Any]:
         cfg, t = self.cfg, self.cfg.train
@@ -514,6 +541,7 @@ class OffPolicyRunner:
                         if cfg.intervention.copy_to_demo:
                             # Takeover segments also go to the demo partition (never evicted, sampled like demos).
                             row["train/intervention_segments"] = recorder.flush(self.store)
+                    row.update(self.maybe_finetune())
                     logger.log(self._step, row)
                     last_ret, last_succ = ep.ret, float(ep.success)
                     obs = self.reset_episode(recorder)
