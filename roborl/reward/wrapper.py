@@ -27,7 +27,7 @@ import numpy as np
 from roborl.errors import UsageError
 from roborl.reward.model import RewardClassifier, obs_value
 
-__all__ = ["ClassifierReward", "check_cameras", "wrap_reward", "STORE_FIELDS"]
+__all__ = ["ClassifierReward", "check_cameras", "wrap_reward", "STORE_FIELDS", "STORE_FIELD_FILL"]
 
 # Extra replay-store fields for what this wrapper puts in ``info`` (ReplayStore.create(extra_fields=...));
 # roborl.reward.data reads ``operator_label`` back as labels for training and fine-tuning.
@@ -36,6 +36,10 @@ STORE_FIELDS: dict[str, tuple[str, tuple[int, ...]]] = {
     "classifier_reward": ("float32", ()),
     "operator_label": ("int8", ()),
 }
+# What those fields hold on steps recorded without the classifier (demos merged into a run's store):
+# no probability, no classifier reward, no operator label.
+STORE_FIELD_FILL: dict[str, float | int] = {"classifier_prob": float("nan"), "classifier_reward": 0.0,
+                                            "operator_label": -1}
 
 
 def _space_at(space: gym.Space, key: str) -> gym.Space | None:

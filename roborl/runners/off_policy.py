@@ -140,18 +140,21 @@ class OffPolicyRunner:
             self._wrap_hardware_loop()  # classifier reward, interventions, manual resets: checks before any write
         self.run_dir.mkdir(parents=True, exist_ok=True)
         extra: dict[str, Any] = {}
+        fill: dict[str, Any] | None = None  # demos recorded without the classifier lack its fields
         self._info_fields: tuple[str, ...] = ()  # info keys env_step stores as extra store fields
         if cfg.reward.classifier:
-            from roborl.reward.wrapper import STORE_FIELDS
+            from roborl.reward.wrapper import STORE_FIELD_FILL, STORE_FIELDS
 
             extra = {"extra_fields": dict(STORE_FIELDS)}
+            fill = dict(STORE_FIELD_FILL)
             self._info_fields = tuple(STORE_FIELDS)
         self.store = ReplayStore.open_or_create(store_path, env_id=cfg.env.id, observation_space=obs_space,
                                                 action_space=act_space, online_capacity=cfg.store.online_capacity,
                                                 **extra)
         if fresh_store:
             for p in cfg.store.demos:
-                self.store.merge_from(resolve_demo_path(p), partition="demo", allow_env_mismatch=cfg.store.allow_env_mismatch)
+                self.store.merge_from(resolve_demo_path(p), partition="demo", allow_env_mismatch=cfg.store.allow_env_mismatch,
+                                      fill=fill)
         elif self._needs_demos() and self.store.num_steps("demo") == 0:
             self.store.close()
             raise UsageError(f"store.demos: {self._needs_demos()} needs demos but the store at {store_path} has an "
