@@ -172,3 +172,30 @@ def test_finetune_every_refits_the_classifier_from_operator_labels(tmp_path: Pat
     assert (model / "model.safetensors").read_bytes() == before
     rows = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     assert any("reward/finetune_frames" in r for r in rows)
+
+
+def test_classifier_cameras_the_robot_lacks_are_refused_before_any_robot_step(tmp_path: Path) -> None:
+    """A served robot with proprio only and a classifier that reads camera 'cam': one line, exit 2, and the
+    server's true episode log shows that no episode was started and no step taken."""
+    from roborl.reward.config import ClassifierTrainConfig
+    from roborl.reward.train import train_classifier
+    from roborl.robots.launch import ServerProcess
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "reward"))
+    from toy_square import write_store
+
+    model = tmp_path / "model"
+    train_classifier([write_store(tmp_path / "train", 4, seed=1)], model,
+                     ClassifierTrainConfig(steps=5, batch_size=8, seed=0, pad=0, positives="step", val_fraction=0))
+    log = tmp_path / "server_log"
+    with ServerProcess("sim:roborl/Reach-v0", hz=200, sim_clock="lockstep",
+                       extra=["--log-dir", str(log), "env.kwargs.obs_mode=proprio"]) as srv:
+        out = subprocess.run([sys.executable, "-m", "roborl.cli", "--quiet", "train", "/dev/null",
+                              f"env.id={srv.url}", f"reward.classifier={model}", "train.total_steps=2000",
+                              f"run.dir={tmp_path / 'r'}"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2, out.stdout + out.stderr
+    err = out.stderr.strip().splitlines()
+    assert len(err) == 1 and "reward.classifier" in err[0] and "'cam'" in err[0] and "proprio" in err[0], out.stderr
+    assert not (tmp_path / "r").exists()
+    episodes = log / "episodes.jsonl"
+    assert not episodes.exists() or episodes.read_text().strip() == ""  # no reset, no step reached the robot
