@@ -115,6 +115,15 @@ class _GoalOffset:
         return getattr(self._u, name)
 
 
+def near_miss_offset(state: dict[str, Any], rng: np.random.Generator) -> np.ndarray:
+    """A wrong target 5-8 cm from the goal, sideways to the cube's path (so the push does not cross the
+    3 cm success zone on its way): [3] metres."""
+    d = np.asarray(state["goal"], np.float64)[:2] - np.asarray(state["object"], np.float64)[:2]
+    n = np.array([-d[1], d[0]]) / max(float(np.linalg.norm(d)), 1e-6)
+    side = rng.choice([-1.0, 1.0]) * rng.uniform(0.05, 0.08)
+    return np.array([n[0] * side, n[1] * side, 0.0])
+
+
 def make_operator(args: argparse.Namespace, layout: tuple[str, ...], seed0: int, near_miss: bool) -> Any:
     """The scripted operator device (see the module docstring)."""
     import gymnasium as gym
@@ -139,9 +148,7 @@ def make_operator(args: argparse.Namespace, layout: tuple[str, ...], seed0: int,
             self.shadow.reset(seed=seed0 + self.episode)
             self.exp = expert(self.shadow, noise=args.demo_noise, seed=seed0 + self.episode)
             if near_miss:
-                ang = self.rng.uniform(0, 2 * np.pi)
-                off = self.rng.uniform(0.04, 0.08) * np.array([np.cos(ang), np.sin(ang), 0.0])
-                self.exp.u = _GoalOffset(self.exp.u, off)
+                self.exp.u = _GoalOffset(self.exp.u, near_miss_offset(self.shadow.unwrapped.task_state(), self.rng))
             self.episode += 1
             self.streak, self.steps, self.ever = 0, 0, False
             self.state = "running"
@@ -202,9 +209,9 @@ def collect_through_server(args: argparse.Namespace, root: Path, name: str, epis
         summary = DemoCollector(env, dev, store, cfg, layout=layout, seed=seed0).run(episodes)
         store.close()
         env.close()
-        truth = srv.stats()
     finally:
         srv.close()
+    truth = srv.stats()  # after close: the server logs the episode still open at shutdown
     labelled = summary.successes
     true_ok = [bool(e["ever_success"]) for e in truth["per_episode"]]
     return {"store": str(root / name), "episodes": summary.kept, "labelled_success": labelled,
@@ -229,8 +236,7 @@ def collect_heldout(args: argparse.Namespace, path: Path, seed0: int) -> dict[st
         obs, _ = env.reset(seed=seed0 + ep)
         exp = expert(env, noise=args.heldout_noise, seed=seed0 + ep)
         if ep % 2 == 1:  # every other episode is a near miss
-            ang = rng.uniform(0, 2 * np.pi)
-            exp.u = _GoalOffset(exp.u, rng.uniform(0.04, 0.08) * np.array([np.cos(ang), np.sin(ang), 0.0]))
+            exp.u = _GoalOffset(exp.u, near_miss_offset(env.unwrapped.task_state(), rng))
         st.start_episode(obs, "demo")
         done = False
         while not done:
@@ -246,7 +252,7 @@ def collect_heldout(args: argparse.Namespace, path: Path, seed0: int) -> dict[st
     return {"store": str(path), "episodes": args.heldout_episodes, "frames": n, "positive_frames": pos}
 
 
-def reward_demos(src: Path, dst: Path, clf: Path, confirm_steps: int) -> dict[str, Any]:
+def reward_demos(src: Path, dst: Path, clf: Path, confirm_steps: int, threshold: float | None = None) -> dict[str, Any]:
     """The demos as a classifier-rewarded run would have stored them: each demo is replayed through
     :class:`roborl.reward.wrapper.ClassifierReward`'s rule on its stored frames, so it ends at the first
     step where the classifier fires ``confirm_steps`` frames in a row (reward 1, terminated); a demo where
@@ -256,7 +262,7 @@ def reward_demos(src: Path, dst: Path, clf: Path, confirm_steps: int) -> dict[st
     from roborl.store import ReplayStore
 
     model = RewardClassifier(clf)
-    thr = float(model.threshold)
+    thr = float(model.threshold if threshold is None else threshold)
     s = ReplayStore.open(src, mode="r")
     d = ReplayStore.create(dst, env_id=s.meta.get("env_id", "robot"), observation_space=s.observation_space,
                            action_space=s.action_space)
@@ -381,14 +387,16 @@ def train_rl(args: argparse.Namespace, root: Path, name: str, seed: int, demos: 
                 f"sac.encoder.weights={encoder}", "sac.encoder.shared=true",
                 f"sac.encoder.cache_size={2 * (args.rl_steps + 5000)}"]
         if classifier is not None:
-            over += [f"reward.classifier={classifier}", f"reward.confirm_steps={args.confirm_steps}"]
+            thr = args.rl_threshold or json.loads((classifier / "reward_model.json").read_text())["threshold"]
+            over += [f"reward.classifier={classifier}", f"reward.confirm_steps={args.confirm_steps}",
+                     f"reward.threshold={min(max(thr, 1e-6), 1 - 1e-6)}"]
         else:
             over += ["env.terminate_on_success=true"]
         out = cli("train", "/dev/null", *over)
         summary = json.loads(out.stdout.strip().splitlines()[-1])
-        truth = srv.stats()
     finally:
         srv.close()
+    truth = srv.stats()  # after close: the server logs the episode still open at shutdown
     per = [e for e in truth["per_episode"] if int(e["steps"]) > 0]  # a reset with no step is no episode
     train_eps = per[:-1] if per else per  # the last episode is the final evaluation (deterministic policy)
     curve, reach = success_curve(train_eps, max(250, args.rl_steps // 10))
@@ -405,9 +413,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dir", default="/tmp/bench_hwloop", help="Work directory (stores, models, runs, server logs).")
     p.add_argument("--demos", type=int, default=20)
-    p.add_argument("--failures", type=int, default=10, help="Near-miss episodes labelled FAILURE (classifier negatives).")
+    p.add_argument("--failures", type=int, default=20, help="Near-miss episodes labelled FAILURE (classifier negatives).")
     p.add_argument("--heldout-episodes", type=int, default=10)
-    p.add_argument("--hold", type=int, default=5, help="Success frames the operator waits for before SUCCESS.")
+    p.add_argument("--hold", type=int, default=10, help="Success frames the operator waits for before SUCCESS.")
     p.add_argument("--demo-noise", type=float, default=0.1)
     p.add_argument("--heldout-noise", type=float, default=0.15)
     p.add_argument("--image-size", type=int, default=64)
@@ -416,10 +424,12 @@ def main() -> None:
     p.add_argument("--server-hz", type=float, default=200.0)
     p.add_argument("--clf-steps", type=int, default=800)
     p.add_argument("--clf-batch", type=int, default=64)
-    p.add_argument("--clf-downsample", type=int, default=1, help="1 = DrQ's layout (its encoder can feed SAC).")
+    p.add_argument("--clf-downsample", type=int, default=2, help="1 = DrQ's layout (its encoder can feed SAC).")
+    p.add_argument("--clf-extra", nargs="*", default=[], help="More ClassifierTrainConfig key=value overrides.")
     p.add_argument("--target-fpr", type=float, default=0.02,
                    help="Calibrate the threshold on 20 %% of the training episodes to this FPR; < 0: keep 0.5, no split.")
     p.add_argument("--confirm-steps", type=int, default=2)
+    p.add_argument("--rl-threshold", type=float, default=None, help="reward.threshold of the run (default: the model's).")
     p.add_argument("--encoder", default=None, help="A frozen SAC encoder file; default: the classifier's encoder.")
     p.add_argument("--rl-steps", type=int, default=3000)
     p.add_argument("--bc-steps", type=int, default=1000)
@@ -452,6 +462,7 @@ def main() -> None:
         stores = ["--store", str(root / "demos")] + (["--store", str(root / "failures")] if args.failures else [])
         cli("reward", "train", *stores, "--out", str(clf), "positives=final", f"final_k={args.hold}",
             f"steps={args.clf_steps}", f"batch_size={args.clf_batch}", f"downsample={args.clf_downsample}",
+            *args.clf_extra,
             *([f"target_fpr={args.target_fpr}", "val_fraction=0.2"] if args.target_fpr >= 0 else ["val_fraction=0"]),
             "threads=1")
         res["classifier_train_s"] = round(time.perf_counter() - t0, 1)
@@ -473,7 +484,8 @@ def main() -> None:
         res["encoder"] = str(enc)
         res["runs"] = []
         if not (root / "demos_rewarded").is_dir():
-            res["demos_rewarded"] = reward_demos(root / "demos", root / "demos_rewarded", clf, args.confirm_steps)
+            res["demos_rewarded"] = reward_demos(root / "demos", root / "demos_rewarded", clf, args.confirm_steps,
+                                                 args.rl_threshold)
         if args.compare_true_reward and not (root / "demos_true").is_dir():
             res["demos_true"] = collect_through_server(args, root, "demos_true", args.demos, 0, near_miss=False,
                                                        blind=False)
