@@ -346,6 +346,74 @@ def classifier_to_sac_encoder(model_dir: Path, out: Path, cameras: list[str]) ->
     return out
 
 
+def pretrain_encoder(args: argparse.Namespace, out: Path, episodes: int, steps: int, seed0: int = 200_000) -> dict[str, Any]:
+    """A frozen SAC encoder pretrained in the sim with privileged targets: from each camera frame, regress
+    the cube's and the goal's x, y and the gripper's x, y, z (task_state; standardised). Only this
+    *pretraining* reads sim state; the encoder then runs frozen on the blind twin's frames. Episodes:
+    the noisy expert, every third one a near miss, every third one random motion (frames the demos
+    never show). SAC's own layout (roborl.learners.encoders.PixelEncoder), saved with save_encoder."""
+    import gymnasium as gym
+    import torch
+
+    import roborl  # noqa: F401
+    from roborl.envs.expert import expert
+    from roborl.learners.encoders import PixelEncoder, save_encoder
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    env = gym.make(ENV_ID, **env_kwargs(args))
+    cams = [f"pixels.{c}" for c in args.cameras]
+    rng = np.random.default_rng(seed0)
+    frames: dict[str, list[np.ndarray]] = {c: [] for c in cams}
+    targets: list[np.ndarray] = []
+    t0 = time.perf_counter()
+    for ep in range(episodes):
+        obs, _ = env.reset(seed=seed0 + ep)
+        exp = expert(env, noise=0.3, seed=seed0 + ep)
+        if ep % 3 == 1:
+            exp.u = _GoalOffset(exp.u, near_miss_offset(env.unwrapped.task_state(), rng))
+        done = False
+        while not done:
+            a = exp(obs) if ep % 3 != 2 else env.action_space.sample()
+            obs, _, term, trunc, _ = env.step(a)
+            st = env.unwrapped.task_state()
+            for c in cams:
+                frames[c].append(np.asarray(obs["pixels"][c.split(".", 1)[1]]))
+            targets.append(np.concatenate([np.asarray(st["object"])[:2], np.asarray(st["goal"])[:2],
+                                           np.asarray(st["ee"])[:3]]).astype(np.float32))
+            done = term or trunc
+    env.close()
+    collect_s = time.perf_counter() - t0
+    y = torch.as_tensor(np.stack(targets))
+    mu, sd = y.mean(0), y.std(0).clamp_min(1e-3)
+    y = (y - mu) / sd
+    ims = {c: torch.as_tensor(np.stack(v)) for c, v in frames.items()}
+    spec = {c: tuple(ims[c].shape[1:]) for c in cams}
+    enc = PixelEncoder(spec, shared=True, pad=4)
+    head = torch.nn.Linear(enc.out_dim, y.shape[1])
+    opt = torch.optim.Adam(list(enc.parameters()) + list(head.parameters()), lr=3e-4)
+    n = len(y)
+    idx = np.random.default_rng(0).permutation(n)
+    val, tr = idx[: n // 10], idx[n // 10:]
+    t0 = time.perf_counter()
+    for i in range(steps):
+        b = torch.as_tensor(np.random.default_rng(i).choice(tr, 64))
+        loss = torch.nn.functional.mse_loss(head(enc({c: ims[c][b] for c in cams}, augment=True)), y[b])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        v = torch.as_tensor(val)
+        val_mse = torch.nn.functional.mse_loss(head(enc({c: ims[c][v] for c in cams})), y[v], reduction="none").mean(0)
+    save_encoder(out, enc)
+    # Validation error in cm (object x, y; goal x, y): what the policy can read about the task from one frame.
+    err_cm = (val_mse.sqrt() * sd * 100).tolist()
+    return {"file": str(out), "frames": n, "episodes": episodes, "steps": steps, "collect_s": round(collect_s, 1),
+            "train_s": round(time.perf_counter() - t0, 1), "final_loss": round(loss.item(), 4),
+            "val_rmse_cm": {k: round(e, 2) for k, e in zip(["object_x", "object_y", "goal_x", "goal_y", "ee_x", "ee_y",
+                                                              "ee_z"], err_cm)}}
+
+
 def success_curve(per_episode: list[dict[str, Any]], every: int) -> tuple[list[dict[str, Any]], int | None]:
     """Server success rate of the episodes ending in each ``every``-step window, and the first env
     step from which a trailing 20-episode window is >= 90 % successful (None if never)."""
@@ -430,7 +498,10 @@ def main() -> None:
                    help="Calibrate the threshold on 20 %% of the training episodes to this FPR; < 0: keep 0.5, no split.")
     p.add_argument("--confirm-steps", type=int, default=2)
     p.add_argument("--rl-threshold", type=float, default=None, help="reward.threshold of the run (default: the model's).")
-    p.add_argument("--encoder", default=None, help="A frozen SAC encoder file; default: the classifier's encoder.")
+    p.add_argument("--encoder", default=None, help="A frozen SAC encoder file; 'pretrain': pretrain one in the sim "
+                   "(pretrain_encoder); default: the classifier's encoder (needs --clf-downsample 1).")
+    p.add_argument("--pretrain-episodes", type=int, default=40)
+    p.add_argument("--pretrain-steps", type=int, default=600)
     p.add_argument("--rl-steps", type=int, default=3000)
     p.add_argument("--bc-steps", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=128)
@@ -479,8 +550,14 @@ def main() -> None:
         res[f"classifier_heldout_at_{thr}"] = {k: e.get(k) for k in ("recall", "false_positive_rate", "fp", "fn")}
     # 3. SAC residual over BC from pixels, classifier reward (and the sim's true reward)
     if not args.skip_rl:
-        enc = Path(args.encoder) if args.encoder else classifier_to_sac_encoder(clf, root / "encoder.safetensors",
-                                                                               list(meta["cameras"]))
+        if args.encoder == "pretrain":
+            enc = root / "encoder_pretrained.safetensors"
+            if not enc.is_file():
+                res["encoder_pretrain"] = pretrain_encoder(args, enc, args.pretrain_episodes, args.pretrain_steps)
+        elif args.encoder:
+            enc = Path(args.encoder)
+        else:
+            enc = classifier_to_sac_encoder(clf, root / "encoder.safetensors", list(meta["cameras"]))
         res["encoder"] = str(enc)
         res["runs"] = []
         if not (root / "demos_rewarded").is_dir():
@@ -489,6 +566,7 @@ def main() -> None:
         if args.compare_true_reward and not (root / "demos_true").is_dir():
             res["demos_true"] = collect_through_server(args, root, "demos_true", args.demos, 0, near_miss=False,
                                                        blind=False)
+        print(json.dumps({k: res.get(k) for k in ("encoder", "encoder_pretrain")}), file=sys.stderr, flush=True)
         for seed in args.seeds:
             res["runs"].append(train_rl(args, root, f"rl_classifier_s{seed}", seed, root / "demos_rewarded", enc, clf))
             print(json.dumps(res["runs"][-1]), file=sys.stderr, flush=True)
