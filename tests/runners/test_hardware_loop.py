@@ -199,3 +199,46 @@ def test_classifier_cameras_the_robot_lacks_are_refused_before_any_robot_step(tm
     assert not (tmp_path / "r").exists()
     episodes = log / "episodes.jsonl"
     assert not episodes.exists() or episodes.read_text().strip() == ""  # no reset, no step reached the robot
+
+
+def _bench():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_hardware_loop",
+                                                  Path(__file__).resolve().parents[2] / "tools" / "bench_hardware_loop.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_bench_success_curve_and_steps_to_90() -> None:
+    b = _bench()
+    eps = [{"steps": 50, "success": False}] * 10 + [{"steps": 20, "success": True}] * 20
+    curve, reach = b.success_curve(eps, 250)
+    assert curve[0] == {"env_steps": 250, "episodes": 5, "success": 0.0}
+    assert curve[-1]["success"] == 1.0 and sum(c["episodes"] for c in curve) == 30
+    # 20 trailing episodes reach 90 % at the 28th episode: 18 of the last 20 succeed.
+    assert reach == 500 + 20 * 18
+
+
+def test_bench_classifier_encoder_converts_to_sac_layout(tmp_path: Path) -> None:
+    import torch
+
+    from roborl.learners.encoders import PixelEncoder, load_encoder_state
+    from roborl.reward.config import ClassifierTrainConfig
+    from roborl.reward.model import load_model
+    from roborl.reward.train import train_classifier
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "reward"))
+    from toy_square import write_store
+
+    train_classifier([write_store(tmp_path / "s", 3, seed=1)], tmp_path / "m",
+                     ClassifierTrainConfig(steps=3, batch_size=8, pad=0, positives="step", val_fraction=0,
+                                           downsample=1, conv_layers=3))
+    out = _bench().classifier_to_sac_encoder(tmp_path / "m", tmp_path / "enc.safetensors", ["cam"])
+    pe = PixelEncoder({"cam": (24, 24, 3)}, shared=True, channels=32, layers=3, feature_dim=50)
+    load_encoder_state(out, pe)
+    model, _ = load_model(tmp_path / "m")
+    img = torch.randint(0, 256, (4, 24, 24, 3), dtype=torch.uint8)
+    x = img.permute(0, 3, 1, 2).float() / 255.0
+    torch.testing.assert_close(pe({"cam": img}), model.encoders[0](x), atol=1e-5, rtol=1e-5)
