@@ -35,6 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     ev.add_argument("model", help="Model directory written by roborl reward train.")
     ev.add_argument("--store", action="append", required=True, help="Held-out store directory (repeat for several).")
     ev.add_argument("--threshold", type=float, default=None, help="Decision threshold (default: the model's).")
+    ev.add_argument("--positives", choices=["step", "final", "both"], default=None,
+                    help="How the held-out steps are labelled (default: the model's training rule); 'step' = each "
+                         "step's is_success, the per-frame truth of a sim store.")
     ev.add_argument("--json", action="store_true", help="Print JSON.")
 
 
@@ -75,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
 
         if args.threshold is not None and not 0.0 < args.threshold < 1.0:
             raise UsageError(f"--threshold: must be in (0, 1), got {args.threshold}")
-        res = evaluate(args.model, args.store, args.threshold)
+        res = evaluate(args.model, args.store, args.threshold, positives=args.positives)
         if args.json:
             print(json.dumps(res, indent=1))
             return 0

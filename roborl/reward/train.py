@@ -173,12 +173,19 @@ def train_classifier(stores: Sequence[str | Path], out: str | Path, cfg: Classif
     return read_meta(out_p)
 
 
-def evaluate(model_dir: str | Path, stores: Sequence[str | Path], threshold: float | None = None) -> dict[str, Any]:
-    """Metrics of a model on every frame of ``stores`` (labelled by the model's own positives rule)."""
+def evaluate(model_dir: str | Path, stores: Sequence[str | Path], threshold: float | None = None,
+             positives: str | None = None) -> dict[str, Any]:
+    """Metrics of a model on every frame of ``stores``, labelled by the model's own positives rule or by
+    ``positives`` ('step': per-step ``is_success``, the ground truth of a held-out sim store; 'final';
+    'both', see :func:`roborl.reward.data.label_steps`)."""
+    from roborl.reward.config import POSITIVE_RULES
+
     clf = RewardClassifier(model_dir)
     pos = clf.meta.get("positives", {})
+    if positives is not None and positives not in POSITIVE_RULES:
+        raise UsageError(f"reward eval: --positives must be one of {', '.join(POSITIVE_RULES)}, got {positives!r}")
     fs = load_frames(stores, clf.cameras, proprio=bool(clf.proprio_keys), proprio_names=clf.proprio_keys,
-                     rule=pos.get("rule", "both"), final_k=int(pos.get("final_k", 3)),
+                     rule=positives or pos.get("rule", "both"), final_k=int(pos.get("final_k", 3)),
                      label_field=pos.get("label_field", "operator_label"), require_both=False)
     shapes = clf.meta.get("camera_shapes", {})
     for c in clf.cameras:
@@ -191,6 +198,7 @@ def evaluate(model_dir: str | Path, stores: Sequence[str | Path], threshold: flo
     dt = time.perf_counter() - t0
     res = binary_metrics(p, fs.labels, thr)
     res.update({"model": str(Path(model_dir)), "stores": fs.sources, "episodes": int(len(np.unique(fs.episode))),
+                "positives_rule": positives or pos.get("rule", "both"),
                 "ms_per_frame_batched": round(1000.0 * dt / max(1, len(fs)), 3)})
     return res
 

@@ -27,7 +27,7 @@ import numpy as np
 from roborl.errors import UsageError
 from roborl.reward.model import RewardClassifier, obs_value
 
-__all__ = ["ClassifierReward", "check_cameras", "wrap_reward", "STORE_FIELDS"]
+__all__ = ["ClassifierReward", "check_cameras", "wrap_reward", "STORE_FIELDS", "STORE_FIELD_FILL"]
 
 # Extra replay-store fields for what this wrapper puts in ``info`` (ReplayStore.create(extra_fields=...));
 # roborl.reward.data reads ``operator_label`` back as labels for training and fine-tuning.
@@ -36,6 +36,10 @@ STORE_FIELDS: dict[str, tuple[str, tuple[int, ...]]] = {
     "classifier_reward": ("float32", ()),
     "operator_label": ("int8", ()),
 }
+# What those fields hold on steps recorded without the classifier (demos merged into a run's store):
+# no probability, no classifier reward, no operator label.
+STORE_FIELD_FILL: dict[str, float | int] = {"classifier_prob": float("nan"), "classifier_reward": 0.0,
+                                            "operator_label": -1}
 
 
 def _space_at(space: gym.Space, key: str) -> gym.Space | None:
@@ -212,10 +216,11 @@ class ClassifierReward(gym.Wrapper):
         return meta
 
 
-def wrap_reward(env: gym.Env, cfg: Any) -> gym.Env:
+def wrap_reward(env: gym.Env, cfg: Any, model_dir: str | Path | None = None) -> gym.Env:
     """Apply a run's ``reward`` section (:class:`roborl.reward.config.RewardConfig`): ``env`` unchanged when
-    ``cfg.classifier`` is null, else wrapped in :class:`ClassifierReward`."""
+    ``cfg.classifier`` is null, else wrapped in :class:`ClassifierReward` (reading ``model_dir`` instead of
+    ``cfg.classifier`` when given: a run's fine-tuned copy)."""
     if not cfg.classifier:
         return env
-    return ClassifierReward(env, cfg.classifier, threshold=cfg.threshold, confirm_steps=cfg.confirm_steps,
-                            terminate=cfg.terminate)
+    return ClassifierReward(env, model_dir or cfg.classifier, threshold=cfg.threshold,
+                            confirm_steps=cfg.confirm_steps, terminate=cfg.terminate)

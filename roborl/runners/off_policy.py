@@ -43,7 +43,11 @@ from roborl.learners import LEARNERS, build_learner
 from roborl.runners.config import RunConfig
 from roborl.runs import Accumulator, MetricsLogger, ProgressLines, progress, resolve_device, write_config
 
-__all__ = ["OffPolicyRunner", "Accumulator", "resolve_demo_path", "run"]
+__all__ = ["OffPolicyRunner", "Accumulator", "resolve_demo_path", "run", "FINETUNED_CLASSIFIER"]
+
+# run.dir subdirectory of the classifier fine-tuned from operator labels (reward.finetune_every): the
+# model given in reward.classifier is never overwritten.
+FINETUNED_CLASSIFIER = "reward_classifier"
 
 
 def resolve_demo_path(p: str) -> Path:
@@ -129,6 +133,7 @@ class OffPolicyRunner:
 
         relabeler = self._goal_relabeler()  # before any file is written: a misconfiguration leaves no run dir
         self.reset_device: Any = None  # the operator device of manual resets (env.reset_mode=manual)
+        self.reward_env: Any = None  # the ClassifierReward layer when reward.classifier is set
         self._labeler: Any = None  # ClassifierReward.label when reward.classifier is set
         self._owns_reset_device = False
         self.intervention = None
@@ -136,18 +141,21 @@ class OffPolicyRunner:
             self._wrap_hardware_loop()  # classifier reward, interventions, manual resets: checks before any write
         self.run_dir.mkdir(parents=True, exist_ok=True)
         extra: dict[str, Any] = {}
+        fill: dict[str, Any] | None = None  # demos recorded without the classifier lack its fields
         self._info_fields: tuple[str, ...] = ()  # info keys env_step stores as extra store fields
         if cfg.reward.classifier:
-            from roborl.reward.wrapper import STORE_FIELDS
+            from roborl.reward.wrapper import STORE_FIELD_FILL, STORE_FIELDS
 
             extra = {"extra_fields": dict(STORE_FIELDS)}
+            fill = dict(STORE_FIELD_FILL)
             self._info_fields = tuple(STORE_FIELDS)
         self.store = ReplayStore.open_or_create(store_path, env_id=cfg.env.id, observation_space=obs_space,
                                                 action_space=act_space, online_capacity=cfg.store.online_capacity,
                                                 **extra)
         if fresh_store:
             for p in cfg.store.demos:
-                self.store.merge_from(resolve_demo_path(p), partition="demo", allow_env_mismatch=cfg.store.allow_env_mismatch)
+                self.store.merge_from(resolve_demo_path(p), partition="demo", allow_env_mismatch=cfg.store.allow_env_mismatch,
+                                      fill=fill)
         elif self._needs_demos() and self.store.num_steps("demo") == 0:
             self.store.close()
             raise UsageError(f"store.demos: {self._needs_demos()} needs demos but the store at {store_path} has an "
@@ -208,7 +216,11 @@ class OffPolicyRunner:
         cfg = self.cfg
         from roborl.reward.wrapper import wrap_reward
 
-        self.env = wrap_reward(self.env, cfg.reward)
+        model_dir = None
+        if cfg.reward.classifier and cfg.reward.finetune_every and (self.run_dir / FINETUNED_CLASSIFIER).is_dir():
+            model_dir = self.run_dir / FINETUNED_CLASSIFIER  # a resumed run keeps its fine-tuned classifier
+        self.env = wrap_reward(self.env, cfg.reward, model_dir=model_dir)
+        self.reward_env = self.env if cfg.reward.classifier else None  # the ClassifierReward layer
         self._labeler = getattr(self.env, "label", None) if cfg.reward.classifier else None  # operator verdicts
         if cfg.intervention.source != "none":
             from roborl.teleop.intervention import build_intervention
@@ -509,6 +521,24 @@ class OffPolicyRunner:
                 self.reset_device.on_episode_end(s.success)  # a device waits for the next START after this
         return s
 
+    def maybe_finetune(self) -> dict[str, float]:
+        """Every ``reward.finetune_every`` episodes, fine-tune the classifier on the operator's labelled
+        frames kept since the last round (between episodes: the robot is not waiting on a step).
+        The model goes to ``run.dir/reward_classifier`` and is reloaded. Returns log fields ({} when
+        nothing ran)."""
+        rc = self.cfg.reward
+        if self.reward_env is None or not rc.finetune_every or self._episodes % rc.finetune_every:
+            return {}
+        n = int(self.reward_env.num_corrections)
+        if n == 0:
+            return {}
+        t0 = time.time()
+        meta = self.reward_env.finetune(steps=rc.finetune_steps, lr=rc.finetune_lr,
+                                        out=self.run_dir / FINETUNED_CLASSIFIER)
+        after = (meta or {}).get("finetunes", [{}])[-1].get("after", {})
+        return {"reward/finetune_frames": float(n), "reward/finetune_s": time.time() - t0,
+                "reward/finetune_accuracy": float(after.get("accuracy", float("nan")))}
+
     # ------------------------------------------------------------------ the loop
     def train(self, quiet: bool = False) -> dict[str, Any]:
         cfg, t = self.cfg, self.cfg.train
@@ -557,6 +587,7 @@ class OffPolicyRunner:
                         if cfg.intervention.copy_to_demo:
                             # Takeover segments also go to the demo partition (never evicted, sampled like demos).
                             row["train/intervention_segments"] = recorder.flush(self.store)
+                    row.update(self.maybe_finetune())
                     logger.log(self._step, row)
                     last_ret, last_succ = ep.ret, float(ep.success)
                     obs = self.reset_episode(recorder)

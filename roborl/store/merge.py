@@ -15,18 +15,22 @@ from roborl.store.schema import StoreError
 
 # ``dst`` / ``src`` below are ReplayStores, typed Any because store.py imports this module.
 
-def check_same_fields(dst: Any, src: Any) -> None:
-    """StoreError naming the first field whose name, dtype or shape differs."""
-    if [f.to_json() for f in src.fields] != [f.to_json() for f in dst.fields]:
+def check_same_fields(dst: Any, src: Any, fill: dict[str, Any] | None = None) -> None:
+    """StoreError naming the first field whose name, dtype or shape differs (fields of ``dst`` named in
+    ``fill`` may be missing from ``src``)."""
+    fill = fill or {}
+    if [f.to_json() for f in src.fields] != [f.to_json() for f in dst.fields if f.name not in fill or
+                                             f.name in {g.name for g in src.fields}]:
         mine = {f.name: f for f in dst.fields}
         theirs = {f.name: f for f in src.fields}
         diff = sorted(set(mine) ^ set(theirs)) or [n for n in mine if mine[n] != theirs.get(n)]
         raise StoreError(f"store {src.path}: schema mismatch with {dst.path}: field {diff[0]!r} differs")
 
 
-def merge_into(dst: Any, src: Any, partition: str) -> int:
+def merge_into(dst: Any, src: Any, partition: str, fill: dict[str, Any] | None = None) -> int:
     """Copy ``src`` (open read-only) into ``partition`` of ``dst`` (writable, no open episode);
-    closes ``src``. See :meth:`ReplayStore.merge_from`."""
+    closes ``src``. ``fill``: a value for each extra field of ``dst`` that ``src`` lacks. See
+    :meth:`ReplayStore.merge_from`."""
     part = dst._part(partition)
     # On any failure (a corrupt source chunk found mid-way) roll the index back, so that a
     # later commit (close) never publishes a half-merged source; rows written to zarr past
@@ -35,7 +39,7 @@ def merge_into(dst: Any, src: Any, partition: str) -> int:
     saved = (part.rows, part.end, part.n_eps, part.head_ep, part.head_row, part.open_start, part.eps_flushed,
              list(dst.merged), dict(dst._replay_flags), list(part.final_pend))
     try:
-        check_same_fields(dst, src)
+        check_same_fields(dst, src, fill)
         if src.meta["uuid"] in dst.merged:
             return 0
         dst.commit()  # nothing pending: merged rows go straight to zarr, committed once at the end
@@ -63,7 +67,7 @@ def merge_into(dst: Any, src: Any, partition: str) -> int:
                     arr = part.arrays[f.name]
                     if arr.shape[0] < b:
                         arr.resize((-(-b // cr) * cr, *f.shape))
-                    arr[a:b] = data[f.name]
+                    arr[a:b] = data[f.name] if f.name in data else fill[f.name]  # type: ignore[index]
                 part.rows = part.end = b
                 for k in range(i, j):
                     part.open_start = base + int(eps[k, 0]) - s0

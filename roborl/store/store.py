@@ -1202,14 +1202,15 @@ class ReplayStore:
     # ------------------------------------------------------------------ merge
 
     def merge_from(self, src_path: str | Path, partition: Partition = "demo", *,
-                   allow_env_mismatch: bool = False) -> int:
+                   allow_env_mismatch: bool = False, fill: dict[str, Any] | None = None) -> int:
         """Copy every live episode of another store (both its partitions) into ``partition``.
 
         Schemas must match (spaces and fields; else StoreError naming the field), and so must
         the env ids unless ``allow_env_mismatch`` (same spaces do not make the same task). A
         source is merged once: merging the same store again returns 0. Returns episodes
         copied. Every row read is checked (StoreCorruptError naming the chunk; nothing is
-        committed then).
+        committed then). ``fill``: extra fields of this store that the source may lack, with the
+        value its rows get (demos recorded before a run added the reward classifier's fields).
         """
         self._check_writable()
         self._part(partition)
@@ -1224,7 +1225,7 @@ class ReplayStore:
             src.close()
             raise StoreError(f"store {src_p}: env_id is {src.env_id!r} but {self.path} holds {self.env_id!r}; "
                              f"merge anyway with --allow-env-mismatch (store.allow_env_mismatch=true)")
-        return mergemod.merge_into(self, src, partition)
+        return mergemod.merge_into(self, src, partition, fill)
 
     # ------------------------------------------------------------------ summary
 

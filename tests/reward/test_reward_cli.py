@@ -64,3 +64,14 @@ def test_bad_input_is_one_line_exit_2(toy_stores: dict[str, Path], toy_model: Pa
                             "image_size=32"), "expects 3x24x24")
     p = _roborl("--help")
     assert p.returncode == 0 and "reward" in p.stdout
+
+
+def test_eval_positives_rule_relabels_the_held_out_store(toy_stores: dict[str, Path], toy_model: Path,
+                                                         tmp_path: Path) -> None:
+    # The toy model trained on per-step labels; 'final' marks only the last 3 steps of episodes ending in success.
+    held = str(toy_stores["heldout"])
+    step = json.loads(_roborl("reward", "eval", str(toy_model), "--store", held, "--json", "--positives", "step").stdout)
+    final = json.loads(_roborl("reward", "eval", str(toy_model), "--store", held, "--json", "--positives", "final").stdout)
+    assert step["positives_rule"] == "step" and final["positives_rule"] == "final"
+    assert step["positives"] != final["positives"] and step["n"] == final["n"]
+    _one_line_error(_roborl("reward", "eval", str(toy_model), "--store", held, "--positives", "all"), "--positives")

@@ -59,3 +59,39 @@ def test_env_step_stores_the_classifier_fields(tmp_path: Path, toy_model: Path) 
     s2.close()
     np.testing.assert_allclose(ep["classifier_prob"], np.asarray(probs, np.float32), rtol=1e-6)
     assert (ep["operator_label"] == -1).all()
+
+
+def test_demos_without_the_classifier_fields_merge_into_a_classifier_run(tmp_path: Path, toy_model: Path) -> None:
+    import gymnasium as gym
+    import numpy as np
+
+    from roborl import config as C
+    from roborl.runners.config import RunConfig
+    from roborl.runners.off_policy import OffPolicyRunner
+    from roborl.store import ReplayStore
+    from toy_square import SquareEnv
+
+    demos = write_store(tmp_path / "demos", 3, seed=4)  # recorded by teleop: no classifier fields
+    gym.register("toy/SquareCamDemos-v0", entry_point=SquareEnv, kwargs={"horizon": 10})
+    cfg = C.build(RunConfig, {"env": {"id": "toy/SquareCamDemos-v0", "max_episode_steps": 10},
+                              "sac": {"hidden": [16], "batch_size": 8, "warmup_steps": 5, "bc_pretrain_steps": 2,
+                                      "encoder": {"channels": 4, "layers": 2, "feature_dim": 8}},
+                              "train": {"total_steps": 12, "eval_every": 0, "eval_episodes": 1, "threads": 1},
+                              "store": {"demos": [str(demos)], "allow_env_mismatch": True},
+                              "reward": {"classifier": str(toy_model)}, "run": {"dir": str(tmp_path / "r")}})
+    runner = OffPolicyRunner(cfg, tmp_path / "r")
+    try:
+        runner.train(quiet=True)
+    finally:
+        runner.close()
+    s = ReplayStore.open(tmp_path / "r" / "store", mode="r")
+    d = s.read_rows("demo", int(s.episodes("demo")[0, 0]), int(s.end_row("demo")), ["operator_label", "classifier_prob",
+                                                                                      "classifier_reward", "reward"])
+    src = ReplayStore.open(demos, mode="r")
+    want = src.read_rows("demo", 0, int(src.end_row("demo")), ["reward"])["reward"]
+    src.close()
+    online = s.read_rows("online", int(s.episodes("online")[0, 0]), int(s.end_row("online")), ["classifier_prob"])
+    s.close()
+    assert (d["operator_label"] == -1).all() and np.isnan(d["classifier_prob"]).all() and (d["classifier_reward"] == 0).all()
+    np.testing.assert_array_equal(d["reward"], want)  # the demo rows themselves are copied unchanged
+    assert np.isfinite(online["classifier_prob"]).all()  # online steps carry the classifier's probability
