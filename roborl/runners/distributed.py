@@ -55,6 +55,17 @@ from roborl.runners.config import DistributedConfig  # noqa: F401  (re-exported)
 
 DEFAULT_LEARNER_ADDR = "127.0.0.1:5560"
 STREAM_FIELDS = ("obs", "action", "executed_action", "reward", "next_obs", "terminated", "truncated", "is_success")
+# Per-step fields that travel too when the actor's store has them: the operator's intervention flag,
+# the behaviour policy's log-prob (Retrace's mu) and the reward classifier's fields. A learner store
+# field a push lacks gets the value that means "not recorded" (``_optional_fill``), never a zero that
+# would read as a label (operator_label 0 is "failure").
+OPTIONAL_STREAM_FIELDS = ("intervention", "log_prob", "classifier_prob", "classifier_reward", "operator_label")
+
+
+def _optional_fill() -> dict[str, float | int]:
+    from roborl.reward.wrapper import STORE_FIELD_FILL
+
+    return {"intervention": 0, "log_prob": float("nan"), **STORE_FIELD_FILL}
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -185,9 +196,10 @@ class TransitionSink:
         for k in STREAM_FIELDS + ("first",):
             if k not in arrays or arrays[k].shape[:1] != (n,):
                 raise ValueError(f"push: field {k!r} missing or not of length {n}")
-        if "intervention" in arrays and arrays["intervention"].shape[:1] != (n,):
-            raise ValueError(f"push: field 'intervention' not of length {n}")
         names = self.store.dtype.names
+        for k in OPTIONAL_STREAM_FIELDS:
+            if k in arrays and arrays[k].shape != (n,):
+                raise ValueError(f"push: field {k!r} not of shape [{n}]")
         for k in STREAM_FIELDS:  # checked before any row is written: a bad push changes nothing
             want = self.store.dtype[k].shape if k in names else None
             if want is not None and tuple(arrays[k].shape[1:]) != tuple(want):
@@ -209,6 +221,10 @@ class TransitionSink:
             cols = {"action": arrays["action"][lo:], "executed_action": arrays["executed_action"][lo:],
                     "reward": arrays["reward"][lo:], "next_obs": arrays["next_obs"][lo:], "terminated": term,
                     "truncated": trunc, "is_success": succ, "intervention": inter}
+            fill = _optional_fill()
+            for k in OPTIONAL_STREAM_FIELDS[1:]:
+                if k in names:
+                    cols[k] = arrays[k][lo:] if k in arrays else np.full(n - lo, fill[k], self.store.dtype[k])
             obs = arrays["obs"][lo:]
             # Segments of one episode each: cut before a row that starts an episode and after one
             # that ends it; each segment goes to the store in one add_steps call.
@@ -693,7 +709,8 @@ class ActorLink:
 
     def _fields(self) -> list[str]:
         names = set(self.store.field_names)
-        return [f for f in self.store.field_names if f.split(".")[0] in STREAM_FIELDS + ("intervention",) and f in names]
+        return [f for f in self.store.field_names if f.split(".")[0] in STREAM_FIELDS + OPTIONAL_STREAM_FIELDS
+                and f in names]
 
     def _stream_arrays(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = {}
@@ -701,8 +718,9 @@ class ActorLink:
             if k not in rows:
                 raise UsageError(f"actor store has no field {k!r}: the split needs flat (Box) observations")
             out[k] = np.ascontiguousarray(rows[k])
-        if "intervention" in rows:
-            out["intervention"] = np.ascontiguousarray(rows["intervention"])
+        for k in OPTIONAL_STREAM_FIELDS:
+            if k in rows:
+                out[k] = np.ascontiguousarray(rows[k])
         return out
 
     def close(self) -> None:

@@ -142,6 +142,34 @@ def test_sink_stores_each_actor_once_whatever_is_resent(tmp_path: Path) -> None:
     st.close()
 
 
+def test_sink_carries_label_fields_and_fills_missing_ones_as_unrecorded(tmp_path: Path) -> None:
+    """A learner store with the reward classifier's fields: an actor's pushed labels, probabilities and
+    behaviour log-probs are stored as sent; a push without them stores "not recorded" (label -1,
+    probability NaN), never 0, which would read as an operator's failure label."""
+    from roborl.reward.wrapper import STORE_FIELDS
+    from roborl.runners.distributed import TransitionSink
+    from roborl.store.store import ReplayStore
+
+    obs_space, act_space = _spaces()
+    st = ReplayStore.create(tmp_path / "s", env_id="x", observation_space=obs_space, action_space=act_space,
+                            extra_fields=dict(STORE_FIELDS))
+    sink = TransitionSink(st)
+    x = _actor_rows(10, {9: "term"}, 1.0)
+    x.update(operator_label=np.where(np.arange(10) == 9, 1, -1).astype(np.int8),
+             classifier_prob=np.linspace(0, 1, 10, dtype=np.float32), log_prob=np.full(10, -1.5, np.float32))
+    y = _actor_rows(10, {9: "term"}, 2.0)  # an actor without a classifier
+    assert sink.ingest("x", 0, x) == (10, 10)
+    assert sink.ingest("y", 0, y) == (10, 10)
+    rows = st.read_rows("online", 0, 20, ["obs", "operator_label", "classifier_prob", "log_prob"])
+    mine = rows["obs"][:, 0] == 1.0
+    np.testing.assert_array_equal(rows["operator_label"][mine], x["operator_label"])
+    np.testing.assert_allclose(rows["classifier_prob"][mine], x["classifier_prob"])
+    np.testing.assert_allclose(rows["log_prob"][mine], -1.5)
+    assert (rows["operator_label"][~mine] == -1).all()
+    assert np.isnan(rows["classifier_prob"][~mine]).all() and np.isnan(rows["log_prob"][~mine]).all()
+    st.close()
+
+
 def test_a_one_actor_learner_run_dir_resumes_its_actor_where_it_was(tmp_path: Path) -> None:
     """Rows the one-actor learner stored (default episodes from actor_stream.json's base on) count
     for that actor: its resend adds only what is new."""
