@@ -355,6 +355,13 @@ class SAC(nn.Module):
             lam = c.bc_weight * q_pi.detach().abs().mean().clamp_min(1.0)
             actor_loss = actor_loss + lam * bc
             out["bc_loss"] = bc.detach()
+        self._actor_opt_step(actor_loss, logp)
+        return out
+
+    def _actor_opt_step(self, actor_loss: torch.Tensor, logp: torch.Tensor) -> None:
+        """The actor's optimiser step (critic parameters frozen by the caller, unfrozen here), then the
+        temperature's toward the target entropy -|A| (Haarnoja et al. 2018b). logp: log pi [B]."""
+        c = self.cfg
         self.actor_opt.zero_grad(set_to_none=True)
         actor_loss.backward()
         if c.grad_clip is not None:
@@ -363,12 +370,10 @@ class SAC(nn.Module):
         for p in self._critic_params:
             p.requires_grad_(True)
         if c.learn_alpha:
-            # Temperature toward the target entropy -|A| (Haarnoja et al. 2018b).
             alpha_loss = -(self.log_alpha * (logp.detach() + self.target_entropy)).mean()
             self.alpha_opt.zero_grad(set_to_none=True)
             alpha_loss.backward()
             adam_step(self.alpha_opt)
-        return out
 
     # ------------------------------------------------------------------ fast path (flat observations)
     def _sample(self, obs: torch.Tensor, eps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -454,18 +459,7 @@ class SAC(nn.Module):
             metrics.update({"actor_loss": sac_loss, "entropy": -logp.mean()})
             if c.bc_weight > 0:
                 metrics["bc_loss"] = bc
-            self.actor_opt.zero_grad(set_to_none=True)
-            actor_loss.backward()
-            if c.grad_clip is not None:
-                nn.utils.clip_grad_norm_(self.actor.parameters(), c.grad_clip)
-            adam_step(self.actor_opt)
-            for p in self._critic_params:
-                p.requires_grad_(True)
-            if c.learn_alpha:
-                alpha_loss = -(self.log_alpha * (logp + self.target_entropy)).mean()
-                self.alpha_opt.zero_grad(set_to_none=True)
-                alpha_loss.backward()
-                adam_step(self.alpha_opt)
+            self._actor_opt_step(actor_loss, logp)
         self._polyak()
         metrics["alpha"] = alpha
         return metrics, td.abs().mean(0)
