@@ -15,10 +15,10 @@ from typing import Any
 
 import torch
 
-from roborl.learners.actor_critic import GaussianPGLearner, load_policy, standardize
+from roborl.learners.actor_critic import GaussianPGLearner, load_policy
 from roborl.learners.base import Rollout
 from roborl.learners.config import A2CConfig
-from roborl.learners.ppo import PPOPolicy, compute_gae, gaussian_entropy, gaussian_log_prob
+from roborl.learners.ppo import PPOPolicy, gaussian_entropy, gaussian_log_prob
 
 __all__ = ["A2C", "a2c_loss", "policy_from_checkpoint"]
 
@@ -43,12 +43,8 @@ class A2C(GaussianPGLearner):
 
     def update(self, r: Rollout) -> dict[str, float]:
         cfg, m = self.cfg, self.model
-        adv, ret = compute_gae(r.rewards, r.values, r.next_values, r.terminated, r.dones, cfg.gamma, cfg.gae_lambda)
-        x, u, _, _ = self.flat_rollout(r)
+        x, u, _, _, adv, ret = self.gae_batch(r)
         B = u.shape[0]
-        adv, ret = adv.reshape(B), ret.reshape(B)
-        if cfg.norm_adv and B > 1:
-            adv = standardize(adv)
         mu, v = m.plain(x)
         logp = gaussian_log_prob(u, mu, m.log_std)
         loss, pg, v_loss = a2c_loss(logp, adv, v, ret, cfg.vf_coef)

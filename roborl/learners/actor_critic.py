@@ -18,7 +18,7 @@ import torch
 
 from roborl.learners.base import POLICY, PRIVILEGED, Rollout
 from roborl.learners.config import OnPolicyCommon
-from roborl.learners.ppo import ActorCritic, PPOPolicy, checkpoint_obs_dims, gaussian_log_prob, obs_groups
+from roborl.learners.ppo import ActorCritic, PPOPolicy, checkpoint_obs_dims, compute_gae, gaussian_log_prob, obs_groups
 
 __all__ = ["GaussianPGLearner", "load_policy", "standardize"]
 
@@ -95,6 +95,20 @@ class GaussianPGLearner:
         obs = obs_groups(r.obs)
         x = self.model.normalize({k: v.reshape(B, -1) for k, v in obs.items()})
         return x, r.actions.reshape(B, -1), r.logp.reshape(B), r.mu.reshape(B, -1)
+
+    def gae_batch(self, r: Rollout) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor,
+                                              torch.Tensor, torch.Tensor]:
+        """:meth:`flat_rollout` plus GAE(gamma, gae_lambda) advantages and returns, flattened:
+        (groups {k: [B, O_k]}, u [B, A], logp_old [B], mu_old [B, A], adv [B] (standardised when
+        ``norm_adv``), ret [B])."""
+        cfg = self.cfg
+        adv, ret = compute_gae(r.rewards, r.values, r.next_values, r.terminated, r.dones, cfg.gamma, cfg.gae_lambda)
+        x, u, logp_old, mu_old = self.flat_rollout(r)
+        B = u.shape[0]
+        adv, ret = adv.reshape(B), ret.reshape(B)
+        if cfg.norm_adv and B > 1:
+            adv = standardize(adv)
+        return x, u, logp_old, mu_old, adv, ret
 
     def update(self, rollout: Rollout) -> dict[str, float]:  # pragma: no cover - each learner writes its own
         raise NotImplementedError

@@ -18,10 +18,10 @@ from typing import Any, Callable, Sequence
 import torch
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
-from roborl.learners.actor_critic import GaussianPGLearner, load_policy, standardize
+from roborl.learners.actor_critic import GaussianPGLearner, load_policy
 from roborl.learners.base import PRIVILEGED, Rollout
 from roborl.learners.config import NPGConfig
-from roborl.learners.ppo import PPOPolicy, compute_gae, gaussian_entropy, gaussian_kl, gaussian_log_prob
+from roborl.learners.ppo import PPOPolicy, gaussian_entropy, gaussian_kl, gaussian_log_prob
 
 __all__ = ["NPG", "flat_grad", "fisher_vector_product", "conjugate_gradient", "natural_step", "policy_from_checkpoint"]
 
@@ -95,12 +95,8 @@ class NPG(GaussianPGLearner):
 
     def update(self, r: Rollout) -> dict[str, float]:
         cfg, m = self.cfg, self.model
-        adv, ret = compute_gae(r.rewards, r.values, r.next_values, r.terminated, r.dones, cfg.gamma, cfg.gae_lambda)
-        x, u, logp_old, mu_old = self.flat_rollout(r)
+        x, u, logp_old, mu_old, adv, ret = self.gae_batch(r)
         B = u.shape[0]
-        adv, ret = adv.reshape(B), ret.reshape(B)
-        if cfg.norm_adv and B > 1:
-            adv = standardize(adv)
         xa = {k: v for k, v in x.items() if k != PRIVILEGED}
         log_std_old = m.log_std.detach().clone()
         params = self.actor_params()
