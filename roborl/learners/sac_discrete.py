@@ -25,6 +25,7 @@ from torch.nn import functional as F
 from roborl.batch import Batch
 from roborl.learners.base import SampleFn
 from roborl.learners.config import DiscreteSACConfig
+from roborl.learners.state import LearnerState, config_from_meta
 from roborl.learners.networks import EnsembleLinear, ObsNormalizer, mlp
 
 
@@ -61,12 +62,14 @@ class QEnsemble(nn.Module):
         return self.net(obs.unsqueeze(0).expand(self.n, *obs.shape))
 
 
-class DiscreteSAC(nn.Module):
+class DiscreteSAC(LearnerState, nn.Module):
     """SAC over ``act_dim`` discrete actions (``act_dim`` = gymnasium ``Discrete.n``).
 
     Acting: ``act(obs [N, O]) -> [N]`` int64 action indices (sampled, or argmax when deterministic).
     Learning: ``update(batch) -> (metrics, td_abs [B])``; ``batch.action`` holds indices [B].
     """
+
+    OPTIMIZERS = ("actor_opt", "critic_opt", "alpha_opt")  # checkpointed by LearnerState
 
     def __init__(self, obs_dim: int, act_dim: int, cfg: DiscreteSACConfig, device: str = "cpu") -> None:
         super().__init__()
@@ -157,25 +160,6 @@ class DiscreteSAC(nn.Module):
             self.normalizer.fit(b.obs.float())
 
     # ------------------------------------------------------------------ state
-    def full_state(self) -> dict[str, Any]:
-        return {"model": self.state_dict(), "actor_opt": self.actor_opt.state_dict(),
-                "critic_opt": self.critic_opt.state_dict(), "alpha_opt": self.alpha_opt.state_dict(),
-                "updates": self._updates}
-
-    def load_full_state(self, st: dict[str, Any]) -> None:
-        self.load_state_dict(st["model"])
-        self.actor_opt.load_state_dict(st["actor_opt"])
-        self.critic_opt.load_state_dict(st["critic_opt"])
-        self.alpha_opt.load_state_dict(st["alpha_opt"])
-        self._updates = int(st.get("updates", 0))
-
-    def acting_state(self) -> dict[str, torch.Tensor]:
-        """Normaliser and actor (no critics, no temperature)."""
-        return {k: v for k, v in self.state_dict().items() if k.startswith(("normalizer", "actor."))}
-
-    def load_acting_state(self, state: dict[str, torch.Tensor]) -> None:
-        self.load_state_dict(state, strict=False)
-
     def as_policy(self) -> "DiscreteSACPolicy":
         return DiscreteSACPolicy(self)
 
@@ -192,13 +176,7 @@ class DiscreteSACPolicy:
 
 def policy_from_checkpoint(state: dict[str, Any], meta: dict[str, Any], device: str = "cpu") -> DiscreteSACPolicy:
     """Rebuild the acting policy (normaliser, actor) from a checkpoint alone (act_shape = [|A|])."""
-    import dataclasses
-
-    from roborl.config import build
-
-    known = {f.name for f in dataclasses.fields(DiscreteSACConfig)}
-    cfg = build(DiscreteSACConfig, {k: v for k, v in meta["config"]["sac_discrete"].items() if k in known},
-                source="checkpoint meta")
+    cfg = config_from_meta(DiscreteSACConfig, meta, "sac_discrete")
     learner = DiscreteSAC(int(meta["obs_shape"][0]), int(meta["act_shape"][0]), cfg, device)
     learner.load_state_dict(state["learner"]["model"])
     return DiscreteSACPolicy(learner)

@@ -23,6 +23,7 @@ from torch import nn
 from roborl.batch import Batch
 from roborl.learners.base import SampleFn
 from roborl.learners.config import TD3Config
+from roborl.learners.state import LearnerState, config_from_meta
 from roborl.learners.networks import CriticEnsemble, DeterministicPolicy, ObsNormalizer
 
 
@@ -41,7 +42,7 @@ def clipped_double_q_target(reward: torch.Tensor, discount: torch.Tensor, q_next
     return reward + discount * q_next.min(0).values
 
 
-class TD3(nn.Module):
+class TD3(LearnerState, nn.Module):
     """TD3 with a deterministic tanh actor and N (default 2) critics.
 
     Acting: ``act(obs [N, O]) -> [N, A]`` in [-1, 1], plus Gaussian exploration noise unless deterministic.
@@ -139,23 +140,6 @@ class TD3(nn.Module):
             self.normalizer.fit(b.obs.float())
 
     # ------------------------------------------------------------------ state
-    def full_state(self) -> dict[str, Any]:
-        return {"model": self.state_dict(), "actor_opt": self.actor_opt.state_dict(),
-                "critic_opt": self.critic_opt.state_dict(), "updates": self._updates}
-
-    def load_full_state(self, st: dict[str, Any]) -> None:
-        self.load_state_dict(st["model"])
-        self.actor_opt.load_state_dict(st["actor_opt"])
-        self.critic_opt.load_state_dict(st["critic_opt"])
-        self._updates = int(st.get("updates", 0))
-
-    def acting_state(self) -> dict[str, torch.Tensor]:
-        """Normaliser and actor (no critics, no targets)."""
-        return {k: v for k, v in self.state_dict().items() if k.startswith(("normalizer", "actor."))}
-
-    def load_acting_state(self, state: dict[str, torch.Tensor]) -> None:
-        self.load_state_dict(state, strict=False)
-
     def as_policy(self) -> "TD3Policy":
         return TD3Policy(self)
 
@@ -172,12 +156,7 @@ class TD3Policy:
 
 def policy_from_checkpoint(state: dict[str, Any], meta: dict[str, Any], device: str = "cpu") -> TD3Policy:
     """Rebuild the acting policy (normaliser, actor) from a checkpoint alone."""
-    import dataclasses
-
-    from roborl.config import build
-
-    known = {f.name for f in dataclasses.fields(TD3Config)}
-    cfg = build(TD3Config, {k: v for k, v in meta["config"]["td3"].items() if k in known}, source="checkpoint meta")
+    cfg = config_from_meta(TD3Config, meta, "td3")
     learner = TD3(int(meta["obs_shape"][0]), int(meta["act_shape"][0]), cfg, device)
     learner.load_state_dict(state["learner"]["model"])
     return TD3Policy(learner)
