@@ -62,10 +62,12 @@ STREAM_FIELDS = ("obs", "action", "executed_action", "reward", "next_obs", "term
 OPTIONAL_STREAM_FIELDS = ("intervention", "log_prob", "classifier_prob", "classifier_reward", "operator_label")
 
 
-def _optional_fill() -> dict[str, float | int]:
-    from roborl.reward.wrapper import STORE_FIELD_FILL
+def _optional_fill(name: str) -> float | int:
+    if name in ("intervention", "log_prob"):
+        return 0 if name == "intervention" else float("nan")
+    from roborl.reward.wrapper import STORE_FIELD_FILL  # only for a store with the classifier's fields
 
-    return {"intervention": 0, "log_prob": float("nan"), **STORE_FIELD_FILL}
+    return STORE_FIELD_FILL[name]
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -221,10 +223,9 @@ class TransitionSink:
             cols = {"action": arrays["action"][lo:], "executed_action": arrays["executed_action"][lo:],
                     "reward": arrays["reward"][lo:], "next_obs": arrays["next_obs"][lo:], "terminated": term,
                     "truncated": trunc, "is_success": succ, "intervention": inter}
-            fill = _optional_fill()
             for k in OPTIONAL_STREAM_FIELDS[1:]:
                 if k in names:
-                    cols[k] = arrays[k][lo:] if k in arrays else np.full(n - lo, fill[k], self.store.dtype[k])
+                    cols[k] = arrays[k][lo:] if k in arrays else np.full(n - lo, _optional_fill(k), self.store.dtype[k])
             obs = arrays["obs"][lo:]
             # Segments of one episode each: cut before a row that starts an episode and after one
             # that ends it; each segment goes to the store in one add_steps call.
