@@ -4,6 +4,9 @@ Pairs (``--pairs``; the original TD3/DDPG pair keeps its ``--algos`` form below)
   a2c          our A2C vs SB3 A2C            (InvertedPendulum-v5, on-policy runner)
   trpo         our TRPO vs sb3-contrib TRPO  (InvertedPendulum-v5, on-policy runner)
   sac_discrete our discrete SAC vs SB3 DQN   (CartPole-v1, off-policy runner)
+  sac_discrete_reach
+               our discrete SAC (configs/sac_discrete_reach.yaml: HER) and the same without HER vs SB3 DQN, on
+               roborl/Reach-v0 with env.action_bins=3 (81 actions); success rate on held-out episodes
   mbpo         our MBPO vs our SAC           (InvertedPendulum-v5, eval curve: env steps MBPO needs to
                reach SAC's final return)
 Both sides of a pair get the same env, env steps, network sizes and (where they exist) hyperparameters;
@@ -155,7 +158,8 @@ def _ours_train(algo: str, env_id: str, seed: int, steps: int, over: list[str], 
         state, meta, _ = load_checkpoint(find_checkpoint(Path(tmp)))
         res = run_episodes(load_policy(state, meta), cfg.env, episodes, seed=EVAL_SEED)
         curve = [(r["step"], r["eval/return"]) for r in read_metrics(tmp) if "eval/return" in r]
-    return {"return": round(float(res.return_mean), 1), "wall_s": round(wall, 1), "curve": curve}
+    return {"return": round(float(res.return_mean), 1), "wall_s": round(wall, 1), "curve": curve,
+            "success": round(float(res.success_rate), 3)}
 
 
 def _sb3_train(kind: str, env_id: str, seed: int, steps: int, hidden: list[int], episodes: int) -> dict:
@@ -194,6 +198,39 @@ def _sb3_train(kind: str, env_id: str, seed: int, steps: int, hidden: list[int],
     return {"return": round(ret, 1), "wall_s": round(wall, 1)}
 
 
+def _sb3_dqn_arm(env_cfg_over: list[str], seed: int, steps: int, hidden: list[int], episodes: int) -> dict:
+    """SB3 DQN on the env that ``env.*`` overrides build (roborl's own stack, discretised actions),
+    evaluated like ours: ``run_episodes`` on the same eval seeds, success from the env's flag."""
+    from roborl import config as C
+    from roborl.envs.config import build_env
+    from roborl.eval.episodes import run_episodes
+    from roborl.runners.config import RunConfig
+
+    try:
+        from stable_baselines3 import DQN
+    except ImportError:
+        print("bench_algos: the peer side needs stable-baselines3 (pip install stable-baselines3)", file=sys.stderr)
+        raise SystemExit(2) from None
+    cfg = C.load(RunConfig, None, env_cfg_over)
+    t0 = time.time()
+    # SB3's DQN defaults for a goal-reaching task (rl-zoo's defaults, one update every 4 steps), with
+    # gamma as ours; no HER (SB3's HER buffer needs a Dict GoalEnv; Reach is flat).
+    model = DQN("MlpPolicy", build_env(cfg.env, seed=seed), learning_rate=1e-3, batch_size=256, buffer_size=100_000,
+                learning_starts=1000, gamma=0.95, target_update_interval=1000, train_freq=4, gradient_steps=1,
+                exploration_fraction=0.3, exploration_final_eps=0.05, seed=seed, device="cpu",
+                policy_kwargs={"net_arch": list(hidden)}, verbose=0)
+    model.learn(total_timesteps=steps)
+    wall = time.time() - t0
+
+    class _Policy:
+        def act(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
+            return model.predict(obs, deterministic=True)[0]
+
+    res = run_episodes(_Policy(), cfg.env, episodes, seed=EVAL_SEED)
+    return {"return": round(float(res.return_mean), 1), "wall_s": round(wall, 1),
+            "success": round(float(res.success_rate), 3)}
+
+
 def _steps_to_reach(curve: list, target: float) -> int | None:
     """First eval step whose return >= target (None if never)."""
     return next((int(s) for s, r in curve if r >= target), None)
@@ -216,6 +253,22 @@ def run_pair(pair: str, seeds: list[int], steps: int, episodes: int, mbpo_steps:
                 "store.sampler.demo_fraction=0", "train.threads=1"]
         sides["sac_discrete/ours"] = [_ours_train("sac_discrete", env_id, s, steps, over, episodes) for s in seeds]
         sides["sac_discrete/peer_dqn"] = [_sb3_train("dqn", env_id, s, steps, h, episodes) for s in seeds]
+    elif pair == "sac_discrete_reach":
+        env_id = "roborl/Reach-v0"
+        h = [256, 256]
+        env_over = [f"env.id={env_id}", "env.action_bins=3"]
+        over = ["env.action_bins=3", "sac_discrete.hidden=[256, 256]", "sac_discrete.batch_size=256",
+                "sac_discrete.gamma=0.95", "sac_discrete.reward_scale=10.0", "sac_discrete.init_alpha=0.1",
+                "sac_discrete.warmup_steps=1000", "store.sampler.demo_fraction=0", "store.sampler.n_step=3",
+                "train.threads=1"]
+        every = max(1000, steps // 5)
+        sides["sac_discrete_reach/ours_her"] = [
+            _ours_train("sac_discrete", env_id, s, steps, over + ["store.sampler.her_fraction=0.5"], episodes, every)
+            for s in seeds]
+        sides["sac_discrete_reach/ours_no_her"] = [
+            _ours_train("sac_discrete", env_id, s, steps, over + ["store.sampler.her_fraction=0"], episodes, every)
+            for s in seeds]
+        sides["sac_discrete_reach/peer_dqn"] = [_sb3_dqn_arm(env_over, s, steps, h, episodes) for s in seeds]
     elif pair == "mbpo":
         env_id = "InvertedPendulum-v5"
         n = mbpo_steps or steps
@@ -234,6 +287,9 @@ def run_pair(pair: str, seeds: list[int], steps: int, episodes: int, mbpo_steps:
                      "return_std": round(float(np.std(rets)), 1), "wall_s": [r["wall_s"] for r in rows],
                      "ms_per_env_step": round(1000 * float(np.mean([r["wall_s"] for r in rows])) /
                                               (mbpo_steps if name == "mbpo/ours" and mbpo_steps else steps), 2)}
+        if "success" in rows[0]:
+            out[name]["success"] = [r["success"] for r in rows]
+            out[name]["success_mean"] = round(float(np.mean(out[name]["success"])), 3)
         if "curve" in rows[0] and rows[0]["curve"]:
             out[name]["curves"] = [r["curve"] for r in rows]
     if pair == "mbpo":
@@ -245,7 +301,7 @@ def run_pair(pair: str, seeds: list[int], steps: int, episodes: int, mbpo_steps:
 def main() -> None:
     if "--pairs" in sys.argv:
         ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-        ap.add_argument("--pairs", nargs="+", required=True, choices=["a2c", "trpo", "sac_discrete", "mbpo"])
+        ap.add_argument("--pairs", nargs="+", required=True, choices=["a2c", "trpo", "sac_discrete", "sac_discrete_reach", "mbpo"])
         ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
         ap.add_argument("--steps", type=int, default=20_000)
         ap.add_argument("--mbpo-steps", type=int, default=None, help="MBPO's env steps (default: --steps)")

@@ -10,6 +10,7 @@ The stack, innermost first (each layer sees what the one outside it sends)::
     -> HistoryObservation   if env.obs_last_actions / env.obs_history (commanded actions and past
                             observations, outside DR: actions without noise or delay)
     -> NormalizeObservation if env.normalize_obs (frozen when eval=True)
+    -> DiscretizeActions    if env.action_bins (Discrete(bins ** D) over the [-1, 1] Box)
 
 Why this order:
 
@@ -20,9 +21,11 @@ Why this order:
 * DR sits outside rescaling so action noise is in normalized units (comparable across
   dimensions) and inside normalization so observation noise is in physical units and the
   normalizer's statistics include the randomized dynamics;
-* normalization is outermost: the learner sees exactly what it will see at eval, where
-  the statistics are frozen (load them with
-  :func:`roborl.envs.wrappers.load_obs_normalizer_state`).
+* normalization is outermost on the observation side: the learner sees exactly what it will
+  see at eval, where the statistics are frozen (load them with
+  :func:`roborl.envs.wrappers.load_obs_normalizer_state`);
+* discretisation is outermost on the action side, so every layer inside it (safety, rescaling,
+  DR, action history) still handles a Box action.
 """
 from __future__ import annotations
 
@@ -69,6 +72,10 @@ class EnvConfig:
                              check=non_negative)
     terminate_on_success: bool = field(False, doc="End an episode (terminated) on its first info['is_success'] step, as "
                                                   "HIL-SERL does on a robot (roborl.envs.wrappers.TerminateOnSuccess).")
+    action_bins: int = field(0, doc="Discrete actions for discrete-action learners (train.algo=sac_discrete) on a Box "
+                                    "env: each action dimension takes one of this many evenly spaced values in "
+                                    "[-1, 1] (odd keeps 0), bins ** D actions in all (roborl.envs.discretize); 0 = off.",
+                             check=non_negative)
     success_key: str | None = field(None, doc="info key that flags a successful step (read by "
                                               "roborl.envs.success.step_success); null tries 'is_success', then 'success'.",
                                     check=_non_empty)
@@ -134,6 +141,10 @@ def build_env(cfg: EnvConfig, seed: int | None = None, *, eval: bool = False,  #
             env = HistoryObservation(env, cfg.obs_last_actions, cfg.obs_history)
         if cfg.normalize_obs:
             env = NormalizeObservation(env, clip=cfg.obs_clip, frozen=eval)
+        if cfg.action_bins:
+            from roborl.envs.discretize import DiscretizeActions
+
+            env = DiscretizeActions(env, cfg.action_bins)
     except BaseException:
         env.close()
         raise
