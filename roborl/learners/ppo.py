@@ -79,6 +79,13 @@ def gaussian_log_prob(u: torch.Tensor, mu: torch.Tensor, log_std: torch.Tensor) 
     return (-0.5 * z.pow(2) - log_std).sum(-1) - 0.5 * _LOG_2PI * u.shape[-1]
 
 
+def _gaussian_log_prob_inv(u: torch.Tensor, mu: torch.Tensor, log_std: torch.Tensor,
+                           inv_std: torch.Tensor) -> torch.Tensor:
+    """:func:`gaussian_log_prob` with ``inv_std = exp(-log_std)`` [A] given (the rollout caches it)."""
+    z = (u - mu) * inv_std
+    return (-0.5 * z.pow(2) - log_std).sum(-1) - 0.5 * _LOG_2PI * u.shape[-1]
+
+
 def gaussian_entropy(log_std: torch.Tensor) -> torch.Tensor:
     """Entropy of a diagonal Gaussian, summed over the action dim. log_std: [..., A] -> [...]."""
     return (log_std + 0.5 * (1.0 + _LOG_2PI)).sum(-1)
@@ -134,6 +141,18 @@ def compute_gae(rewards: torch.Tensor, values: torch.Tensor, next_values: torch.
     not_term = 1.0 - terminated.to(rewards.dtype)
     not_done = 1.0 - dones.to(rewards.dtype)
     deltas = rewards + gamma * not_term * next_values - values
+    if deltas.device.type == "cpu" and deltas.dtype == torch.float32 and not deltas.requires_grad:
+        # The same recursion on numpy views: T steps of 3 small numpy ops cost ~1 us each against
+        # ~3-5 us per torch op. Elementwise IEEE float32 ops either way (a Python float scalar is
+        # cast to float32 by both), so the result is bit-identical to the torch loop below.
+        d, nd = deltas.numpy(), not_done.numpy()
+        out = np.empty_like(d)
+        last_np = np.zeros_like(d[0])
+        for t in range(d.shape[0] - 1, -1, -1):
+            last_np = d[t] + gamma * lam * nd[t] * last_np
+            out[t] = last_np
+        adv = torch.from_numpy(out)
+        return adv, adv + values
     adv = torch.zeros_like(rewards)
     last = torch.zeros_like(rewards[0])
     for t in range(rewards.shape[0] - 1, -1, -1):
@@ -526,6 +545,7 @@ class PPO:
         from roborl.learners.fast import Compiled, want_compile
 
         self._fast_step: Compiled | None = None
+        self._std_cache: tuple[tuple[int, int], torch.Tensor, torch.Tensor] | None = None
         fp = self.model._fused
         # auto compiles when the run's gradient steps repay the compile time (COMPILE_MIN_STEPS).
         long_run = expected_steps is not None and expected_steps >= COMPILE_MIN_STEPS
@@ -542,16 +562,43 @@ class PPO:
         return dict(self.model.obs_dims)
 
     # ------------------------------------------------------------------ acting
-    @torch.no_grad()
     def act(self, obs: Mapping[str, torch.Tensor] | torch.Tensor
             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Sample for a batch of envs. obs: raw groups {k: [N, O_k]} (or [N, O]) ->
-        (action [N, A] in [-1, 1], u [N, A], logp [N], mu [N, A], V [N])."""
-        m = self.model
-        mu, v = m(m.normalize(obs_groups(obs)))
-        u = mu + torch.randn_like(mu) * m.log_std.exp()
-        logp = gaussian_log_prob(u, mu, m.log_std)
-        return m.squash_action(u), u, logp, mu, v
+        (action [N, A] in [-1, 1], u [N, A], logp [N], mu [N, A], V [N]).
+
+        The rollout's per-step hot path. Plain formula::
+
+            mu, v = m(m.normalize(obs)); u = mu + randn_like(mu) * exp(log_std)
+            logp = gaussian_log_prob(u, mu, log_std)
+
+        Here exp(log_std) and exp(-log_std) come from :meth:`_std` (computed once per parameter
+        change, not per step), the fused pair is called without ``nn.Module.__call__``, and
+        :func:`_gaussian_log_prob_inv` is gaussian_log_prob with its exp(-log_std) passed in: the same
+        ops on the same values, so the outputs are bit-identical (tests/learners/test_fast_paths.py).
+        """
+        with torch.no_grad():
+            m = self.model
+            fp = m._fused
+            x = m.normalize(obs_groups(obs))
+            mu, v = fp(fp.pair_input(x)) if fp is not None else m(x)
+            std, inv_std = self._std()
+            u = mu + torch.randn_like(mu) * std
+            logp = _gaussian_log_prob_inv(u, mu, m.log_std, inv_std)
+            return m.squash_action(u), u, logp, mu, v
+
+    def _std(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(exp(log_std), exp(-log_std)), each [A], cached until log_std changes. :meth:`update` and
+        :meth:`load_state_dict` drop the cache (the fused Adam kernel writes the flat parameter without
+        bumping any version counter); an in-place edit of log_std itself bumps its version, a new
+        storage changes its address."""
+        ls = self.model.log_std
+        key = (ls._version, ls.data_ptr())
+        c = self._std_cache
+        if c is None or c[0] != key:
+            with torch.no_grad():
+                c = self._std_cache = (key, ls.exp(), torch.exp(-ls))
+        return c[1], c[2]
 
     @torch.no_grad()
     def value(self, obs: Mapping[str, torch.Tensor] | torch.Tensor) -> torch.Tensor:
@@ -647,6 +694,7 @@ class PPO:
     def update(self, batch: Rollout) -> dict[str, float]:
         """``epochs`` passes of minibatch SGD on the PPO loss; returns scalar metrics."""
         cfg, m = self.cfg, self.model
+        self._std_cache = None  # log_std changes below (see _std)
         adv, returns = compute_gae(batch.rewards, batch.values, batch.next_values, batch.terminated, batch.dones,
                                    cfg.gamma, cfg.gae_lambda)
         B = adv.numel()
@@ -718,6 +766,7 @@ class PPO:
             kl_batch = float(kl_t)
             explained_var = float(1.0 - (ret - v_all).var() / (ret.var() + 1e-8))
         beta_used = self.beta
+        self._std_cache = None
         if cfg.loss == "kl":  # adaptive penalty (Schulman et al. 2017, sec. 4)
             if kl_batch > 1.5 * cfg.kl_target:
                 self.beta *= 2.0
@@ -749,6 +798,7 @@ class PPO:
 
     def load_state_dict(self, st: dict[str, Any]) -> None:
         _check_layout(st["model"])
+        self._std_cache = None
         self.model.load_state_dict(st["model"])
         self.optim.load_state_dict(st["optim"])
         self.set_lr(float(st["lr"]))
