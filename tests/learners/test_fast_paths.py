@@ -204,3 +204,64 @@ def test_adam_step_equals_optimizer_step() -> None:
         for p, q in zip(ps, qs):
             assert torch.equal(p, q), i  # the same kernel with the same arguments: bit for bit
     assert opt_a.state_dict()["state"][0]["step"] == opt_b.state_dict()["state"][0]["step"]
+
+
+# ----------------------------------------------------------------------------- rollout hot path (PPO)
+
+def _plain_act(learner: PPO, obs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """PPO.act's plain formula (before the cached std and the direct fused call)."""
+    from roborl.learners.ppo import gaussian_log_prob
+    m = learner.model
+    with torch.no_grad():
+        mu, v = m(m.normalize({"policy": obs}))
+        u = mu + torch.randn_like(mu) * m.log_std.exp()
+        logp = gaussian_log_prob(u, mu, m.log_std)
+        return m.squash_action(u), u, logp, mu, v
+
+
+@pytest.mark.parametrize("fuse", [True, False])
+def test_ppo_act_equals_plain_formula_across_updates_and_loads(fuse: bool) -> None:
+    """Bit-identical to the plain formula, also after updates and a load change log_std (the cached std)."""
+    torch.manual_seed(0)
+    learner = PPO(O, A, build(PPOConfig, {"compile": "off", "minibatch_size": 32, "epochs": 2, "ent_coef": 0.5}),
+                  fuse=fuse)
+    obs = torch.randn(8, O) * 2
+
+    def check() -> None:
+        torch.manual_seed(9)
+        fast = learner.act(obs)
+        torch.manual_seed(9)
+        for a, b in zip(fast, _plain_act(learner, obs)):
+            assert torch.equal(a, b)
+
+    check()
+    std0 = learner.model.log_std.detach().clone()
+    for ro in _rollouts(2):
+        learner.update(ro)
+        learner.observe(ro.obs)
+        check()
+    assert not torch.equal(std0, learner.model.log_std.detach())  # the cache had to be refreshed
+    other = PPO(O, A, build(PPOConfig, {"compile": "off", "init_log_std": -1.0}), fuse=fuse)
+    learner.load_state_dict(other.state_dict())
+    check()
+    with torch.no_grad():
+        learner.model.log_std.add_(0.25)  # an in-place edit of log_std itself
+    check()
+
+
+def test_compute_gae_numpy_loop_equals_torch_loop() -> None:
+    from roborl.learners.ppo import compute_gae
+    g = torch.Generator().manual_seed(3)
+    T, N = 64, 5
+    r, v, nv = (torch.randn(T, N, generator=g) for _ in range(3))
+    term = (torch.rand(T, N, generator=g) < 0.05).float()
+    done = torch.maximum(term, (torch.rand(T, N, generator=g) < 0.1).float())
+    adv, ret = compute_gae(r, v, nv, term, done, 0.99, 0.95)
+    # The plain formula: the torch loop (the path CUDA tensors take).
+    deltas = r + 0.99 * (1.0 - term) * nv - v
+    ref = torch.zeros_like(r)
+    last = torch.zeros_like(r[0])
+    for t in range(T - 1, -1, -1):
+        last = deltas[t] + 0.99 * 0.95 * (1.0 - done)[t] * last
+        ref[t] = last
+    assert torch.equal(adv, ref) and torch.equal(ret, ref + v)
