@@ -223,8 +223,8 @@ def _plain_act(learner: PPO, obs: torch.Tensor) -> tuple[torch.Tensor, ...]:
 def test_ppo_act_equals_plain_formula_across_updates_and_loads(fuse: bool) -> None:
     """Bit-identical to the plain formula, also after updates and a load change log_std (the cached std)."""
     torch.manual_seed(0)
-    learner = PPO(O, A, build(PPOConfig, {"compile": "off", "minibatch_size": 32, "epochs": 2, "ent_coef": 0.5}),
-                  fuse=fuse)
+    learner = PPO(O, A, build(PPOConfig, {"compile": "off", "minibatch_size": 32, "epochs": 2, "ent_coef": 0.5,
+                                          "numpy_act": False}), fuse=fuse)
     obs = torch.randn(8, O) * 2
 
     def check() -> None:
@@ -265,3 +265,57 @@ def test_compute_gae_numpy_loop_equals_torch_loop() -> None:
         last = deltas[t] + 0.99 * 0.95 * (1.0 - done)[t] * last
         ref[t] = last
     assert torch.equal(adv, ref) and torch.equal(ret, ref + v)
+
+
+NUMPY_ACT_CASES = {
+    "tanh_flat": ({"policy": O}, {}),
+    "relu_clamp": ({"policy": O}, {"activation": "relu", "action_squash": "clip"}),
+    "asymmetric_groups": ({"policy": O, "joint": 4, "critic": 5}, {"asymmetric": True}),
+}
+
+
+@pytest.mark.parametrize("case", list(NUMPY_ACT_CASES))
+def test_ppo_numpy_act_equals_torch_act_to_rounding(case: str) -> None:
+    """The numpy rollout inference (_NumpyAct) against the torch ops, through updates (the weight views
+    follow the optimiser) and normaliser refreshes; the same noise draws."""
+    dims, over = NUMPY_ACT_CASES[case]
+    torch.manual_seed(0)
+    learner = PPO(dims, A, build(PPOConfig, {"compile": "off", "minibatch_size": 32, "epochs": 2, **over}))
+    assert learner._np_act is not None
+    g = torch.Generator().manual_seed(4)
+    T, N = 16, 4
+
+    def check() -> None:
+        obs = {k: torch.randn(8, d, generator=g) * 3 + 1 for k, d in dims.items()}
+        torch.manual_seed(11)
+        fast = learner.act(obs)
+        torch.manual_seed(11)
+        plain = learner._act_torch(obs)
+        for a, b in zip(fast, plain):
+            assert a.dtype == b.dtype and a.shape == b.shape
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+    check()
+    for _ in range(2):
+        ro = Rollout(obs={k: torch.randn(T, N, d, generator=g) * 2 for k, d in dims.items()},
+                     actions=torch.randn(T, N, A, generator=g), logp=torch.randn(T, N, generator=g) - 3,
+                     mu=torch.randn(T, N, A, generator=g) * 0.1, values=torch.randn(T, N, generator=g),
+                     rewards=torch.randn(T, N, generator=g), next_values=torch.randn(T, N, generator=g),
+                     terminated=torch.zeros(T, N), dones=torch.zeros(T, N))
+        learner.update(ro)
+        learner.observe(ro.obs)
+        check()
+    # A plain tensor (not a dict of groups) runs the torch path.
+    x = torch.randn(8, O)
+    if len(dims) == 1:
+        torch.manual_seed(2)
+        a = learner.act(x)
+        torch.manual_seed(2)
+        b = learner._act_torch(x)
+        assert all(torch.equal(p, q) for p, q in zip(a, b))
+
+
+def test_ppo_numpy_act_off_by_config_and_off_cuda_or_elu() -> None:
+    assert PPO(O, A, build(PPOConfig, {"numpy_act": False}))._np_act is None
+    assert PPO(O, A, build(PPOConfig, {"activation": "elu"}))._np_act is None
+    assert PPO(O, A, build(PPOConfig, {}), fuse=False)._np_act is None
