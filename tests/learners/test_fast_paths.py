@@ -319,3 +319,16 @@ def test_ppo_numpy_act_off_by_config_and_off_cuda_or_elu() -> None:
     assert PPO(O, A, build(PPOConfig, {"numpy_act": False}))._np_act is None
     assert PPO(O, A, build(PPOConfig, {"activation": "elu"}))._np_act is None
     assert PPO(O, A, build(PPOConfig, {}), fuse=False)._np_act is None
+
+
+def test_zero_grad_equals_optimizer_zero_grad() -> None:
+    from roborl.learners.fast import zero_grad
+    torch.manual_seed(0)
+    nets = [torch.nn.Linear(4, 3) for _ in range(2)]
+    opts = [torch.optim.Adam(n.parameters()) for n in nets]
+    for n in nets:
+        n(torch.randn(5, 4)).sum().backward()
+    assert all(p.grad is not None for n in nets for p in n.parameters())
+    opts[0].zero_grad(set_to_none=True)
+    zero_grad(opts[1])
+    assert all(p.grad is None for n in nets for p in n.parameters())
