@@ -7,12 +7,13 @@ and truncations, and the same info dict: ``final_obs`` / ``final_info`` of the e
 info key with its ``_key`` mask), and keeps the same internal state (``_env_obs``, ``_observations``,
 ``_autoreset_envs``), so ``reset``, ``call`` and everything else inherited stay valid.
 
-Why: the parent spends ~10 us of Python per env per step on work a Box action space and an empty info
-do not need: ``iterate`` (a singledispatch generator over the action rows), ``_add_info`` called for
-every env even when its info is empty (the on-policy runner's envs drop every key it does not read,
-so it usually is), a branch on the autoreset mode per env, and ``copy.deepcopy`` of the batched
-observation array (an ndarray copy). Here the rows are indexed, ``_add_info``
-runs only for a non-empty info, and the mode is checked once per step. Every other configuration
+Why: the parent spends Python time per env per step on work that a Box action space and an empty
+info do not need (BENCHMARKS.md, learner throughput: the rollout hot path): ``iterate`` (a
+singledispatch generator over the action rows), ``_add_info`` called for every env even when its
+info is empty (the on-policy runner's envs drop every key it does not read, so it usually is), a
+branch on the autoreset mode per env, and ``copy.deepcopy`` of the batched observation array. Here
+the rows are indexed, ``_add_info`` runs only for a non-empty info, the mode is checked once per
+step and a numeric observation array is copied with ``ndarray.copy``. Every other configuration
 (NEXT_STEP / DISABLED autoreset, Dict or Tuple action spaces, non-array actions) takes the parent's
 ``step`` unchanged. tests/envs/test_vector.py steps both side by side and compares every output.
 """

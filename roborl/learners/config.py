@@ -182,7 +182,7 @@ class PPOConfig:
         "uncompiled after one logged line (BENCHMARKS.md: learner throughput).")
     numpy_act: bool = field(
         True, doc="Rollout inference on a CPU through numpy views of the fused actor-critic's weights (tanh/relu "
-        "MLPs, vector observations): the same math as the torch ops at ~3x less per-step overhead, equal to float32 "
+        "MLPs, vector observations): the same math as the torch ops with less per-step overhead, equal to float32 "
         "rounding (not bit for bit); false = torch ops (roborl.learners.ppo._NumpyAct).")
 
     def __post_init__(self) -> None:

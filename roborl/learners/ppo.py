@@ -142,8 +142,8 @@ def compute_gae(rewards: torch.Tensor, values: torch.Tensor, next_values: torch.
     not_done = 1.0 - dones.to(rewards.dtype)
     deltas = rewards + gamma * not_term * next_values - values
     if deltas.device.type == "cpu" and deltas.dtype == torch.float32 and not deltas.requires_grad:
-        # The same recursion on numpy views: T steps of 3 small numpy ops cost ~1 us each against
-        # ~3-5 us per torch op. Elementwise IEEE float32 ops either way (a Python float scalar is
+        # The same recursion on numpy views: a small numpy op dispatches several times faster than a
+        # torch op, and the loop runs T steps of 3 of them. Elementwise IEEE float32 ops either way (a Python float scalar is
         # cast to float32 by both), so the result is bit-identical to the torch loop below.
         d, nd = deltas.numpy(), not_done.numpy()
         out = np.empty_like(d)
@@ -509,8 +509,8 @@ class _NumpyAct:
     """:meth:`PPO.act` on numpy views of the fused pair's parameters (CPU, float32, tanh / relu): the
     rollout's per-step inference for a handful of envs.
 
-    Why: at [8, 17] -> 64 -> 64 -> [8, 6] each torch op costs ~3-5 us of dispatch and the ~25 ops of
-    an ``act`` ~90 us; the same ops on numpy arrays cost ~1 us each. The weights, the biases and
+    Why: at [8, 17] -> 64 -> 64 -> [8, 6] an ``act``'s ~25 torch ops cost their dispatch, not their
+    arithmetic, and the same ops on numpy arrays dispatch several times faster (BENCHMARKS.md). The weights, the biases and
     log_std are numpy views of the flat parameter (they follow every optimiser step and load without
     copies); the normalisers' mean and std come from their own cache (:meth:`RunningMeanStd.affine`).
     The Gaussian noise is still drawn by ``torch.randn`` (the same draws from the same generator).
