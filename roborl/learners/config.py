@@ -180,6 +180,10 @@ class PPOConfig:
         "same math as the plain step): on (YAML reads it as true), off (false), or auto = on for a single process (no DDP) with the fused actor-critic "
         "pair when the run has at least 20,000 gradient steps (roborl.learners.ppo.COMPILE_MIN_STEPS). Compiling takes seconds once per process (torch caches the graphs on disk); if it fails the step runs "
         "uncompiled after one logged line (BENCHMARKS.md: learner throughput).")
+    numpy_act: bool = field(
+        True, doc="Rollout inference on a CPU through numpy views of the fused actor-critic's weights (tanh/relu "
+        "MLPs, vector observations): the same math as the torch ops with less per-step overhead, equal to float32 "
+        "rounding (not bit for bit); false = torch ops (roborl.learners.ppo._NumpyAct).")
 
     def __post_init__(self) -> None:
         if self.lr_min > self.lr_max:

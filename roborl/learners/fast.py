@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import torch
 
-__all__ = ["CompileSetting", "want_compile", "Compiled", "adam_step"]
+__all__ = ["CompileSetting", "want_compile", "Compiled", "adam_step", "zero_grad"]
 
 log = logging.getLogger(__name__)
 
@@ -103,3 +103,12 @@ def adam_step(opt: torch.optim.Optimizer) -> None:
                            [], steps, amsgrad=False, lr=lr.item() if isinstance(lr, torch.Tensor) else lr,
                            beta1=float(b1), beta2=float(b2), weight_decay=0.0, eps=g["eps"], maximize=False,
                            grad_scale=None, found_inf=None)
+
+
+def zero_grad(opt: torch.optim.Optimizer) -> None:
+    """``opt.zero_grad(set_to_none=True)`` without its per-call Python overhead (a profiler record and the
+    foreach grouping; about as long as freeing the gradients itself on a CPU, three calls per SAC update): every parameter's ``grad``
+    becomes None, which is all that call does (optimisers have no zero_grad hooks)."""
+    for g in opt.param_groups:
+        for p in g["params"]:
+            p.grad = None

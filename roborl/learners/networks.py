@@ -223,16 +223,24 @@ class RunningMeanStd(nn.Module):
         """The buffers :meth:`_scale` reads (their versions key the cache)."""
         return self.mean, self.var
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # mean and scale in x's dtype are cached until the buffers change (update / load_state_dict
-        # bump their version counters; .to() makes new storage): the per-step inference path then
-        # runs 3 ops instead of 7. Same arithmetic as without the cache, so results are identical.
+    def affine(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """(mean [D], divisor [D]) in ``dtype`` as :meth:`forward` applies them, and the clip.
+
+        Cached until the buffers change (update / load_state_dict bump their version counters; .to()
+        makes new storage): the per-step inference path then runs 3 ops instead of 7. Same arithmetic
+        as without the cache, so results are identical.
+        """
         a, b = self._sources()
-        key = (a._version, b._version, a.data_ptr(), b.data_ptr(), x.dtype)
+        key = (a._version, b._version, a.data_ptr(), b.data_ptr(), dtype)
         c = self._cache
         if c is None or c[0] != key:
-            c = self._cache = (key, self.mean.to(x.dtype), self._scale().to(x.dtype))
-        return ((x - c[1]) / c[2]).clamp(-self.clip, self.clip)
+            with torch.no_grad():
+                c = self._cache = (key, self.mean.to(dtype), self._scale().to(dtype))
+        return c[1], c[2], self.clip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean, scale, clip = self.affine(x.dtype)
+        return ((x - mean) / scale).clamp(-clip, clip)
 
 
 class ObsNormalizer(RunningMeanStd):

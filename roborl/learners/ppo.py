@@ -79,6 +79,13 @@ def gaussian_log_prob(u: torch.Tensor, mu: torch.Tensor, log_std: torch.Tensor) 
     return (-0.5 * z.pow(2) - log_std).sum(-1) - 0.5 * _LOG_2PI * u.shape[-1]
 
 
+def _gaussian_log_prob_inv(u: torch.Tensor, mu: torch.Tensor, log_std: torch.Tensor,
+                           inv_std: torch.Tensor) -> torch.Tensor:
+    """:func:`gaussian_log_prob` with ``inv_std = exp(-log_std)`` [A] given (the rollout caches it)."""
+    z = (u - mu) * inv_std
+    return (-0.5 * z.pow(2) - log_std).sum(-1) - 0.5 * _LOG_2PI * u.shape[-1]
+
+
 def gaussian_entropy(log_std: torch.Tensor) -> torch.Tensor:
     """Entropy of a diagonal Gaussian, summed over the action dim. log_std: [..., A] -> [...]."""
     return (log_std + 0.5 * (1.0 + _LOG_2PI)).sum(-1)
@@ -134,6 +141,18 @@ def compute_gae(rewards: torch.Tensor, values: torch.Tensor, next_values: torch.
     not_term = 1.0 - terminated.to(rewards.dtype)
     not_done = 1.0 - dones.to(rewards.dtype)
     deltas = rewards + gamma * not_term * next_values - values
+    if deltas.device.type == "cpu" and deltas.dtype == torch.float32 and not deltas.requires_grad:
+        # The same recursion on numpy views: a small numpy op dispatches several times faster than a
+        # torch op, and the loop runs T steps of 3 of them. Elementwise IEEE float32 ops either way (a Python float scalar is
+        # cast to float32 by both), so the result is bit-identical to the torch loop below.
+        d, nd = deltas.numpy(), not_done.numpy()
+        out = np.empty_like(d)
+        last_np = np.zeros_like(d[0])
+        for t in range(d.shape[0] - 1, -1, -1):
+            last_np = d[t] + gamma * lam * nd[t] * last_np
+            out[t] = last_np
+        adv = torch.from_numpy(out)
+        return adv, adv + values
     adv = torch.zeros_like(rewards)
     last = torch.zeros_like(rewards[0])
     for t in range(rewards.shape[0] - 1, -1, -1):
@@ -486,6 +505,83 @@ once, a compiled step saves a fraction of a millisecond (BENCHMARKS.md, learner 
 runs (tests, smoke runs) would spend more time compiling than they save."""
 
 
+class _NumpyAct:
+    """:meth:`PPO.act` on numpy views of the fused pair's parameters (CPU, float32, tanh / relu): the
+    rollout's per-step inference for a handful of envs.
+
+    Why: at [8, 17] -> 64 -> 64 -> [8, 6] an ``act``'s ~25 torch ops cost their dispatch, not their
+    arithmetic, and the same ops on numpy arrays dispatch several times faster (BENCHMARKS.md). The weights, the biases and
+    log_std are numpy views of the flat parameter (they follow every optimiser step and load without
+    copies); the normalisers' mean and std come from their own cache (:meth:`RunningMeanStd.affine`).
+    The Gaussian noise is still drawn by ``torch.randn`` (the same draws from the same generator).
+    Same math as the torch path, which stays the plain formula: the matmul kernels and the
+    vectorised tanh / exp of numpy and torch round differently in the last bits, so the outputs
+    agree to float32 rounding, not bit for bit (tests/learners/test_fast_paths.py).
+    """
+
+    ACTS = {"tanh": np.tanh, "relu": lambda x: np.maximum(x, 0.0, out=x)}
+
+    def __init__(self, model: ActorCritic) -> None:
+        fp = model._fused
+        assert fp is not None
+        self.model = model
+        self.act_fn = self.ACTS[model.activation]
+        self.keys_a, self.keys_c = fp.encoder_a.keys, fp.encoder_c.keys
+        self.same_input = fp.same_input
+        self.w = [w.detach().numpy() for w in fp.weights]  # [2, in, out] views of the flat parameter
+        self.b = [b.detach().numpy() for b in fp.biases]   # [2, 1, out]
+        self.log_std = model.log_std.detach().numpy()      # [A]
+        self.d_in = self.w[0].shape[1]
+        self.act_dim = fp.act_dim
+        self.const = 0.5 * _LOG_2PI * fp.act_dim
+        self.tanh = model.squash == "tanh"
+
+    @staticmethod
+    def usable(model: ActorCritic, device: torch.device) -> bool:
+        fp = model._fused
+        return (device.type == "cpu" and fp is not None and model.activation in _NumpyAct.ACTS
+                and not model.raw_keys and model.log_std.dtype == torch.float32
+                and all(w.dtype == torch.float32 for w in fp.weights))
+
+    def __call__(self, obs: Mapping[str, torch.Tensor], std: np.ndarray, inv_std: np.ndarray
+                 ) -> tuple[torch.Tensor, ...] | None:
+        """(action, u, logp, mu, V) as :meth:`PPO.act`, or None when ``obs`` is not CPU float32 groups."""
+        m = self.model
+        groups: dict[str, np.ndarray] = {}
+        for k in self.keys_c if not self.same_input else self.keys_a:
+            v = obs.get(k)
+            if v is None or v.dtype != torch.float32 or v.device.type != "cpu" or v.dim() != 2:
+                return None
+            x = v.numpy()
+            if m.norm_obs:
+                mean, scale, clip = m.obs_rms[k].affine(torch.float32)
+                x = (x - mean.numpy()) / scale.numpy()
+                if clip is not None:
+                    x = np.clip(x, -clip, clip)
+            groups[k] = x
+        xa = groups[self.keys_a[0]] if len(self.keys_a) == 1 else np.concatenate([groups[k] for k in self.keys_a], -1)
+        if self.same_input:
+            x = xa  # [B, D]: broadcast against both members' weights
+        else:
+            xc = np.concatenate([groups[k] for k in self.keys_c], -1)
+            pad = np.zeros((xa.shape[0], xc.shape[1] - xa.shape[1]), dtype=np.float32)
+            x = np.stack([np.concatenate([xa, pad], -1), xc])
+        n = len(self.w)
+        for i, (w, b) in enumerate(zip(self.w, self.b)):
+            x = np.matmul(x, w)
+            x += b
+            if i < n - 1:
+                x = self.act_fn(x)
+        mu, v = x[0, :, :self.act_dim], x[1, :, 0]
+        eps = torch.randn(mu.shape).numpy()  # = randn_like(mu): same shape, dtype and generator
+        u = mu + eps * std
+        z = (u - mu) * inv_std
+        logp = (-0.5 * np.square(z) - self.log_std).sum(-1) - np.float32(self.const)
+        a = np.tanh(u) if self.tanh else np.clip(u, -1.0, 1.0)
+        f = torch.from_numpy
+        return f(a), f(u), f(np.asarray(logp, dtype=np.float32)), f(np.ascontiguousarray(mu)), f(np.ascontiguousarray(v))
+
+
 class PPO:
     """PPO learner (a :class:`roborl.learners.base.OnPolicyLearner`): act on observation groups, update on a :class:`Rollout`.
 
@@ -526,6 +622,9 @@ class PPO:
         from roborl.learners.fast import Compiled, want_compile
 
         self._fast_step: Compiled | None = None
+        self._std_cache: tuple[Any, ...] | None = None  # (key, std, inv_std, and their numpy views)
+        # The rollout's per-step inference on numpy views (CPU; see _NumpyAct); None = torch ops.
+        self._np_act = _NumpyAct(self.model) if cfg.numpy_act and _NumpyAct.usable(self.model, self.device) else None
         fp = self.model._fused
         # auto compiles when the run's gradient steps repay the compile time (COMPILE_MIN_STEPS).
         long_run = expected_steps is not None and expected_steps >= COMPILE_MIN_STEPS
@@ -542,16 +641,55 @@ class PPO:
         return dict(self.model.obs_dims)
 
     # ------------------------------------------------------------------ acting
-    @torch.no_grad()
     def act(self, obs: Mapping[str, torch.Tensor] | torch.Tensor
             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Sample for a batch of envs. obs: raw groups {k: [N, O_k]} (or [N, O]) ->
-        (action [N, A] in [-1, 1], u [N, A], logp [N], mu [N, A], V [N])."""
-        m = self.model
-        mu, v = m(m.normalize(obs_groups(obs)))
-        u = mu + torch.randn_like(mu) * m.log_std.exp()
-        logp = gaussian_log_prob(u, mu, m.log_std)
-        return m.squash_action(u), u, logp, mu, v
+        (action [N, A] in [-1, 1], u [N, A], logp [N], mu [N, A], V [N]).
+
+        The rollout's per-step hot path. Plain formula::
+
+            mu, v = m(m.normalize(obs)); u = mu + randn_like(mu) * exp(log_std)
+            logp = gaussian_log_prob(u, mu, log_std)
+
+        Here exp(log_std) and exp(-log_std) come from :meth:`_std` (computed once per parameter
+        change, not per step), the fused pair is called without ``nn.Module.__call__``, and
+        :func:`_gaussian_log_prob_inv` is gaussian_log_prob with its exp(-log_std) passed in: the same
+        ops on the same values, so the outputs are bit-identical (tests/learners/test_fast_paths.py).
+        """
+        if self._np_act is not None and isinstance(obs, Mapping):
+            self._std()
+            c = self._std_cache
+            out = self._np_act(obs, c[3], c[4])
+            if out is not None:
+                return out
+        return self._act_torch(obs)
+
+    def _act_torch(self, obs: Mapping[str, torch.Tensor] | torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`act` through torch ops (any device; the reference of the numpy path)."""
+        with torch.no_grad():
+            m = self.model
+            fp = m._fused
+            x = m.normalize(obs_groups(obs))
+            mu, v = fp(fp.pair_input(x)) if fp is not None else m(x)
+            std, inv_std = self._std()
+            u = mu + torch.randn_like(mu) * std
+            logp = _gaussian_log_prob_inv(u, mu, m.log_std, inv_std)
+            return m.squash_action(u), u, logp, mu, v
+
+    def _std(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(exp(log_std), exp(-log_std)), each [A], cached until log_std changes. :meth:`update` and
+        :meth:`load_state_dict` drop the cache (the fused Adam kernel writes the flat parameter without
+        bumping any version counter); an in-place edit of log_std itself bumps its version, a new
+        storage changes its address."""
+        ls = self.model.log_std
+        key = (ls._version, ls.data_ptr())
+        c = self._std_cache
+        if c is None or c[0] != key:
+            with torch.no_grad():
+                std, inv = ls.exp(), torch.exp(-ls)
+                c = self._std_cache = (key, std, inv, std.numpy(), inv.numpy())
+        return c[1], c[2]
 
     @torch.no_grad()
     def value(self, obs: Mapping[str, torch.Tensor] | torch.Tensor) -> torch.Tensor:
@@ -647,6 +785,7 @@ class PPO:
     def update(self, batch: Rollout) -> dict[str, float]:
         """``epochs`` passes of minibatch SGD on the PPO loss; returns scalar metrics."""
         cfg, m = self.cfg, self.model
+        self._std_cache = None  # log_std changes below (see _std)
         adv, returns = compute_gae(batch.rewards, batch.values, batch.next_values, batch.terminated, batch.dones,
                                    cfg.gamma, cfg.gae_lambda)
         B = adv.numel()
@@ -718,6 +857,7 @@ class PPO:
             kl_batch = float(kl_t)
             explained_var = float(1.0 - (ret - v_all).var() / (ret.var() + 1e-8))
         beta_used = self.beta
+        self._std_cache = None
         if cfg.loss == "kl":  # adaptive penalty (Schulman et al. 2017, sec. 4)
             if kl_batch > 1.5 * cfg.kl_target:
                 self.beta *= 2.0
@@ -749,6 +889,7 @@ class PPO:
 
     def load_state_dict(self, st: dict[str, Any]) -> None:
         _check_layout(st["model"])
+        self._std_cache = None
         self.model.load_state_dict(st["model"])
         self.optim.load_state_dict(st["optim"])
         self.set_lr(float(st["lr"]))

@@ -17,7 +17,7 @@ from torch import nn
 from roborl.batch import Batch
 from roborl.learners.base import SampleFn
 from roborl.learners.config import SACConfig
-from roborl.learners.fast import adam_step
+from roborl.learners.fast import adam_step, zero_grad
 from roborl.learners.networks import (
     CriticEnsemble,
     DeterministicPolicy,
@@ -312,7 +312,7 @@ class SAC(nn.Module):
                 target = batch.reward * c.reward_scale + batch.discount * self.critic_v_target(f_next["target"])[:, 0]
         td = q - target.unsqueeze(0)
         critic_loss = (batch.weight * critic_td_loss(td, c.critic_loss)).mean(1).sum()
-        self.critic_opt.zero_grad(set_to_none=True)
+        zero_grad(self.critic_opt)  # = self.critic_opt.zero_grad(set_to_none=True), without its overhead
         critic_loss.backward()
         if c.grad_clip is not None:
             nn.utils.clip_grad_norm_(self._critic_params, c.grad_clip)
@@ -362,7 +362,7 @@ class SAC(nn.Module):
         """The actor's optimiser step (critic parameters frozen by the caller, unfrozen here), then the
         temperature's toward the target entropy -|A| (Haarnoja et al. 2018b). logp: log pi [B]."""
         c = self.cfg
-        self.actor_opt.zero_grad(set_to_none=True)
+        zero_grad(self.actor_opt)
         actor_loss.backward()
         if c.grad_clip is not None:
             nn.utils.clip_grad_norm_(self.actor.parameters(), c.grad_clip)
@@ -371,7 +371,7 @@ class SAC(nn.Module):
             p.requires_grad_(True)
         if c.learn_alpha:
             alpha_loss = -(self.log_alpha * (logp.detach() + self.target_entropy)).mean()
-            self.alpha_opt.zero_grad(set_to_none=True)
+            zero_grad(self.alpha_opt)
             alpha_loss.backward()
             adam_step(self.alpha_opt)
 
@@ -444,7 +444,7 @@ class SAC(nn.Module):
         subset = (torch.randperm(c.n_critics, device=action.device)[: c.critic_subset] if c.n_critics > 2 else None)
         critic_loss, q, td = critic_loss_fn(obs, action, next_obs, batch.reward, batch.discount, batch.weight,
                                             alpha, eps, subset)
-        self.critic_opt.zero_grad(set_to_none=True)
+        zero_grad(self.critic_opt)  # = self.critic_opt.zero_grad(set_to_none=True), without its overhead
         critic_loss.backward()
         if c.grad_clip is not None:
             nn.utils.clip_grad_norm_(self._critic_params, c.grad_clip)

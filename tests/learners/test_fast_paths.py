@@ -204,3 +204,131 @@ def test_adam_step_equals_optimizer_step() -> None:
         for p, q in zip(ps, qs):
             assert torch.equal(p, q), i  # the same kernel with the same arguments: bit for bit
     assert opt_a.state_dict()["state"][0]["step"] == opt_b.state_dict()["state"][0]["step"]
+
+
+# ----------------------------------------------------------------------------- rollout hot path (PPO)
+
+def _plain_act(learner: PPO, obs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """PPO.act's plain formula (before the cached std and the direct fused call)."""
+    from roborl.learners.ppo import gaussian_log_prob
+    m = learner.model
+    with torch.no_grad():
+        mu, v = m(m.normalize({"policy": obs}))
+        u = mu + torch.randn_like(mu) * m.log_std.exp()
+        logp = gaussian_log_prob(u, mu, m.log_std)
+        return m.squash_action(u), u, logp, mu, v
+
+
+@pytest.mark.parametrize("fuse", [True, False])
+def test_ppo_act_equals_plain_formula_across_updates_and_loads(fuse: bool) -> None:
+    """Bit-identical to the plain formula, also after updates and a load change log_std (the cached std)."""
+    torch.manual_seed(0)
+    learner = PPO(O, A, build(PPOConfig, {"compile": "off", "minibatch_size": 32, "epochs": 2, "ent_coef": 0.5,
+                                          "numpy_act": False}), fuse=fuse)
+    obs = torch.randn(8, O) * 2
+
+    def check() -> None:
+        torch.manual_seed(9)
+        fast = learner.act(obs)
+        torch.manual_seed(9)
+        for a, b in zip(fast, _plain_act(learner, obs)):
+            assert torch.equal(a, b)
+
+    check()
+    std0 = learner.model.log_std.detach().clone()
+    for ro in _rollouts(2):
+        learner.update(ro)
+        learner.observe(ro.obs)
+        check()
+    assert not torch.equal(std0, learner.model.log_std.detach())  # the cache had to be refreshed
+    other = PPO(O, A, build(PPOConfig, {"compile": "off", "init_log_std": -1.0}), fuse=fuse)
+    learner.load_state_dict(other.state_dict())
+    check()
+    with torch.no_grad():
+        learner.model.log_std.add_(0.25)  # an in-place edit of log_std itself
+    check()
+
+
+def test_compute_gae_numpy_loop_equals_torch_loop() -> None:
+    from roborl.learners.ppo import compute_gae
+    g = torch.Generator().manual_seed(3)
+    T, N = 64, 5
+    r, v, nv = (torch.randn(T, N, generator=g) for _ in range(3))
+    term = (torch.rand(T, N, generator=g) < 0.05).float()
+    done = torch.maximum(term, (torch.rand(T, N, generator=g) < 0.1).float())
+    adv, ret = compute_gae(r, v, nv, term, done, 0.99, 0.95)
+    # The plain formula: the torch loop (the path CUDA tensors take).
+    deltas = r + 0.99 * (1.0 - term) * nv - v
+    ref = torch.zeros_like(r)
+    last = torch.zeros_like(r[0])
+    for t in range(T - 1, -1, -1):
+        last = deltas[t] + 0.99 * 0.95 * (1.0 - done)[t] * last
+        ref[t] = last
+    assert torch.equal(adv, ref) and torch.equal(ret, ref + v)
+
+
+NUMPY_ACT_CASES = {
+    "tanh_flat": ({"policy": O}, {}),
+    "relu_clamp": ({"policy": O}, {"activation": "relu", "action_squash": "clip"}),
+    "asymmetric_groups": ({"policy": O, "joint": 4, "critic": 5}, {"asymmetric": True}),
+}
+
+
+@pytest.mark.parametrize("case", list(NUMPY_ACT_CASES))
+def test_ppo_numpy_act_equals_torch_act_to_rounding(case: str) -> None:
+    """The numpy rollout inference (_NumpyAct) against the torch ops, through updates (the weight views
+    follow the optimiser) and normaliser refreshes; the same noise draws."""
+    dims, over = NUMPY_ACT_CASES[case]
+    torch.manual_seed(0)
+    learner = PPO(dims, A, build(PPOConfig, {"compile": "off", "minibatch_size": 32, "epochs": 2, **over}))
+    assert learner._np_act is not None
+    g = torch.Generator().manual_seed(4)
+    T, N = 16, 4
+
+    def check() -> None:
+        obs = {k: torch.randn(8, d, generator=g) * 3 + 1 for k, d in dims.items()}
+        torch.manual_seed(11)
+        fast = learner.act(obs)
+        torch.manual_seed(11)
+        plain = learner._act_torch(obs)
+        for a, b in zip(fast, plain):
+            assert a.dtype == b.dtype and a.shape == b.shape
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+    check()
+    for _ in range(2):
+        ro = Rollout(obs={k: torch.randn(T, N, d, generator=g) * 2 for k, d in dims.items()},
+                     actions=torch.randn(T, N, A, generator=g), logp=torch.randn(T, N, generator=g) - 3,
+                     mu=torch.randn(T, N, A, generator=g) * 0.1, values=torch.randn(T, N, generator=g),
+                     rewards=torch.randn(T, N, generator=g), next_values=torch.randn(T, N, generator=g),
+                     terminated=torch.zeros(T, N), dones=torch.zeros(T, N))
+        learner.update(ro)
+        learner.observe(ro.obs)
+        check()
+    # A plain tensor (not a dict of groups) runs the torch path.
+    x = torch.randn(8, O)
+    if len(dims) == 1:
+        torch.manual_seed(2)
+        a = learner.act(x)
+        torch.manual_seed(2)
+        b = learner._act_torch(x)
+        assert all(torch.equal(p, q) for p, q in zip(a, b))
+
+
+def test_ppo_numpy_act_off_by_config_and_off_cuda_or_elu() -> None:
+    assert PPO(O, A, build(PPOConfig, {"numpy_act": False}))._np_act is None
+    assert PPO(O, A, build(PPOConfig, {"activation": "elu"}))._np_act is None
+    assert PPO(O, A, build(PPOConfig, {}), fuse=False)._np_act is None
+
+
+def test_zero_grad_equals_optimizer_zero_grad() -> None:
+    from roborl.learners.fast import zero_grad
+    torch.manual_seed(0)
+    nets = [torch.nn.Linear(4, 3) for _ in range(2)]
+    opts = [torch.optim.Adam(n.parameters()) for n in nets]
+    for n in nets:
+        n(torch.randn(5, 4)).sum().backward()
+    assert all(p.grad is not None for n in nets for p in n.parameters())
+    opts[0].zero_grad(set_to_none=True)
+    zero_grad(opts[1])
+    assert all(p.grad is None for n in nets for p in n.parameters())

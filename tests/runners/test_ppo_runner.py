@@ -198,3 +198,42 @@ def test_dict_observation_env_trains_bootstraps_and_acts():
         assert a.shape == (2, 1) and np.all(np.abs(a) <= 1)
     finally:
         tr.close()
+
+
+def test_rollout_buffers_hold_what_the_vector_env_returned():
+    """The staged per-step buffers (rewards, terminated, dones) and the actions the envs received match
+    the vector env's own outputs step by step, through terminations and truncations."""
+    import functools
+
+    from roborl.envs.vector import FastSyncVectorEnv
+    from roborl.runners.on_policy import _env_fn
+
+    class Recording(FastSyncVectorEnv):
+        def __init__(self, *a, **k) -> None:
+            super().__init__(*a, **k)
+            self.seen: list[tuple[np.ndarray, ...]] = []
+
+        def step(self, actions):
+            out = super().step(actions)
+            self.seen.append((np.array(actions), out[1].copy(), out[2].copy(), out[3].copy()))
+            return out
+
+    cfg = _cfg(env={"id": "Hopper-v5", "max_episode_steps": 30}, run={"seed": 2},
+               ppo={"n_envs": 3, "rollout_steps": 80, "epochs": 1, "minibatch_size": 240, "norm_reward": False})
+    envs = Recording([functools.partial(_env_fn, cfg.env, 2 + i, None) for i in range(3)],
+                     autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    tr = OnPolicyTrainer(cfg, envs=envs)
+    try:
+        tr.iterate()
+        seen = envs.seen
+        assert len(seen) == 80
+        acts, rew, term, trunc = (np.stack([s[i] for s in seen]) for i in range(4))
+        buf = tr.buf
+        assert torch.equal(buf.rewards, torch.as_tensor(rew, dtype=torch.float32))
+        assert torch.equal(buf.terminated, torch.as_tensor(term, dtype=torch.float32))
+        assert torch.equal(buf.dones, torch.as_tensor(term | trunc, dtype=torch.float32))
+        assert term.any() and trunc.any()  # both kinds of episode end happened
+        np.testing.assert_array_equal(acts, tr.learner.model.squash_action(buf.actions).numpy())
+        assert len(tr.episodes.lengths) == int((term | trunc).sum())
+    finally:
+        tr.close()
