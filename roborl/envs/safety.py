@@ -23,6 +23,9 @@ such a layer between the policy and the robot):
 (float32), so learners store what was executed. ``info["safety"]`` holds this step's
 events (0/1 each) and ``info["safety_episode"]`` the totals since the last reset; also
 ``outside`` when the end effector is more than ``workspace_tolerance`` outside the box.
+A caller that drops those three keys unread (the on-policy runner's info filter) may set
+``report_info = False`` (see :func:`roborl.envs.wrappers.skip_unread_info`): the same action
+reaches the env and the episode counts are still kept, only the three entries are not built.
 """
 from __future__ import annotations
 
@@ -134,9 +137,14 @@ class SafetyLayer(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self.episode_counts = dict.fromkeys(EVENTS, 0)
         # The config is frozen: read its per-step switches once.
         self._active = self._box and self.config.enabled
+        # Flat Box, no arm limits: ``step`` may take the in-bounds shortcut (see there).
+        self._simple = self._active and not self._arm and self._flat
         self._tol = self.config.workspace_tolerance
         self._workspace_on = self.config.workspace
         self._max_step = self.config.max_step
+        #: Write ``executed_action`` / ``safety`` / ``safety_episode`` into each step's info.
+        #: False only for a caller that drops those keys unread (``skip_unread_info``).
+        self.report_info = True
         self._read_episode_constants()
 
     def _read_episode_constants(self) -> None:
@@ -290,8 +298,31 @@ class SafetyLayer(gym.Wrapper, gym.utils.RecordConstructorArgs):
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         if not self._active:
             return self.env.step(action)
+        if self._simple and type(action) is np.ndarray and action.dtype is self._dtype and action.shape == self._shape:
+            # Shortcut for the common case on non-arm envs: a finite action inside every bound.
+            # Plain formula: ``_filter`` (no hold, no clip, nothing else on non-arm envs) and
+            # ``_as_action`` = array(action.tolist(), dtype), which is exactly a copy of ``action``
+            # (float -> Python float -> the same dtype is exact). Anything else takes the full path.
+            vals = action.tolist()
+            total = sum(vals)
+            if total - total == 0.0 and self._lo_sup <= min(vals) and max(vals) <= self._hi_inf:
+                safe = action.copy()
+                result = self._env_step(safe)
+                if self.report_info:
+                    info = result[4]
+                    info["executed_action"] = safe
+                    info["safety"] = dict.fromkeys(EVENTS, 0)
+                    info["safety_episode"] = self.episode_counts.copy()
+                return result
         out, (nonfinite, clipped, ws, motion, jv) = self._filter(action)
-        safe = self._as_action(out)
+        if not (nonfinite or clipped or self._arm) and type(action) is np.ndarray and action.dtype is self._dtype \
+                and action.shape == self._shape:
+            # No hold, no clip, no arm limits: ``out`` holds ``action``'s values unedited, so the
+            # plain formula ``_as_action(out)`` = array(action.tolist(), dtype) is exactly a copy of
+            # ``action`` (float -> Python float -> same dtype is exact), without the round trip.
+            safe = action.copy()
+        else:
+            safe = self._as_action(out)
         result = self._env_step(safe)
         info = result[4]
         outside = 0
@@ -310,6 +341,8 @@ class SafetyLayer(gym.Wrapper, gym.utils.RecordConstructorArgs):
             counts["motion"] += motion
             counts["joint_vel"] += jv
             counts["outside"] += outside
+        if not self.report_info:
+            return result
         info["executed_action"] = safe
         info["safety"] = {"nonfinite": nonfinite, "clipped": clipped, "workspace": ws, "motion": motion,
                           "joint_vel": jv, "outside": outside}

@@ -21,8 +21,8 @@ from gymnasium import spaces
 from roborl.envs.success import SUCCESS_KEYS, step_success
 from roborl.errors import UsageError
 
-__all__ = ["RescaleAction", "RunningMeanStd", "NormalizeObservation", "find_wrapper",
-           "obs_normalizer_state", "load_obs_normalizer_state", "HistoryObservation", "TerminateOnSuccess"]
+__all__ = ["RescaleAction", "skip_unread_info", "EXECUTION_INFO_KEYS", "INFO_BLIND_WRAPPERS", "RunningMeanStd",
+           "NormalizeObservation", "find_wrapper", "obs_normalizer_state", "load_obs_normalizer_state", "HistoryObservation", "TerminateOnSuccess"]
 
 W = TypeVar("W", bound=gym.Wrapper)
 _F32 = np.dtype(np.float32)
@@ -83,6 +83,8 @@ class RescaleAction(gym.Wrapper, gym.utils.RecordConstructorArgs):
     one (the safety layer does, in its own action space) it is mapped back into
     ``[-1, 1]``; otherwise the clipped agent action is reported. ``step_clipped`` is the
     entry for callers whose action is already clipped (DomainRandomization's noisy action).
+    ``report_info = False`` (set by :func:`skip_unread_info` for a caller that drops
+    ``executed_action`` unread) skips building that entry; the env sees the same action.
     """
 
     def __init__(self, env: gym.Env) -> None:
@@ -105,6 +107,8 @@ class RescaleAction(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self._neg1 = np.array(-1.0, dtype=self._dtype)
         self._pos1 = np.array(1.0, dtype=self._dtype)
         self.action_space = spaces.Box(-1.0, 1.0, shape=space.shape, dtype=np.float32)
+        #: Write ``info["executed_action"]`` each step; False only for a caller that drops it unread.
+        self.report_info = True
 
     def action(self, action: np.ndarray) -> np.ndarray:
         """``[-1, 1]^d`` -> env space (clipped into its bounds)."""
@@ -139,6 +143,8 @@ class RescaleAction(gym.Wrapper, gym.utils.RecordConstructorArgs):
     def _identity_step(self, a: np.ndarray) -> tuple[Any, float, bool, bool, dict]:
         """Step the inner env with ``a`` (already in [-1, 1] = the inner space) and make
         ``info["executed_action"]`` a float32 array of its own."""
+        if not self.report_info:
+            return self.env.step(a)
         out = self.env.step(a)
         info = out[4]
         executed = info.get("executed_action")
@@ -161,11 +167,46 @@ class RescaleAction(gym.Wrapper, gym.utils.RecordConstructorArgs):
         else:
             a = _clip(np.array(action, dtype=np.float64), -1.0, 1.0)
             inner = _clip(self._mid + self._half * a, self._low, self._high).astype(self._dtype, copy=False)
+        if not self.report_info:
+            return self.env.step(inner)
         obs, reward, terminated, truncated, info = self.env.step(inner)
         executed = info.get("executed_action")
         info["executed_action"] = (np.array(a, dtype=np.float32) if executed is None or executed is inner
                                    else self.reverse_action(executed))
         return obs, reward, terminated, truncated, info
+
+
+#: Info entries the action wrappers build each step for callers that store what was executed
+#: (the off-policy runner and ``env_step`` read ``executed_action``; eval reads the safety counts).
+EXECUTION_INFO_KEYS: tuple[str, ...] = ("executed_action", "safety", "safety_episode")
+
+
+def skip_unread_info(env: gym.Env, keep: Any) -> list[gym.Wrapper]:
+    """Ask the wrappers of ``env`` not to build the :data:`EXECUTION_INFO_KEYS` entries that a caller
+    keeping only the info keys ``keep`` drops unread; returns the wrappers switched (``report_info = False``).
+
+    Why: on the on-policy rollout's hot path every env step built an ``executed_action`` array and
+    two safety dicts that the runner's info filter then threw away (BENCHMARKS.md, env-stack
+    wrapper overhead). Only a wrapper whose entries nobody inside the stack reads either may skip
+    them, so the walk goes down from the top through wrappers that read none of these keys (the
+    types in :data:`INFO_BLIND_WRAPPERS`, and the reporters themselves) and stops at the first
+    other one (e.g. DomainRandomization, which reads ``executed_action``; DiscretizeActions).
+    Nothing changes when ``keep`` holds any of the keys. The actions, observations, rewards,
+    terminations, truncations and all other info entries are the same as with every wrapper
+    reporting (tests/envs/test_lean_info.py steps both stacks side by side).
+    """
+    if any(k in keep for k in EXECUTION_INFO_KEYS):
+        return []
+    switched: list[gym.Wrapper] = []
+    e: Any = env
+    while isinstance(e, gym.Wrapper):
+        if hasattr(e, "report_info"):
+            e.report_info = False
+            switched.append(e)
+        elif type(e) not in INFO_BLIND_WRAPPERS:
+            break
+        e = e.env
+    return switched
 
 
 # ----------------------------------------------------------------------------- normalization
@@ -488,3 +529,12 @@ class TerminateOnSuccess(gym.Wrapper, gym.utils.RecordConstructorArgs):
         if step_success(info, self.success_key):
             terminated = True
         return obs, reward, terminated, truncated, info
+
+
+#: Wrappers that read no :data:`EXECUTION_INFO_KEYS` entry (nor pass one to a decision), so
+#: :func:`skip_unread_info` may walk through them. An explicit table: a wrapper not named here
+#: stops the walk, so a new wrapper that reads the entries keeps getting them.
+INFO_BLIND_WRAPPERS: frozenset[type] = frozenset({
+    NormalizeObservation, HistoryObservation, TerminateOnSuccess,
+    gym.wrappers.TimeLimit, gym.wrappers.OrderEnforcing, gym.wrappers.PassiveEnvChecker,
+})

@@ -50,6 +50,7 @@ from roborl.checkpoint import find_checkpoint, load_checkpoint, rng_state, save_
 from roborl.envs.config import build_env
 from roborl.envs.success import SUCCESS_KEYS, vector_success
 from roborl.envs.vector import FastSyncVectorEnv
+from roborl.envs.wrappers import skip_unread_info
 from roborl.errors import UsageError
 from roborl.eval.episodes import eval_seed, run_episodes
 from roborl.learners.base import POLICY, PRIVILEGED, OnPolicyLearner, Rollout
@@ -94,11 +95,16 @@ class _KeepInfo(gym.Wrapper):
     step (``VectorEnv._add_info``); on HalfCheetah that was ~25 us per env step, a quarter of
     the simulation time, for keys PPO never reads. PPO reads only success flags and the
     privileged keys of an asymmetric critic.
+
+    ``skip_unread=True`` also asks the wrappers below not to build the entries this filter drops
+    (:func:`roborl.envs.wrappers.skip_unread_info`: ``executed_action`` and the safety counts);
+    the kept keys and everything else the env returns are the same either way (tests/envs/test_lean_info.py).
     """
 
-    def __init__(self, env: gym.Env, keep: tuple[str, ...]) -> None:
+    def __init__(self, env: gym.Env, keep: tuple[str, ...], skip_unread: bool = True) -> None:
         super().__init__(env)
         self._keep = frozenset(keep)
+        self.skipped = skip_unread_info(env, self._keep) if skip_unread else []
 
     def reset(self, **kwargs: Any) -> tuple[Any, dict]:
         obs, info = self.env.reset(**kwargs)
@@ -106,21 +112,29 @@ class _KeepInfo(gym.Wrapper):
 
     def step(self, action: Any) -> tuple[Any, Any, bool, bool, dict]:
         obs, r, term, trunc, info = self.env.step(action)
-        return obs, r, term, trunc, {k: v for k, v in info.items() if k in self._keep}
+        keep = self._keep
+        # Plain formula: the comprehension (in info's key order). Usually no key is kept
+        # (HalfCheetah reports no success flag), which the C-level disjointness test finds
+        # without a Python loop over the info.
+        if info.keys().isdisjoint(keep):
+            return obs, r, term, trunc, {}
+        return obs, r, term, trunc, {k: v for k, v in info.items() if k in keep}
 
 
-def _env_fn(env_cfg: Any, seed: int, info_keys: tuple[str, ...] | None = None) -> gym.Env:
+def _env_fn(env_cfg: Any, seed: int, info_keys: tuple[str, ...] | None = None, skip_unread: bool = True) -> gym.Env:
     env = build_env(env_cfg, seed=seed)
-    return env if info_keys is None else _KeepInfo(env, info_keys)
+    return env if info_keys is None else _KeepInfo(env, info_keys, skip_unread)
 
 
 def make_vec_env(env_cfg: Any, n_envs: int, seed: int, vector: str = "sync",
-                 info_keys: tuple[str, ...] | None = None) -> gym.vector.VectorEnv:
+                 info_keys: tuple[str, ...] | None = None, skip_unread: bool = True) -> gym.vector.VectorEnv:
     """``n_envs`` envs (env i built with ``seed + i``), autoreset in the SAME step (see module doc).
 
     ``info_keys``: pass only these info keys to the vector env (None = all; see :class:`_KeepInfo`).
+    ``skip_unread``: with ``info_keys``, the wrappers do not build the entries that filter drops
+    (same outputs; False = every wrapper reports, the reference path).
     """
-    fns = [functools.partial(_env_fn, env_cfg, seed + i, info_keys) for i in range(n_envs)]
+    fns = [functools.partial(_env_fn, env_cfg, seed + i, info_keys, skip_unread) for i in range(n_envs)]
     mode = gym.vector.AutoresetMode.SAME_STEP
     if vector == "async":
         return gym.vector.AsyncVectorEnv(fns, autoreset_mode=mode)
