@@ -237,3 +237,31 @@ def test_rollout_buffers_hold_what_the_vector_env_returned():
         assert len(tr.episodes.lengths) == int((term | trunc).sum())
     finally:
         tr.close()
+
+
+def test_rollout_with_lean_env_stack_equals_reference_stack():
+    """make_vec_env's default (wrappers skip the info entries the runner drops) against skip_unread=False:
+    one PPO iteration gives identical rollout buffers, episode stats and parameters; with the safety layer
+    clipping (bounds narrower than [-1, 1]) and terminations / truncations."""
+    cfg = _cfg(env={"id": "Hopper-v5", "max_episode_steps": 30,
+                    "safety": {"action_low": [-0.6] * 3, "action_high": [0.5] * 3}}, run={"seed": 4},
+               ppo={"n_envs": 3, "rollout_steps": 64, "epochs": 1, "minibatch_size": 96})
+    out = []
+    for skip in (False, True):
+        torch.manual_seed(0)
+        envs = make_vec_env(cfg.env, 3, 4, info_keys=("is_success", "success"), skip_unread=skip)
+        assert all(bool(e.skipped) is skip for e in envs.envs)
+        tr = OnPolicyTrainer(cfg, envs=envs)
+        try:
+            tr.iterate()
+            b = tr.buf
+            out.append(([t.clone() for t in (b.actions, b.logp, b.mu, b.rewards, b.terminated, b.dones, b.values, b.next_values,
+                                              b.obs["policy"] if "policy" in b.obs else next(iter(b.obs.values())))],
+                        [p.detach().clone() for p in tr.learner.model.parameters()],
+                        (list(tr.episodes.lengths), list(tr.episodes.returns))))
+        finally:
+            tr.close()
+    (ref_b, ref_p, ref_e), (lean_b, lean_p, lean_e) = out
+    for x, y in zip(ref_b + ref_p, lean_b + lean_p):
+        assert torch.equal(x, y)
+    assert ref_e == lean_e and len(ref_e[0]) > 0
