@@ -202,9 +202,11 @@ class SafetyLayer(gym.Wrapper, gym.utils.RecordConstructorArgs):
         safe = np.array(out, dtype=self._dtype)
         return safe if self._flat else safe.reshape(self._shape)
 
-    def _filter(self, action: Any) -> tuple[list[float], tuple[int, int, int, int, int]]:
-        """(safe action as floats, (nonfinite, clipped, workspace, motion, joint_vel) flags)."""
-        vals = self._values(action)
+    def _filter(self, action: Any, vals: list[float] | None = None) -> tuple[list[float], tuple[int, int, int, int, int]]:
+        """(safe action as floats, (nonfinite, clipped, workspace, motion, joint_vel) flags);
+        ``vals``: ``_values(action)`` when the caller already has it."""
+        if vals is None:
+            vals = self._values(action)
         nonfinite = 0
         total = sum(vals)  # finite sum => every value finite; otherwise check each one
         if total - total != 0.0 and not all(map(math.isfinite, vals)):
@@ -298,12 +300,13 @@ class SafetyLayer(gym.Wrapper, gym.utils.RecordConstructorArgs):
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         if not self._active:
             return self.env.step(action)
+        vals = None
         if self._simple and type(action) is np.ndarray and action.dtype is self._dtype and action.shape == self._shape:
             # Shortcut for the common case on non-arm envs: a finite action inside every bound.
             # Plain formula: ``_filter`` (no hold, no clip, nothing else on non-arm envs) and
             # ``_as_action`` = array(action.tolist(), dtype), which is exactly a copy of ``action``
             # (float -> Python float -> the same dtype is exact). Anything else takes the full path.
-            vals = action.tolist()
+            vals = action.tolist()  # = _values(action) for this dtype and shape
             total = sum(vals)
             if total - total == 0.0 and self._lo_sup <= min(vals) and max(vals) <= self._hi_inf:
                 safe = action.copy()
@@ -314,15 +317,8 @@ class SafetyLayer(gym.Wrapper, gym.utils.RecordConstructorArgs):
                     info["safety"] = dict.fromkeys(EVENTS, 0)
                     info["safety_episode"] = self.episode_counts.copy()
                 return result
-        out, (nonfinite, clipped, ws, motion, jv) = self._filter(action)
-        if not (nonfinite or clipped or self._arm) and type(action) is np.ndarray and action.dtype is self._dtype \
-                and action.shape == self._shape:
-            # No hold, no clip, no arm limits: ``out`` holds ``action``'s values unedited, so the
-            # plain formula ``_as_action(out)`` = array(action.tolist(), dtype) is exactly a copy of
-            # ``action`` (float -> Python float -> same dtype is exact), without the round trip.
-            safe = action.copy()
-        else:
-            safe = self._as_action(out)
+        out, (nonfinite, clipped, ws, motion, jv) = self._filter(action, vals)
+        safe = self._as_action(out)
         result = self._env_step(safe)
         info = result[4]
         outside = 0

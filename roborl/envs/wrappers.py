@@ -22,7 +22,8 @@ from roborl.envs.success import SUCCESS_KEYS, step_success
 from roborl.errors import UsageError
 
 __all__ = ["RescaleAction", "skip_unread_info", "EXECUTION_INFO_KEYS", "INFO_BLIND_WRAPPERS", "RunningMeanStd",
-           "NormalizeObservation", "find_wrapper", "obs_normalizer_state", "load_obs_normalizer_state", "HistoryObservation", "TerminateOnSuccess"]
+           "NormalizeObservation", "find_wrapper", "obs_normalizer_state", "load_obs_normalizer_state",
+           "HistoryObservation", "TerminateOnSuccess"]
 
 W = TypeVar("W", bound=gym.Wrapper)
 _F32 = np.dtype(np.float32)
@@ -186,8 +187,8 @@ def skip_unread_info(env: gym.Env, keep: Any) -> list[gym.Wrapper]:
     keeping only the info keys ``keep`` drops unread; returns the wrappers switched (``report_info = False``).
 
     Why: on the on-policy rollout's hot path every env step built an ``executed_action`` array and
-    two safety dicts that the runner's info filter then threw away (BENCHMARKS.md, env-stack
-    wrapper overhead). Only a wrapper whose entries nobody inside the stack reads either may skip
+    two safety dicts that the runner's info filter then threw away (BENCHMARKS.md, PPO rollout:
+    the env stack's wrapper overhead). Only a wrapper whose entries nobody inside the stack reads either may skip
     them, so the walk goes down from the top through wrappers that read none of these keys (the
     types in :data:`INFO_BLIND_WRAPPERS`, and the reporters themselves) and stops at the first
     other one (e.g. DomainRandomization, which reads ``executed_action``; DiscretizeActions).
