@@ -24,6 +24,7 @@
     python tools/bench_ppo.py                      # throughput, ~2-3 min
     python tools/bench_ppo.py --rounds 5 --iters 4
     python tools/bench_ppo.py --rounds 3 --iters 2 --sb3-one-thread-only   # skip SB3 at torch's default threads
+    python tools/bench_ppo.py --wrapper-overhead [--safety-clips]           # us per env step of the wrapper stack
     python tools/bench_ppo.py --robustness --steps 20480 --seeds 3 \
         --grid configs/perturb_grid.yaml configs/perturb_grid_reach.yaml --runs-dir runs/bench_robustness
     python tools/bench_ppo.py --robustness --dr-config configs/ppo_halfcheetah_dr.yaml \
@@ -177,6 +178,59 @@ def _sim_only(args: argparse.Namespace, vector: str, steps: int) -> float:
     rate = n * args.n_envs / (time.perf_counter() - t)
     envs.close()
     return rate
+
+
+def wrapper_overhead(args: argparse.Namespace) -> dict:
+    """CPU time per env step of roborl's wrapper stack alone (``--wrapper-overhead``): the stack the
+    on-policy runner builds (info filter, RescaleAction, SafetyLayer, gymnasium's TimeLimit /
+    OrderEnforcing / PassiveEnvChecker) around a stub env that returns fixed arrays, so the
+    simulation's noise does not drown the microseconds. Reports the stack minus the bare stub,
+    min over repeats, ``reference`` (every wrapper builds its info entries) and, where this roborl
+    has it, ``lean`` (the runner's default: entries the filter drops are not built).
+    ``--safety-clips``: safety bounds [-0.4, 0.3] so the safety layer clips (nearly) every action."""
+    import inspect
+
+    import gymnasium as gym
+    from roborl import config as C
+    from roborl.envs.success import SUCCESS_KEYS
+    from roborl.runners import on_policy as OP
+    from roborl.runners.config import RunConfig
+
+    class Stub(gym.Env):
+        def __init__(self) -> None:
+            self.action_space = gym.spaces.Box(-1, 1, (6,), np.float32)
+            self.observation_space = gym.spaces.Box(-np.inf, np.inf, (17,), np.float64)
+            self._o = np.zeros(17)
+
+        def reset(self, seed: int | None = None, options: dict | None = None) -> tuple[np.ndarray, dict]:
+            return self._o.copy(), {}
+
+        def step(self, a: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:  # HalfCheetah's info keys
+            return self._o.copy(), 0.5, False, False, {"x_position": 0.0, "x_velocity": 0.0, "reward_forward": 0.0,
+                                                        "reward_ctrl": 0.0}
+
+    gym.register("BenchStub-v0", entry_point=Stub, max_episode_steps=10**9)
+    env: dict = {"id": "BenchStub-v0"}
+    if args.safety_clips:
+        env["safety"] = {"action_low": [-0.4] * 6, "action_high": [0.3] * 6}
+    cfg = C.build(RunConfig, {"env": env, "train": {"algo": "ppo"}})
+    has_lean = "skip_unread" in inspect.signature(OP._env_fn).parameters
+    stacks = {"reference": OP._env_fn(cfg.env, 0, SUCCESS_KEYS, **({"skip_unread": False} if has_lean else {}))}
+    if has_lean:
+        stacks["lean"] = OP._env_fn(cfg.env, 0, SUCCESS_KEYS, skip_unread=True)
+    stacks["stub"] = stacks["reference"].unwrapped
+    acts = np.random.default_rng(0).uniform(-1, 1, size=(2000, 6)).astype(np.float32)
+    best = dict.fromkeys(stacks, float("inf"))
+    for _ in range(15):
+        for k, e in stacks.items():
+            e.reset(seed=0)
+            t = time.process_time()
+            for a in acts:
+                e.step(a)
+            best[k] = min(best[k], (time.process_time() - t) / len(acts) * 1e6)
+    return {"bench": "ppo_wrapper_overhead", "safety_clips": bool(args.safety_clips), "load_avg_1m": os.getloadavg()[0],
+            "stub_us_per_step": round(best["stub"], 2),
+            "wrapper_us_per_step": {k: round(v - best["stub"], 2) for k, v in best.items() if k != "stub"}}
 
 
 class _HoldPolicy:
@@ -346,6 +400,9 @@ def main() -> int:
     p.add_argument("--sim-limit", action="store_true",
                    help="also time the raw simulation alone (random actions through the same vector env)")
     p.add_argument("--robustness", action="store_true", help="run the DR vs no-DR held-out-grid comparison instead")
+    p.add_argument("--wrapper-overhead", action="store_true",
+                   help="CPU time per env step of the wrapper stack alone, on a stub env (see wrapper_overhead)")
+    p.add_argument("--safety-clips", action="store_true", help="--wrapper-overhead with safety bounds that clip")
     p.add_argument("--steps", type=int, default=20_480, help="training budget per run (--robustness)")
     p.add_argument("--seeds", type=int, default=3, help="seeds per variant (--robustness)")
     p.add_argument("--seed-list", type=int, nargs="+", default=None,
@@ -361,7 +418,7 @@ def main() -> int:
     import warnings
 
     warnings.filterwarnings("ignore")
-    out = robustness(args) if args.robustness else throughput(args)
+    out = robustness(args) if args.robustness else wrapper_overhead(args) if args.wrapper_overhead else throughput(args)
     print(json.dumps(out))
     return 0
 
