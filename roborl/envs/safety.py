@@ -202,7 +202,8 @@ class SafetyLayer(gym.Wrapper, gym.utils.RecordConstructorArgs):
         safe = np.array(out, dtype=self._dtype)
         return safe if self._flat else safe.reshape(self._shape)
 
-    def _filter(self, action: Any, vals: list[float] | None = None) -> tuple[list[float], tuple[int, int, int, int, int]]:
+    def _filter(self, action: Any,
+                vals: list[float] | None = None) -> tuple[list[float], tuple[int, int, int, int, int]]:
         """(safe action as floats, (nonfinite, clipped, workspace, motion, joint_vel) flags);
         ``vals``: ``_values(action)`` when the caller already has it."""
         if vals is None:

@@ -255,8 +255,9 @@ def test_rollout_with_lean_env_stack_equals_reference_stack():
         try:
             tr.iterate()
             b = tr.buf
-            out.append(([t.clone() for t in (b.actions, b.logp, b.mu, b.rewards, b.terminated, b.dones, b.values, b.next_values,
-                                              b.obs["policy"] if "policy" in b.obs else next(iter(b.obs.values())))],
+            obs = next(iter(b.obs.values()))
+            out.append(([t.clone() for t in (b.actions, b.logp, b.mu, b.rewards, b.terminated, b.dones, b.values,
+                                              b.next_values, obs)],
                         [p.detach().clone() for p in tr.learner.model.parameters()],
                         (list(tr.episodes.lengths), list(tr.episodes.returns))))
         finally:
