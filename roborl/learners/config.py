@@ -36,6 +36,10 @@ class EncoderConfig:
                             "each).", check=positive)
     downsample: int = field(1, doc="How many of the first conv layers have stride 2 (DrQ: 1; 2 is ~4x cheaper, for "
                                    "CPU training).", check=positive)
+    arch: Literal["conv", "keypoints"] = field(
+        "conv", doc="conv: DrQ's head (Linear + LayerNorm + tanh). keypoints: a 1x1 conv to feature_dim/2 channels and a "
+        "spatial softmax; the features are each channel's expected image (x, y) (Levine et al. 2016; the bottleneck of "
+        "Finn et al. 2016's deep spatial autoencoder). feature_dim must be even. A weights file must have this arch.")
     pretrain_steps: int = field(0, doc="With weights null and this > 0: before learning, pretrain the encoder on the "
                                        "demo partition for this many steps (BC with random shift, the other "
                                        "settings EncoderPretrainConfig's defaults), save it as <run dir>/encoder.safetensors and use it frozen (reused on "
@@ -51,6 +55,15 @@ class EncoderPretrainConfig:
     architecture fields must equal the ``sac.encoder`` that loads the file (a mismatch is refused).
     """
 
+    objective: Literal["bc", "autoencoder"] = field(
+        "bc", doc="bc: behaviour cloning of the stores' actions with random shift (the stores should hold "
+        "demonstrations). autoencoder: reconstruct each camera's image, downsampled to recon_size, through the "
+        "keypoint bottleneck plus the vector observations (Finn et al. 2016); needs arch=keypoints and uses no "
+        "actions, so frames of any episodes (random-action rollouts) may be added with more --store.")
+    arch: Literal["conv", "keypoints"] = field("conv", doc="Encoder head (sac.encoder.arch): conv or keypoints "
+                                                          "(spatial softmax).")
+    recon_size: int = field(32, doc="autoencoder: side of the downsampled RGB image the decoder reconstructs.",
+                            check=positive)
     cameras: tuple[str, ...] = field((), doc="Cameras to encode: names (front) or store keys (pixels.front); empty "
                                              "= every camera of the store.")
     steps: int = field(1500, doc="Gradient steps.", check=positive)
@@ -63,8 +76,11 @@ class EncoderPretrainConfig:
     layers: int = field(4, doc="Conv layers (sac.encoder.layers).", check=positive)
     feature_dim: int = field(50, doc="Features per camera (sac.encoder.feature_dim).", check=positive)
     downsample: int = field(1, doc="Stride-2 conv layers (sac.encoder.downsample).", check=positive)
-    val_episodes: int = field(0, doc="Demo episodes held out to report a validation BC loss (0 = train on all).",
+    val_episodes: int = field(0, doc="Episodes held out to report a validation loss (0 = train on all).",
                               check=non_negative)
+    eval_every: int = field(0, doc="With val_episodes > 0: measure the held-out loss every this many steps and keep "
+                                   "the encoder of the best one (early stopping); 0 = keep the last.",
+                            check=non_negative)
     seed: int = field(0, doc="Seed of initialisation, batches and augmentation.")
 
 

@@ -90,7 +90,8 @@ class SAC(nn.Module):
             assert self.obs_spec is not None
             ec = cfg.encoder
             self.encoder = E.PixelEncoder(self.obs_spec, shared=ec.shared, channels=ec.channels, layers=ec.layers,
-                                          feature_dim=ec.feature_dim, pad=ec.pad, downsample=ec.downsample)
+                                          feature_dim=ec.feature_dim, pad=ec.pad, downsample=ec.downsample,
+                                          arch=ec.arch)
             feat_dim += self.encoder.out_dim
             self.frozen = ec.weights is not None
             if self.frozen:

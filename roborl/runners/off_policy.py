@@ -260,7 +260,8 @@ class OffPolicyRunner:
 
             pcfg = build(EncoderPretrainConfig, {"steps": ec.pretrain_steps, "shared": ec.shared, "channels": ec.channels,
                                                  "layers": ec.layers, "feature_dim": ec.feature_dim,
-                                                 "downsample": ec.downsample, "pad": ec.pad or 4, "seed": self.seed},
+                                                 "downsample": ec.downsample, "pad": ec.pad or 4, "seed": self.seed,
+                                                 "arch": ec.arch},
                          source=f"{self.section}.encoder")
             meta = pretrain_encoder([self.store], path, pcfg, device=self.device,
                                     log=None if os.environ.get("ROBORL_QUIET") else (lambda m: print(m, flush=True)))
