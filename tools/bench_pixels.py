@@ -202,11 +202,16 @@ def part_push(args: argparse.Namespace) -> None:
                 from roborl.learners.encoders import read_encoder_meta
 
                 m = read_encoder_meta(enc)
-                pre = {"bc_loss": m.get("train_bc_loss"), "seconds": m.get("seconds")}
+                pre = {"objective": m.get("objective"), "arch": m.get("arch", "conv"), "bc_loss": m.get("train_bc_loss"),
+                       "recon_loss": m.get("train_recon_loss"), "best_step": m.get("best_step"),
+                       "seconds": m.get("seconds")}
+            rec_enc = cfg.sac.encoder
+            enc_info = {"weights": rec_enc.weights, "arch": rec_enc.arch, "feature_dim": rec_enc.feature_dim}
             rec = {"row": row, "seed": s, "held_out_success": ev["success"], "curve_20eps": curve,
                    "train_wall_s": round(train_s, 1), "eval_wall_s": round(time.time() - t, 1),
                    "load_avg_start": [round(x, 2) for x in load0], "load_avg_end": [round(x, 2) for x in os.getloadavg()],
-                   "encoder_pretrain": pre, "n_failures": len(ev["failures"]), "failures": ev["failures"][:10]}
+                   "encoder_pretrain": pre, "encoder": enc_info if enc.is_file() or cfg.sac.encoder.weights else None,
+                   "overrides": list(args.override), "n_failures": len(ev["failures"]), "failures": ev["failures"][:10]}
             per_seed.append(rec)
             print(json.dumps(rec), file=sys.stderr, flush=True)
         succ = [p["held_out_success"] for p in per_seed]

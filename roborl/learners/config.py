@@ -44,6 +44,16 @@ class EncoderConfig:
                                        "demo partition for this many steps (BC with random shift, the other "
                                        "settings EncoderPretrainConfig's defaults), save it as <run dir>/encoder.safetensors and use it frozen (reused on "
                                        "resume). 0 = off.", check=non_negative)
+    pretrain_objective: Literal["bc", "autoencoder"] = field(
+        "bc", doc="Objective of that startup pretraining (EncoderPretrainConfig.objective): bc on the demos, or "
+        "autoencoder (arch keypoints; demo frames plus pretrain_random_episodes).")
+    pretrain_random_episodes: int = field(
+        0, doc="autoencoder: before pretraining, also record this many random-action episodes of the env (images, "
+        "proprio and actions only: what an operator can record on a bench without labels) into <run dir>/"
+        "pretrain_frames and train on their frames too. Their env steps are extra interaction, reported apart from "
+        "train.total_steps. 0 = demo frames only.", check=non_negative)
+    pretrain_val_episodes: int = field(0, doc="Startup pretraining: episodes held out for early stopping (0 = none).",
+                                       check=non_negative)
 
 
 @dataclass(frozen=True)
@@ -64,6 +74,9 @@ class EncoderPretrainConfig:
                                                           "(spatial softmax).")
     recon_size: int = field(32, doc="autoencoder: side of the downsampled RGB image the decoder reconstructs.",
                             check=positive)
+    fg_weight: float = field(0.0, doc="autoencoder: extra loss weight of the pixels that differ from the background "
+                                     "(the per-pixel median of the training frames) by > 0.1: small objects a plain MSE "
+                                     "ignores. 0 = plain MSE.", check=non_negative)
     cameras: tuple[str, ...] = field((), doc="Cameras to encode: names (front) or store keys (pixels.front); empty "
                                              "= every camera of the store.")
     steps: int = field(1500, doc="Gradient steps.", check=positive)

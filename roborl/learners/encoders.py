@@ -434,7 +434,7 @@ class SpatialAEPretrainer(nn.Module):
 
     def __init__(self, spec: Mapping[str, tuple[int, ...]], act_dim: int = 0, *, shared: bool = False,
                  channels: int = 32, layers: int = 4, feature_dim: int = 32, downsample: int = 1, pad: int = 2,
-                 hidden: tuple[int, ...] = (256,), lr: float = 1e-3, recon_size: int = 32) -> None:
+                 hidden: tuple[int, ...] = (256,), lr: float = 1e-3, recon_size: int = 32, fg_weight: float = 0.0) -> None:
         super().__init__()
         from roborl.learners.networks import ObsNormalizer
 
@@ -446,6 +446,11 @@ class SpatialAEPretrainer(nn.Module):
         self.normalizer = ObsNormalizer(vec_dim)
         self.recon_size = int(recon_size)
         self.feature_dim = feature_dim
+        self.fg_weight = float(fg_weight)
+        # Per camera: the background (per-pixel median of the training frames, set by ``set_background``).
+        # Small objects (a cube of a few pixels) barely move a plain MSE; weighting the pixels that differ from
+        # the background makes the keypoints find them. Reads images only: no labels.
+        self.background: dict[str, torch.Tensor] = {}
         dims = [feature_dim + vec_dim, *hidden]
         self.decoders = nn.ModuleDict()
         for k in self.encoder.keys:
@@ -462,6 +467,12 @@ class SpatialAEPretrainer(nn.Module):
             return torch.zeros(b, 0)
         return torch.cat([obs[k].reshape(b, -1).float() for k in self.vec_keys], -1)
 
+    @torch.no_grad()
+    def set_background(self, obs: Mapping[str, torch.Tensor]) -> None:
+        """The per-pixel median of ``obs``'s frames per camera, at the reconstruction size: ``{key: [C * r * r]}``."""
+        for k, x in zip(self.encoder.keys, self.encoder.prepare(obs)):
+            self.background[k] = self.target(x).median(0).values
+
     def target(self, im: torch.Tensor) -> torch.Tensor:
         """``[B, C, H, W]`` in [0, 1] -> the reconstruction target ``[B, C * r * r]`` (area-downsampled, centred)."""
         return (F.adaptive_avg_pool2d(im, self.recon_size) - 0.5).flatten(1)
@@ -475,7 +486,14 @@ class SpatialAEPretrainer(nn.Module):
         tot = torch.zeros(())
         for k, x, f in zip(self.encoder.keys, ims, feats):
             recon = self.decoders[_mod(k)](torch.cat([f, vec], -1))
-            tot = tot + (recon - self.target(x)).pow(2).mean()
+            tgt = self.target(x)
+            err = (recon - tgt).pow(2)
+            if self.fg_weight > 0 and k in self.background:
+                # weight 1 + fg_weight where the pixel differs from the background by > 0.1 in some channel
+                fg = (tgt - self.background[k].to(tgt.device)).abs().view(len(tgt), -1, self.recon_size ** 2)
+                fg = (fg.amax(1, keepdim=True) > 0.1).expand_as(fg).reshape(len(tgt), -1)
+                err = err * (1.0 + self.fg_weight * fg.float())
+            tot = tot + err.mean()
         return tot
 
     def update(self, obs: Mapping[str, torch.Tensor], action: torch.Tensor | None = None) -> torch.Tensor:

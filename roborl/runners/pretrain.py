@@ -173,6 +173,9 @@ def pretrain_encoder(stores: Sequence[Any], out: str | Path, cfg: EncoderPretrai
     act_t = torch.from_numpy(data.action).to(device)
     tr_t = torch.from_numpy(tr_idx).to(device)
     model.normalizer.fit(model.vector({k: v.index_select(0, tr_t) for k, v in obs_t.items()}))
+    if getattr(model, "fg_weight", 0.0) > 0:
+        sub = tr_t[torch.randperm(len(tr_t), generator=torch.Generator().manual_seed(cfg.seed))[:2000].to(device)]
+        model.set_background({k: v.index_select(0, sub) for k, v in obs_t.items()})
 
     def batch(idx: torch.Tensor) -> dict[str, torch.Tensor]:
         return {k: v.index_select(0, idx) for k, v in obs_t.items()}
@@ -239,7 +242,8 @@ def _pretrainer(spec: dict[str, tuple[int, ...]], act_dim: int, cfg: EncoderPret
     if cls is SpatialAEPretrainer:
         return SpatialAEPretrainer(spec, act_dim, shared=cfg.shared, channels=cfg.channels, layers=cfg.layers,
                                    feature_dim=cfg.feature_dim, downsample=cfg.downsample, pad=cfg.pad,
-                                   hidden=tuple(cfg.hidden), lr=cfg.lr, recon_size=cfg.recon_size)
+                                   hidden=tuple(cfg.hidden), lr=cfg.lr, recon_size=cfg.recon_size,
+                                   fg_weight=cfg.fg_weight)
     assert cls is BCPretrainer
     return BCPretrainer(spec, act_dim, shared=cfg.shared, channels=cfg.channels, layers=cfg.layers,
                         feature_dim=cfg.feature_dim, downsample=cfg.downsample, pad=cfg.pad, hidden=tuple(cfg.hidden),
