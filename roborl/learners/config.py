@@ -41,7 +41,7 @@ class EncoderConfig:
         "spatial softmax; the features are each channel's expected image (x, y) (Levine et al. 2016; the bottleneck of "
         "Finn et al. 2016's deep spatial autoencoder). feature_dim must be even. A weights file must have this arch.")
     pretrain_steps: int = field(0, doc="With weights null and this > 0: before learning, pretrain the encoder on the "
-                                       "demo partition for this many steps (BC with random shift, the other "
+                                       "demo partition for this many steps (pretrain_objective, the other "
                                        "settings EncoderPretrainConfig's defaults), save it as <run dir>/encoder.safetensors and use it frozen (reused on "
                                        "resume). 0 = off.", check=non_negative)
     pretrain_objective: Literal["bc", "autoencoder"] = field(
@@ -58,10 +58,12 @@ class EncoderConfig:
 
 @dataclass(frozen=True)
 class EncoderPretrainConfig:
-    """``roborl encoder pretrain``: fit an image encoder on a store's demo frames by behaviour cloning.
+    """``roborl encoder pretrain``: fit an image encoder on the frames of the stores' demo partitions.
 
-    The encoder (:class:`roborl.learners.encoders.PixelEncoder`) feeds a small MLP head that predicts
-    the demonstrator's action; every frame is randomly shifted (DrQ, Kostrikov et al. 2020). The
+    ``objective=bc``: the encoder (:class:`roborl.learners.encoders.PixelEncoder`) feeds a small MLP head
+    that predicts the demonstrator's action; every frame is randomly shifted (DrQ, Kostrikov et al. 2020).
+    ``objective=autoencoder``: a deep spatial autoencoder (Finn et al. 2016) through the keypoint head,
+    no actions needed. ``--init`` chains them (autoencoder on many frames, then BC on the demos). The
     architecture fields must equal the ``sac.encoder`` that loads the file (a mismatch is refused).
     """
 

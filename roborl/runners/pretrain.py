@@ -197,7 +197,7 @@ def pretrain_encoder(stores: Sequence[Any], out: str | Path, cfg: EncoderPretrai
     running, count = 0.0, 0
     every = max(1, cfg.steps // 10)
     name = "bc_loss" if cfg.objective == "bc" else "recon_loss"
-    best: tuple[float, int, dict[str, Any]] | None = None  # (held-out loss, step, encoder state)
+    best: tuple[float, int, dict[str, Any]] | None = None  # (held-out loss, step, model state)
     curve: list[list[float]] = []
     for step in range(1, cfg.steps + 1):
         j = tr_t[torch.randint(0, len(tr_idx), (cfg.batch_size,), generator=g).to(device)]
@@ -211,11 +211,12 @@ def pretrain_encoder(stores: Sequence[Any], out: str | Path, cfg: EncoderPretrai
             assert v is not None
             curve.append([step, round(v, 6)])
             if best is None or v < best[0]:
-                best = (v, step, {k: t.detach().clone() for k, t in model.encoder.state_dict().items()})
+                # The whole model (encoder and head/decoder), so the reported held-out loss is the best one's.
+                best = (v, step, {k: t.detach().clone() for k, t in model.state_dict().items()})
             if log is not None:
                 log(f"encoder pretrain: step {step}  held-out {name} {v:.4f}  (best {best[0]:.4f} at {best[1]})")
     if best is not None:  # early stopping: the encoder of the lowest held-out loss
-        model.encoder.load_state_dict(best[2])
+        model.load_state_dict(best[2])
     seconds = time.time() - t0
     train_loss = eval_loss(tr_idx[rng.permutation(len(tr_idx))[:2048]])
     val_loss = eval_loss(va_idx)

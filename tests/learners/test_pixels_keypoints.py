@@ -174,3 +174,25 @@ def test_cli_autoencoder_objective_and_bad_choice_exit_2(tmp_path: Path) -> None
     for args, msg in [(("objective=autoencoder",), "arch=keypoints"), (("objective=vae",), "objective")]:
         r = cli(*args)
         assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
+
+
+def test_foreground_weight_counts_only_pixels_off_the_background() -> None:
+    spec = {"pixels.front": (SIZE, SIZE, 3), "proprio": (3,)}
+    torch.manual_seed(0)
+    plain = E.SpatialAEPretrainer(spec, channels=4, layers=1, feature_dim=4, recon_size=SIZE, hidden=(8,), pad=0)
+    torch.manual_seed(0)
+    fg = E.SpatialAEPretrainer(spec, channels=4, layers=1, feature_dim=4, recon_size=SIZE, hidden=(8,), pad=0,
+                               fg_weight=9.0)
+    bg = torch.full((6, SIZE, SIZE, 3), 40, dtype=torch.uint8)
+    obs = {"pixels.front": bg.clone(), "proprio": torch.zeros(6, 3)}
+    fg.set_background(obs)
+    # Frames equal to the background: no pixel is foreground, so the weighted loss is the plain one.
+    torch.testing.assert_close(fg.loss(obs), plain.loss(obs))
+    obs["pixels.front"][:, 3:5, 3:5] = 255  # a 2x2 spot: 4 of 256 pixels get weight 1 + 9
+    with torch.no_grad():
+        ims = fg.encoder.prepare(obs)
+        recon = fg.decoders["pixels_front"](torch.cat([fg.encoder.encode(ims), fg.normalizer(fg.vector(obs))], -1))
+        err = (recon - fg.target(ims[0])).pow(2).view(6, 3, SIZE, SIZE)
+        w = torch.ones(SIZE, SIZE)
+        w[3:5, 3:5] = 10.0
+        torch.testing.assert_close(fg.loss(obs), (err * w).mean())
