@@ -300,14 +300,14 @@ def part_probe(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     cache = Path(args.probe_cache) if args.probe_cache else None
-    key = f"{args.probe_fit}-{args.probe_test}-{args.probe_every}-{args.probe_noise}"
+    key = f"{args.probe_fit}-{args.probe_test}-{args.probe_every}-{args.probe_noise}-{args.size}"
     if cache is not None and cache.is_file() and str(np.load(cache, allow_pickle=True)["key"]) == key:
         z = np.load(cache, allow_pickle=True)
         fit_d, test_d = z["fit"].item(), z["test"].item()
     else:
         t = time.time()
-        fit_d = probe_frames(args.probe_fit, PROBE_FIT_SEED, args.probe_every, args.probe_noise)
-        test_d = probe_frames(args.probe_test, PROBE_TEST_SEED, args.probe_every, args.probe_noise)
+        fit_d = probe_frames(args.probe_fit, PROBE_FIT_SEED, args.probe_every, args.probe_noise, args.size)
+        test_d = probe_frames(args.probe_test, PROBE_TEST_SEED, args.probe_every, args.probe_noise, args.size)
         print(json.dumps({"part": "probe", "rendered_frames": len(fit_d["label"]) + len(test_d["label"]),
                           "render_s": round(time.time() - t, 1)}), flush=True)
         if cache is not None:
@@ -366,7 +366,7 @@ def main() -> None:
     ap.add_argument("--out-dir", default=None, help="push: where the run dirs go (default: a temp dir)")
     ap.add_argument("--quiet", action="store_true", help="push: no progress lines")
     ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--size", type=int, default=64, help="throughput, probe: camera image size")
     ap.add_argument("--rows", type=int, default=1000)
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
