@@ -262,6 +262,9 @@ class OffPolicyRunner:
             from roborl.runners.pretrain import pretrain_encoder
 
             ae = ec.pretrain_objective == "autoencoder"
+            if ec.pretrain_random_episodes and not ae:
+                raise UsageError(f"{self.section}.encoder.pretrain_random_episodes: random-action frames carry no "
+                                 f"expert actions; they need pretrain_objective=autoencoder")
             over: dict[str, Any] = {"objective": ec.pretrain_objective, "recon_size": 64} if ae else {}
             if ec.pretrain_val_episodes:
                 over.update(val_episodes=ec.pretrain_val_episodes, eval_every=max(1, ec.pretrain_steps // 8))

@@ -196,3 +196,10 @@ def test_foreground_weight_counts_only_pixels_off_the_background() -> None:
         w = torch.ones(SIZE, SIZE)
         w[3:5, 3:5] = 10.0
         torch.testing.assert_close(fg.loss(obs), (err * w).mean())
+
+
+def test_sac_refuses_an_odd_keypoint_feature_dim_in_one_line() -> None:
+    spec = {"proprio": (3,), "pixels.front": (SIZE, SIZE, 3)}
+    with pytest.raises(UsageError, match=r"sac.encoder.feature_dim: .*even number; got 7") as e:
+        SAC(spec, 1, build(SACConfig, {"hidden": [16], "encoder": {"arch": "keypoints", "feature_dim": 7}}))
+    assert "\n" not in str(e.value)
