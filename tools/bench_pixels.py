@@ -2,10 +2,17 @@
 
     python tools/bench_pixels.py --part throughput [--batch 256] [--size 64] [--iters 5] [--threads 1]
     MUJOCO_GL=osmesa python tools/bench_pixels.py --part push --seeds 0 1 2 [--steps 30000] [--variants recipe bc_pixels state_recipe]
+    MUJOCO_GL=osmesa python tools/bench_pixels.py --part probe --encoders bc=runs/x/encoder.safetensors kp=kp.safetensors
 
 ``throughput``: a real ReplayStore on disk (two 64x64 cameras + proprio, random frames) and the real
 Sampler feed ``SAC.update``; ``frozen`` loads a saved encoder (``sac.encoder.weights``), whose embedding
 cache fills during the warm-up pass over the store's rows, as it would during a run. One JSON line per setting.
+
+``probe``: a linear probe of frozen encoders. Noisy scripted-expert Push episodes in ``proprio+pixels``
+mode (env seeds 30000.. to fit, 40000.. to test: scenes no encoder saw); the sim's cube and goal xy of
+each kept frame are the labels, used for evaluation only. Ridge regression from [embedding, proprio] to
+[cube xy, goal xy] (lambda by cross-validation over fit episodes), RMSE in cm on the test episodes, with
+the ``proprio``-only and constant (``mean``) rows as the floor. One JSON line per encoder, then a summary.
 
 ``push``: roborl/Push-v0 in ``proprio+pixels`` mode with the 20 demos of demos/push_pixels, one run per
 (row, seed), one at a time, through the real runner (:class:`roborl.runners.off_policy.OffPolicyRunner`).
@@ -195,11 +202,16 @@ def part_push(args: argparse.Namespace) -> None:
                 from roborl.learners.encoders import read_encoder_meta
 
                 m = read_encoder_meta(enc)
-                pre = {"bc_loss": m.get("train_bc_loss"), "seconds": m.get("seconds")}
+                pre = {"objective": m.get("objective"), "arch": m.get("arch", "conv"), "bc_loss": m.get("train_bc_loss"),
+                       "recon_loss": m.get("train_recon_loss"), "best_step": m.get("best_step"),
+                       "seconds": m.get("seconds")}
+            rec_enc = cfg.sac.encoder
+            enc_info = {"weights": rec_enc.weights, "arch": rec_enc.arch, "feature_dim": rec_enc.feature_dim}
             rec = {"row": row, "seed": s, "held_out_success": ev["success"], "curve_20eps": curve,
                    "train_wall_s": round(train_s, 1), "eval_wall_s": round(time.time() - t, 1),
                    "load_avg_start": [round(x, 2) for x in load0], "load_avg_end": [round(x, 2) for x in os.getloadavg()],
-                   "encoder_pretrain": pre, "n_failures": len(ev["failures"]), "failures": ev["failures"][:10]}
+                   "encoder_pretrain": pre, "encoder": enc_info if enc.is_file() or cfg.sac.encoder.weights else None,
+                   "overrides": list(args.override), "n_failures": len(ev["failures"]), "failures": ev["failures"][:10]}
             per_seed.append(rec)
             print(json.dumps(rec), file=sys.stderr, flush=True)
         succ = [p["held_out_success"] for p in per_seed]
@@ -208,9 +220,143 @@ def part_push(args: argparse.Namespace) -> None:
     print(json.dumps(summary), flush=True)
 
 
+PROBE_FIT_SEED, PROBE_TEST_SEED = 30_000, 40_000  # probe episodes: disjoint from training, in-run eval and held-out
+
+
+def probe_frames(episodes: int, seed: int, every: int, noise: float, size: int = 64) -> dict:
+    """Frames of noisy scripted-expert Push episodes in ``proprio+pixels`` mode, one every ``every`` steps.
+
+    Returns ``{"obs": {leaf: [N, ...]}, "label": [N, 4] (cube xy, goal xy in m), "episode": [N]}``. The
+    labels are read from the sim (``task_state``) for EVALUATION only: no encoder ever trains on them.
+    """
+    from roborl.envs.config import EnvConfig, build_env
+    from roborl.envs.expert import expert as make_expert
+
+    env_cfg = EnvConfig(id="roborl/Push-v0", kwargs={"obs_mode": "proprio+pixels", "image_size": size,
+                                                    "cameras": ["front", "wrist"]})
+    env = build_env(env_cfg, seed=seed, eval=True)
+    obs_l: dict[str, list] = {}
+    labels, eps = [], []
+    for i in range(episodes):
+        obs, _ = env.reset(seed=seed + i)
+        exp = make_expert(env, noise=noise, seed=seed + i)
+        exp.reset()
+        t, done = 0, False
+        while not done:
+            if t % every == 0:
+                for k, v in (("proprio", obs["proprio"]), ("pixels.front", obs["pixels"]["front"]),
+                             ("pixels.wrist", obs["pixels"]["wrist"])):
+                    obs_l.setdefault(k, []).append(np.array(v))
+                st = env.unwrapped.task_state()
+                labels.append(np.concatenate([np.asarray(st["object"])[:2], np.asarray(st["goal"])[:2]]))
+                eps.append(i)
+            obs, _, term, trunc, _ = env.step(exp(obs))
+            done, t = term or trunc, t + 1
+    env.close()
+    return {"obs": {k: np.stack(v) for k, v in obs_l.items()}, "label": np.stack(labels).astype(np.float64),
+            "episode": np.array(eps)}
+
+
+def ridge_probe(x_fit: np.ndarray, y_fit: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
+                groups: np.ndarray, lambdas: tuple = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)) -> dict:
+    """Ridge regression ``y = [x, 1] W``; features standardised on the fit set; lambda by 5-fold
+    cross-validation over fit EPISODES (``groups``). Returns RMSE in cm of the cube and goal positions
+    (root mean squared xy distance) on the test set."""
+    mu, sd = x_fit.mean(0), x_fit.std(0) + 1e-6
+
+    def fit(x: np.ndarray, y: np.ndarray, lam: float) -> np.ndarray:
+        xa = np.concatenate([(x - mu) / sd, np.ones((len(x), 1))], 1)
+        reg = lam * np.eye(xa.shape[1])
+        reg[-1, -1] = 0.0
+        return np.linalg.solve(xa.T @ xa + reg, xa.T @ y)
+
+    def pred(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+        return np.concatenate([(x - mu) / sd, np.ones((len(x), 1))], 1) @ w
+
+    folds = np.unique(groups) % 5
+    fold_of = dict(zip(np.unique(groups), folds))
+    g = np.array([fold_of[e] for e in groups])
+    cv = {}
+    for lam in lambdas:
+        err = 0.0
+        for f in range(5):
+            tr, va = g != f, g == f
+            err += float(((pred(x_fit[va], fit(x_fit[tr], y_fit[tr], lam)) - y_fit[va]) ** 2).sum())
+        cv[lam] = err
+    lam = min(cv, key=cv.get)  # type: ignore[arg-type]
+    e = pred(x_test, fit(x_fit, y_fit, lam)) - y_test
+    e_fit = pred(x_fit, fit(x_fit, y_fit, lam)) - y_fit
+    rm = lambda d: round(float(np.sqrt((d ** 2).sum(1).mean())) * 100, 2)  # noqa: E731  m -> cm
+    return {"cube_rmse_cm": rm(e[:, 0:2]), "goal_rmse_cm": rm(e[:, 2:4]), "fit_cube_rmse_cm": rm(e_fit[:, 0:2]),
+            "fit_goal_rmse_cm": rm(e_fit[:, 2:4]), "lambda": lam, "features": int(x_fit.shape[1])}
+
+
+def part_probe(args: argparse.Namespace) -> None:
+    """Linear probe: how well a frozen encoder's embedding (+ proprio) locates the cube and the goal in
+    scenes it never saw. Ridge fit on ``--probe-fit`` episodes, RMSE on ``--probe-test`` other episodes."""
+    import os
+
+    from roborl.learners import encoders as E
+
+    torch.set_num_threads(args.threads)
+    cache = Path(args.probe_cache) if args.probe_cache else None
+    key = f"{args.probe_fit}-{args.probe_test}-{args.probe_every}-{args.probe_noise}-{args.size}"
+    if cache is not None and cache.is_file() and str(np.load(cache, allow_pickle=True)["key"]) == key:
+        z = np.load(cache, allow_pickle=True)
+        fit_d, test_d = z["fit"].item(), z["test"].item()
+    else:
+        t = time.time()
+        fit_d = probe_frames(args.probe_fit, PROBE_FIT_SEED, args.probe_every, args.probe_noise, args.size)
+        test_d = probe_frames(args.probe_test, PROBE_TEST_SEED, args.probe_every, args.probe_noise, args.size)
+        print(json.dumps({"part": "probe", "rendered_frames": len(fit_d["label"]) + len(test_d["label"]),
+                          "render_s": round(time.time() - t, 1)}), flush=True)
+        if cache is not None:
+            np.savez(cache, fit=np.array(fit_d, dtype=object), test=np.array(test_d, dtype=object), key=key)
+    y_fit, y_test = fit_d["label"], test_d["label"]
+    rows = {"mean": (np.zeros((len(y_fit), 0)), np.zeros((len(y_test), 0))),
+            "proprio": (fit_d["obs"]["proprio"], test_d["obs"]["proprio"])}
+    spread = {"label_std_cm": [round(float(v) * 100, 2) for v in y_test.std(0)]}
+    for spec in args.encoders:
+        name, _, path = spec.partition("=")
+        path = path or name
+        enc = E.load_encoder(path, what=f"--encoders {name}")
+
+        @torch.no_grad()
+        def embed(d: dict) -> np.ndarray:
+            out = []
+            for i in range(0, len(d["label"]), 256):
+                out.append(enc({k: torch.from_numpy(d["obs"][k][i:i + 256]) for k in enc.keys}).float().numpy())
+            return np.concatenate(out)
+
+        t = time.time()
+        ef, et = embed(fit_d), embed(test_d)
+        emb_s = time.time() - t
+        rows[name] = (np.concatenate([ef, fit_d["obs"]["proprio"]], 1), np.concatenate([et, test_d["obs"]["proprio"]], 1))
+        meta = E.read_encoder_meta(path)
+        rows[name + "/meta"] = {"objective": meta.get("objective", "?"), "arch": meta.get("arch", "conv"),
+                                "seconds": meta.get("seconds"), "embed_s": round(emb_s, 1)}  # type: ignore[assignment]
+    out = {"part": "probe", "fit_frames": len(y_fit), "test_frames": len(y_test), "fit_episodes": args.probe_fit,
+           "test_episodes": args.probe_test, **spread, "load_avg": [round(x, 2) for x in os.getloadavg()], "rows": {}}
+    for name, v in rows.items():
+        if name.endswith("/meta"):
+            continue
+        xf, xt = v  # type: ignore[misc]
+        r = ridge_probe(xf, y_fit, xt, y_test, fit_d["episode"])
+        r.update(rows.get(name + "/meta", {}))  # type: ignore[arg-type]
+        out["rows"][name] = r
+        print(json.dumps({"encoder": name, **r}), flush=True)
+    print(json.dumps(out), flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--part", choices=["throughput", "push"], default="throughput")
+    ap.add_argument("--part", choices=["throughput", "push", "probe"], default="throughput")
+    ap.add_argument("--encoders", nargs="*", default=[], help="probe: NAME=PATH encoder files to probe")
+    ap.add_argument("--probe-fit", type=int, default=40, help="probe: episodes to fit the ridge on")
+    ap.add_argument("--probe-test", type=int, default=20, help="probe: other episodes to measure it on")
+    ap.add_argument("--probe-every", type=int, default=4, help="probe: keep one frame every this many steps")
+    ap.add_argument("--probe-noise", type=float, default=0.3, help="probe: scripted expert's action noise")
+    ap.add_argument("--probe-cache", default=None, help="probe: .npz to keep the rendered frames in (reused)")
     ap.add_argument("--seeds", type=int, nargs="*", default=[0], help="push: run seeds")
     ap.add_argument("--steps", type=int, default=30_000, help="push: env steps per run")
     ap.add_argument("--eval-every", type=int, default=None, help="push: in-run eval period (default steps / 6)")
@@ -220,7 +366,7 @@ def main() -> None:
     ap.add_argument("--out-dir", default=None, help="push: where the run dirs go (default: a temp dir)")
     ap.add_argument("--quiet", action="store_true", help="push: no progress lines")
     ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--size", type=int, default=64, help="throughput, probe: camera image size")
     ap.add_argument("--rows", type=int, default=1000)
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
@@ -228,7 +374,7 @@ def main() -> None:
     ap.add_argument("--precisions", nargs="*", default=["fp32", "bf16"], help="throughput: subset of fp32 bf16")
     ap.add_argument("--downsample", type=int, default=1, help="throughput: stride-2 conv layers of the encoder")
     args = ap.parse_args()
-    (part_push if args.part == "push" else throughput)(args)
+    {"push": part_push, "probe": part_probe, "throughput": throughput}[args.part](args)
 
 
 if __name__ == "__main__":

@@ -8,8 +8,11 @@ import sys
 HELP = "Pretrain an image encoder on a store's demo frames, or show an encoder file."
 DESCRIPTION = """Pretrain the image encoder that SAC loads frozen (sac.encoder.weights), or show one.
 
-pretrain: behaviour cloning from the demo partition of one or more stores, every frame randomly
-shifted (DrQ's augmentation): the encoder keeps what the demonstrator's action depends on. Options
+pretrain: objective=bc (default): behaviour cloning from the demo partition of one or more stores,
+every frame randomly shifted (DrQ's augmentation): the encoder keeps what the demonstrator's action
+depends on. objective=autoencoder arch=keypoints: a deep spatial autoencoder (Finn et al. 2016) that
+reconstructs each camera through a spatial-softmax keypoint bottleneck; it uses no actions, so the
+frames of random-action episodes (roborl collect --policy random) can be added as more --store. Options
 are EncoderPretrainConfig fields (roborl/learners/config.py), set in a YAML file (--config) or as
 key=value after the flags; defaults < file < key=value. The architecture (channels, layers,
 feature_dim, downsample, shared) must equal the sac.encoder section that loads the file.
@@ -17,6 +20,8 @@ feature_dim, downsample, shared) must equal the sac.encoder section that loads t
 Examples:
   roborl encoder pretrain --store demos/push_pixels --out encoders/push_64.safetensors
   roborl encoder pretrain --store a --store b --out enc.safetensors steps=3000 cameras=[front] val_episodes=2
+  roborl encoder pretrain --store demos/push_pixels --store random_rollouts --out kp.safetensors \
+      objective=autoencoder arch=keypoints downsample=2 feature_dim=32 val_episodes=10 eval_every=250
   roborl encoder info encoders/push_64.safetensors
 """
 
@@ -63,9 +68,10 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(meta, indent=1))
             return 0
-        val = "" if meta["val_bc_loss"] is None else f", held-out {meta['val_bc_loss']:.4f}"
-        print(f"saved {args.out}: cameras {sorted(meta['input_shapes'])}, {meta['demo_steps']} demo steps, "
-              f"BC loss {meta['train_bc_loss']:.4f}{val} ({meta['seconds']} s)")
+        name = "bc_loss" if cfg.objective == "bc" else "recon_loss"
+        val = "" if meta[f"val_{name}"] is None else f", held-out {meta[f'val_{name}']:.4f}"
+        print(f"saved {args.out}: {meta['objective']} ({cfg.arch}), cameras {sorted(meta['input_shapes'])}, "
+              f"{meta['demo_steps']} steps, {name.replace('_', ' ')} {meta[f'train_{name}']:.4f}{val} ({meta['seconds']} s)")
         return 0
     if cmd == "info":
         from pathlib import Path

@@ -36,21 +36,49 @@ class EncoderConfig:
                             "each).", check=positive)
     downsample: int = field(1, doc="How many of the first conv layers have stride 2 (DrQ: 1; 2 is ~4x cheaper, for "
                                    "CPU training).", check=positive)
+    arch: Literal["conv", "keypoints"] = field(
+        "conv", doc="conv: DrQ's head (Linear + LayerNorm + tanh). keypoints: a 1x1 conv to feature_dim/2 channels and a "
+        "spatial softmax; the features are each channel's expected image (x, y) (Levine et al. 2016; the bottleneck of "
+        "Finn et al. 2016's deep spatial autoencoder). feature_dim must be even. A weights file must have this arch.")
     pretrain_steps: int = field(0, doc="With weights null and this > 0: before learning, pretrain the encoder on the "
-                                       "demo partition for this many steps (BC with random shift, the other "
+                                       "demo partition for this many steps (pretrain_objective, the other "
                                        "settings EncoderPretrainConfig's defaults), save it as <run dir>/encoder.safetensors and use it frozen (reused on "
                                        "resume). 0 = off.", check=non_negative)
+    pretrain_objective: Literal["bc", "autoencoder"] = field(
+        "bc", doc="Objective of that startup pretraining (EncoderPretrainConfig.objective): bc on the demos, or "
+        "autoencoder (arch keypoints; demo frames plus pretrain_random_episodes).")
+    pretrain_random_episodes: int = field(
+        0, doc="autoencoder: before pretraining, also record this many random-action episodes of the env (images, "
+        "proprio and actions only: what an operator can record on a bench without labels) into <run dir>/"
+        "pretrain_frames and train on their frames too. Their env steps are extra interaction, reported apart from "
+        "train.total_steps. 0 = demo frames only.", check=non_negative)
+    pretrain_val_episodes: int = field(0, doc="Startup pretraining: episodes held out for early stopping (0 = none).",
+                                       check=non_negative)
 
 
 @dataclass(frozen=True)
 class EncoderPretrainConfig:
-    """``roborl encoder pretrain``: fit an image encoder on a store's demo frames by behaviour cloning.
+    """``roborl encoder pretrain``: fit an image encoder on the frames of the stores' demo partitions.
 
-    The encoder (:class:`roborl.learners.encoders.PixelEncoder`) feeds a small MLP head that predicts
-    the demonstrator's action; every frame is randomly shifted (DrQ, Kostrikov et al. 2020). The
+    ``objective=bc``: the encoder (:class:`roborl.learners.encoders.PixelEncoder`) feeds a small MLP head
+    that predicts the demonstrator's action; every frame is randomly shifted (DrQ, Kostrikov et al. 2020).
+    ``objective=autoencoder``: a deep spatial autoencoder (Finn et al. 2016) through the keypoint head,
+    no actions needed. ``--init`` chains them (autoencoder on many frames, then BC on the demos). The
     architecture fields must equal the ``sac.encoder`` that loads the file (a mismatch is refused).
     """
 
+    objective: Literal["bc", "autoencoder"] = field(
+        "bc", doc="bc: behaviour cloning of the stores' actions with random shift (the stores should hold "
+        "demonstrations). autoencoder: reconstruct each camera's image, downsampled to recon_size, through the "
+        "keypoint bottleneck plus the vector observations (Finn et al. 2016); needs arch=keypoints and uses no "
+        "actions, so frames of any episodes (random-action rollouts) may be added with more --store.")
+    arch: Literal["conv", "keypoints"] = field("conv", doc="Encoder head (sac.encoder.arch): conv or keypoints "
+                                                          "(spatial softmax).")
+    recon_size: int = field(32, doc="autoencoder: side of the downsampled RGB image the decoder reconstructs.",
+                            check=positive)
+    fg_weight: float = field(0.0, doc="autoencoder: extra loss weight of the pixels that differ from the background "
+                                     "(the per-pixel median of the training frames) by > 0.1: small objects a plain MSE "
+                                     "ignores. 0 = plain MSE.", check=non_negative)
     cameras: tuple[str, ...] = field((), doc="Cameras to encode: names (front) or store keys (pixels.front); empty "
                                              "= every camera of the store.")
     steps: int = field(1500, doc="Gradient steps.", check=positive)
@@ -63,8 +91,11 @@ class EncoderPretrainConfig:
     layers: int = field(4, doc="Conv layers (sac.encoder.layers).", check=positive)
     feature_dim: int = field(50, doc="Features per camera (sac.encoder.feature_dim).", check=positive)
     downsample: int = field(1, doc="Stride-2 conv layers (sac.encoder.downsample).", check=positive)
-    val_episodes: int = field(0, doc="Demo episodes held out to report a validation BC loss (0 = train on all).",
+    val_episodes: int = field(0, doc="Episodes held out to report a validation loss (0 = train on all).",
                               check=non_negative)
+    eval_every: int = field(0, doc="With val_episodes > 0: measure the held-out loss every this many steps and keep "
+                                   "the encoder of the best one (early stopping); 0 = keep the last.",
+                            check=non_negative)
     seed: int = field(0, doc="Seed of initialisation, batches and augmentation.")
 
 

@@ -10,7 +10,11 @@
   a ring overwrite gets a new id); the next-obs cache also checks a fingerprint of the frame. Each
   stored frame is encoded once per role (obs / next_obs), not once per sample. The learner sees only
   tensors.
-* :class:`BCPretrainer`: BC with random shift, the objective of ``roborl encoder pretrain``.
+* :class:`SpatialSoftmax`: the keypoint bottleneck (``arch="keypoints"``): expected image coordinates per channel.
+* :class:`BCPretrainer`: BC with random shift, the default objective of ``roborl encoder pretrain``.
+* :class:`SpatialAEPretrainer`: the deep spatial autoencoder (Finn et al. 2016): reconstruct a
+  downsampled image through the keypoint bottleneck; needs no actions or labels, so it can use
+  frames of any episodes (random-action rollouts, failed attempts), not just demos.
 * :class:`GroupPixelEncoder`: the same encoder in PPO's encoder slot (observation groups).
 * :func:`save_encoder` / :func:`load_encoder_state`: safetensors files with the input shapes in
   their metadata (a mismatch is one line, exit 2).
@@ -28,8 +32,8 @@ from torch import nn
 from torch.nn import functional as F
 
 __all__ = ["image_keys", "vector_keys", "random_shift", "random_shift_reference", "ConvEncoder", "PixelEncoder",
-           "EmbeddingCache", "save_encoder", "load_encoder_state", "read_encoder_meta", "BCPretrainer",
-           "GroupPixelEncoder"]
+           "SpatialSoftmax", "ENCODER_ARCHS", "EmbeddingCache", "save_encoder", "load_encoder_state", "read_encoder_meta",
+           "load_encoder", "BCPretrainer", "SpatialAEPretrainer", "PRETRAINERS", "GroupPixelEncoder"]
 
 
 def _is_image(shape: tuple[int, ...]) -> bool:
@@ -81,12 +85,51 @@ def random_shift_reference(x: torch.Tensor, pad: int, offsets: torch.Tensor) -> 
     return torch.stack([xp[i, :, int(o[0]):int(o[0]) + h, int(o[1]):int(o[1]) + w] for i, o in enumerate(offsets)])
 
 
+class SpatialSoftmax(nn.Module):
+    """Keypoints: ``[B, K, H, W]`` feature maps -> ``[B, 2K]`` expected image coordinates (x_k, y_k) per channel.
+
+    Each channel is a softmax over its H*W positions (scaled by a learned inverse temperature); the
+    feature is the expectation of the pixel coordinates under it, in [-1, 1] (x: left -> right, y:
+    top -> bottom; a pixel's centre ``-1 + 2 j / (W - 1)``). Levine et al. 2016, "End-to-End Training
+    of Deep Visuomotor Policies"; Finn et al. 2016, "Deep Spatial Autoencoders for Visuomotor Learning":
+    with a fixed camera the coordinates of a channel that fires on one object track that object's
+    position on the table. Output layout ``[x_0, y_0, x_1, y_1, ...]``.
+    """
+
+    def __init__(self, height: int, width: int, temperature: float = 1.0, learn_temperature: bool = True) -> None:
+        super().__init__()
+        ys, xs = torch.meshgrid(torch.linspace(-1.0, 1.0, height), torch.linspace(-1.0, 1.0, width), indexing="ij")
+        self.register_buffer("pos", torch.stack([xs.reshape(-1), ys.reshape(-1)], -1), persistent=False)  # [H*W, 2]
+        log_t = torch.tensor(math.log(temperature))
+        self.log_temperature = nn.Parameter(log_t) if learn_temperature else None
+        if self.log_temperature is None:
+            self.register_buffer("_log_t", log_t, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, k = x.shape[:2]
+        log_t = self.log_temperature if self.log_temperature is not None else self._log_t
+        attn = torch.softmax(x.reshape(b, k, -1) / log_t.exp(), -1)  # [B, K, H*W]
+        return (attn @ self.pos).reshape(b, 2 * k)  # [B, K, 2] -> [B, 2K]
+
+
+ENCODER_ARCHS = ("conv", "keypoints")
+
+
 class ConvEncoder(nn.Module):
-    """One camera: ``[B, C, H, W]`` float in [0, 1] -> ``[B, feature_dim]`` (DrQ's encoder)."""
+    """One camera: ``[B, C, H, W]`` float in [0, 1] -> ``[B, feature_dim]``.
+
+    ``arch="conv"``: DrQ's encoder (convs -> Linear -> LayerNorm -> tanh). ``arch="keypoints"``: the
+    same convs, then a 1x1 conv to ``feature_dim // 2`` channels and a :class:`SpatialSoftmax`: the
+    features are those channels' expected image coordinates (a deep spatial autoencoder's bottleneck).
+    """
 
     def __init__(self, in_shape: tuple[int, int, int], channels: int = 32, layers: int = 4, feature_dim: int = 50,
-                 downsample: int = 1) -> None:
+                 downsample: int = 1, arch: str = "conv") -> None:
         super().__init__()
+        if arch not in ENCODER_ARCHS:
+            raise ValueError(f"encoder arch must be one of {ENCODER_ARCHS}, got {arch!r}")
+        if arch == "keypoints" and feature_dim % 2:
+            raise ValueError(f"a keypoint encoder's feature_dim is 2 x keypoints, so even; got {feature_dim}")
         c, h, w = in_shape
         convs: list[nn.Module] = []
         for i in range(layers):
@@ -94,12 +137,20 @@ class ConvEncoder(nn.Module):
             convs += [nn.Conv2d(c if i == 0 else channels, channels, 3, stride=2 if i < downsample else 1), nn.ReLU()]
         self.convs = nn.Sequential(*convs)
         with torch.no_grad():
-            n = int(self.convs(torch.zeros(1, c, h, w)).numel())
-        self.proj = nn.Sequential(nn.Linear(n, feature_dim), nn.LayerNorm(feature_dim), nn.Tanh())
+            fmap = self.convs(torch.zeros(1, c, h, w))
+        self.arch = arch
+        self.proj: nn.Module
+        if arch == "keypoints":
+            self.proj = nn.Sequential(nn.Conv2d(channels, feature_dim // 2, 1),
+                                      SpatialSoftmax(int(fmap.shape[-2]), int(fmap.shape[-1])))
+        else:
+            # State-dict keys proj.0 / proj.1 as in files saved before the keypoint option.
+            self.proj = nn.Sequential(nn.Linear(int(fmap.numel()), feature_dim), nn.LayerNorm(feature_dim), nn.Tanh())
         self.out_dim = feature_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(self.convs(x - 0.5).flatten(1))
+        f = self.convs(x - 0.5)
+        return self.proj(f if self.arch == "keypoints" else f.flatten(1))
 
 
 class PixelEncoder(nn.Module):
@@ -110,18 +161,18 @@ class PixelEncoder(nn.Module):
     """
 
     def __init__(self, spec: Mapping[str, tuple[int, ...]], *, shared: bool = False, channels: int = 32,
-                 layers: int = 4, feature_dim: int = 50, pad: int = 0, downsample: int = 1) -> None:
+                 layers: int = 4, feature_dim: int = 50, pad: int = 0, downsample: int = 1, arch: str = "conv") -> None:
         super().__init__()
         spec = {k.replace("/", "."): v for k, v in spec.items()}  # the store's leaf names (pixels.front)
         self.keys = image_keys(spec)
         self.shapes = {k: _chw(tuple(spec[k])) for k in self.keys}
         self.shared, self.pad, self.downsample = shared, pad, downsample
-        self.channels, self.layers = channels, layers
+        self.channels, self.layers, self.arch = channels, layers, arch
         if shared and len(set(self.shapes.values())) > 1:
             raise ValueError(f"encoder.shared needs cameras of one shape, got {self.shapes}")
         self.convs = nn.ModuleDict(
-            {"shared": ConvEncoder(self.shapes[self.keys[0]], channels, layers, feature_dim, downsample)} if shared else
-            {_mod(k): ConvEncoder(self.shapes[k], channels, layers, feature_dim, downsample) for k in self.keys})
+            {"shared": ConvEncoder(self.shapes[self.keys[0]], channels, layers, feature_dim, downsample, arch)} if shared
+            else {_mod(k): ConvEncoder(self.shapes[k], channels, layers, feature_dim, downsample, arch) for k in self.keys})
         self.out_dim = feature_dim * len(self.keys)
 
     def input_shapes(self) -> dict[str, list[int]]:
@@ -234,7 +285,7 @@ def save_encoder(path: str | Path, encoder: PixelEncoder, extra: Mapping[str, An
     meta = {"input_shapes": json.dumps(encoder.input_shapes()), "shared": json.dumps(encoder.shared),
             "feature_dim": json.dumps(encoder.out_dim // max(1, len(encoder.keys))),
             "channels": json.dumps(encoder.channels), "layers": json.dumps(encoder.layers),
-            "downsample": json.dumps(encoder.downsample)}
+            "downsample": json.dumps(encoder.downsample), "arch": json.dumps(encoder.arch)}
     meta.update({k: json.dumps(v) for k, v in (extra or {}).items()})
     save_file({k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}, str(path), metadata=meta)
 
@@ -261,13 +312,24 @@ def load_encoder_state(path: str | Path, encoder: PixelEncoder, what: str = "sac
     shapes = json.loads(meta.get("input_shapes", "null"))
     if shapes != encoder.input_shapes():
         raise UsageError(f"{what}: {p} encodes inputs {shapes}, this needs {encoder.input_shapes()} (C, H, W per camera)")
+    arch = json.loads(meta.get("arch", '"conv"'))  # files from before the keypoint option are conv encoders
+    if arch != encoder.arch:
+        raise UsageError(f"{what}: {p} is a {arch!r} encoder, this needs {encoder.arch!r} (sac.encoder.arch)")
     try:
         encoder.load_state_dict(state)
     except RuntimeError as e:
-        arch = {k: json.loads(meta[k]) for k in ("shared", "channels", "layers", "feature_dim", "downsample") if k in meta}
+        arch = {k: json.loads(meta[k]) for k in ("arch", "shared", "channels", "layers", "feature_dim", "downsample")
+                if k in meta}
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
         why = next((ln for ln in lines if "size mismatch" in ln or "key" in ln.lower()), lines[0] if lines else "")
         raise UsageError(f"{what}: {p} does not fit sac.encoder (the file has {arch}): {why.rstrip('.')}") from None
+    # Layout fields that leave every weight's shape alone (a keypoint encoder's strides) are checked by name.
+    have = {"shared": encoder.shared, "downsample": encoder.downsample, "channels": encoder.channels,
+            "layers": encoder.layers, "feature_dim": encoder.out_dim // max(1, len(encoder.keys))}
+    diff = {k: json.loads(meta[k]) for k in have if k in meta and json.loads(meta[k]) != have[k]}
+    if diff:
+        raise UsageError(f"{what}: {p} does not fit sac.encoder: the file has {diff}, this has "
+                         f"{ {k: have[k] for k in diff} }")
 
 
 def read_encoder_meta(path: str | Path) -> dict[str, Any]:
@@ -277,6 +339,27 @@ def read_encoder_meta(path: str | Path) -> dict[str, Any]:
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
     return {k: json.loads(v) for k, v in meta.items()}
+
+
+def load_encoder(path: str | Path, what: str = "encoder") -> PixelEncoder:
+    """A :class:`PixelEncoder` built from a :func:`save_encoder` file's metadata (cameras, layout, arch) and
+    loaded with its weights; a missing or foreign file is a one-line :class:`roborl.errors.UsageError`."""
+    from roborl.errors import UsageError
+
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"{what}: no such file {p}")
+    try:
+        meta = read_encoder_meta(p)
+        shapes = meta["input_shapes"]
+        spec = {k: (int(c[1]), int(c[2]), int(c[0])) for k, c in shapes.items()}  # C,H,W -> H,W,C
+        enc = PixelEncoder(spec, shared=bool(meta.get("shared", False)), channels=int(meta["channels"]),
+                           layers=int(meta["layers"]), feature_dim=int(meta["feature_dim"]),
+                           downsample=int(meta.get("downsample", 1)), arch=str(meta.get("arch", "conv")))
+    except Exception as e:  # not our metadata
+        raise UsageError(f"{what}: {p} is not a roborl encoder file ({type(e).__name__}: {e})") from None
+    load_encoder_state(p, enc, what=what)
+    return enc.eval()
 
 
 def frozen_copy(module: nn.Module) -> nn.Module:
@@ -297,13 +380,13 @@ class BCPretrainer(nn.Module):
 
     def __init__(self, spec: Mapping[str, tuple[int, ...]], act_dim: int, *, shared: bool = False, channels: int = 32,
                  layers: int = 4, feature_dim: int = 50, downsample: int = 1, pad: int = 4,
-                 hidden: tuple[int, ...] = (256, 256), lr: float = 3e-4) -> None:
+                 hidden: tuple[int, ...] = (256, 256), lr: float = 3e-4, arch: str = "conv") -> None:
         super().__init__()
         from roborl.learners.networks import ObsNormalizer
 
         spec = {k.replace("/", "."): tuple(int(d) for d in v) for k, v in spec.items()}
         self.encoder = PixelEncoder(spec, shared=shared, channels=channels, layers=layers, feature_dim=feature_dim,
-                                    pad=pad, downsample=downsample)
+                                    pad=pad, downsample=downsample, arch=arch)
         self.vec_keys = vector_keys(spec)
         vec_dim = int(sum(int(torch.tensor(spec[k]).prod()) for k in self.vec_keys))
         self.normalizer = ObsNormalizer(vec_dim)
@@ -336,6 +419,93 @@ class BCPretrainer(nn.Module):
         loss.backward()
         self.opt.step()
         return loss.detach()
+
+class SpatialAEPretrainer(nn.Module):
+    """Pretrain a keypoint :class:`PixelEncoder` as a deep spatial autoencoder (Finn et al. 2016).
+
+    Per camera: ``recon = MLP([keypoints(shift(image)), normalise(vector)])`` predicts the shifted
+    image downsampled to ``recon_size`` x ``recon_size`` (RGB, in [-0.5, 0.5]), fit by MSE. The only
+    path from the image to the reconstruction is the keypoint coordinates, so they must say where
+    the things that change between frames are: the cube, the goal marker, the arm. The vector leaves
+    (the arm's own state) also feed the decoder, so it can draw the arm from proprio and the
+    keypoints are free to track what proprio does not give (Finn et al. decode from the points alone).
+    Uses no actions and no rewards: any frames do. ``update(obs, action=None) -> loss`` (0-d, detached).
+    """
+
+    def __init__(self, spec: Mapping[str, tuple[int, ...]], act_dim: int = 0, *, shared: bool = False,
+                 channels: int = 32, layers: int = 4, feature_dim: int = 32, downsample: int = 1, pad: int = 2,
+                 hidden: tuple[int, ...] = (256,), lr: float = 1e-3, recon_size: int = 32, fg_weight: float = 0.0) -> None:
+        super().__init__()
+        from roborl.learners.networks import ObsNormalizer
+
+        spec = {k.replace("/", "."): tuple(int(d) for d in v) for k, v in spec.items()}
+        self.encoder = PixelEncoder(spec, shared=shared, channels=channels, layers=layers, feature_dim=feature_dim,
+                                    pad=pad, downsample=downsample, arch="keypoints")
+        self.vec_keys = vector_keys(spec)
+        vec_dim = int(sum(math.prod(spec[k]) for k in self.vec_keys))
+        self.normalizer = ObsNormalizer(vec_dim)
+        self.recon_size = int(recon_size)
+        self.feature_dim = feature_dim
+        self.fg_weight = float(fg_weight)
+        # Per camera: the background (per-pixel median of the training frames, set by ``set_background``).
+        # Small objects (a cube of a few pixels) barely move a plain MSE; weighting the pixels that differ from
+        # the background makes the keypoints find them. Reads images only: no labels.
+        self.background: dict[str, torch.Tensor] = {}
+        dims = [feature_dim + vec_dim, *hidden]
+        self.decoders = nn.ModuleDict()
+        for k in self.encoder.keys:
+            mlp: list[nn.Module] = []
+            for a, b in zip(dims[:-1], dims[1:]):
+                mlp += [nn.Linear(a, b), nn.ReLU()]
+            self.decoders[_mod(k)] = nn.Sequential(*mlp, nn.Linear(dims[-1], self.encoder.shapes[k][0] * recon_size ** 2))
+        self.opt = torch.optim.Adam(self.parameters(), lr=lr)
+
+    def vector(self, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The vector leaves concatenated in sorted order: [B, V] (V may be 0)."""
+        b = next(iter(obs.values())).shape[0]
+        if not self.vec_keys:
+            return torch.zeros(b, 0)
+        return torch.cat([obs[k].reshape(b, -1).float() for k in self.vec_keys], -1)
+
+    @torch.no_grad()
+    def set_background(self, obs: Mapping[str, torch.Tensor]) -> None:
+        """The per-pixel median of ``obs``'s frames per camera, at the reconstruction size: ``{key: [C * r * r]}``."""
+        for k, x in zip(self.encoder.keys, self.encoder.prepare(obs)):
+            self.background[k] = self.target(x).median(0).values
+
+    def target(self, im: torch.Tensor) -> torch.Tensor:
+        """``[B, C, H, W]`` in [0, 1] -> the reconstruction target ``[B, C * r * r]`` (area-downsampled, centred)."""
+        return (F.adaptive_avg_pool2d(im, self.recon_size) - 0.5).flatten(1)
+
+    def loss(self, obs: Mapping[str, torch.Tensor], action: torch.Tensor | None = None,
+             augment: bool = False) -> torch.Tensor:
+        """Mean squared reconstruction error per pixel, summed over cameras."""
+        ims = self.encoder.prepare(obs, augment)
+        feats = self.encoder.encode(ims).float().split(self.feature_dim, -1)  # per camera [B, feature_dim]
+        vec = self.normalizer(self.vector(obs))
+        tot = torch.zeros(())
+        for k, x, f in zip(self.encoder.keys, ims, feats):
+            recon = self.decoders[_mod(k)](torch.cat([f, vec], -1))
+            tgt = self.target(x)
+            err = (recon - tgt).pow(2)
+            if self.fg_weight > 0 and k in self.background:
+                # weight 1 + fg_weight where the pixel differs from the background by > 0.1 in some channel
+                fg = (tgt - self.background[k].to(tgt.device)).abs().view(len(tgt), -1, self.recon_size ** 2)
+                fg = (fg.amax(1, keepdim=True) > 0.1).expand_as(fg).reshape(len(tgt), -1)
+                err = err * (1.0 + self.fg_weight * fg.float())
+            tot = tot + err.mean()
+        return tot
+
+    def update(self, obs: Mapping[str, torch.Tensor], action: torch.Tensor | None = None) -> torch.Tensor:
+        loss = self.loss(obs, augment=True)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return loss.detach()
+
+
+# The objectives of ``roborl encoder pretrain`` (EncoderPretrainConfig.objective) -> their model.
+PRETRAINERS: dict[str, type[nn.Module]] = {"bc": BCPretrainer, "autoencoder": SpatialAEPretrainer}
 
 
 class GroupPixelEncoder(nn.Module):

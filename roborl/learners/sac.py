@@ -89,8 +89,14 @@ class SAC(nn.Module):
         if self.pixels:
             assert self.obs_spec is not None
             ec = cfg.encoder
+            if ec.arch == "keypoints" and ec.feature_dim % 2:
+                from roborl.errors import UsageError
+
+                raise UsageError(f"sac.encoder.feature_dim: a keypoint encoder has 2 features (x, y) per keypoint, "
+                                 f"so an even number; got {ec.feature_dim}")
             self.encoder = E.PixelEncoder(self.obs_spec, shared=ec.shared, channels=ec.channels, layers=ec.layers,
-                                          feature_dim=ec.feature_dim, pad=ec.pad, downsample=ec.downsample)
+                                          feature_dim=ec.feature_dim, pad=ec.pad, downsample=ec.downsample,
+                                          arch=ec.arch)
             feat_dim += self.encoder.out_dim
             self.frozen = ec.weights is not None
             if self.frozen:

@@ -48,6 +48,9 @@ __all__ = ["OffPolicyRunner", "Accumulator", "resolve_demo_path", "run", "FINETU
 # run.dir subdirectory of the classifier fine-tuned from operator labels (reward.finetune_every): the
 # model given in reward.classifier is never overwritten.
 FINETUNED_CLASSIFIER = "reward_classifier"
+# Reset seeds of the random-action episodes recorded for encoder pretraining (sac.encoder.pretrain_random_episodes):
+# far from the training (run.seed..), in-run eval and held-out ranges, so no pretraining frame shows an eval scene.
+PRETRAIN_FRAMES_SEED = 50_000
 
 
 def resolve_demo_path(p: str) -> Path:
@@ -258,16 +261,54 @@ class OffPolicyRunner:
             from roborl.learners.config import EncoderPretrainConfig
             from roborl.runners.pretrain import pretrain_encoder
 
+            ae = ec.pretrain_objective == "autoencoder"
+            if ec.pretrain_random_episodes and not ae:
+                raise UsageError(f"{self.section}.encoder.pretrain_random_episodes: random-action frames carry no "
+                                 f"expert actions; they need pretrain_objective=autoencoder")
+            over: dict[str, Any] = {"objective": ec.pretrain_objective, "recon_size": 64} if ae else {}
+            if ec.pretrain_val_episodes:
+                over.update(val_episodes=ec.pretrain_val_episodes, eval_every=max(1, ec.pretrain_steps // 8))
             pcfg = build(EncoderPretrainConfig, {"steps": ec.pretrain_steps, "shared": ec.shared, "channels": ec.channels,
                                                  "layers": ec.layers, "feature_dim": ec.feature_dim,
-                                                 "downsample": ec.downsample, "pad": ec.pad or 4, "seed": self.seed},
+                                                 "downsample": ec.downsample, "pad": ec.pad or 4, "seed": self.seed,
+                                                 "arch": ec.arch, **over},
                          source=f"{self.section}.encoder")
-            meta = pretrain_encoder([self.store], path, pcfg, device=self.device,
+            stores: list[Any] = [self.store]
+            if ae and ec.pretrain_random_episodes:
+                stores.append(self._random_frames(ec.pretrain_random_episodes))
+            meta = pretrain_encoder(stores, path, pcfg, device=self.device,
                                     log=None if os.environ.get("ROBORL_QUIET") else (lambda m: print(m, flush=True)))
-            print(f"encoder pretrained on {meta['demo_steps']} demo steps: BC loss {meta['train_bc_loss']:.4f} "
-                  f"({meta['seconds']} s) -> {path}", flush=True)
+            name = "recon_loss" if ae else "bc_loss"
+            print(f"encoder pretrained ({meta['objective']}) on {meta['demo_steps']} steps: {name} "
+                  f"{meta[f'train_{name}']:.4f} ({meta['seconds']} s) -> {path}", flush=True)
         self.lcfg = dataclasses.replace(self.lcfg, encoder=dataclasses.replace(ec, weights=str(path)))
         self.cfg = dataclasses.replace(self.cfg, **{self.section: self.lcfg})
+
+    def _random_frames(self, episodes: int) -> Path:
+        """Record ``episodes`` random-action episodes of a fresh env (reset seeds PRETRAIN_FRAMES_SEED + i, apart
+        from training, in-run eval and held-out seeds) into ``<run dir>/pretrain_frames`` (its demo partition:
+        what :func:`~roborl.runners.pretrain.load_demo_frames` reads). Resumable: a rerun tops it up."""
+        from roborl.envs.config import build_env
+        from roborl.runners.collect import collect_policy, record_episodes
+        from roborl.store import ReplayStore
+
+        where = self.run_dir / "pretrain_frames"
+        env = build_env(self.cfg.env, seed=PRETRAIN_FRAMES_SEED + self.seed)
+        try:
+            st = ReplayStore.open_or_create(where, env_id=self.cfg.env.id, observation_space=env.observation_space,
+                                            action_space=env.action_space)
+            try:
+                t0 = time.time()
+                act = collect_policy("random", env, seed=PRETRAIN_FRAMES_SEED + self.seed)
+                res = record_episodes(env, st, act, episodes=episodes, seed=PRETRAIN_FRAMES_SEED + 1000 * self.seed)
+                if res.episodes:
+                    print(f"encoder pretrain: recorded {res.episodes} random-action episodes ({res.steps} env steps, "
+                          f"{time.time() - t0:.0f} s) -> {where}", flush=True)
+            finally:
+                st.close()
+        finally:
+            env.close()
+        return where
 
     def _goal_relabeler(self) -> Any:
         """The env's HER goal relabeler when ``store.sampler.her_fraction`` > 0 (else None)."""

@@ -144,6 +144,11 @@ def pretrain_encoder(stores: Sequence[Any], out: str | Path, cfg: EncoderPretrai
     from roborl.learners import encoders as E
 
     cfg = cfg if cfg is not None else EncoderPretrainConfig()
+    if cfg.objective == "autoencoder" and cfg.arch != "keypoints":
+        raise UsageError("objective: autoencoder reconstructs through the keypoint bottleneck; set arch=keypoints")
+    if cfg.arch == "keypoints" and cfg.feature_dim % 2:
+        raise UsageError(f"feature_dim: a keypoint encoder has 2 features (x, y) per keypoint, so an even number; "
+                         f"got {cfg.feature_dim}")
     out = Path(out)
     if out.is_dir():
         raise UsageError(f"--out: {out} is a directory; give a file name (e.g. {out / 'encoder.safetensors'})")
@@ -153,6 +158,8 @@ def pretrain_encoder(stores: Sequence[Any], out: str | Path, cfg: EncoderPretrai
     n_eps = int(data.episode.max()) + 1
     if cfg.val_episodes >= n_eps:
         raise UsageError(f"val_episodes: {cfg.val_episodes} would hold out every one of the {n_eps} demo episodes")
+    if cfg.eval_every and not cfg.val_episodes:
+        raise UsageError("eval_every: early stopping needs held-out episodes (val_episodes > 0)")
     held = rng.choice(n_eps, cfg.val_episodes, replace=False) if cfg.val_episodes else np.zeros(0, np.int64)
     is_val = np.isin(data.episode, held)
     tr_idx, va_idx = np.flatnonzero(~is_val), np.flatnonzero(is_val)
@@ -166,6 +173,9 @@ def pretrain_encoder(stores: Sequence[Any], out: str | Path, cfg: EncoderPretrai
     act_t = torch.from_numpy(data.action).to(device)
     tr_t = torch.from_numpy(tr_idx).to(device)
     model.normalizer.fit(model.vector({k: v.index_select(0, tr_t) for k, v in obs_t.items()}))
+    if getattr(model, "fg_weight", 0.0) > 0:
+        sub = tr_t[torch.randperm(len(tr_t), generator=torch.Generator().manual_seed(cfg.seed))[:2000].to(device)]
+        model.set_background({k: v.index_select(0, sub) for k, v in obs_t.items()})
 
     def batch(idx: torch.Tensor) -> dict[str, torch.Tensor]:
         return {k: v.index_select(0, idx) for k, v in obs_t.items()}
@@ -186,20 +196,35 @@ def pretrain_encoder(stores: Sequence[Any], out: str | Path, cfg: EncoderPretrai
     g = torch.Generator(device="cpu").manual_seed(cfg.seed)
     running, count = 0.0, 0
     every = max(1, cfg.steps // 10)
+    name = "bc_loss" if cfg.objective == "bc" else "recon_loss"
+    best: tuple[float, int, dict[str, Any]] | None = None  # (held-out loss, step, model state)
+    curve: list[list[float]] = []
     for step in range(1, cfg.steps + 1):
         j = tr_t[torch.randint(0, len(tr_idx), (cfg.batch_size,), generator=g).to(device)]
         running += float(model.update(batch(j), act_t.index_select(0, j)))
         count += 1
         if log is not None and (step % every == 0 or step == cfg.steps):
-            log(f"encoder pretrain: step {step}/{cfg.steps}  bc_loss {running / count:.4f}  {time.time() - t0:.0f} s")
+            log(f"encoder pretrain: step {step}/{cfg.steps}  {name} {running / count:.4f}  {time.time() - t0:.0f} s")
             running, count = 0.0, 0
+        if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
+            v = eval_loss(va_idx)
+            assert v is not None
+            curve.append([step, round(v, 6)])
+            if best is None or v < best[0]:
+                # The whole model (encoder and head/decoder), so the reported held-out loss is the best one's.
+                best = (v, step, {k: t.detach().clone() for k, t in model.state_dict().items()})
+            if log is not None:
+                log(f"encoder pretrain: step {step}  held-out {name} {v:.4f}  (best {best[0]:.4f} at {best[1]})")
+    if best is not None:  # early stopping: the encoder of the lowest held-out loss
+        model.load_state_dict(best[2])
     seconds = time.time() - t0
     train_loss = eval_loss(tr_idx[rng.permutation(len(tr_idx))[:2048]])
     val_loss = eval_loss(va_idx)
-    meta = {"format": "roborl.encoder", "objective": "bc_random_shift",
+    meta = {"format": "roborl.encoder", "objective": "bc_random_shift" if cfg.objective == "bc" else "spatial_autoencoder",
             "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
             "stores": data.sources, "demo_steps": int(n), "train_steps": int(len(tr_idx)),
-            "val_steps": int(len(va_idx)), "train_bc_loss": train_loss, "val_bc_loss": val_loss,
+            "val_steps": int(len(va_idx)), f"train_{name}": train_loss, f"val_{name}": val_loss,
+            "best_step": best[1] if best is not None else cfg.steps, "val_curve": curve,
             "seconds": round(seconds, 1), "init": str(init) if init is not None else None}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
@@ -211,9 +236,16 @@ def pretrain_encoder(stores: Sequence[Any], out: str | Path, cfg: EncoderPretrai
 
 
 def _pretrainer(spec: dict[str, tuple[int, ...]], act_dim: int, cfg: EncoderPretrainConfig) -> Any:
-    """The BC pretrainer of ``cfg``'s architecture over ``spec``."""
-    from roborl.learners.encoders import BCPretrainer
+    """The pretrainer of ``cfg.objective`` (:data:`roborl.learners.encoders.PRETRAINERS`) over ``spec``."""
+    from roborl.learners.encoders import PRETRAINERS, BCPretrainer, SpatialAEPretrainer
 
+    cls = PRETRAINERS[cfg.objective]
+    if cls is SpatialAEPretrainer:
+        return SpatialAEPretrainer(spec, act_dim, shared=cfg.shared, channels=cfg.channels, layers=cfg.layers,
+                                   feature_dim=cfg.feature_dim, downsample=cfg.downsample, pad=cfg.pad,
+                                   hidden=tuple(cfg.hidden), lr=cfg.lr, recon_size=cfg.recon_size,
+                                   fg_weight=cfg.fg_weight)
+    assert cls is BCPretrainer
     return BCPretrainer(spec, act_dim, shared=cfg.shared, channels=cfg.channels, layers=cfg.layers,
                         feature_dim=cfg.feature_dim, downsample=cfg.downsample, pad=cfg.pad, hidden=tuple(cfg.hidden),
-                        lr=cfg.lr)
+                        lr=cfg.lr, arch=cfg.arch)
