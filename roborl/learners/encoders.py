@@ -25,7 +25,7 @@ import copy
 import math
 import json
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -43,6 +43,14 @@ def _is_image(shape: tuple[int, ...]) -> bool:
 def image_keys(spec: Mapping[str, tuple[int, ...]]) -> tuple[str, ...]:
     """The camera leaves of an observation spec ``{leaf name: shape}`` (sorted)."""
     return tuple(sorted(k for k, s in spec.items() if _is_image(tuple(s))))
+
+
+def concat_vectors(obs: Mapping[str, torch.Tensor], keys: Sequence[str]) -> torch.Tensor:
+    """The vector leaves ``keys`` of a batch {leaf: [B, ...]} concatenated in that order: float [B, V] (V may be 0)."""
+    b = next(iter(obs.values())).shape[0]
+    if not keys:
+        return torch.zeros(b, 0)
+    return torch.cat([obs[k].reshape(b, -1).float() for k in keys], -1)
 
 
 def vector_keys(spec: Mapping[str, tuple[int, ...]]) -> tuple[str, ...]:
@@ -399,10 +407,7 @@ class BCPretrainer(nn.Module):
 
     def vector(self, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """The vector leaves concatenated in sorted order: [B, V] (V may be 0)."""
-        b = next(iter(obs.values())).shape[0]
-        if not self.vec_keys:
-            return torch.zeros(b, 0)
-        return torch.cat([obs[k].reshape(b, -1).float() for k in self.vec_keys], -1)
+        return concat_vectors(obs, self.vec_keys)
 
     def predict(self, obs: Mapping[str, torch.Tensor], augment: bool = False) -> torch.Tensor:
         """[B, A] in (-1, 1)."""
@@ -462,10 +467,7 @@ class SpatialAEPretrainer(nn.Module):
 
     def vector(self, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """The vector leaves concatenated in sorted order: [B, V] (V may be 0)."""
-        b = next(iter(obs.values())).shape[0]
-        if not self.vec_keys:
-            return torch.zeros(b, 0)
-        return torch.cat([obs[k].reshape(b, -1).float() for k in self.vec_keys], -1)
+        return concat_vectors(obs, self.vec_keys)
 
     @torch.no_grad()
     def set_background(self, obs: Mapping[str, torch.Tensor]) -> None:
