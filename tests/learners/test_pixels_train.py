@@ -22,6 +22,17 @@ CFG = {
 }
 
 
+
+def _collect_pixel_demos(tmp_path: Path, gl_env: dict) -> Path:
+    """Two scripted Reach episodes with a 32x32 front camera, collected by `roborl collect`: the demo store."""
+    demos = tmp_path / "demos"
+    c = subprocess.run([sys.executable, "-m", "roborl.cli", "collect", "--env", "roborl/Reach-v0", "--policy", "scripted",
+                        "--store", str(demos), "--episodes", "2", "--noise", "0.1", "env.kwargs.obs_mode=proprio+pixels",
+                        "env.kwargs.image_size=32", "env.kwargs.cameras=[front]"], env=gl_env, capture_output=True,
+                       text=True, timeout=600)
+    assert c.returncode == 0, c.stderr[-2000:]
+    return demos
+
 def test_train_resume_and_eval_with_cameras(tmp_path: Path, gl_env: dict[str, str]) -> None:
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(yaml.safe_dump(CFG))
@@ -45,12 +56,7 @@ def test_train_pretrains_the_frozen_encoder_on_demos_at_startup(tmp_path: Path, 
 
     from roborl.learners.encoders import read_encoder_meta
 
-    demos = tmp_path / "demos"
-    c = subprocess.run([sys.executable, "-m", "roborl.cli", "collect", "--env", "roborl/Reach-v0", "--policy", "scripted",
-                        "--store", str(demos), "--episodes", "2", "--noise", "0.1", "env.kwargs.obs_mode=proprio+pixels",
-                        "env.kwargs.image_size=32", "env.kwargs.cameras=[front]"], env=gl_env, capture_output=True,
-                       text=True, timeout=600)
-    assert c.returncode == 0, c.stderr[-2000:]
+    demos = _collect_pixel_demos(tmp_path, gl_env)
     cfg = copy.deepcopy(CFG)
     cfg["store"] = {"online_capacity": 1000, "demos": [str(demos)]}
     cfg["sac"] = {"hidden": [32, 32], "batch_size": 16, "warmup_steps": 0, "bc_pretrain_steps": 5, "residual": True,
@@ -86,12 +92,7 @@ def test_train_pretrains_a_keypoint_autoencoder_on_demos_and_random_frames(tmp_p
 
     from roborl.learners.encoders import read_encoder_meta
 
-    demos = tmp_path / "demos"
-    c = subprocess.run([sys.executable, "-m", "roborl.cli", "collect", "--env", "roborl/Reach-v0", "--policy", "scripted",
-                        "--store", str(demos), "--episodes", "2", "--noise", "0.1", "env.kwargs.obs_mode=proprio+pixels",
-                        "env.kwargs.image_size=32", "env.kwargs.cameras=[front]"], env=gl_env, capture_output=True,
-                       text=True, timeout=600)
-    assert c.returncode == 0, c.stderr[-2000:]
+    demos = _collect_pixel_demos(tmp_path, gl_env)
     cfg = copy.deepcopy(CFG)
     cfg["store"] = {"online_capacity": 1000, "demos": [str(demos)]}
     cfg["sac"] = {"hidden": [32, 32], "batch_size": 16, "warmup_steps": 0, "bc_pretrain_steps": 5, "residual": True,
