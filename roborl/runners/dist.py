@@ -87,6 +87,14 @@ def init(world: World, device: str) -> None:
     cuda = device.startswith("cuda")
     if cuda:
         torch.cuda.set_device(torch.device(device))
+    # torch.distributed.nn.functional binds ``group=group.WORLD`` as default arguments when it is
+    # imported. Imported after the group starts (torch imports it lazily), those defaults keep the
+    # default group alive past destroy_process_group: gloo's worker threads then outlive it and
+    # free their last work while the interpreter finalizes, which aborts the process ("terminate
+    # called without an active exception"; pytorch/pytorch PR 179291 describes the crash). Imported
+    # first, the defaults hold None.
+    import torch.distributed.nn  # noqa: F401
+
     dist.init_process_group("nccl" if cuda else "gloo", rank=world.rank, world_size=world.size,
                             timeout=datetime.timedelta(seconds=COLLECTIVE_TIMEOUT_S))
 

@@ -5,6 +5,7 @@ the launcher variables (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT) come from th
 """
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import socket
@@ -54,11 +55,36 @@ def _state(ppo) -> dict:
 
 # ============================================================================= worker (one rank)
 
+def _threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+def _shutdown_worker(out: str) -> None:
+    """D.init, one PPO update, a late import of torch.distributed.nn, D.shutdown: threads before and after."""
+    import torch.distributed as dist
+
+    from roborl.learners.ppo import PPO
+    from roborl.runners import dist as D
+
+    torch.set_num_threads(1)
+    assert "torch.distributed.nn" not in sys.modules  # the learner imports it lazily, after the group starts
+    before = _threads()
+    D.init(D.world_from_env(), "cpu")
+    ppo = PPO(O, A, _ppo_cfg())
+    ppo.update(_rollout(1 + dist.get_rank(), slice(0, N // 2)))
+    importlib.import_module("torch.distributed.nn")  # as torch does lazily (dynamo, export) mid-run
+    during = _threads()
+    D.shutdown()
+    torch.save({"before": before, "during": during, "after": _threads()}, out)
+
+
 def _worker(scenario: str, out: str) -> None:
     import torch.distributed as dist
 
     from roborl.learners.ppo import PPO
 
+    if scenario == "shutdown":
+        return _shutdown_worker(out)
     torch.set_num_threads(1)
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     dist.init_process_group("gloo", rank=rank, world_size=world)
@@ -154,6 +180,14 @@ def test_kl_early_stop_is_taken_on_the_same_minibatch_by_both_ranks(tmp_path):
     total = 4 * (T * N // 2 // 8)
     assert m0["grad_steps"] == m1["grad_steps"] < total
     assert torch.equal(r0["flat"], r1["flat"])
+
+
+def test_shutdown_joins_the_gloo_threads(tmp_path):
+    # A group that outlives destroy_process_group leaves gloo's worker threads running into interpreter
+    # finalization, where freeing their last work aborts the rank now and then (SIGABRT).
+    for r in _run_ranks("shutdown", tmp_path):
+        assert r["during"] > r["before"]  # gloo started its threads
+        assert r["after"] == r["before"], r
 
 
 def _write_cfg(tmp: Path, run_dir: Path, total: int) -> Path:
