@@ -75,7 +75,8 @@ def throughput(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         st, obs_space = _store(Path(tmp) / "store", args.size, args.rows)
         spec = {lf.name: lf.shape for lf in leaves(obs_space)}
-        sampler = Sampler(st, build(SamplerConfig, {}), device="cpu", seed=0)
+        sampler = Sampler(st, build(SamplerConfig, {}), device=args.device, seed=0)
+        sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
         weights = Path(tmp) / "enc.safetensors"
         E.save_encoder(weights, E.PixelEncoder(spec, downsample=args.downsample))
         for mode in args.modes:
@@ -84,13 +85,15 @@ def throughput(args: argparse.Namespace) -> None:
                 enc["downsample"] = args.downsample
                 cfg = build(SACConfig, {"batch_size": args.batch, "precision": prec, "encoder": enc})
                 # state: the same SAC on the proprio leaf alone (the speed the frozen path aims at).
-                sac = SAC({"proprio": (9,)} if mode == "state" else spec, 4, cfg)
+                sac = SAC({"proprio": (9,)} if mode == "state" else spec, 4, cfg, args.device)
                 torch.manual_seed(0)
                 if mode == "frozen":  # fill the cache once, as the run's first updates would
                     for _ in range(max(2, 4 * args.rows // args.batch)):
                         sac.update(sampler.sample(args.batch, gamma=0.99))
                 else:
-                    sac.update(sampler.sample(args.batch, gamma=0.99))
+                    for _ in range(3 if args.device != "cpu" else 1):  # CUDA: kernels, allocator, autotuning
+                        sac.update(sampler.sample(args.batch, gamma=0.99))
+                sync()
                 t0 = time.perf_counter()
                 t_sample = 0.0
                 for _ in range(args.iters):
@@ -98,6 +101,7 @@ def throughput(args: argparse.Namespace) -> None:
                     b = sampler.sample(args.batch, gamma=0.99)
                     t_sample += time.perf_counter() - s0
                     sac.update(b)
+                sync()
                 dt = time.perf_counter() - t0
                 print(json.dumps({"part": "throughput", "mode": mode, "precision": prec, "batch": args.batch,
                                   "downsample": args.downsample,
@@ -105,7 +109,7 @@ def throughput(args: argparse.Namespace) -> None:
                                   "updates_per_s": round(args.iters / dt, 3),
                                   "ms_per_update": round(1000 * dt / args.iters, 1),
                                   "ms_sample": round(1000 * t_sample / args.iters, 1),
-                                  "threads": args.threads}), flush=True)
+                                  "threads": args.threads, "device": args.device}), flush=True)
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -370,6 +374,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=1000)
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu", help="throughput: cpu or cuda (the learner and the sampler's mirror)")
     ap.add_argument("--modes", nargs="*", default=["state", "e2e", "frozen"], help="throughput: subset of state e2e frozen")
     ap.add_argument("--precisions", nargs="*", default=["fp32", "bf16"], help="throughput: subset of fp32 bf16")
     ap.add_argument("--downsample", type=int, default=1, help="throughput: stride-2 conv layers of the encoder")

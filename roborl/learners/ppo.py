@@ -688,7 +688,8 @@ class PPO:
         if c is None or c[0] != key:
             with torch.no_grad():
                 std, inv = ls.exp(), torch.exp(-ls)
-                c = self._std_cache = (key, std, inv, std.numpy(), inv.numpy())
+                cpu = std.device.type == "cpu"  # numpy views for the CPU rollout path (_NumpyAct) only
+                c = self._std_cache = (key, std, inv, std.numpy() if cpu else None, inv.numpy() if cpu else None)
         return c[1], c[2]
 
     @torch.no_grad()

@@ -62,7 +62,8 @@ class TrainConfig:
     max_minutes: float | None = field(None, doc="Wall-clock limit; training stops cleanly (with a checkpoint) when reached.", check=positive)
     threads: int | None = field(1, doc="torch intra-op CPU threads (null = torch default). 1 by default: a 256x256 MLP "
                                 "update does not scale across 2 cores, and oversubscribed OpenMP threads slow it down "
-                                "by 10-100x when the machine is busy (measured; see BENCHMARKS.md).", check=positive)
+                                "by 10-100x when the machine is busy (measured; see BENCHMARKS.md). On CUDA it bounds the host side "
+                                "(sampling, acting).", check=positive)
 
 
 @dataclass(frozen=True)

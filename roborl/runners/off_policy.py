@@ -91,8 +91,8 @@ class OffPolicyRunner:
         self.run_dir = Path(run_dir)
         self.device = resolve_device(cfg.device)
         self.seed = cfg.run.seed
-        if cfg.train.threads and self.device == "cpu":
-            torch.set_num_threads(cfg.train.threads)
+        if cfg.train.threads:  # on CUDA too: the host side (sampling, acting) is small ops, and a default
+            torch.set_num_threads(cfg.train.threads)  # pool per process oversubscribes the cores
         np.random.seed(self.seed)
         torch.manual_seed(self.seed)
         # Checks that need no env come before build_env: a robot:// env connects to the robot.
