@@ -142,7 +142,7 @@ class MBPO(nn.Module):
         self.sac = SAC(obs_dim, act_dim, cfg.sac, device)
         self.dynamics = DynamicsEnsemble(obs_dim, act_dim, cfg.ensemble_size, tuple(cfg.model_hidden)).to(self.device)
         self.model_opt = torch.optim.Adam(self.dynamics.parameters(), lr=cfg.model_lr, weight_decay=cfg.model_weight_decay)
-        self.register_buffer("elites", torch.arange(cfg.elites))
+        self.register_buffer("elites", torch.arange(cfg.elites, device=self.device))
         cap = cfg.model_retain * cfg.rollout_batch * max(cfg.rollout_min_length, cfg.rollout_max_length)
         z = lambda *s, dt=torch.float32: torch.zeros(*s, dtype=dt, device=self.device)  # noqa: E731
         self.buf = {"obs": z(cap, obs_dim), "action": z(cap, act_dim), "reward": z(cap), "next_obs": z(cap, obs_dim),

@@ -86,5 +86,5 @@ def test_pixel_sac_end_to_end_update_on_cuda(precision: str) -> None:
     assert td.shape == (B,) and bool(torch.isfinite(td).all())
     assert all(bool(torch.isfinite(v).all()) for v in m.values())
     assert any(not torch.equal(before[n], p) for n, p in sac.named_parameters() if n in before)
-    a = sac.act({k: v[:3].cpu().numpy() for k, v in obs().items()}, deterministic=True)
+    a = sac.as_policy().act({k: v[:3].cpu().numpy() for k, v in obs().items()}, deterministic=True)
     assert np.asarray(a).shape == (3, 4) and np.all(np.abs(np.asarray(a)) <= 1)
