@@ -133,8 +133,8 @@ class SACConfig:
     precision: Literal["auto", "fp32", "bf16"] = field(
         "fp32", doc="Matmul precision of the gradient updates. bf16 runs the hidden layers' forward and backward "
         "matmuls under bfloat16 autocast (weights, Adam state, output layers, losses and targets stay float32; acting "
-        "stays float32): ~3x faster matmuls on CPUs with AVX512-BF16/AMX and on Ampere+ GPUs (BENCHMARKS.md). "
-        "auto = bf16 where the device runs it natively, else fp32.")
+        "stays float32): ~3x faster matmuls on CPUs with AVX512-BF16/AMX (BENCHMARKS.md); on a GPU our updates are "
+        "launch-bound and bf16 measured slower. auto = bf16 on a CPU that runs it natively, else fp32 (always on CUDA).")
     normalize_obs: bool = field(True, doc="Normalise observations with mean/std fitted once when learning starts (saved in checkpoints).")
     encoder: EncoderConfig = field(default_factory=EncoderConfig, doc="Image encoder for camera observations.")
     critic_loss: Literal["mse", "huber"] = field(
