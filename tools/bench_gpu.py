@@ -82,7 +82,7 @@ def _start(cmd: list[str], log: Path) -> subprocess.Popen:
     f = open(log, "w")
     p = subprocess.Popen(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT, text=True, env=env)
     p._t0 = time.perf_counter()  # type: ignore[attr-defined]
-    p._log = log  # type: ignore[attr-defined]
+    p._log, p._logf = log, f  # type: ignore[attr-defined]
     return p
 
 
@@ -107,6 +107,8 @@ def _finish(p: subprocess.Popen, cmd: list[str], timeout: float, run_dir: Path) 
         p.kill()
         p.wait()
         return {"error": f"timed out after {timeout:.0f} s", "cmd": " ".join(cmd), **_rates(run_dir)}
+    finally:
+        p._logf.close()  # type: ignore[attr-defined]
     wall = getattr(p, "_t1", time.perf_counter()) - p._t0  # type: ignore[attr-defined]
     lines = Path(p._log).read_text(errors="replace").strip().splitlines()  # type: ignore[attr-defined]
     if p.returncode != 0:
