@@ -79,15 +79,16 @@ def _shutdown_worker(out: str) -> None:
 
 
 def _worker(scenario: str, out: str) -> None:
-    import torch.distributed as dist
-
     from roborl.learners.ppo import PPO
+    from roborl.runners import dist as D
 
     if scenario == "shutdown":
         return _shutdown_worker(out)
     torch.set_num_threads(1)
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    # Through the package's init/shutdown (not a bare init_process_group): they make destroy join
+    # gloo's threads, without which a rank can abort at interpreter exit.
+    D.init(D.world_from_env(), "cpu")
     half = slice(rank * N // world, (rank + 1) * N // world)
     res: dict = {}
     if scenario == "identical":
@@ -113,7 +114,7 @@ def _worker(scenario: str, out: str) -> None:
         res["m"] = ppo.update(ro)
     res.update(_state(ppo))
     torch.save(res, out)
-    dist.destroy_process_group()
+    D.shutdown()
 
 
 def _free_port() -> int:
