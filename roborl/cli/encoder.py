@@ -12,7 +12,10 @@ pretrain: objective=bc (default): behaviour cloning from the demo partition of o
 every frame randomly shifted (DrQ's augmentation): the encoder keeps what the demonstrator's action
 depends on. objective=autoencoder arch=keypoints: a deep spatial autoencoder (Finn et al. 2016) that
 reconstructs each camera through a spatial-softmax keypoint bottleneck; it uses no actions, so the
-frames of random-action episodes (roborl collect --policy random) can be added as more --store. Options
+frames of random-action episodes (roborl collect --policy random) can be added as more --store.
+objective=contrastive: InfoNCE that tells episodes apart from two randomly shifted frames of each, so
+the features keep what a reset randomised (goal marker, object) and drop the moving arm; no actions
+either. Options
 are EncoderPretrainConfig fields (roborl/learners/config.py), set in a YAML file (--config) or as
 key=value after the flags; defaults < file < key=value. The architecture (channels, layers,
 feature_dim, downsample, shared) must equal the sac.encoder section that loads the file.
@@ -68,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(meta, indent=1))
             return 0
-        name = "bc_loss" if cfg.objective == "bc" else "recon_loss"
+        name = {"bc": "bc_loss", "autoencoder": "recon_loss", "contrastive": "nce_loss"}[cfg.objective]
         val = "" if meta[f"val_{name}"] is None else f", held-out {meta[f'val_{name}']:.4f}"
         print(f"saved {args.out}: {meta['objective']} ({cfg.arch}), cameras {sorted(meta['input_shapes'])}, "
               f"{meta['demo_steps']} steps, {name.replace('_', ' ')} {meta[f'train_{name}']:.4f}{val} ({meta['seconds']} s)")

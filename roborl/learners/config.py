@@ -44,11 +44,12 @@ class EncoderConfig:
                                        "demo partition for this many steps (pretrain_objective, the other "
                                        "settings EncoderPretrainConfig's defaults), save it as <run dir>/encoder.safetensors and use it frozen (reused on "
                                        "resume). 0 = off.", check=non_negative)
-    pretrain_objective: Literal["bc", "autoencoder"] = field(
-        "bc", doc="Objective of that startup pretraining (EncoderPretrainConfig.objective): bc on the demos, or "
-        "autoencoder (arch keypoints; demo frames plus pretrain_random_episodes).")
+    pretrain_objective: Literal["bc", "autoencoder", "contrastive"] = field(
+        "bc", doc="Objective of that startup pretraining (EncoderPretrainConfig.objective): bc on the demos, "
+        "autoencoder (arch keypoints; demo frames plus pretrain_random_episodes), or contrastive (episodes told "
+        "apart: what the reset randomised, e.g. the goal marker; demo frames plus pretrain_random_episodes).")
     pretrain_random_episodes: int = field(
-        0, doc="autoencoder: before pretraining, also record this many random-action episodes of the env (images, "
+        0, doc="autoencoder, contrastive: before pretraining, also record this many random-action episodes of the env (images, "
         "proprio and actions only: what an operator can record on a bench without labels) into <run dir>/"
         "pretrain_frames and train on their frames too. Their env steps are extra interaction, reported apart from "
         "train.total_steps. 0 = demo frames only.", check=non_negative)
@@ -63,15 +64,19 @@ class EncoderPretrainConfig:
     ``objective=bc``: the encoder (:class:`roborl.learners.encoders.PixelEncoder`) feeds a small MLP head
     that predicts the demonstrator's action; every frame is randomly shifted (DrQ, Kostrikov et al. 2020).
     ``objective=autoencoder``: a deep spatial autoencoder (Finn et al. 2016) through the keypoint head,
-    no actions needed. ``--init`` chains them (autoencoder on many frames, then BC on the demos). The
+    no actions needed. ``objective=contrastive``: InfoNCE between two frames of one episode against the
+    other episodes' (no actions needed). ``--init`` chains them (autoencoder on many frames, then BC on the demos). The
     architecture fields must equal the ``sac.encoder`` that loads the file (a mismatch is refused).
     """
 
-    objective: Literal["bc", "autoencoder"] = field(
+    objective: Literal["bc", "autoencoder", "contrastive"] = field(
         "bc", doc="bc: behaviour cloning of the stores' actions with random shift (the stores should hold "
         "demonstrations). autoencoder: reconstruct each camera's image, downsampled to recon_size, through the "
         "keypoint bottleneck plus the vector observations (Finn et al. 2016); needs arch=keypoints and uses no "
-        "actions, so frames of any episodes (random-action rollouts) may be added with more --store.")
+        "actions, so frames of any episodes (random-action rollouts) may be added with more --store. contrastive: "
+        "InfoNCE telling episodes apart from two shifted frames of each (what a reset randomises: goal marker, "
+        "object); no actions either; needs >= 2 episodes with >= 2 steps.")
+    temperature: float = field(0.1, doc="contrastive: InfoNCE temperature.", check=positive)
     arch: Literal["conv", "keypoints"] = field("conv", doc="Encoder head (sac.encoder.arch): conv or keypoints "
                                                           "(spatial softmax).")
     recon_size: int = field(32, doc="autoencoder: side of the downsampled RGB image the decoder reconstructs.",

@@ -15,6 +15,8 @@
 * :class:`SpatialAEPretrainer`: the deep spatial autoencoder (Finn et al. 2016): reconstruct a
   downsampled image through the keypoint bottleneck; needs no actions or labels, so it can use
   frames of any episodes (random-action rollouts, failed attempts), not just demos.
+* :class:`EpisodeContrastivePretrainer`: InfoNCE between two times of one episode against other
+  episodes: keeps what the reset randomised (goal marker, object), ignores the moving arm; no labels.
 * :class:`GroupPixelEncoder`: the same encoder in PPO's encoder slot (observation groups).
 * :func:`save_encoder` / :func:`load_encoder_state`: safetensors files with the input shapes in
   their metadata (a mismatch is one line, exit 2).
@@ -33,7 +35,8 @@ from torch.nn import functional as F
 
 __all__ = ["image_keys", "vector_keys", "random_shift", "random_shift_reference", "ConvEncoder", "PixelEncoder",
            "SpatialSoftmax", "ENCODER_ARCHS", "EmbeddingCache", "save_encoder", "load_encoder_state", "read_encoder_meta",
-           "load_encoder", "BCPretrainer", "SpatialAEPretrainer", "PRETRAINERS", "GroupPixelEncoder"]
+           "load_encoder", "BCPretrainer", "SpatialAEPretrainer",
+           "EpisodeContrastivePretrainer", "PRETRAINERS", "GroupPixelEncoder"]
 
 
 def _is_image(shape: tuple[int, ...]) -> bool:
@@ -506,8 +509,76 @@ class SpatialAEPretrainer(nn.Module):
         return loss.detach()
 
 
+class EpisodeContrastivePretrainer(nn.Module):
+    """Pretrain a :class:`PixelEncoder` by telling episodes apart (InfoNCE, van den Oord et al. 2018).
+
+    A batch holds two frames of each of ``B`` episodes, each randomly shifted on its own:
+    ``z = normalise(MLP(encoder(shift(images))))`` and the loss is the symmetric cross-entropy of
+    ``z_a @ z_p.T / temperature`` against the diagonal (CURL, Laskin et al. 2020, contrasts two shifts of
+    one frame; here the positive is another *time* of the same episode, as time-contrastive networks,
+    Sermanet et al. 2018, pair views of one moment). What stays fixed within an episode while the arm
+    moves is what the reset randomised: the goal marker, and the object until it is pushed. Those are
+    what a task policy must localise and what a BC or reconstruction loss on a few demos ignores (the
+    marker is a few pixels wide). Uses no actions, rewards or object state: any stored episodes do,
+    random-action ones included. Vector observations are not used (they change within an episode).
+    Pairs of rows from one episode are not counted as negatives (``episode`` masks them).
+
+    ``loss(obs_a, obs_p, episode [B])`` / ``update(...)``: ``obs_*`` = ``{leaf: [B, ...]}``, row ``i`` of
+    both from episode ``episode[i]``; returns a 0-d loss (``update``: detached, after one Adam step).
+    """
+
+    pairs = True  # the data loop must hand over (anchor, positive, episode) batches
+
+    def __init__(self, spec: Mapping[str, tuple[int, ...]], act_dim: int = 0, *, shared: bool = False,
+                 channels: int = 32, layers: int = 4, feature_dim: int = 32, downsample: int = 1, pad: int = 4,
+                 hidden: tuple[int, ...] = (256,), lr: float = 3e-4, arch: str = "keypoints",
+                 temperature: float = 0.1, proj_dim: int = 64) -> None:
+        super().__init__()
+        from roborl.learners.networks import ObsNormalizer
+
+        spec = {k.replace("/", "."): tuple(int(d) for d in v) for k, v in spec.items()}
+        self.encoder = PixelEncoder(spec, shared=shared, channels=channels, layers=layers, feature_dim=feature_dim,
+                                    pad=pad, downsample=downsample, arch=arch)
+        # Unused by the loss; kept so the data loop can fit it like the other pretrainers'.
+        self.vec_keys = vector_keys(spec)
+        self.normalizer = ObsNormalizer(int(sum(math.prod(spec[k]) for k in self.vec_keys)))
+        self.temperature = float(temperature)
+        dims = [self.encoder.out_dim, *hidden]
+        mlp: list[nn.Module] = []
+        for a, b in zip(dims[:-1], dims[1:]):
+            mlp += [nn.Linear(a, b), nn.ReLU()]
+        self.head = nn.Sequential(*mlp, nn.Linear(dims[-1], proj_dim))
+        self.opt = torch.optim.Adam(self.parameters(), lr=lr)
+
+    def vector(self, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return concat_vectors(obs, self.vec_keys)
+
+    def embed(self, obs: Mapping[str, torch.Tensor], augment: bool = False) -> torch.Tensor:
+        """``[B, proj_dim]``, unit norm."""
+        return F.normalize(self.head(self.encoder(obs, augment=augment).float()), dim=-1)
+
+    def loss(self, obs_a: Mapping[str, torch.Tensor], obs_p: Mapping[str, torch.Tensor], episode: torch.Tensor,
+             augment: bool = False) -> torch.Tensor:
+        za, zp = self.embed(obs_a, augment), self.embed(obs_p, augment)
+        logits = za @ zp.T / self.temperature  # [B, B]
+        same = episode[:, None] == episode[None, :]
+        eye = torch.eye(len(za), dtype=torch.bool, device=za.device)
+        logits = logits.masked_fill(same & ~eye, float("-inf"))  # another pair of the same episode: not a negative
+        target = torch.arange(len(za), device=za.device)
+        return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+
+    def update(self, obs_a: Mapping[str, torch.Tensor], obs_p: Mapping[str, torch.Tensor],
+               episode: torch.Tensor) -> torch.Tensor:
+        loss = self.loss(obs_a, obs_p, episode, augment=True)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return loss.detach()
+
+
 # The objectives of ``roborl encoder pretrain`` (EncoderPretrainConfig.objective) -> their model.
-PRETRAINERS: dict[str, type[nn.Module]] = {"bc": BCPretrainer, "autoencoder": SpatialAEPretrainer}
+PRETRAINERS: dict[str, type[nn.Module]] = {"bc": BCPretrainer, "autoencoder": SpatialAEPretrainer,
+                                           "contrastive": EpisodeContrastivePretrainer}
 
 
 class GroupPixelEncoder(nn.Module):

@@ -262,10 +262,15 @@ class OffPolicyRunner:
             from roborl.runners.pretrain import pretrain_encoder
 
             ae = ec.pretrain_objective == "autoencoder"
-            if ec.pretrain_random_episodes and not ae:
+            label_free = ec.pretrain_objective in ("autoencoder", "contrastive")  # no actions needed
+            if ec.pretrain_random_episodes and not label_free:
                 raise UsageError(f"{self.section}.encoder.pretrain_random_episodes: random-action frames carry no "
-                                 f"expert actions; they need pretrain_objective=autoencoder")
-            over: dict[str, Any] = {"objective": ec.pretrain_objective, "recon_size": 64} if ae else {}
+                                 f"expert actions; they need pretrain_objective=autoencoder or contrastive")
+            over: dict[str, Any] = {"objective": ec.pretrain_objective}
+            if ae:
+                over["recon_size"] = 64
+            elif ec.pretrain_objective == "contrastive":
+                over.update(lr=1e-3, batch_size=64)  # the measured setting (BENCHMARKS.md, "Pixel Push")
             if ec.pretrain_val_episodes:
                 over.update(val_episodes=ec.pretrain_val_episodes, eval_every=max(1, ec.pretrain_steps // 8))
             pcfg = build(EncoderPretrainConfig, {"steps": ec.pretrain_steps, "shared": ec.shared, "channels": ec.channels,
@@ -274,11 +279,11 @@ class OffPolicyRunner:
                                                  "arch": ec.arch, **over},
                          source=f"{self.section}.encoder")
             stores: list[Any] = [self.store]
-            if ae and ec.pretrain_random_episodes:
+            if label_free and ec.pretrain_random_episodes:
                 stores.append(self._random_frames(ec.pretrain_random_episodes))
             meta = pretrain_encoder(stores, path, pcfg, device=self.device,
                                     log=None if os.environ.get("ROBORL_QUIET") else (lambda m: print(m, flush=True)))
-            name = "recon_loss" if ae else "bc_loss"
+            name = {"bc": "bc_loss", "autoencoder": "recon_loss", "contrastive": "nce_loss"}[ec.pretrain_objective]
             print(f"encoder pretrained ({meta['objective']}) on {meta['demo_steps']} steps: {name} "
                   f"{meta[f'train_{name}']:.4f} ({meta['seconds']} s) -> {path}", flush=True)
         self.lcfg = dataclasses.replace(self.lcfg, encoder=dataclasses.replace(ec, weights=str(path)))

@@ -180,6 +180,23 @@ def pretrain_encoder(stores: Sequence[Any], out: str | Path, cfg: EncoderPretrai
     def batch(idx: torch.Tensor) -> dict[str, torch.Tensor]:
         return {k: v.index_select(0, idx) for k, v in obs_t.items()}
 
+    pairs = bool(getattr(model, "pairs", False))
+    # Episodes are contiguous runs of rows: first row and length of each (for the contrastive pairs).
+    ep_start = np.searchsorted(data.episode, np.arange(n_eps))
+    ep_len = np.bincount(data.episode, minlength=n_eps)
+    if pairs:
+        tr_eps = np.setdiff1d(np.flatnonzero(ep_len >= 2), held)
+        if len(tr_eps) < 2:
+            raise UsageError(f"objective: contrastive needs >= 2 training episodes of >= 2 steps; the stores give "
+                             f"{len(tr_eps)}")
+        tr_eps_t = torch.from_numpy(tr_eps)
+        start_t, len_t = torch.from_numpy(ep_start), torch.from_numpy(ep_len)
+
+    def partner(idx: np.ndarray) -> np.ndarray:
+        """For each row: the row half an episode later (cyclic) in its episode: a fixed pairing for held-out losses."""
+        e = data.episode[idx]
+        return ep_start[e] + (idx - ep_start[e] + ep_len[e] // 2) % ep_len[e]
+
     @torch.no_grad()
     def eval_loss(idx: np.ndarray) -> float | None:
         if len(idx) == 0:
@@ -188,7 +205,12 @@ def pretrain_encoder(stores: Sequence[Any], out: str | Path, cfg: EncoderPretrai
         tot = 0.0
         for i in range(0, len(idx), 256):
             j = torch.from_numpy(idx[i: i + 256]).to(device)
-            tot += float(model.loss(batch(j), act_t.index_select(0, j))) * len(j)
+            if pairs:
+                k = torch.from_numpy(partner(idx[i: i + 256])).to(device)
+                ep = torch.from_numpy(data.episode[idx[i: i + 256]]).to(device)
+                tot += float(model.loss(batch(j), batch(k), ep)) * len(j)
+            else:
+                tot += float(model.loss(batch(j), act_t.index_select(0, j))) * len(j)
         model.train()
         return tot / len(idx)
 
@@ -196,12 +218,24 @@ def pretrain_encoder(stores: Sequence[Any], out: str | Path, cfg: EncoderPretrai
     g = torch.Generator(device="cpu").manual_seed(cfg.seed)
     running, count = 0.0, 0
     every = max(1, cfg.steps // 10)
-    name = "bc_loss" if cfg.objective == "bc" else "recon_loss"
+    name = {"bc": "bc_loss", "autoencoder": "recon_loss", "contrastive": "nce_loss"}[cfg.objective]
     best: tuple[float, int, dict[str, Any]] | None = None  # (held-out loss, step, model state)
     curve: list[list[float]] = []
     for step in range(1, cfg.steps + 1):
-        j = tr_t[torch.randint(0, len(tr_idx), (cfg.batch_size,), generator=g).to(device)]
-        running += float(model.update(batch(j), act_t.index_select(0, j)))
+        if pairs:
+            # batch_size distinct episodes (as many as there are, if fewer), two distinct times of each.
+            ne = len(tr_eps_t)
+            pick = (torch.randperm(ne, generator=g)[: cfg.batch_size] if ne >= cfg.batch_size
+                    else torch.randint(0, ne, (cfg.batch_size,), generator=g))
+            e = tr_eps_t[pick]
+            ln = len_t[e]
+            ta = (torch.rand(len(e), generator=g) * ln).long()
+            tp = (ta + 1 + (torch.rand(len(e), generator=g) * (ln - 1)).long()) % ln  # != ta
+            ja, jp = (start_t[e] + ta).to(device), (start_t[e] + tp).to(device)
+            running += float(model.update(batch(ja), batch(jp), e.to(device)))
+        else:
+            j = tr_t[torch.randint(0, len(tr_idx), (cfg.batch_size,), generator=g).to(device)]
+            running += float(model.update(batch(j), act_t.index_select(0, j)))
         count += 1
         if log is not None and (step % every == 0 or step == cfg.steps):
             log(f"encoder pretrain: step {step}/{cfg.steps}  {name} {running / count:.4f}  {time.time() - t0:.0f} s")
@@ -220,7 +254,9 @@ def pretrain_encoder(stores: Sequence[Any], out: str | Path, cfg: EncoderPretrai
     seconds = time.time() - t0
     train_loss = eval_loss(tr_idx[rng.permutation(len(tr_idx))[:2048]])
     val_loss = eval_loss(va_idx)
-    meta = {"format": "roborl.encoder", "objective": "bc_random_shift" if cfg.objective == "bc" else "spatial_autoencoder",
+    objective = {"bc": "bc_random_shift", "autoencoder": "spatial_autoencoder",
+                 "contrastive": "episode_contrastive"}[cfg.objective]
+    meta = {"format": "roborl.encoder", "objective": objective,
             "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()},
             "stores": data.sources, "demo_steps": int(n), "train_steps": int(len(tr_idx)),
             "val_steps": int(len(va_idx)), f"train_{name}": train_loss, f"val_{name}": val_loss,
@@ -237,9 +273,14 @@ def pretrain_encoder(stores: Sequence[Any], out: str | Path, cfg: EncoderPretrai
 
 def _pretrainer(spec: dict[str, tuple[int, ...]], act_dim: int, cfg: EncoderPretrainConfig) -> Any:
     """The pretrainer of ``cfg.objective`` (:data:`roborl.learners.encoders.PRETRAINERS`) over ``spec``."""
-    from roborl.learners.encoders import PRETRAINERS, BCPretrainer, SpatialAEPretrainer
+    from roborl.learners.encoders import PRETRAINERS, BCPretrainer, EpisodeContrastivePretrainer, SpatialAEPretrainer
 
     cls = PRETRAINERS[cfg.objective]
+    if cls is EpisodeContrastivePretrainer:
+        return EpisodeContrastivePretrainer(spec, act_dim, shared=cfg.shared, channels=cfg.channels,
+                                            layers=cfg.layers, feature_dim=cfg.feature_dim,
+                                            downsample=cfg.downsample, pad=cfg.pad, hidden=tuple(cfg.hidden),
+                                            lr=cfg.lr, arch=cfg.arch, temperature=cfg.temperature)
     if cls is SpatialAEPretrainer:
         return SpatialAEPretrainer(spec, act_dim, shared=cfg.shared, channels=cfg.channels, layers=cfg.layers,
                                    feature_dim=cfg.feature_dim, downsample=cfg.downsample, pad=cfg.pad,

@@ -203,3 +203,75 @@ def test_sac_refuses_an_odd_keypoint_feature_dim_in_one_line() -> None:
     with pytest.raises(UsageError, match=r"sac.encoder.feature_dim: .*even number; got 7") as e:
         SAC(spec, 1, build(SACConfig, {"hidden": [16], "encoder": {"arch": "keypoints", "feature_dim": 7}}))
     assert "\n" not in str(e.value)
+
+
+def _episode_store(root: Path, episodes: int, length: int = 8) -> tuple[Path, np.ndarray, np.ndarray]:
+    """Front camera: a dot fixed for the whole episode (a goal marker the reset placed) and a second dot that
+    jumps every step (the moving arm). Returns the store, the fixed dot's and the moving dot's (x, y) per step."""
+    img = gym.spaces.Box(0, 255, (SIZE, SIZE, 3), np.uint8)
+    space = gym.spaces.Dict({"proprio": gym.spaces.Box(-np.inf, np.inf, (3,), np.float32),
+                             "pixels": gym.spaces.Dict({"front": img})})
+    st = ReplayStore.open_or_create(root, env_id="test/goal", observation_space=space,
+                                    action_space=gym.spaces.Box(-1, 1, (1,), np.float32))
+    rng = np.random.default_rng(1)
+    fixed, moving = [], []
+
+    def frame(g: np.ndarray) -> tuple[dict, np.ndarray]:
+        m = rng.integers(0, SIZE - 1, 2)
+        front = np.full((SIZE, SIZE, 3), 40, np.uint8)
+        front[g[0]:g[0] + 2, g[1]:g[1] + 2] = (255, 60, 60)
+        front[m[0]:m[0] + 2, m[1]:m[1] + 2] = (60, 60, 255)
+        return {"proprio": rng.standard_normal(3).astype(np.float32), "pixels": {"front": front}}, m
+
+    for _ in range(episodes):
+        g = rng.integers(0, SIZE - 1, 2)
+        o, m = frame(g)
+        st.start_episode(o, "demo")
+        for t in range(length):
+            fixed.append(g[::-1] + 0.5)
+            moving.append(m[::-1] + 0.5)
+            o, m = frame(g)
+            st.add_step(action=rng.uniform(-1, 1, 1).astype(np.float32), reward=0.0, next_obs=o, terminated=False,
+                        truncated=t == length - 1)
+    st.close()
+    return root, np.stack(fixed), np.stack(moving)
+
+
+def test_contrastive_loss_masks_other_pairs_of_the_same_episode() -> None:
+    torch.manual_seed(0)
+    m = E.EpisodeContrastivePretrainer({"pixels.front": (SIZE, SIZE, 3), "proprio": (3,)}, **KP, pad=0)
+    obs = {"pixels.front": torch.randint(0, 255, (4, SIZE, SIZE, 3), dtype=torch.uint8), "proprio": torch.zeros(4, 3)}
+    # Rows 0-1 and rows 2-3 are two episodes: each row's other-episode rows are its only negatives, so with
+    # identical frames everywhere the loss is log(3) (chance among 3 candidates), not log(4).
+    same = {k: v[:1].expand_as(v).clone() for k, v in obs.items()}
+    with torch.no_grad():
+        assert float(m.loss(same, same, torch.tensor([0, 0, 1, 1]))) == pytest.approx(np.log(3), rel=1e-5)
+        assert float(m.loss(same, same, torch.tensor([0, 1, 2, 3]))) == pytest.approx(np.log(4), rel=1e-5)
+
+
+def test_contrastive_pretraining_finds_what_the_episode_fixed_and_ignores_what_moves(tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    s, fixed, moving = _episode_store(tmp_path / "s", episodes=40)
+    base = {**KP, "objective": "contrastive", "hidden": [64], "lr": 3e-3, "pad": 1, "batch_size": 32}
+    short = pretrain_encoder([s], tmp_path / "e0.safetensors", build(EncoderPretrainConfig, {**base, "steps": 1}))
+    meta = pretrain_encoder([s], tmp_path / "e.safetensors",
+                            build(EncoderPretrainConfig, {**base, "steps": 300, "val_episodes": 4, "eval_every": 100}))
+    assert meta["objective"] == "episode_contrastive" and len(meta["val_curve"]) == 3
+    assert meta["train_nce_loss"] < 0.5 * short["train_nce_loss"], (short, meta)
+    enc = E.load_encoder(tmp_path / "e.safetensors")
+    rows = ReplayStore.open(s, mode="r")
+    try:
+        ep = rows.episodes("demo")
+        cols = rows.read_rows("demo", 0, int(ep[-1, 0] + ep[-1, 1]), ["obs.pixels.front"])
+    finally:
+        rows.close()
+    with torch.no_grad():
+        f = enc({"pixels.front": torch.from_numpy(cols["obs.pixels.front"])}).numpy()
+    x = np.concatenate([f, np.ones((len(f), 1))], 1)
+
+    def r2(y: np.ndarray) -> np.ndarray:
+        w, *_ = np.linalg.lstsq(x, y, rcond=None)
+        return 1 - ((x @ w - y) ** 2).sum(0) / ((y - y.mean(0)) ** 2).sum(0)
+
+    # The keypoints say where the episode's fixed dot is, far better than where the jumping one is.
+    assert (r2(fixed) > 0.5).all() and (r2(moving) < 0.2).all(), (r2(fixed), r2(moving))

@@ -85,9 +85,13 @@ def test_train_pretrains_the_frozen_encoder_on_demos_at_startup(tmp_path: Path, 
     assert load_checkpoint(run)[2] == 90
 
 
-def test_train_pretrains_a_keypoint_autoencoder_on_demos_and_random_frames(tmp_path: Path, gl_env: dict[str, str]) -> None:
-    """sac.encoder.pretrain_objective=autoencoder with pretrain_random_episodes: the run records random-action
-    episodes into <run dir>/pretrain_frames, pretrains the keypoint encoder on them and the demos, trains frozen."""
+@pytest.mark.parametrize("objective,written", [("autoencoder", "spatial_autoencoder"),
+                                                ("contrastive", "episode_contrastive")])
+def test_train_pretrains_a_keypoint_encoder_on_demos_and_random_frames(tmp_path: Path, gl_env: dict[str, str],
+                                                                       objective: str, written: str) -> None:
+    """sac.encoder.pretrain_objective=autoencoder|contrastive with pretrain_random_episodes: the run records
+    random-action episodes into <run dir>/pretrain_frames, pretrains the keypoint encoder on them and the
+    demos (no actions needed), trains frozen."""
     import copy
 
     from roborl.learners.encoders import read_encoder_meta
@@ -97,7 +101,7 @@ def test_train_pretrains_a_keypoint_autoencoder_on_demos_and_random_frames(tmp_p
     cfg["store"] = {"online_capacity": 1000, "demos": [str(demos)]}
     cfg["sac"] = {"hidden": [32, 32], "batch_size": 16, "warmup_steps": 0, "bc_pretrain_steps": 5, "residual": True,
                   "encoder": {"channels": 8, "layers": 2, "feature_dim": 16, "downsample": 2, "pretrain_steps": 4,
-                              "arch": "keypoints", "pretrain_objective": "autoencoder", "pretrain_random_episodes": 2}}
+                              "arch": "keypoints", "pretrain_objective": objective, "pretrain_random_episodes": 2}}
     cfg["train"] = {**CFG["train"], "total_steps": 60, "checkpoint_every": 60}
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -106,7 +110,7 @@ def test_train_pretrains_a_keypoint_autoencoder_on_demos_and_random_frames(tmp_p
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     meta = read_encoder_meta(run / "encoder.safetensors")
-    assert meta["objective"] == "spatial_autoencoder" and meta["arch"] == "keypoints"
+    assert meta["objective"] == written and meta["arch"] == "keypoints"
     assert [s["episodes"] for s in meta["stores"]] == [2, 2] and meta["stores"][1]["path"].endswith("pretrain_frames")
     assert "random-action episodes" in r.stdout
     _, ck, step = load_checkpoint(run)
