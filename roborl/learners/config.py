@@ -55,6 +55,11 @@ class EncoderConfig:
         "train.total_steps. 0 = demo frames only.", check=non_negative)
     pretrain_val_episodes: int = field(0, doc="Startup pretraining: episodes held out for early stopping (0 = none).",
                                        check=non_negative)
+    pretrain_bc_steps: int = field(0, doc="With pretrain_objective autoencoder or contrastive: then fine-tune that "
+                                   "encoder by BC on the demos for this many steps (as roborl encoder pretrain "
+                                   "--init), early-stopped on pretrain_val_episodes when > 0. The label-free stage "
+                                   "finds the objects, BC shapes the features to the demonstrator's actions. 0 = off.",
+                                   check=non_negative)
 
 
 @dataclass(frozen=True)

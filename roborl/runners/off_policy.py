@@ -263,6 +263,9 @@ class OffPolicyRunner:
 
             ae = ec.pretrain_objective == "autoencoder"
             label_free = ec.pretrain_objective in ("autoencoder", "contrastive")  # no actions needed
+            if ec.pretrain_bc_steps and not label_free:
+                raise UsageError(f"{self.section}.encoder.pretrain_bc_steps: a BC fine-tune follows a label-free "
+                                 f"stage; set pretrain_objective=contrastive or autoencoder")
             if ec.pretrain_random_episodes and not label_free:
                 raise UsageError(f"{self.section}.encoder.pretrain_random_episodes: random-action frames carry no "
                                  f"expert actions; they need pretrain_objective=autoencoder or contrastive")
@@ -281,11 +284,23 @@ class OffPolicyRunner:
             stores: list[Any] = [self.store]
             if label_free and ec.pretrain_random_episodes:
                 stores.append(self._random_frames(ec.pretrain_random_episodes))
-            meta = pretrain_encoder(stores, path, pcfg, device=self.device,
-                                    log=None if os.environ.get("ROBORL_QUIET") else (lambda m: print(m, flush=True)))
+            log = None if os.environ.get("ROBORL_QUIET") else (lambda m: print(m, flush=True))
             name = {"bc": "bc_loss", "autoencoder": "recon_loss", "contrastive": "nce_loss"}[ec.pretrain_objective]
+            chain = bool(ec.pretrain_bc_steps) and label_free
+            first = path.with_name("encoder_" + ec.pretrain_objective + ".safetensors") if chain else path
+            meta = pretrain_encoder(stores, first, pcfg, device=self.device, log=log)
             print(f"encoder pretrained ({meta['objective']}) on {meta['demo_steps']} steps: {name} "
-                  f"{meta[f'train_{name}']:.4f} ({meta['seconds']} s) -> {path}", flush=True)
+                  f"{meta[f'train_{name}']:.4f} ({meta['seconds']} s) -> {first}", flush=True)
+            if chain:
+                # Stage two, BC on the demos only, from the stage-one weights (encoder pretrain --init).
+                # pad 2: a smaller shift than stage one's keeps the keypoints' sub-pixel placement of small objects.
+                bcfg = dataclasses.replace(
+                    pcfg, objective="bc", steps=ec.pretrain_bc_steps, pad=2, lr=3e-4, batch_size=64,
+                    eval_every=max(1, ec.pretrain_bc_steps // 8) if ec.pretrain_val_episodes else 0)
+                meta = pretrain_encoder([self.store], path, bcfg, device=self.device, init=first, log=log)
+                print(f"encoder fine-tuned (bc) on {meta['demo_steps']} demo steps from {first.name}: bc_loss "
+                      f"{meta['train_bc_loss']:.4f}, best step {meta['best_step']} ({meta['seconds']} s) -> {path}",
+                      flush=True)
         self.lcfg = dataclasses.replace(self.lcfg, encoder=dataclasses.replace(ec, weights=str(path)))
         self.cfg = dataclasses.replace(self.cfg, **{self.section: self.lcfg})
 

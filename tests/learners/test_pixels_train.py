@@ -85,13 +85,15 @@ def test_train_pretrains_the_frozen_encoder_on_demos_at_startup(tmp_path: Path, 
     assert load_checkpoint(run)[2] == 90
 
 
-@pytest.mark.parametrize("objective,written", [("autoencoder", "spatial_autoencoder"),
-                                                ("contrastive", "episode_contrastive")])
+@pytest.mark.parametrize("objective,bc_steps,written", [("autoencoder", 0, "spatial_autoencoder"),
+                                                         ("contrastive", 0, "episode_contrastive"),
+                                                         ("contrastive", 3, "bc_random_shift")])
 def test_train_pretrains_a_keypoint_encoder_on_demos_and_random_frames(tmp_path: Path, gl_env: dict[str, str],
-                                                                       objective: str, written: str) -> None:
+                                                                       objective: str, bc_steps: int,
+                                                                       written: str) -> None:
     """sac.encoder.pretrain_objective=autoencoder|contrastive with pretrain_random_episodes: the run records
     random-action episodes into <run dir>/pretrain_frames, pretrains the keypoint encoder on them and the
-    demos (no actions needed), trains frozen."""
+    demos (no actions needed), trains frozen. With pretrain_bc_steps, a BC fine-tune on the demos follows."""
     import copy
 
     from roborl.learners.encoders import read_encoder_meta
@@ -101,7 +103,8 @@ def test_train_pretrains_a_keypoint_encoder_on_demos_and_random_frames(tmp_path:
     cfg["store"] = {"online_capacity": 1000, "demos": [str(demos)]}
     cfg["sac"] = {"hidden": [32, 32], "batch_size": 16, "warmup_steps": 0, "bc_pretrain_steps": 5, "residual": True,
                   "encoder": {"channels": 8, "layers": 2, "feature_dim": 16, "downsample": 2, "pretrain_steps": 4,
-                              "arch": "keypoints", "pretrain_objective": objective, "pretrain_random_episodes": 2}}
+                              "arch": "keypoints", "pretrain_objective": objective, "pretrain_random_episodes": 2,
+                              "pretrain_bc_steps": bc_steps}}
     cfg["train"] = {**CFG["train"], "total_steps": 60, "checkpoint_every": 60}
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -111,7 +114,28 @@ def test_train_pretrains_a_keypoint_encoder_on_demos_and_random_frames(tmp_path:
     assert r.returncode == 0, r.stderr[-2000:]
     meta = read_encoder_meta(run / "encoder.safetensors")
     assert meta["objective"] == written and meta["arch"] == "keypoints"
+    if bc_steps:  # stage two: BC on the demos only, from stage one's file (kept next to it)
+        assert meta["init"] == str(run / "encoder_contrastive.safetensors") and len(meta["stores"]) == 1
+        assert "encoder fine-tuned (bc)" in r.stdout
+        meta = read_encoder_meta(run / "encoder_contrastive.safetensors")
     assert [s["episodes"] for s in meta["stores"]] == [2, 2] and meta["stores"][1]["path"].endswith("pretrain_frames")
     assert "random-action episodes" in r.stdout
     _, ck, step = load_checkpoint(run)
     assert step == 60 and ck["config"]["sac"]["encoder"]["arch"] == "keypoints"
+
+
+def test_bc_fine_tune_without_a_label_free_stage_is_refused_in_one_line(tmp_path: Path, gl_env: dict[str, str]) -> None:
+    import copy
+
+    demos = _collect_pixel_demos(tmp_path, gl_env)
+    cfg = copy.deepcopy(CFG)
+    cfg["store"] = {"online_capacity": 1000, "demos": [str(demos)]}
+    cfg["sac"] = {"hidden": [32, 32], "batch_size": 16, "warmup_steps": 0, "residual": True,
+                  "encoder": {"channels": 8, "layers": 2, "feature_dim": 16, "downsample": 2, "pretrain_steps": 4,
+                              "pretrain_objective": "bc", "pretrain_bc_steps": 3}}
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    r = subprocess.run([sys.executable, "-m", "roborl.cli", "train", str(path), f"run.dir={tmp_path / 'run'}"],
+                       env=gl_env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 2 and "pretrain_bc_steps" in r.stderr, r.stderr[-2000:]
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
