@@ -16,8 +16,8 @@ the ``proprio``-only and constant (``mean``) rows as the floor. One JSON line pe
 
 ``push``: roborl/Push-v0 in ``proprio+pixels`` mode with the 20 demos of demos/push_pixels, one run per
 (row, seed), one at a time, through the real runner (:class:`roborl.runners.off_policy.OffPolicyRunner`).
-Rows: ``recipe`` (configs/pixels_push.yaml: encoder BC-pretrained on the demo frames at startup, frozen,
-residual SAC over a BC base), ``bc_pixels`` (that config's BC base alone after pretraining, no RL) and
+Rows: ``recipe`` (configs/pixels_push.yaml: encoder pretrained on the demo frames at startup, contrastive
+then BC, frozen; residual SAC over a BC base), ``bc_pixels`` (that config's BC base alone after pretraining, no RL) and
 ``state_recipe`` (configs/default.yaml: the state-based default recipe with object and goal coordinates and
 HER, at the same budget). Per run: the in-run curve (20 episodes per eval), then ``--eval-episodes``
 held-out deterministic episodes (env seeds 20000..), wall time and the load average. One JSON line per run

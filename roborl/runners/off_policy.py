@@ -276,6 +276,11 @@ class OffPolicyRunner:
                 over.update(lr=1e-3, batch_size=64)  # the measured setting (BENCHMARKS.md, "Pixel Push")
             if ec.pretrain_val_episodes:
                 over.update(val_episodes=ec.pretrain_val_episodes, eval_every=max(1, ec.pretrain_steps // 8))
+                if ec.pretrain_objective == "contrastive" and ec.pretrain_bc_steps:
+                    # Hold the same episodes out of both stages, but keep stage one's last weights: its held-out
+                    # loss over a few episodes is flat and noisy past the first few hundred steps and picked
+                    # undertrained encoders (BENCHMARKS.md, "Pixel Push: an episode-contrastive encoder").
+                    over["eval_every"] = 0
             pcfg = build(EncoderPretrainConfig, {"steps": ec.pretrain_steps, "shared": ec.shared, "channels": ec.channels,
                                                  "layers": ec.layers, "feature_dim": ec.feature_dim,
                                                  "downsample": ec.downsample, "pad": ec.pad or 4, "seed": self.seed,
