@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
             torch.set_num_threads(args.threads)
         from roborl.runs import resolve_device
-        from roborl.runners.pretrain import pretrain_encoder
+        from roborl.runners.pretrain import LOSS_NAME, pretrain_encoder
 
         device = resolve_device(args.device)
         quiet = args.json or getattr(args, "quiet", False)
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(meta, indent=1))
             return 0
-        name = {"bc": "bc_loss", "autoencoder": "recon_loss", "contrastive": "nce_loss"}[cfg.objective]
+        name = LOSS_NAME[cfg.objective]
         val = "" if meta[f"val_{name}"] is None else f", held-out {meta[f'val_{name}']:.4f}"
         print(f"saved {args.out}: {meta['objective']} ({cfg.arch}), cameras {sorted(meta['input_shapes'])}, "
               f"{meta['demo_steps']} steps, {name.replace('_', ' ')} {meta[f'train_{name}']:.4f}{val} ({meta['seconds']} s)")

@@ -245,9 +245,10 @@ class OffPolicyRunner:
                                    device, prompt=lambda m: print(m, flush=True))
 
     def _pretrain_encoder(self) -> None:
-        """``<section>.encoder.pretrain_steps`` > 0 with no ``weights``: BC-pretrain the image encoder on the
-        demo partition once (:func:`roborl.runners.pretrain.pretrain_encoder`), save it as
-        ``<run dir>/encoder.safetensors`` (kept: a resume reuses it) and train with it frozen."""
+        """``<section>.encoder.pretrain_steps`` > 0 with no ``weights``: pretrain the image encoder once on the
+        demo partition (:func:`roborl.runners.pretrain.pretrain_encoder`; ``pretrain_objective``, then a BC
+        stage when ``pretrain_bc_steps``), save it as ``<run dir>/encoder.safetensors`` (kept: a resume reuses
+        it) and train with it frozen."""
         import dataclasses
 
         ec = getattr(self.lcfg, "encoder", None)
@@ -259,7 +260,7 @@ class OffPolicyRunner:
                 raise UsageError(f"{self.section}.encoder.pretrain_steps: pretraining needs demos (store.demos)")
             from roborl.config import build
             from roborl.learners.config import EncoderPretrainConfig
-            from roborl.runners.pretrain import pretrain_encoder
+            from roborl.runners.pretrain import LOSS_NAME, pretrain_encoder
 
             ae = ec.pretrain_objective == "autoencoder"
             label_free = ec.pretrain_objective in ("autoencoder", "contrastive")  # no actions needed
@@ -276,10 +277,10 @@ class OffPolicyRunner:
                 over.update(lr=1e-3, batch_size=64)  # the measured setting (BENCHMARKS.md, "Pixel Push")
             if ec.pretrain_val_episodes:
                 over.update(val_episodes=ec.pretrain_val_episodes, eval_every=max(1, ec.pretrain_steps // 8))
-                if ec.pretrain_objective == "contrastive" and ec.pretrain_bc_steps:
-                    # Hold the same episodes out of both stages, but keep stage one's last weights: its held-out
-                    # loss over a few episodes is flat and noisy past the first few hundred steps and picked
-                    # undertrained encoders (BENCHMARKS.md, "Pixel Push: an episode-contrastive encoder").
+                if ec.pretrain_objective == "contrastive":
+                    # Hold the episodes out (of a BC stage too), but keep the last weights: the held-out NCE over
+                    # a few episodes is flat and noisy past the first few hundred steps and picked undertrained
+                    # encoders (BENCHMARKS.md, "Pixel Push: an episode-contrastive encoder").
                     over["eval_every"] = 0
             pcfg = build(EncoderPretrainConfig, {"steps": ec.pretrain_steps, "shared": ec.shared, "channels": ec.channels,
                                                  "layers": ec.layers, "feature_dim": ec.feature_dim,
@@ -290,7 +291,7 @@ class OffPolicyRunner:
             if label_free and ec.pretrain_random_episodes:
                 stores.append(self._random_frames(ec.pretrain_random_episodes))
             log = None if os.environ.get("ROBORL_QUIET") else (lambda m: print(m, flush=True))
-            name = {"bc": "bc_loss", "autoencoder": "recon_loss", "contrastive": "nce_loss"}[ec.pretrain_objective]
+            name = LOSS_NAME[ec.pretrain_objective]
             chain = bool(ec.pretrain_bc_steps) and label_free
             first = path.with_name("encoder_" + ec.pretrain_objective + ".safetensors") if chain else path
             meta = pretrain_encoder(stores, first, pcfg, device=self.device, log=log)

@@ -18,7 +18,10 @@ import numpy as np
 from roborl.errors import UsageError
 from roborl.learners.config import EncoderPretrainConfig
 
-__all__ = ["DemoFrames", "camera_keys", "resolve_cameras", "load_demo_frames", "pretrain_encoder"]
+__all__ = ["DemoFrames", "LOSS_NAME", "camera_keys", "resolve_cameras", "load_demo_frames", "pretrain_encoder"]
+
+# EncoderPretrainConfig.objective -> the name of its loss in logs and metadata (train_<name>, val_<name>).
+LOSS_NAME: dict[str, str] = {"bc": "bc_loss", "autoencoder": "recon_loss", "contrastive": "nce_loss"}
 
 
 @dataclass
@@ -218,7 +221,7 @@ def pretrain_encoder(stores: Sequence[Any], out: str | Path, cfg: EncoderPretrai
     g = torch.Generator(device="cpu").manual_seed(cfg.seed)
     running, count = 0.0, 0
     every = max(1, cfg.steps // 10)
-    name = {"bc": "bc_loss", "autoencoder": "recon_loss", "contrastive": "nce_loss"}[cfg.objective]
+    name = LOSS_NAME[cfg.objective]
     best: tuple[float, int, dict[str, Any]] | None = None  # (held-out loss, step, model state)
     curve: list[list[float]] = []
     for step in range(1, cfg.steps + 1):
