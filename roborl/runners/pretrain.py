@@ -139,7 +139,9 @@ def load_demo_frames(stores: Sequence[Any], cameras: Sequence[str] = (), where: 
 def pretrain_encoder(stores: Sequence[Any], out: str | Path, cfg: EncoderPretrainConfig | None = None, *,
                      device: str = "cpu", init: str | Path | None = None,
                      log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Fit a :class:`~roborl.learners.encoders.BCPretrainer` on the stores' demo steps and write its
+    """Fit the pretrainer of ``cfg.objective`` (:data:`~roborl.learners.encoders.PRETRAINERS`: BC, spatial
+    autoencoder, or episode-contrastive, whose batches are two frames of each of several episodes) on the
+    stores' demo steps and write its
     encoder to ``out`` (safetensors; written to a temporary name, then renamed). ``init``: start from
     an encoder file (its input shapes and layout must match). Returns the metadata written."""
     import torch
