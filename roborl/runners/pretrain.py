@@ -141,9 +141,9 @@ def pretrain_encoder(stores: Sequence[Any], out: str | Path, cfg: EncoderPretrai
                      log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Fit the pretrainer of ``cfg.objective`` (:data:`~roborl.learners.encoders.PRETRAINERS`: BC, spatial
     autoencoder, or episode-contrastive, whose batches are two frames of each of several episodes) on the
-    stores' demo steps and write its
-    encoder to ``out`` (safetensors; written to a temporary name, then renamed). ``init``: start from
-    an encoder file (its input shapes and layout must match). Returns the metadata written."""
+    stores' demo steps and write its encoder to ``out`` (safetensors; written to a temporary name, then
+    renamed). ``init``: start from an encoder file (its input shapes and layout must match). Returns the
+    metadata written."""
     import torch
 
     from roborl.learners import encoders as E
