@@ -33,6 +33,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from roborl.learners.networks import mlp
+
 __all__ = ["image_keys", "vector_keys", "random_shift", "random_shift_reference", "ConvEncoder", "PixelEncoder",
            "SpatialSoftmax", "ENCODER_ARCHS", "EmbeddingCache", "save_encoder", "load_encoder_state", "read_encoder_meta",
            "load_encoder", "BCPretrainer", "SpatialAEPretrainer",
@@ -401,11 +403,7 @@ class BCPretrainer(nn.Module):
         self.vec_keys = vector_keys(spec)
         vec_dim = int(sum(int(torch.tensor(spec[k]).prod()) for k in self.vec_keys))
         self.normalizer = ObsNormalizer(vec_dim)
-        dims = [self.encoder.out_dim + vec_dim, *hidden]
-        mlp: list[nn.Module] = []
-        for a, b in zip(dims[:-1], dims[1:]):
-            mlp += [nn.Linear(a, b), nn.ReLU()]
-        self.head = nn.Sequential(*mlp, nn.Linear(dims[-1], act_dim))
+        self.head = mlp(self.encoder.out_dim + vec_dim, tuple(hidden), act_dim)
         self.opt = torch.optim.Adam(self.parameters(), lr=lr)
 
     def vector(self, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -459,13 +457,9 @@ class SpatialAEPretrainer(nn.Module):
         # Small objects (a cube of a few pixels) barely move a plain MSE; weighting the pixels that differ from
         # the background makes the keypoints find them. Reads images only: no labels.
         self.background: dict[str, torch.Tensor] = {}
-        dims = [feature_dim + vec_dim, *hidden]
-        self.decoders = nn.ModuleDict()
-        for k in self.encoder.keys:
-            mlp: list[nn.Module] = []
-            for a, b in zip(dims[:-1], dims[1:]):
-                mlp += [nn.Linear(a, b), nn.ReLU()]
-            self.decoders[_mod(k)] = nn.Sequential(*mlp, nn.Linear(dims[-1], self.encoder.shapes[k][0] * recon_size ** 2))
+        self.decoders = nn.ModuleDict(
+            {_mod(k): mlp(feature_dim + vec_dim, tuple(hidden), self.encoder.shapes[k][0] * recon_size ** 2)
+             for k in self.encoder.keys})
         self.opt = torch.optim.Adam(self.parameters(), lr=lr)
 
     def vector(self, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -543,11 +537,7 @@ class EpisodeContrastivePretrainer(nn.Module):
         self.vec_keys = vector_keys(spec)
         self.normalizer = ObsNormalizer(int(sum(math.prod(spec[k]) for k in self.vec_keys)))
         self.temperature = float(temperature)
-        dims = [self.encoder.out_dim, *hidden]
-        mlp: list[nn.Module] = []
-        for a, b in zip(dims[:-1], dims[1:]):
-            mlp += [nn.Linear(a, b), nn.ReLU()]
-        self.head = nn.Sequential(*mlp, nn.Linear(dims[-1], proj_dim))
+        self.head = mlp(self.encoder.out_dim, tuple(hidden), proj_dim)
         self.opt = torch.optim.Adam(self.parameters(), lr=lr)
 
     def vector(self, obs: Mapping[str, torch.Tensor]) -> torch.Tensor:
