@@ -21,12 +21,14 @@ the server's, which the learner never saw.
    episodes with ``--target-fpr``). Its metrics come from ``roborl reward eval --json`` on a
    separate store of frames rendered by the same env with *per-step true* success labels
    (``positives=step``): noisy expert episodes that rest at the goal and near misses.
-3. **SAC, residual over a BC base, from pixels** (``roborl train`` with ``env.id=robot://...``,
-   ``store.demos`` = the demos, ``reward.classifier`` = the model, a frozen image encoder
-   ``sac.encoder.weights``: ``--encoder PATH``, else the classifier's own conv encoder converted to
-   SAC's encoder format). The same recipe against a non-blind twin with the sim's true reward
-   (``--compare-true-reward``) gives the price of the learned reward. Each run gets its own server
-   and episode log; the success curve is the server's per-episode success against env steps.
+3. **SAC, residual over a BC base, from pixels** (``roborl train --config`` (default the shipped
+   configs/pixels_push.yaml) with ``env.id=robot://...``, ``store.demos`` = the demos, ``reward.classifier``
+   = the model, a frozen image encoder ``sac.encoder.weights``: by default the recipe's own encoder,
+   pretrained per seed on the blind demos' frames and actions (contrastive, then BC: what the config
+   does at startup, here on the full-length demos); ``--encoder PATH`` brings one). The same recipe
+   against a non-blind twin with the sim's true reward (``--compare-true-reward``) gives the price of
+   the learned reward. Each run gets its own server and episode log; the success curve is the
+   server's per-episode success against env steps.
 """
 from __future__ import annotations
 
@@ -414,6 +416,31 @@ def pretrain_encoder(args: argparse.Namespace, out: Path, episodes: int, steps: 
                                                               "ee_z"], err_cm)}}
 
 
+def pretrain_blind_encoder(args: argparse.Namespace, root: Path, seed: int) -> dict[str, Any]:
+    """The pixel recipe's encoder, pretrained on the demos collected through the blind server only
+    (``roborl encoder pretrain``, as configs/pixels_push.yaml's comment does by hand): contrastive (tell the
+    demo episodes apart) then BC from those weights, early-stopped on 4 held-out demos. Only frames and the
+    operator's actions: no sim state. The full-length demos (not the classifier-cut ones) are used."""
+    import yaml
+
+    enc = yaml.safe_load(Path(args.config).read_text())["sac"]["encoder"]
+    common = [f"arch={enc['arch']}", f"downsample={enc['downsample']}", f"feature_dim={enc['feature_dim']}",
+              f"channels={enc['channels']}", f"layers={enc['layers']}", f"seed={seed}", "batch_size=64",
+              f"val_episodes={enc['pretrain_val_episodes']}"]
+    first, out = root / f"encoder_contrastive_s{seed}.safetensors", root / f"encoder_s{seed}.safetensors"
+    t0 = time.perf_counter()
+    if not first.is_file():
+        cli("encoder", "pretrain", "--threads", "1", "--store", str(root / "demos"), "--out", str(first),
+            "objective=contrastive", f"steps={enc['pretrain_steps']}", "lr=1e-3", f"pad={enc['pad']}",
+            "eval_every=0", *common)
+    t1 = time.perf_counter()
+    if not out.is_file():
+        bc = enc["pretrain_bc_steps"]
+        cli("encoder", "pretrain", "--threads", "1", "--store", str(root / "demos"), "--out", str(out), "--init",
+            str(first), "objective=bc", f"steps={bc}", "lr=3e-4", "pad=2", f"eval_every={max(1, bc // 8)}", *common)
+    return {"file": str(out), "contrastive_s": round(t1 - t0, 1), "bc_s": round(time.perf_counter() - t1, 1)}
+
+
 def success_curve(per_episode: list[dict[str, Any]], every: int) -> tuple[list[dict[str, Any]], int | None]:
     """Server success rate of the episodes ending in each ``every``-step window, and the first env
     step from which a trailing 20-episode window is >= 90 % successful (None if never)."""
@@ -445,22 +472,33 @@ def train_rl(args: argparse.Namespace, root: Path, name: str, seed: int, demos: 
                 f"train.total_steps={args.rl_steps}", "train.eval_every=0", "train.eval_episodes=1",
                 "train.threads=1", f"train.log_every={max(100, args.rl_steps // 20)}",
                 f"train.checkpoint_every={args.rl_steps}", f"store.demos=[{demos}]", "store.allow_env_mismatch=true",
-                "store.sampler.kind=uniform", "store.sampler.demo_fraction=0.5", "store.sampler.n_step=3",
-                f"store.online_capacity={max(args.rl_steps + 1000, 10000)}",
-                "sac.hidden=[256,256]", f"sac.batch_size={args.batch_size}", "sac.gamma=0.95",
-                "sac.reward_scale=10.0", "sac.init_alpha=0.1", "sac.utd=1", "sac.actor_every=2",
-                "sac.layer_norm=true", "sac.warmup_steps=0", f"sac.bc_pretrain_steps={args.bc_steps}",
-                "sac.residual=true", "sac.residual_beta=0.3", "sac.residual_beta_final=2.0",
-                f"sac.residual_ramp_steps={max(1, int(0.6 * args.rl_steps))}",
-                f"sac.encoder.weights={encoder}", "sac.encoder.shared=true",
-                f"sac.encoder.cache_size={2 * (args.rl_steps + 5000)}"]
+                f"store.online_capacity={max(args.rl_steps + 1000, 10000)}", f"sac.encoder.weights={encoder}",
+                "sac.encoder.pretrain_steps=0", f"sac.encoder.cache_size={2 * (args.rl_steps + 5000)}"]
+        if args.config == "legacy":  # the first recipe measured here (BENCHMARKS.md): DrQ-layout encoder, UTD 1
+            over += ["store.sampler.kind=uniform", "store.sampler.demo_fraction=0.5", "store.sampler.n_step=3",
+                     "sac.hidden=[256,256]", f"sac.batch_size={args.batch_size}", "sac.gamma=0.95",
+                     "sac.reward_scale=10.0", "sac.init_alpha=0.1", "sac.utd=1", "sac.actor_every=2",
+                     "sac.layer_norm=true", "sac.warmup_steps=0", f"sac.bc_pretrain_steps={args.bc_steps}",
+                     "sac.residual=true", "sac.residual_beta=0.3", "sac.residual_beta_final=2.0",
+                     f"sac.residual_ramp_steps={max(1, int(0.6 * args.rl_steps))}", "sac.encoder.shared=true",
+                     "sac.encoder.arch=conv"]
+        else:  # the shipped pixel recipe; its env section is replaced by the server's robot:// env
+            over += list(args.rl_extra)
         if classifier is not None:
             thr = args.rl_threshold or json.loads((classifier / "reward_model.json").read_text())["threshold"]
             over += [f"reward.classifier={classifier}", f"reward.confirm_steps={args.confirm_steps}",
                      f"reward.threshold={min(max(thr, 1e-6), 1 - 1e-6)}"]
         else:
             over += ["env.terminate_on_success=true"]
-        out = cli("train", "/dev/null", *over)
+        cfg_file = "/dev/null"
+        if args.config != "legacy":
+            import yaml
+
+            recipe = yaml.safe_load(Path(args.config).read_text())
+            recipe["env"] = {}  # the sim's kwargs (obs_mode, cameras) are the server's business now
+            cfg_file = str(root / f"{name}.yaml")
+            Path(cfg_file).write_text(yaml.safe_dump(recipe))
+        out = cli("train", cfg_file, *over)
         summary = json.loads(out.stdout.strip().splitlines()[-1])
     finally:
         srv.close()
@@ -487,7 +525,7 @@ def main() -> None:
     p.add_argument("--demo-noise", type=float, default=0.1)
     p.add_argument("--heldout-noise", type=float, default=0.15)
     p.add_argument("--image-size", type=int, default=64)
-    p.add_argument("--cameras", nargs="+", default=["front"])
+    p.add_argument("--cameras", nargs="+", default=["front", "wrist"])
     p.add_argument("--episode-steps", type=int, default=50)
     p.add_argument("--server-hz", type=float, default=200.0)
     p.add_argument("--clf-steps", type=int, default=800)
@@ -499,13 +537,18 @@ def main() -> None:
     p.add_argument("--confirm-steps", type=int, default=2)
     p.add_argument("--rl-threshold", type=float, default=None, help="reward.threshold of the run (default: the model's).")
     p.add_argument("--encoder", default=None, help="A frozen SAC encoder file; 'pretrain': pretrain one in the sim "
-                   "(pretrain_encoder); default: the classifier's encoder (needs --clf-downsample 1).")
+                   "(pretrain_encoder, reads sim state); 'classifier': the classifier's encoder (needs "
+                   "--clf-downsample 1); default: the recipe's contrastive -> BC encoder on the blind demos, per seed.")
     p.add_argument("--pretrain-episodes", type=int, default=40)
     p.add_argument("--pretrain-steps", type=int, default=600)
     p.add_argument("--rl-steps", type=int, default=3000)
     p.add_argument("--bc-steps", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--config", default="configs/pixels_push.yaml",
+                   help="The SAC recipe (a run config; its env is replaced by the server's); 'legacy': the first "
+                   "override set measured here (UTD 1, batch --batch-size, DrQ-layout encoder).")
+    p.add_argument("--rl-extra", nargs="*", default=[], help="More key=value overrides of the run config.")
     p.add_argument("--compare-true-reward", action="store_true")
     p.add_argument("--skip-rl", action="store_true")
     args = p.parse_args()
@@ -534,7 +577,10 @@ def main() -> None:
         cli("reward", "train", *stores, "--out", str(clf), "positives=final", f"final_k={args.hold}",
             f"steps={args.clf_steps}", f"batch_size={args.clf_batch}", f"downsample={args.clf_downsample}",
             *args.clf_extra,
-            *([f"target_fpr={args.target_fpr}", "val_fraction=0.2"] if args.target_fpr >= 0 else ["val_fraction=0"]),
+            # Calibrated on the near-miss (FAILURE) episodes' frames only: frames of a demo before its labelled
+            # tail can already show success (the operator holds before pressing SUCCESS).
+            *([f"target_fpr={args.target_fpr}", "val_fraction=0.2", "calibrate_on=failed_episodes"]
+              if args.target_fpr >= 0 else ["val_fraction=0"]),
             "threads=1")
         res["classifier_train_s"] = round(time.perf_counter() - t0, 1)
     meta = json.loads((clf / "reward_model.json").read_text())
@@ -554,11 +600,13 @@ def main() -> None:
             enc = root / "encoder_pretrained.safetensors"
             if not enc.is_file():
                 res["encoder_pretrain"] = pretrain_encoder(args, enc, args.pretrain_episodes, args.pretrain_steps)
+        elif args.encoder == "classifier":
+            enc = classifier_to_sac_encoder(clf, root / "encoder.safetensors", list(meta["cameras"]))
         elif args.encoder:
             enc = Path(args.encoder)
         else:
-            enc = classifier_to_sac_encoder(clf, root / "encoder.safetensors", list(meta["cameras"]))
-        res["encoder"] = str(enc)
+            enc = None  # per seed, below
+        res["encoder"] = str(enc) if enc else "contrastive -> bc on the blind demos, per seed"
         res["runs"] = []
         if not (root / "demos_rewarded").is_dir():
             res["demos_rewarded"] = reward_demos(root / "demos", root / "demos_rewarded", clf, args.confirm_steps,
@@ -568,10 +616,14 @@ def main() -> None:
                                                        blind=False)
         print(json.dumps({k: res.get(k) for k in ("encoder", "encoder_pretrain")}), file=sys.stderr, flush=True)
         for seed in args.seeds:
-            res["runs"].append(train_rl(args, root, f"rl_classifier_s{seed}", seed, root / "demos_rewarded", enc, clf))
+            enc_s = enc
+            if enc_s is None:
+                res.setdefault("encoder_pretrain", {})[seed] = pre = pretrain_blind_encoder(args, root, seed)
+                enc_s = Path(pre["file"])
+            res["runs"].append(train_rl(args, root, f"rl_classifier_s{seed}", seed, root / "demos_rewarded", enc_s, clf))
             print(json.dumps(res["runs"][-1]), file=sys.stderr, flush=True)
             if args.compare_true_reward:
-                res["runs"].append(train_rl(args, root, f"rl_true_s{seed}", seed, root / "demos_true", enc, None))
+                res["runs"].append(train_rl(args, root, f"rl_true_s{seed}", seed, root / "demos_true", enc_s, None))
                 print(json.dumps(res["runs"][-1]), file=sys.stderr, flush=True)
     res["wall_s"] = round(time.perf_counter() - t_all, 1)
     res["load_avg_end"] = os.getloadavg()

@@ -87,5 +87,11 @@ class ClassifierTrainConfig:
                                                "threshold (never below `threshold`) whose validation false-positive "
                                                "rate is <= this; null = keep `threshold`. Needs val_fraction > 0.",
                                      check=lambda v: None if v is None or 0.0 <= v < 1.0 else "must be in [0, 1)")
+    calibrate_on: Literal["negatives", "failed_episodes"] = field(
+        "negatives", doc="Which held-out frames `target_fpr` is measured on: every negative frame, or only the frames "
+                         "of held-out episodes with no positive frame at all (operator-labelled failures). With "
+                         "positives=final, frames of a successful episode before its labelled tail can already show "
+                         "success (the scene sits at the goal while the operator waits to press SUCCESS): counted as "
+                         "negatives they push the threshold up and cost recall.")
     seed: int = field(0, doc="Seed of the split, the initialisation and the sampling.", check=non_negative)
     threads: int = field(1, doc="torch CPU threads.", check=positive)

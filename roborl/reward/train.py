@@ -42,6 +42,16 @@ def calibrate_threshold(neg_probs: np.ndarray, target_fpr: float, floor: float) 
     return float(min(max(t, floor), 1.0 - 1e-6))
 
 
+def calibration_negatives(fs: FrameSet, on: str) -> np.ndarray:
+    """bool [N]: the frames ``target_fpr`` is calibrated on. ``negatives``: every negative frame;
+    ``failed_episodes``: the frames of episodes with no positive frame at all (see
+    ClassifierTrainConfig.calibrate_on)."""
+    neg = ~fs.labels
+    if on == "failed_episodes":
+        neg &= ~np.isin(fs.episode, fs.episode[fs.labels])
+    return neg
+
+
 def split_episodes(episode: np.ndarray, labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(train mask, val mask) bool [N]: a random ``fraction`` of the episodes is held out (frames of one
     episode are strongly correlated, so a frame-level split would overstate accuracy). The held-out
@@ -155,11 +165,13 @@ def train_classifier(stores: Sequence[str | Path], out: str | Path, cfg: Classif
     if len(val_fs):
         vp = _probs(model, val_fs)
         if cfg.target_fpr is not None:
-            if not (~val_fs.labels).any():
-                raise UsageError("reward: target_fpr needs negative frames in the held-out episodes (raise val_fraction)")
-            threshold = calibrate_threshold(vp[~val_fs.labels], cfg.target_fpr, cfg.threshold)
-            metrics["calibration"] = {"target_fpr": cfg.target_fpr, "val_negatives": int((~val_fs.labels).sum()),
-                                      "threshold": threshold}
+            neg = calibration_negatives(val_fs, cfg.calibrate_on)
+            if not neg.any():
+                raise UsageError(f"reward: target_fpr needs negative frames in the held-out episodes "
+                                 f"(calibrate_on={cfg.calibrate_on}; raise val_fraction or add failed episodes)")
+            threshold = calibrate_threshold(vp[neg], cfg.target_fpr, cfg.threshold)
+            metrics["calibration"] = {"target_fpr": cfg.target_fpr, "calibrate_on": cfg.calibrate_on,
+                                      "val_negatives": int(neg.sum()), "threshold": threshold}
         metrics["val"] = binary_metrics(vp, val_fs.labels, threshold)
     elif cfg.target_fpr is not None:
         raise UsageError("reward: target_fpr needs held-out episodes (set val_fraction > 0)")

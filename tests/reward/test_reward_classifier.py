@@ -169,3 +169,25 @@ def test_calibrated_threshold_meets_the_target_on_its_negatives() -> None:
             # The lowest such threshold: any lower candidate (a negative's score >= 0.5) breaks the target.
             lower = neg[(neg < t) & (neg >= 0.5)]
             assert all(np.mean(neg > c) > target for c in lower)
+
+
+def test_calibration_on_failed_episodes_uses_only_their_frames(tmp_path: Path) -> None:
+    from roborl.reward.train import calibration_negatives
+
+    # 'final' labels only the tail of an episode whose last step succeeds: its earlier frames are
+    # negatives by the rule even where they show success.
+    store = write_store(tmp_path / "s", episodes=12, seed=3, p_success=0.5, horizon=6)
+    fs = load_frames([store], rule="final", final_k=2)
+    ok_eps = set(fs.episode[fs.labels].tolist())
+    assert ok_eps and len(ok_eps) < len(set(fs.episode.tolist()))  # both kinds present
+    all_neg = calibration_negatives(fs, "negatives")
+    failed = calibration_negatives(fs, "failed_episodes")
+    assert np.array_equal(all_neg, ~fs.labels)
+    assert np.array_equal(failed, ~np.isin(fs.episode, list(ok_eps)))
+    assert failed.sum() < all_neg.sum() and not (failed & fs.labels).any()
+    # Through training: the calibration reports the frames it used.
+    cfg = ClassifierTrainConfig(steps=2, batch_size=8, positives="final", final_k=2, val_fraction=0.5,
+                                target_fpr=0.1, calibrate_on="failed_episodes", channels=4, feature_dim=4)
+    meta = train_classifier([store], tmp_path / "m", cfg)
+    cal = meta["metrics"]["calibration"]
+    assert cal["calibrate_on"] == "failed_episodes" and 0 < cal["val_negatives"] < meta["metrics"]["val"]["negatives"]
