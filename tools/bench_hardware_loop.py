@@ -29,6 +29,9 @@ the server's, which the learner never saw.
    against a non-blind twin with the sim's true reward (``--compare-true-reward``) gives the price of
    the learned reward. Each run gets its own server and episode log; the success curve is the
    server's per-episode success against env steps.
+4. **Held-out evaluation** (``--final-eval N``, default 200): each run's final checkpoint, deterministic,
+   on N episodes with reset seeds 20000.. through a fresh blind server; the server's log scores them.
+   ``--eval-only`` re-evaluates finished runs without training them again.
 """
 from __future__ import annotations
 
@@ -46,6 +49,7 @@ from typing import Any
 import numpy as np
 
 ENV_ID = "roborl/Push-v0"
+HELD_OUT_SEED = 20_000  # held-out episodes reset with seeds 20000.. (as tools/bench_sac.py)
 
 
 def free_port() -> int:
@@ -515,6 +519,47 @@ def train_rl(args: argparse.Namespace, root: Path, name: str, seed: int, demos: 
             "final_eval_episode_success": bool(per[-1]["success"]) if per else None}
 
 
+def final_eval(args: argparse.Namespace, root: Path, name: str) -> dict[str, Any]:
+    """The run's final checkpoint, deterministic, on ``--final-eval`` held-out episodes (reset seeds
+    20000..) through a fresh *blind* server: no classifier, no early end, 50-step episodes. The server's
+    log says whether the cube ever reached the goal (``ever_success``: what ``roborl eval`` and every
+    other held-out figure in BENCHMARKS.md count, and what a run that ends episodes on success asks
+    for) and whether it still sits there after the 50 steps (``success_at_end``: stricter, since the
+    policy was never trained to hold the cube after the episode would have ended)."""
+    import shutil
+
+    log = root / f"eval_{name}"
+    shutil.rmtree(log, ignore_errors=True)
+    srv = Server(args, log, blind=True)
+    t0 = time.perf_counter()
+    try:
+        out = cli("eval", str(root / name), "--env", srv.url, "--episodes", str(args.final_eval), "--seed",
+                  str(HELD_OUT_SEED), "--json")
+        client = json.loads(out.stdout.strip().splitlines()[-1])
+    finally:
+        srv.close()
+    truth = srv.stats()
+    per = [e for e in truth["per_episode"] if int(e["steps"]) > 0]
+    n = len(per)
+    ok = sum(bool(e["success"]) for e in per)
+    lo, hi = wilson(ok, n)
+    ever = sum(bool(e["ever_success"]) for e in per)
+    return {"run": name, "episodes": n, "success": round(ever / n, 4) if n else None,
+            "success_ci95": list(wilson(ever, n)), "success_at_end": round(ok / n, 4) if n else None,
+            "success_at_end_ci95": [lo, hi], "client_reward_mean": client.get("return_mean"),
+            "wall_s": round(time.perf_counter() - t0, 1)}
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion k/n."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = k / n
+    c = (p + z * z / (2 * n)) / (1 + z * z / n)
+    h = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (round(float(c - h), 4), round(float(c + h), 4))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dir", default="/tmp/bench_hwloop", help="Work directory (stores, models, runs, server logs).")
@@ -551,6 +596,10 @@ def main() -> None:
     p.add_argument("--rl-extra", nargs="*", default=[], help="More key=value overrides of the run config.")
     p.add_argument("--compare-true-reward", action="store_true")
     p.add_argument("--skip-rl", action="store_true")
+    p.add_argument("--final-eval", type=int, default=200,
+                   help="Held-out episodes for each run's final checkpoint through a fresh blind server (0 = off).")
+    p.add_argument("--eval-only", action="store_true",
+                   help="Skip training where the run directory already has a checkpoint; only the final evaluation.")
     args = p.parse_args()
     os.environ.setdefault("MUJOCO_GL", "osmesa")
     os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
@@ -620,11 +669,17 @@ def main() -> None:
             if enc_s is None:
                 res.setdefault("encoder_pretrain", {})[seed] = pre = pretrain_blind_encoder(args, root, seed)
                 enc_s = Path(pre["file"])
-            res["runs"].append(train_rl(args, root, f"rl_classifier_s{seed}", seed, root / "demos_rewarded", enc_s, clf))
-            print(json.dumps(res["runs"][-1]), file=sys.stderr, flush=True)
+            names = [(f"rl_classifier_s{seed}", root / "demos_rewarded", clf)]
             if args.compare_true_reward:
-                res["runs"].append(train_rl(args, root, f"rl_true_s{seed}", seed, root / "demos_true", enc_s, None))
-                print(json.dumps(res["runs"][-1]), file=sys.stderr, flush=True)
+                names.append((f"rl_true_s{seed}", root / "demos_true", None))
+            for name, demo_store, model in names:
+                trained = (root / name / "checkpoints" / "latest").exists()
+                if not (args.eval_only and trained):
+                    res["runs"].append(train_rl(args, root, name, seed, demo_store, enc_s, model))
+                    print(json.dumps(res["runs"][-1]), file=sys.stderr, flush=True)
+                if args.final_eval:
+                    res.setdefault("final_eval", []).append(final_eval(args, root, name))
+                    print(json.dumps(res["final_eval"][-1]), file=sys.stderr, flush=True)
     res["wall_s"] = round(time.perf_counter() - t_all, 1)
     res["load_avg_end"] = os.getloadavg()
     print(json.dumps(res, indent=1))
