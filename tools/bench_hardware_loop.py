@@ -528,6 +528,8 @@ def final_eval(args: argparse.Namespace, root: Path, name: str) -> dict[str, Any
     policy was never trained to hold the cube after the episode would have ended)."""
     import shutil
 
+    from roborl.eval.episodes import wilson_interval
+
     log = root / f"eval_{name}"
     shutil.rmtree(log, ignore_errors=True)
     srv = Server(args, log, blind=True)
@@ -541,23 +543,13 @@ def final_eval(args: argparse.Namespace, root: Path, name: str) -> dict[str, Any
     truth = srv.stats()
     per = [e for e in truth["per_episode"] if int(e["steps"]) > 0]
     n = len(per)
-    ok = sum(bool(e["success"]) for e in per)
-    lo, hi = wilson(ok, n)
     ever = sum(bool(e["ever_success"]) for e in per)
+    at_end = sum(bool(e["success"]) for e in per)
     return {"run": name, "episodes": n, "success": round(ever / n, 4) if n else None,
-            "success_ci95": list(wilson(ever, n)), "success_at_end": round(ok / n, 4) if n else None,
-            "success_at_end_ci95": [lo, hi], "client_reward_mean": client.get("return_mean"),
-            "wall_s": round(time.perf_counter() - t0, 1)}
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion k/n."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = k / n
-    c = (p + z * z / (2 * n)) / (1 + z * z / n)
-    h = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (round(float(c - h), 4), round(float(c + h), 4))
+            "success_ci95": [round(x, 4) for x in wilson_interval(ever, n)],
+            "success_at_end": round(at_end / n, 4) if n else None,
+            "success_at_end_ci95": [round(x, 4) for x in wilson_interval(at_end, n)],
+            "client_reward_mean": client.get("return_mean"), "wall_s": round(time.perf_counter() - t0, 1)}
 
 
 def main() -> None:

@@ -221,15 +221,6 @@ def test_bench_success_curve_and_steps_to_90() -> None:
     assert reach == 500 + 20 * 18
 
 
-def test_bench_wilson_interval() -> None:
-    b = _bench()
-    lo, hi = b.wilson(180, 200)  # 0.90 on 200 episodes: the textbook Wilson interval is [0.851, 0.934]
-    assert abs(lo - 0.8506) < 1e-3 and abs(hi - 0.9343) < 1e-3
-    assert b.wilson(0, 0) == (0.0, 1.0)
-    lo, hi = b.wilson(200, 200)
-    assert hi == 1.0 and 0.98 < lo < 1.0
-
-
 def test_bench_classifier_encoder_converts_to_sac_layout(tmp_path: Path) -> None:
     import torch
 
