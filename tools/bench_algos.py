@@ -15,13 +15,15 @@ every trained policy is evaluated deterministically on the same ``--eval-episode
 Example:
     python tools/bench_algos.py --pairs a2c trpo --seeds 0 1 2 --steps 20000
 
-Prints one JSON object. Not a CI test. Both sides get the same env (gymnasium Pendulum-v1), networks
+Prints one JSON object. Not a CI test. Both sides get the same env (``--env``, default Pendulum-v1), networks
 (``--hidden``), batch, learning rates, warmup, Gaussian exploration noise 0.1, tau 0.005, gamma 0.99,
 one update per env step, one thread; each trained policy is evaluated deterministically on the same
 ``--eval-episodes`` reset seeds. Ours runs through the real off-policy runner (store on disk, eval, checkpoints).
 
 Example:
     python tools/bench_algos.py --algos td3 ddpg --seeds 0 --steps 4000
+    python tools/bench_algos.py --algos td3 --sides ours --env HalfCheetah-v5 --steps 100000 \\
+        --hidden 256 256 --batch 256 --warmup 10000
 """
 from __future__ import annotations
 
@@ -47,7 +49,8 @@ def _machine() -> str:
     return f"{platform.machine()} {os.cpu_count()} cpu, torch {torch.__version__}, cuda={torch.cuda.is_available()}"
 
 
-def ours(algo: str, seed: int, steps: int, hidden: list[int], batch: int, lr: float, warmup: int, episodes: int) -> dict:
+def ours(algo: str, seed: int, steps: int, hidden: list[int], batch: int, lr: float, warmup: int, episodes: int,
+         env_id: str = "Pendulum-v1") -> dict:
     from roborl import config as C
     from roborl.eval.episodes import run_episodes
     from roborl.runners.config import RunConfig
@@ -55,7 +58,7 @@ def ours(algo: str, seed: int, steps: int, hidden: list[int], batch: int, lr: fl
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = C.load(RunConfig, None, [
-            "env.id=Pendulum-v1", f"run.dir={tmp}", f"run.seed={seed}", f"train.algo={algo}", f"train.total_steps={steps}",
+            f"env.id={env_id}", f"run.dir={tmp}", f"run.seed={seed}", f"train.algo={algo}", f"train.total_steps={steps}",
             "train.eval_every=0", "train.eval_episodes=1", f"train.checkpoint_every={steps}", "train.log_every=1000",
             "store.sampler.demo_fraction=0", "store.sampler.kind=uniform", f"{algo}.hidden={hidden}",
             f"{algo}.batch_size={batch}", f"{algo}.actor_lr={lr}", f"{algo}.critic_lr={lr}", f"{algo}.warmup_steps={warmup}"])
@@ -68,7 +71,8 @@ def ours(algo: str, seed: int, steps: int, hidden: list[int], batch: int, lr: fl
     return {"return": round(float(res.return_mean), 1), "wall_s": round(wall, 1)}
 
 
-def sb3(algo: str, seed: int, steps: int, hidden: list[int], batch: int, lr: float, warmup: int, episodes: int) -> dict:
+def sb3(algo: str, seed: int, steps: int, hidden: list[int], batch: int, lr: float, warmup: int, episodes: int,
+        env_id: str = "Pendulum-v1") -> dict:
     import gymnasium as gym
 
     try:
@@ -79,7 +83,7 @@ def sb3(algo: str, seed: int, steps: int, hidden: list[int], batch: int, lr: flo
         raise SystemExit(2) from None
     from stable_baselines3.common.noise import NormalActionNoise
 
-    env = gym.make("Pendulum-v1")
+    env = gym.make(env_id)
     act = env.action_space
     # Our noise std 0.1 is on actions scaled to [-1, 1]; SB3 adds its noise on the same scaled actions.
     noise = NormalActionNoise(np.zeros(act.shape), 0.1 * np.ones(act.shape))
@@ -91,7 +95,7 @@ def sb3(algo: str, seed: int, steps: int, hidden: list[int], batch: int, lr: flo
     model.learn(total_timesteps=steps)
     wall = time.time() - t0
     rets = []
-    eval_env = gym.make("Pendulum-v1")
+    eval_env = gym.make(env_id)
     for i in range(episodes):
         obs, _ = eval_env.reset(seed=EVAL_SEED + i)
         done, total = False, 0.0
@@ -326,18 +330,20 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=500)
     ap.add_argument("--eval-episodes", type=int, default=10)
     ap.add_argument("--sides", nargs="+", default=["ours", "sb3"], choices=["ours", "sb3"])
+    ap.add_argument("--env", default="Pendulum-v1", help="gymnasium env id (e.g. HalfCheetah-v5)")
     a = ap.parse_args()
     torch.set_num_threads(1)
-    out: dict = {"machine": _machine(), "env": "Pendulum-v1", "steps": a.steps, "hidden": a.hidden, "batch": a.batch,
+    out: dict = {"machine": _machine(), "load_avg": os.getloadavg(), "env": a.env, "steps": a.steps, "hidden": a.hidden, "batch": a.batch,
                  "lr": a.lr, "warmup": a.warmup, "eval_episodes": a.eval_episodes, "results": {}}
     for algo in a.algos:
         for side in a.sides:
             fn = ours if side == "ours" else sb3
-            rows = [fn(algo, s, a.steps, a.hidden, a.batch, a.lr, a.warmup, a.eval_episodes) for s in a.seeds]
+            rows = [fn(algo, s, a.steps, a.hidden, a.batch, a.lr, a.warmup, a.eval_episodes, a.env) for s in a.seeds]
             out["results"][f"{algo}/{side}"] = {"seeds": a.seeds, "returns": [r["return"] for r in rows],
                                                 "return_mean": round(float(np.mean([r["return"] for r in rows])), 1),
                                                 "wall_s": [r["wall_s"] for r in rows]}
             print(json.dumps({algo: side, **out["results"][f"{algo}/{side}"]}), file=sys.stderr, flush=True)
+    out["load_avg_end"] = os.getloadavg()
     print(json.dumps(out))
 
 
