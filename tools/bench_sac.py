@@ -82,7 +82,8 @@ COMPILE_S: dict[str, float] = {}  # sac.compile=on: seconds of the first (compil
 
 
 def bench_ours_updates(rows, env_id: str, updates: int, device: str = "cpu", actor_every: int = 1,
-                       precision: str = "fp32", compile: str = "off") -> float:
+                       precision: str = "fp32", compile: str = "off", extra: dict | None = None) -> float:
+    """Updates/s of our SAC on ``rows``; ``extra`` adds SACConfig fields (e.g. ``{"n_critics": 10}``)."""
     import gymnasium as gym
 
     from roborl.config import build
@@ -104,7 +105,7 @@ def bench_ours_updates(rows, env_id: str, updates: int, device: str = "cpu", act
         sampler = Sampler(store, build(SamplerConfig, {}), device=device, seed=0)
         learner = SAC(env.observation_space.shape[0], env.action_space.shape[0],
                       build(SACConfig, {"normalize_obs": False, "actor_every": actor_every,
-                                          "precision": precision, "compile": compile}), device)
+                                          "precision": precision, "compile": compile, **(extra or {})}), device)
         t = time.perf_counter()
         learner.update(sampler.sample(256, gamma=0.99))
         if compile == "on":
@@ -217,12 +218,16 @@ def part_throughput(args) -> dict:
             res["roborl_bf16_compiled"].append(
                 bench_ours_updates(rows, env_id, args.updates, precision="bf16", compile="on"))
             res["roborl_actor_every2"].append(bench_ours_updates(rows, env_id, args.updates, actor_every=2))
+            for n in args.critics:  # the RLPD/REDQ ensemble: n critics, the target's min over a random pair
+                res.setdefault(f"roborl_critics_{n}", []).append(
+                    bench_ours_updates(rows, env_id, args.updates, extra={"n_critics": n, "critic_subset": 2}))
         m: dict = {k: round(float(np.median(v)), 1) for k, v in res.items()}
         # Median of per-repeat ratios: each repeat's sides ran back to back under the same load.
         sb3 = np.array(res["sb3"])
         for k, name in (("roborl", "speedup_same_work"), ("roborl_compiled", "speedup_compiled"),
                         ("roborl_bf16", "speedup_bf16"), ("roborl_bf16_compiled", "speedup_bf16_compiled"),
-                        ("roborl_actor_every2", "speedup_actor_every2")):
+                        ("roborl_actor_every2", "speedup_actor_every2"),
+                        *((f"roborl_critics_{n}", f"speedup_critics_{n}") for n in args.critics)):
             m[name] = round(float(np.median(np.array(res[k]) / sb3)), 2)
         # The compute bound: the update's matmul FLOPs at this thread count's measured GEMM rate.
         flops = update_flops(rows[0][0].shape[0], rows[0][1].shape[0])
@@ -530,6 +535,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--loop-steps", type=int, default=1000)
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="throughput: torch thread counts")
+    p.add_argument("--critics", type=int, nargs="*", default=[],
+                   help="throughput: also time our SAC with these critic-ensemble sizes (target min over a random pair)")
     p.add_argument("--skip-loop", action="store_true")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--steps", type=int, default=None, help="env steps (ablation/halfcheetah: 20000/100000; "
