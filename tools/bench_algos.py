@@ -78,7 +78,7 @@ def sb3(algo: str, seed: int, steps: int, hidden: list[int], batch: int, lr: flo
     try:
         from stable_baselines3 import DDPG, TD3
     except ImportError:
-        print("bench_algos: the SB3 side needs stable-baselines3 (pip install stable-baselines3), or pass --sides ours",
+        print("bench_algos: the SB3 side needs stable-baselines3 (pip install 'roborl[bench]'), or pass --sides ours",
               file=sys.stderr)
         raise SystemExit(2) from None
     from stable_baselines3.common.noise import NormalActionNoise
@@ -173,7 +173,7 @@ def _sb3_train(kind: str, env_id: str, seed: int, steps: int, hidden: list[int],
         from stable_baselines3 import A2C, DQN
         from stable_baselines3.common.env_util import make_vec_env
     except ImportError:
-        print("bench_algos: the peer side needs stable-baselines3 (pip install stable-baselines3)", file=sys.stderr)
+        print("bench_algos: the peer side needs stable-baselines3 (pip install 'roborl[bench]')", file=sys.stderr)
         raise SystemExit(2) from None
     t0 = time.time()
     if kind == "a2c":  # SB3 defaults (RMSprop, n_steps 5), 8 envs as ours
@@ -183,7 +183,7 @@ def _sb3_train(kind: str, env_id: str, seed: int, steps: int, hidden: list[int],
         try:
             from sb3_contrib import TRPO
         except ImportError:
-            print("bench_algos: the trpo peer needs sb3-contrib (pip install sb3-contrib)", file=sys.stderr)
+            print("bench_algos: the trpo peer needs sb3-contrib (pip install 'roborl[bench]')", file=sys.stderr)
             raise SystemExit(2) from None
         # sb3-contrib defaults (n_steps 2048 on one env, batch 128, KL 0.01, 15 CG steps, damping 0.1);
         # 8 envs x 256 steps = the same 2048-step batch as ours.
@@ -213,7 +213,7 @@ def _sb3_dqn_arm(env_cfg_over: list[str], seed: int, steps: int, hidden: list[in
     try:
         from stable_baselines3 import DQN
     except ImportError:
-        print("bench_algos: the peer side needs stable-baselines3 (pip install stable-baselines3)", file=sys.stderr)
+        print("bench_algos: the peer side needs stable-baselines3 (pip install 'roborl[bench]')", file=sys.stderr)
         raise SystemExit(2) from None
     cfg = C.load(RunConfig, None, env_cfg_over)
     t0 = time.time()
