@@ -37,17 +37,19 @@ def mlp(inp: int, hidden: tuple[int, ...], out: int, layer_norm: bool = False, o
     return nn.Sequential(*layers)
 
 
-def fp32_head(head: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def fp32_head(head: nn.Module, x: torch.Tensor, *args: Any) -> torch.Tensor:
     """Apply an output layer in float32, also under bfloat16 autocast (``SACConfig.precision``).
 
     Hidden layers may run in bf16 (most of the FLOPs), but Q values feed TD errors whose useful
     part is ~1e-3 of |Q|, below bf16's 8-bit mantissa, and the actor's mean/log-std feed log-probs;
     the output layers are a tiny share of the work, so they stay exact.
     """
-    if x.dtype == torch.float32:
-        return head(x)
+    # Test autocast itself, not x's dtype: LayerNorm's output is float32 under autocast, and autocast
+    # would still cast the head's matmul to bf16.
+    if x.dtype == torch.float32 and not torch.is_autocast_enabled(x.device.type):
+        return head(x, *args)
     with torch.autocast(x.device.type, enabled=False):
-        return head(x.float())
+        return head(x.float(), *args)
 
 
 class EnsembleLinear(nn.Module):
@@ -62,8 +64,11 @@ class EnsembleLinear(nn.Module):
         nn.init.uniform_(self.weight, -bound, bound)
         nn.init.uniform_(self.bias, -bound, bound)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.baddbmm(self.bias, x, self.weight)
+    def forward(self, x: torch.Tensor, members: torch.Tensor | None = None) -> torch.Tensor:
+        """members: indices [k] of the members to run (x is then [k, B, in]); None runs all N."""
+        if members is None:
+            return torch.baddbmm(self.bias, x, self.weight)
+        return torch.baddbmm(self.bias.index_select(0, members), x, self.weight.index_select(0, members))
 
 
 class EnsembleLayerNorm(nn.Module):
@@ -75,12 +80,21 @@ class EnsembleLayerNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(n, 1, d))
         self.d = d
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.addcmul(self.bias, F.layer_norm(x, (self.d,)), self.weight)  # one fused op for the affine
+    def forward(self, x: torch.Tensor, members: torch.Tensor | None = None) -> torch.Tensor:
+        """members: as in :class:`EnsembleLinear`."""
+        w, b = self.weight, self.bias
+        if members is not None:
+            w, b = w.index_select(0, members), b.index_select(0, members)
+        return torch.addcmul(b, F.layer_norm(x, (self.d,)), w)  # one fused op for the affine
 
 
 class CriticEnsemble(nn.Module):
-    """N Q-functions Q_i(s, a). forward(obs [B, O], act [B, A]) -> q [N, B]."""
+    """N Q-functions Q_i(s, a). forward(obs [B, O], act [B, A]) -> q [N, B].
+
+    ``forward(..., members=idx)`` runs only the members ``idx`` [k] and returns q [k, B], equal to
+    ``forward(obs, act).index_select(0, idx)``: REDQ/RLPD's target needs 2 of 10 critics, and running
+    the other 8 only to drop them was ~a sixth of an update's matmuls.
+    """
 
     def __init__(self, n: int, obs_dim: int, act_dim: int, hidden: tuple[int, ...], layer_norm: bool = False) -> None:
         super().__init__()
@@ -98,12 +112,16 @@ class CriticEnsemble(nn.Module):
         # A plain tuple (not registered again) so forward doesn't rebuild a Sequential per call.
         self._layers = tuple(self.net)
 
-    def forward(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+    def forward(self, obs: torch.Tensor, act: torch.Tensor, members: torch.Tensor | None = None) -> torch.Tensor:
         x = torch.cat([obs, act], dim=-1)
-        x = x.unsqueeze(0).expand(self.n, *x.shape)
+        x = x.unsqueeze(0).expand(self.n if members is None else members.shape[0], *x.shape)
+        if members is None:
+            for layer in self._layers[:-1]:
+                x = layer(x)
+            return fp32_head(self._layers[-1], x).squeeze(-1)
         for layer in self._layers[:-1]:
-            x = layer(x)
-        return fp32_head(self._layers[-1], x).squeeze(-1)
+            x = layer(x, members) if isinstance(layer, (EnsembleLinear, EnsembleLayerNorm)) else layer(x)
+        return fp32_head(self._layers[-1], x, members).squeeze(-1)
 
 
 class TanhGaussianActor(nn.Module):

@@ -303,11 +303,9 @@ class SAC(nn.Module):
         with torch.no_grad(), self._autocast():
             # DrQ: the actor reads the online encoder's features of s', the target critic its target encoder's.
             next_a, next_logp, _ = self.policy(next_obs, base_in=f_next.get("base"))
-            q_next = self.critic_target(f_next["target"], next_a)  # [N, B]
-            if c.n_critics > 2:
-                # REDQ / RLPD: min over a random subset of the ensemble (Chen 2021; Ball 2023).
-                idx = torch.randperm(c.n_critics, device=q_next.device)[: c.critic_subset]
-                q_next = q_next.index_select(0, idx)
+            # REDQ / RLPD: min over a random subset of the ensemble (Chen 2021; Ball 2023); only that subset runs.
+            idx = (torch.randperm(c.n_critics, device=next_a.device)[: c.critic_subset] if c.n_critics > 2 else None)
+            q_next = self.critic_target(f_next["target"], next_a, members=idx)  # [N or k, B]
             target = soft_td_target(batch.reward * c.reward_scale, batch.discount, q_next.min(0).values, next_logp, alpha)
         with self._autocast():
             q = self.critic(obs, action)  # [N, B], float32 (output layer runs in float32)
@@ -403,9 +401,7 @@ class SAC(nn.Module):
         c = self.cfg
         with torch.no_grad(), self._autocast():
             next_a, next_logp, _ = self._sample(next_obs, eps)
-            q_next = self.critic_target(next_obs, next_a)
-            if subset is not None:
-                q_next = q_next.index_select(0, subset)
+            q_next = self.critic_target(next_obs, next_a, members=subset)  # [N or k, B]
             target = soft_td_target(reward * c.reward_scale, discount, q_next.min(0).values, next_logp, alpha)
         with self._autocast():
             q = self.critic(obs, action)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from roborl.config import build
-from roborl.learners.networks import TanhGaussianActor, squashed_log_prob
+from roborl.learners.networks import CriticEnsemble, TanhGaussianActor, squashed_log_prob
 from roborl.learners.sac import SAC, SACConfig, soft_td_target
 
 
@@ -80,6 +80,27 @@ def test_ensemble_subset_and_layernorm_update_runs() -> None:
     assert td.shape == (16,)
     assert set(metrics) >= {"critic_loss", "actor_loss", "alpha", "q_mean", "bc_loss"}
     assert all(torch.isfinite(v) for v in metrics.values())
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("layer_norm", [False, True])
+def test_ensemble_members_forward_equals_selecting_from_all(precision: str, layer_norm: bool) -> None:
+    """The target's subset forward runs only k members: the same Q values as running all N and selecting."""
+    torch.manual_seed(0)
+    ens = CriticEnsemble(10, 6, 2, (32, 32), layer_norm=layer_norm)
+    with torch.no_grad():  # non-trivial LayerNorm affines, different per member
+        for p in ens.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    obs, act = torch.randn(64, 6), torch.rand(64, 2) * 2 - 1
+    idx = torch.tensor([7, 2])
+    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else torch.autocast("cpu", enabled=False)
+    with torch.no_grad(), ctx:
+        full = ens(obs, act)
+        sub = ens(obs, act, members=idx)
+    assert full.shape == (10, 64) and sub.shape == (2, 64) and sub.dtype == torch.float32
+    tol = {"atol": 1e-5, "rtol": 1e-5} if precision == "fp32" else {"atol": 2e-2, "rtol": 2e-2}
+    torch.testing.assert_close(sub, full.index_select(0, idx), **tol)
+    assert not torch.allclose(sub[0], sub[1])  # two different members, not one repeated
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
