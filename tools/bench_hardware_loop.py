@@ -15,7 +15,9 @@ the server's, which the learner never saw.
    scripted expert. It presses SUCCESS once the cube has sat at the goal for ``--hold`` steps (so
    the last ``--hold`` frames of a demo are success frames, HIL-SERL's recorded success frames),
    FAILURE when an episode runs out. ``--failures`` more episodes push the cube to a wrong spot
-   4-8 cm off the goal (near misses: the hard negatives of a success detector), labelled FAILURE.
+   4-8 cm off the goal (near misses: the hard negatives of a success detector), labelled FAILURE;
+   one whose cube crossed the success zone anyway is DISCARDED and redone, as an operator who saw it
+   would (kept, its success frames would be negatives: label noise where the detector is most tested).
 2. **Reward classifier** (``roborl reward train``) on those stores only (``positives=final``,
    ``final_k=--hold``: the operator's labels; the threshold is calibrated on held-out *training*
    episodes with ``--target-fpr``). Its metrics come from ``roborl reward eval --json`` on a
@@ -149,6 +151,7 @@ def make_operator(args: argparse.Namespace, layout: tuple[str, ...], seed0: int,
             self.episode = 0
             self.ever_success: list[bool] = []
             self.drift_mm: list[float] = []
+            self.discarded = 0
 
         def on_episode_start(self, obs: Any) -> None:
             self.shadow.reset(seed=seed0 + self.episode)
@@ -175,7 +178,10 @@ def make_operator(args: argparse.Namespace, layout: tuple[str, ...], seed0: int,
                 return Command(motion=zero, events=(Event.START,), active=True)
             if self.state == "review":
                 self.state = "idle"
-                return Command(motion=zero, events=(Event.FAILURE,), active=True)
+                # A near miss that touched the goal anyway is redone, not kept as a negative.
+                redo = near_miss and self.ever_success and self.ever_success[-1]
+                self.discarded += int(redo)
+                return Command(motion=zero, events=(Event.DISCARD if redo else Event.FAILURE,), active=True)
             if obs is not None and self.steps:
                 self._check(obs)
             if not near_miss and self.streak >= args.hold:
@@ -222,6 +228,7 @@ def collect_through_server(args: argparse.Namespace, root: Path, name: str, epis
     true_ok = [bool(e["ever_success"]) for e in truth["per_episode"]]
     return {"store": str(root / name), "episodes": summary.kept, "labelled_success": labelled,
             "server_ever_success": int(sum(true_ok)), "mean_length": round(summary.mean_length, 1),
+            "discarded_near_misses_that_succeeded": dev.discarded,
             "shadow_drift_mm_max": round(max(dev.drift_mm or [0.0]), 3), "seconds": round(time.perf_counter() - t0, 1)}
 
 

@@ -56,24 +56,24 @@ ENV = dict(os.environ, ROBORL_QUIET="1")
 
 def test_killed_before_first_checkpoint_counts_orphan_rows(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    args = _args(run_dir, "train.total_steps=4000", "train.checkpoint_every=100000")
+    args = _args(run_dir, "train.total_steps=1500", "train.checkpoint_every=100000")
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
     _kill_when(proc, lambda: _last_step(run_dir) >= 250, "250 steps")
     assert not (run_dir / "checkpoints").exists() or not list((run_dir / "checkpoints").glob("step_*"))
     rows, eps = _store_rows(run_dir / "store")
-    assert 250 <= rows < 4000
+    assert 250 <= rows < 1500
     out = subprocess.run(args, capture_output=True, text=True, timeout=600, env=ENV)
     assert out.returncode == 0, out.stderr[-2000:]
     assert f"{rows} rows already in the store ({eps} episodes" in out.stdout, out.stdout
     assert f"starting at step {rows}" in out.stdout
     summary = json.loads(out.stdout.strip().splitlines()[-1])
-    assert summary["env_steps"] == 4000
-    assert _store_rows(run_dir / "store")[0] == 4000  # counters == store (before the rule: rows + 4000)
+    assert summary["env_steps"] == 1500
+    assert _store_rows(run_dir / "store")[0] == 1500  # counters == store (before the rule: rows + 1500)
 
 
 def test_killed_after_a_checkpoint_counts_newer_rows(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    args = _args(run_dir, "train.total_steps=3000", "train.checkpoint_every=300")
+    args = _args(run_dir, "train.total_steps=1500", "train.checkpoint_every=300")
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
     # Kill mid-episode (Pendulum episodes are 200 steps) some rows after the first checkpoint.
     _kill_when(proc, lambda: (run_dir / "checkpoints" / "latest").exists() and _last_step(run_dir) >= 450, "a checkpoint")
@@ -85,8 +85,8 @@ def test_killed_after_a_checkpoint_counts_newer_rows(tmp_path: Path) -> None:
     assert f"resumed from step {ck}; {rows - ck} newer rows in the store" in out.stdout, out.stdout
     assert f"continuing at step {rows}" in out.stdout
     summary = json.loads(out.stdout.strip().splitlines()[-1])
-    assert summary["env_steps"] == 3000
-    assert _store_rows(run_dir / "store")[0] == 3000
+    assert summary["env_steps"] == 1500
+    assert _store_rows(run_dir / "store")[0] == 1500
 
 
 def test_a_store_replaced_under_a_checkpoint_is_refused(tmp_path: Path) -> None:
