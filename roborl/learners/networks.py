@@ -115,10 +115,6 @@ class CriticEnsemble(nn.Module):
     def forward(self, obs: torch.Tensor, act: torch.Tensor, members: torch.Tensor | None = None) -> torch.Tensor:
         x = torch.cat([obs, act], dim=-1)
         x = x.unsqueeze(0).expand(self.n if members is None else members.shape[0], *x.shape)
-        if members is None:
-            for layer in self._layers[:-1]:
-                x = layer(x)
-            return fp32_head(self._layers[-1], x).squeeze(-1)
         for layer in self._layers[:-1]:
             x = layer(x, members) if isinstance(layer, (EnsembleLinear, EnsembleLayerNorm)) else layer(x)
         return fp32_head(self._layers[-1], x, members).squeeze(-1)
