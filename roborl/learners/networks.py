@@ -93,7 +93,7 @@ class CriticEnsemble(nn.Module):
 
     ``forward(..., members=idx)`` runs only the members ``idx`` [k] and returns q [k, B], equal to
     ``forward(obs, act).index_select(0, idx)``: REDQ/RLPD's target needs 2 of 10 critics, and running
-    the other 8 only to drop them was ~a sixth of an update's matmuls.
+    the other 8 only to drop them was about a tenth of an update's critic work (counted in BENCHMARKS.md).
     """
 
     def __init__(self, n: int, obs_dim: int, act_dim: int, hidden: tuple[int, ...], layer_norm: bool = False) -> None:
