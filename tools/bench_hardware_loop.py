@@ -179,7 +179,7 @@ def make_operator(args: argparse.Namespace, layout: tuple[str, ...], seed0: int,
             if self.state == "review":
                 self.state = "idle"
                 # A near miss that touched the goal anyway is redone, not kept as a negative.
-                redo = near_miss and self.ever_success and self.ever_success[-1]
+                redo = near_miss and self.ever  # this episode's shadow touched the goal
                 self.discarded += int(redo)
                 return Command(motion=zero, events=(Event.DISCARD if redo else Event.FAILURE,), active=True)
             if obs is not None and self.steps:
