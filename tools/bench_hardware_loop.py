@@ -265,6 +265,29 @@ def collect_heldout(args: argparse.Namespace, path: Path, seed0: int) -> dict[st
     return {"store": str(path), "episodes": args.heldout_episodes, "frames": n, "positive_frames": pos}
 
 
+def member_metrics(clf: Path, heldout: Path) -> list[dict[str, Any]]:
+    """Each ensemble member alone on the held-out frames (true per-step labels): the spread the mean damps."""
+    import torch
+
+    from roborl.reward.data import load_frames
+    from roborl.reward.metrics import binary_metrics
+    from roborl.reward.model import load_model
+
+    model, _ = load_model(clf)
+    fs = load_frames([heldout], model.cameras, rule="step", require_both=False)
+    imgs = [torch.from_numpy(fs.images[c]) for c in model.cameras]
+    with torch.inference_mode():
+        probs = torch.sigmoid(model.member_logits(imgs)).numpy()  # [K, N]
+    out = []
+    for p in probs:
+        row = {"roc_auc": binary_metrics(p, fs.labels, 0.5)["roc_auc"]}
+        for thr in (0.5, 0.9):
+            m = binary_metrics(p, fs.labels, thr)
+            row[f"at_{thr}"] = {k: m[k] for k in ("recall", "false_positive_rate", "fp", "fn")}
+        out.append(row)
+    return out
+
+
 def reward_demos(src: Path, dst: Path, clf: Path, confirm_steps: int, threshold: float | None = None) -> dict[str, Any]:
     """The demos as a classifier-rewarded run would have stored them: each demo is replayed through
     :class:`roborl.reward.wrapper.ClassifierReward`'s rule on its stored frames, so it ends at the first
@@ -642,6 +665,8 @@ def main() -> None:
         e = json.loads(cli("reward", "eval", str(clf), "--store", str(root / "heldout"), "--json", "--positives",
                            "step", "--threshold", str(thr)).stdout)
         res[f"classifier_heldout_at_{thr}"] = {k: e.get(k) for k in ("recall", "false_positive_rate", "fp", "fn")}
+    if int(meta.get("arch", {}).get("ensemble", 1)) > 1:
+        res["classifier_heldout_members"] = member_metrics(clf, root / "heldout")
     # 3. SAC residual over BC from pixels, classifier reward (and the sim's true reward)
     if not args.skip_rl:
         if args.encoder == "pretrain":

@@ -93,5 +93,9 @@ class ClassifierTrainConfig:
                          "positives=final, frames of a successful episode before its labelled tail can already show "
                          "success (the scene sits at the goal while the operator waits to press SUCCESS): counted as "
                          "negatives they push the threshold up and cost recall.")
+    ensemble: int = field(1, doc="Classifiers trained independently (member k: seed + k for its initialisation, "
+                                 "batches and augmentation) whose mean probability is the reward's; 3-5 damp the "
+                                 "spread between trainings on a few hundred frames, at that many times the training "
+                                 "and inference cost.", check=lambda v: None if 1 <= v <= 16 else "must be in [1, 16]")
     seed: int = field(0, doc="Seed of the split, the initialisation and the sampling.", check=non_negative)
     threads: int = field(1, doc="torch CPU threads.", check=positive)

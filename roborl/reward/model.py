@@ -3,7 +3,8 @@ one), an optional proprio MLP and an MLP head giving one logit. Saved as safeten
 
 A model directory holds::
 
-    model.safetensors    the weights (tensor names from SuccessClassifier.state_dict())
+    model.safetensors    the weights (tensor names from SuccessClassifier.state_dict(); an ensemble's
+                         are its members' under members.<k>.)
     reward_model.json    format, cameras, image size, proprio keys/dims, architecture, threshold,
                          training config and metrics, the stores trained on (path, uuid, generation)
 
@@ -26,8 +27,8 @@ from roborl.errors import UsageError
 from roborl.fsutil import atomic_write_text
 from roborl.learners.networks import mlp
 
-__all__ = ["ConvEncoder", "SuccessClassifier", "RewardClassifier", "random_shift", "save_model", "load_model",
-           "save_encoder", "load_encoder", "obs_value", "META_FILE", "WEIGHTS_FILE"]
+__all__ = ["ConvEncoder", "SuccessClassifier", "SuccessEnsemble", "RewardClassifier", "random_shift", "save_model",
+           "load_model", "save_encoder", "load_encoder", "obs_value", "META_FILE", "WEIGHTS_FILE"]
 
 META_FILE = "reward_model.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -140,6 +141,11 @@ class SuccessClassifier(nn.Module):
             feats.append(self.proprio_net(p.clamp(-10.0, 10.0)))
         return self.head(torch.cat(feats, dim=-1)).squeeze(-1)
 
+    def member_logits(self, images: Sequence[torch.Tensor], proprio: torch.Tensor | None = None, *, pad: int = 0,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+        """Logits ``[1, B]``: a single model is an ensemble of one (the training loop's view)."""
+        return self(images, proprio, pad=pad, generator=generator)[None]
+
     def fit_proprio(self, proprio: np.ndarray) -> None:
         """Fix the proprio normaliser on the training frames (float [N, P])."""
         if self.proprio_dim:
@@ -154,16 +160,66 @@ class SuccessClassifier(nn.Module):
                 "hidden": int(self.head[0].out_features), "encoder_input_hw": list(e.in_hw)}
 
 
+class SuccessEnsemble(nn.Module):
+    """K success classifiers trained independently (own initialisation, batches and augmentation); the
+    ensemble's probability is their mean (deep ensembles, Lakshminarayanan et al. 2017). On a few hundred
+    labelled frames one training can land on a classifier that generalises badly (a spurious cue in
+    the scene); averaging damps what a single unlucky seed does to the reward.
+
+    forward(images, proprio) -> logits [B] of the mean probability; member_logits -> [K, B].
+    """
+
+    def __init__(self, members: Sequence[SuccessClassifier]) -> None:
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError("SuccessEnsemble needs at least two members")
+        self.members = nn.ModuleList(members)
+        m0 = members[0]
+        self.cameras, self.image_hw, self.proprio_dim = m0.cameras, m0.image_hw, m0.proprio_dim
+        self.frozen_encoder, self.shared_encoder = m0.frozen_encoder, m0.shared_encoder
+
+    @property
+    def encoders(self) -> nn.ModuleList:
+        """The first member's encoders (what a caller reusing "the classifier's encoder" gets)."""
+        return self.members[0].encoders  # type: ignore[return-value]
+
+    def member_logits(self, images: Sequence[torch.Tensor], proprio: torch.Tensor | None = None, *, pad: int = 0,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+        """Logits ``[K, B]``, each member with its own random shift of the frames."""
+        return torch.stack([m(images, proprio, pad=pad, generator=generator) for m in self.members])
+
+    def forward(self, images: Sequence[torch.Tensor], proprio: torch.Tensor | None = None, *, pad: int = 0,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+        lg = self.member_logits(images, proprio, pad=pad, generator=generator)
+        # logit(mean_k sigmoid(l_k)) = log mean p - log mean (1 - p), in log space so that confident members
+        # (|l| of tens) neither overflow nor round the mean to exactly 0 or 1.
+        return torch.logsumexp(F.logsigmoid(lg), 0) - torch.logsumexp(F.logsigmoid(-lg), 0)
+
+    def train(self, mode: bool = True) -> "SuccessEnsemble":
+        super().train(mode)
+        for m in self.members:
+            m.train(mode)  # keeps a frozen encoder in eval mode
+        return self
+
+    def fit_proprio(self, proprio: np.ndarray) -> None:
+        for m in self.members:
+            m.fit_proprio(proprio)  # type: ignore[operator]
+
+    def arch(self) -> dict[str, Any]:
+        return {**self.members[0].arch(), "ensemble": len(self.members)}  # type: ignore[operator]
+
+
 # ----------------------------------------------------------------------------- files
 
-def save_model(model_dir: str | Path, model: SuccessClassifier, meta: dict[str, Any]) -> Path:
+def save_model(model_dir: str | Path, model: SuccessClassifier | SuccessEnsemble, meta: dict[str, Any]) -> Path:
     """Write weights and metadata into ``model_dir`` (each file atomically: temp file + rename)."""
     from safetensors.torch import save_file
 
     d = Path(model_dir)
     d.mkdir(parents=True, exist_ok=True)
     tmp = d / (WEIGHTS_FILE + ".tmp")
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    # clone: the members of an ensemble share one frozen encoder, and safetensors refuses tensors that share memory
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     save_file(state, str(tmp), metadata={"format": FORMAT})
     os.replace(tmp, d / WEIGHTS_FILE)
     full = {"format": FORMAT, "version": 1, "cameras": model.cameras, "image_size": list(model.image_hw),
@@ -188,7 +244,7 @@ def read_meta(model_dir: str | Path) -> dict[str, Any]:
     return meta
 
 
-def load_model(model_dir: str | Path) -> tuple[SuccessClassifier, dict[str, Any]]:
+def load_model(model_dir: str | Path) -> tuple[SuccessClassifier | SuccessEnsemble, dict[str, Any]]:
     """(model in eval mode, metadata). Missing, corrupt or mismatched files -> UsageError, one line."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -201,9 +257,12 @@ def load_model(model_dir: str | Path) -> tuple[SuccessClassifier, dict[str, Any]
         ds = int(a.get("downsample", 1))
         enc = ConvEncoder(tuple(a.get("encoder_input_hw", hw)), a["channels"], a["layers"], a["feature_dim"], ds) \
             if a.get("frozen_encoder") else None
-        model = SuccessClassifier(meta["cameras"], hw, int(meta["proprio_dim"]), channels=a["channels"],
-                                  layers=a["layers"], feature_dim=a["feature_dim"], downsample=ds,
-                                  shared_encoder=a["shared_encoder"], hidden=a["hidden"], encoder=enc)
+        k = int(a.get("ensemble", 1))
+        members = [SuccessClassifier(meta["cameras"], hw, int(meta["proprio_dim"]), channels=a["channels"],
+                                     layers=a["layers"], feature_dim=a["feature_dim"], downsample=ds,
+                                     shared_encoder=a["shared_encoder"], hidden=a["hidden"], encoder=enc)
+                   for _ in range(max(1, k))]
+        model: SuccessClassifier | SuccessEnsemble = members[0] if k <= 1 else SuccessEnsemble(members)
     except (KeyError, TypeError, ValueError) as e:
         raise UsageError(f"reward: {d / META_FILE} is incomplete ({type(e).__name__}: {e})") from None
     try:

@@ -23,7 +23,8 @@ from roborl.errors import UsageError
 from roborl.reward.config import ClassifierTrainConfig
 from roborl.reward.data import FrameSet, load_frames
 from roborl.reward.metrics import binary_metrics
-from roborl.reward.model import RewardClassifier, SuccessClassifier, load_encoder, load_model, read_meta, save_model
+from roborl.reward.model import (RewardClassifier, SuccessClassifier, SuccessEnsemble, load_encoder, load_model,
+                                 read_meta, save_model)
 
 __all__ = ["train_classifier", "evaluate", "finetune", "split_episodes", "calibrate_threshold"]
 
@@ -79,7 +80,7 @@ def _batch(fs: FrameSet, idx: np.ndarray, cameras: Sequence[str]) -> tuple[list[
     return imgs, p
 
 
-def _fit(model: SuccessClassifier, fs: FrameSet, *, steps: int, batch_size: int, lr: float, weight_decay: float,
+def _fit(model: SuccessClassifier | SuccessEnsemble, fs: FrameSet, *, steps: int, batch_size: int, lr: float, weight_decay: float,
          pad: int, label_smoothing: float, seed: int, replay: FrameSet | None = None,
          log: Callable[[str], None] | None = None) -> dict[str, float]:
     """Balanced-batch BCE training. With ``replay``, half of each batch comes from it (fine-tuning keeps
@@ -104,8 +105,10 @@ def _fit(model: SuccessClassifier, fs: FrameSet, *, steps: int, batch_size: int,
             imgs, prop = _batch(src, idx, model.cameras)
             target = torch.as_tensor(src.labels[idx], dtype=torch.float32)
             target = target * (1.0 - label_smoothing) + 0.5 * label_smoothing
-            logits = model(imgs, prop, pad=pad, generator=gen)
-            losses.append(F.binary_cross_entropy_with_logits(logits, target) * (n / batch_size))
+            # Each member's own BCE (an ensemble's mean-probability logit is not trained directly: members that
+            # learn to cancel each other out would make a fine mean from useless members).
+            logits = model.member_logits(imgs, prop, pad=pad, generator=gen)  # [K, n]
+            losses.append(F.binary_cross_entropy_with_logits(logits, target.expand_as(logits)) * (n / batch_size))
         loss = torch.stack(losses).sum()
         loss.backward()
         opt.step()
@@ -117,7 +120,7 @@ def _fit(model: SuccessClassifier, fs: FrameSet, *, steps: int, batch_size: int,
     return {"final_loss": float(ema if ema is not None else float("nan"))}
 
 
-def _probs(model: SuccessClassifier, fs: FrameSet, batch: int = 256) -> np.ndarray:
+def _probs(model: SuccessClassifier | SuccessEnsemble, fs: FrameSet, batch: int = 256) -> np.ndarray:
     out = np.empty(len(fs), dtype=np.float32)
     model.eval()
     with torch.inference_mode():
@@ -149,21 +152,37 @@ def train_classifier(stores: Sequence[str | Path], out: str | Path, cfg: Classif
         raise UsageError("reward: the training split lacks positives or negatives; lower val_fraction or add episodes")
     encoder = load_encoder(cfg.encoder, hw) if cfg.encoder else None
     pdim = 0 if fs.proprio is None else int(fs.proprio.shape[1])
-    model = SuccessClassifier(cameras, hw, pdim, channels=cfg.channels, layers=cfg.conv_layers,
-                              feature_dim=cfg.feature_dim, downsample=cfg.downsample, shared_encoder=cfg.shared_encoder, encoder=encoder)
-    if train_fs.proprio is not None:
-        model.fit_proprio(train_fs.proprio)
     if log:
         log(f"reward: {len(train_fs)} training frames ({int(train_fs.labels.sum())} positive), {len(val_fs)} held out "
-            f"({int(val_fs.labels.sum())} positive); cameras {', '.join(cameras)} at {hw[0]}x{hw[1]}")
+            f"({int(val_fs.labels.sum())} positive); cameras {', '.join(cameras)} at {hw[0]}x{hw[1]}"
+            + (f"; an ensemble of {cfg.ensemble}" if cfg.ensemble > 1 else ""))
+    members: list[SuccessClassifier] = []
+    fits: list[dict[str, float]] = []
     t0 = time.perf_counter()
-    fit = _fit(model, train_fs, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
-               pad=cfg.pad, label_smoothing=cfg.label_smoothing, seed=cfg.seed, log=log)
+    for k in range(cfg.ensemble):
+        # Member k: its own initialisation, batches and shifts (the split stays the one of cfg.seed).
+        torch.manual_seed(cfg.seed + k)
+        member = SuccessClassifier(cameras, hw, pdim, channels=cfg.channels, layers=cfg.conv_layers,
+                                   feature_dim=cfg.feature_dim, downsample=cfg.downsample,
+                                   shared_encoder=cfg.shared_encoder, encoder=encoder)
+        if train_fs.proprio is not None:
+            member.fit_proprio(train_fs.proprio)
+        if log and cfg.ensemble > 1:
+            log(f"reward: member {k + 1}/{cfg.ensemble}")
+        fits.append(_fit(member, train_fs, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr,
+                          weight_decay=cfg.weight_decay, pad=cfg.pad, label_smoothing=cfg.label_smoothing,
+                          seed=cfg.seed + k, log=log))
+        members.append(member)
+    model: SuccessClassifier | SuccessEnsemble = members[0] if cfg.ensemble == 1 else SuccessEnsemble(members)
     train_s = time.perf_counter() - t0
+    fit = {"final_loss": float(np.mean([f["final_loss"] for f in fits]))}
     metrics: dict[str, Any] = {"train_seconds": round(train_s, 2), **fit}
     threshold = cfg.threshold
     if len(val_fs):
         vp = _probs(model, val_fs)
+        if cfg.ensemble > 1:  # how far apart the members are, on the same held-out episodes
+            metrics["val_members"] = [binary_metrics(_probs(m, val_fs), val_fs.labels, cfg.threshold)
+                                      for m in members]
         if cfg.target_fpr is not None:
             neg = calibration_negatives(val_fs, cfg.calibrate_on)
             if not neg.any():

@@ -13,7 +13,8 @@ from roborl.errors import UsageError
 from roborl.reward.config import ClassifierTrainConfig
 from roborl.reward.data import label_steps, load_frames
 from roborl.reward.metrics import binary_metrics, roc_auc
-from roborl.reward.model import (ConvEncoder, RewardClassifier, load_model, random_shift, read_meta, save_encoder)
+from roborl.reward.model import (ConvEncoder, RewardClassifier, SuccessEnsemble, load_model, random_shift, read_meta,
+                                 save_encoder)
 from roborl.reward.train import evaluate, finetune, split_episodes, train_classifier
 
 from toy_square import write_store
@@ -191,3 +192,63 @@ def test_calibration_on_failed_episodes_uses_only_their_frames(tmp_path: Path) -
     meta = train_classifier([store], tmp_path / "m", cfg)
     cal = meta["metrics"]["calibration"]
     assert cal["calibrate_on"] == "failed_episodes" and 0 < cal["val_negatives"] < meta["metrics"]["val"]["negatives"]
+
+
+def test_ensemble_is_the_mean_of_independently_trained_members(toy_stores: dict[str, Path], tmp_path: Path) -> None:
+    cfg = ClassifierTrainConfig(steps=60, batch_size=16, seed=3, pad=2, positives="step", channels=8, feature_dim=8,
+                                ensemble=3)
+    meta = train_classifier([toy_stores["train"]], tmp_path / "ens", cfg)
+    assert meta["arch"]["ensemble"] == 3 and len(meta["metrics"]["val_members"]) == 3
+    model, _ = load_model(tmp_path / "ens")
+    assert isinstance(model, SuccessEnsemble)
+    # The members differ (own seeds) ...
+    w = [m.encoders[0].convs[0].weight for m in model.members]
+    assert not torch.equal(w[0], w[1]) and not torch.equal(w[1], w[2])
+    # ... and member 0 is exactly the single model of the same seed (an ensemble of 1 is today's classifier).
+    single = train_classifier([toy_stores["train"]], tmp_path / "one",
+                              ClassifierTrainConfig(**{**cfg.__dict__, "ensemble": 1}))
+    assert single["arch"].get("ensemble", 1) == 1
+    one, _ = load_model(tmp_path / "one")
+    for (k, v), (k1, v1) in zip(model.members[0].state_dict().items(), one.state_dict().items()):
+        assert k == k1
+        torch.testing.assert_close(v, v1)
+    # The ensemble's probability is the mean of its members'.
+    fs = load_frames([toy_stores["heldout"]], ["cam"], rule="step")
+    imgs = [torch.from_numpy(fs.images["cam"])]
+    with torch.inference_mode():
+        p_members = torch.sigmoid(model.member_logits(imgs)).mean(0)
+        torch.testing.assert_close(torch.sigmoid(model(imgs)), p_members, atol=1e-5, rtol=1e-4)
+    p = RewardClassifier(tmp_path / "ens").probs(fs.images)
+    np.testing.assert_allclose(p, p_members.numpy(), atol=1e-5)
+    assert evaluate(tmp_path / "ens", [toy_stores["heldout"]], positives="step")["roc_auc"] >= 0.9
+    # Confident members (logits of +-60) give a finite mean, not 0/1 rounding to an infinite logit.
+    big = torch.tensor([[60.0, -60.0], [60.0, -60.0]])
+    model.member_logits = lambda *a, **k: big  # type: ignore[method-assign]
+    out = model(imgs)
+    assert torch.isfinite(out).all() and out[0] > 50 and out[1] < -50
+
+
+def test_ensemble_with_a_frozen_encoder_saves_and_finetunes(toy_model: Path, toy_stores: dict[str, Path],
+                                                             tmp_path: Path) -> None:
+    model, _ = load_model(toy_model)
+    enc_path = tmp_path / "enc.safetensors"
+    save_encoder(enc_path, model.encoders[0])
+    # The members share one frozen encoder: saving must not trip over tensors that share memory.
+    train_classifier([toy_stores["train"]], tmp_path / "ens", ClassifierTrainConfig(
+        steps=20, batch_size=16, encoder=str(enc_path), positives="step", ensemble=2))
+    ens, meta = load_model(tmp_path / "ens")
+    assert meta["arch"]["frozen_encoder"] and meta["arch"]["ensemble"] == 2
+    fs = load_frames([toy_stores["heldout"]], ["cam"], rule="step")
+    pos = np.flatnonzero(fs.labels)[:6]
+    frames = {"cam": fs.images["cam"][pos]}
+    before = RewardClassifier(tmp_path / "ens").probs(frames).mean()
+    finetune(tmp_path / "ens", frames, np.zeros(len(pos), bool), steps=30, lr=1e-3, replay=False, out=tmp_path / "ft")
+    ft, _ = load_model(tmp_path / "ft")
+    assert isinstance(ft, SuccessEnsemble)
+    assert RewardClassifier(tmp_path / "ft").probs(frames).mean() < before - 0.2  # every member moved
+    for m0, m1 in zip(ens.members, ft.members):
+        torch.testing.assert_close(m0.encoders[0].convs[0].weight, m1.encoders[0].convs[0].weight)  # still frozen
+    from roborl import config as C
+
+    with pytest.raises(C.ConfigError, match="ensemble: must be in"):
+        C.build(ClassifierTrainConfig, {"ensemble": 0})
